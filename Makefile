@@ -1,0 +1,41 @@
+# Set-up is idempotent: every target that needs the environment depends on it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_DIR := protos
+PROTOS := $(wildcard $(PROTO_DIR)/moderation/v1/*.proto)
+GENERATED := $(PROTOS:.proto=_pb2.py)
+STAMP := $(VENV)/.installed
+
+.PHONY: run test proto lint bench clean
+
+run: $(STAMP) $(GENERATED)
+	$(BIN)/python -m service
+
+test: $(STAMP) $(GENERATED)
+	$(BIN)/python -m pytest
+
+proto: $(GENERATED)
+
+lint: $(STAMP) $(GENERATED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) $(GENERATED)
+	$(BIN)/python -m bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto.
+$(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
+		-I$$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))') \
+		--python_out=$(PROTO_DIR) --pyi_out=$(PROTO_DIR) --grpc_python_out=$(PROTO_DIR) $<
+
+clean:
+	rm -rf $(VENV) $(GENERATED) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py)
