@@ -31,11 +31,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto.
+# grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto;
+# mypy-protobuf types both the messages and the service stubs.
 $(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
 		-I$$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))') \
-		--python_out=$(PROTO_DIR) --pyi_out=$(PROTO_DIR) --grpc_python_out=$(PROTO_DIR) $<
+		--python_out=$(PROTO_DIR) --grpc_python_out=$(PROTO_DIR) \
+		--mypy_out=$(PROTO_DIR) --mypy_grpc_out=$(PROTO_DIR) $<
 
 clean:
-	rm -rf $(VENV) $(GENERATED) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py)
+	rm -rf $(VENV) $(GENERATED) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py) $(PROTOS:.proto=_pb2_grpc.pyi)

@@ -1,0 +1,28 @@
+"""The seam between the gRPC service and whatever does the moderation.
+
+A backend takes the request message and returns the response message (the proto messages are the data
+model), filling the result fields, `backend` and `request_id`; the service fills `attempts`. A
+backend makes exactly one attempt per call: retries, deadlines and rate limits are the caller's policy,
+so every backend gets them alike. Backends raise only `BackendError` and never import grpc.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+
+class Backend(Protocol):
+    @property
+    def name(self) -> str:
+        """A stable, configured name, reported to callers as the `backend` that answered."""
+        ...
+
+    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+        """One attempt, abandoned after `timeout` seconds with `BackendError(Kind.TIMEOUT)`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and workers; called once at shutdown."""
+        ...

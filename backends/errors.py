@@ -1,0 +1,75 @@
+"""The one exception type backends raise, classified by kind.
+
+Backends translate whatever their upstream says into a `BackendError` with a `Kind`; the gRPC layer maps
+kinds to status codes in one table (`service/errors.py`), and the retry loop asks `retryable`.
+Messages must be safe to show callers: never a secret, never image bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.Enum):
+    """What went wrong, in terms a caller or an operator can act on."""
+
+    # The image or a parameter was refused by the backend; the caller must change the request.
+    INVALID_REQUEST = "invalid_request"
+    # The backend could not download the image URL (it has already retried once).
+    IMAGE_DOWNLOAD_FAILED = "image_download_failed"
+    # Too many requests per second for the backend account: waiting helps.
+    RATE_LIMITED = "rate_limited"
+    # A quota or resource package is used up: waiting does not help soon.
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    # The gateway's own credentials, region or protocol settings are wrong (an operator's problem,
+    # never reported as the caller's authentication failure).
+    MISCONFIGURED = "misconfigured"
+    # The backend account cannot serve: service not activated, no package, arrears.
+    ACCOUNT_UNAVAILABLE = "account_unavailable"
+    # A transient backend or network fault: retrying may succeed.
+    UNAVAILABLE = "unavailable"
+    # The backend did not answer within the time left.
+    TIMEOUT = "timeout"
+    # The backend refused for a reason retrying will not change and the caller cannot fix.
+    FAILED = "failed"
+
+
+_RETRYABLE = frozenset({Kind.RATE_LIMITED, Kind.UNAVAILABLE})
+
+
+class BackendError(Exception):
+    """A classified backend failure.
+
+    `upstream_code` and `request_id` are the backend's own words (e.g. an IMS error code and its
+    RequestId), kept for operators and support tickets; `retry_after` is set when the backend said how
+    long to wait.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        message: str,
+        *,
+        upstream_code: str = "",
+        request_id: str = "",
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+        field: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.upstream_code = upstream_code
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.retryable = kind in _RETRYABLE if retryable is None else retryable
+        # For INVALID_REQUEST: the request field to fix, when the backend said which.
+        self.field = field
+        # Set by the retry loop: how many backend calls were made before giving up.
+        self.attempts = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"BackendError({self.kind.name}, {self.message!r}, upstream_code={self.upstream_code!r}, "
+            f"request_id={self.request_id!r})"
+        )

@@ -1,0 +1,104 @@
+"""Every IMS error code (ImageModeration 2020-12-29 and the common API 3.0 codes) and its kind.
+
+Retrying follows the kind: only rate limits and transient faults are retried. The table is explicit,
+one line a code, so a reviewer can check each against the documentation; codes Tencent adds later fall
+back on their family (the part before the dot), and failing that on `Kind.FAILED`, never on success.
+"""
+
+from __future__ import annotations
+
+from backends.errors import Kind
+
+ERROR_KINDS: dict[str, Kind] = {
+    # Rate limits: wait and retry.
+    "RequestLimitExceeded": Kind.RATE_LIMITED,
+    "RequestLimitExceeded.GlobalRegionUinLimitExceeded": Kind.RATE_LIMITED,
+    "RequestLimitExceeded.IPLimitExceeded": Kind.RATE_LIMITED,
+    "RequestLimitExceeded.UinLimitExceeded": Kind.RATE_LIMITED,
+    # Transient faults: IMS itself says "retry" for ModelCallFailed.
+    "InternalError": Kind.UNAVAILABLE,
+    "InternalError.InternalError": Kind.UNAVAILABLE,
+    "ResourceUnavailable.ModelCallFailed": Kind.UNAVAILABLE,
+    "ResourceUnavailable.InQueueError": Kind.UNAVAILABLE,
+    "ServiceUnavailable": Kind.UNAVAILABLE,
+    # The caller's image or parameters.
+    "InvalidParameter": Kind.INVALID_REQUEST,
+    "InvalidParameter.ImageAspectRatioTooLarge": Kind.INVALID_REQUEST,
+    "InvalidParameter.ImageDataTooSmall": Kind.INVALID_REQUEST,
+    "InvalidParameter.ImageSizeTooSmall": Kind.INVALID_REQUEST,
+    "InvalidParameter.InvalidImageContent": Kind.INVALID_REQUEST,
+    "InvalidParameter.InvalidParameter": Kind.INVALID_REQUEST,
+    "InvalidParameterValue": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.EmptyImageContent": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.ImageSizeTooSmall": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.InvalidContent": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.InvalidDataId": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.InvalidFileContentSize": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.InvalidImageContent": Kind.INVALID_REQUEST,
+    "InvalidParameterValue.InvalidParameter": Kind.INVALID_REQUEST,
+    "ResourceUnavailable.InvalidImageContent": Kind.INVALID_REQUEST,
+    "MissingParameter": Kind.INVALID_REQUEST,
+    "RequestSizeLimitExceeded": Kind.INVALID_REQUEST,
+    # The image URL could not be fetched; IMS has already retried the download once.
+    "ResourceUnavailable.ImageDownloadError": Kind.IMAGE_DOWNLOAD_FAILED,
+    # Quotas and packages: waiting a second does not help.
+    "LimitExceeded": Kind.QUOTA_EXHAUSTED,
+    "ResourceInsufficient": Kind.QUOTA_EXHAUSTED,
+    "ResourcesSoldOut": Kind.QUOTA_EXHAUSTED,
+    # The account: not activated, no valid package, or in arrears.
+    "UnauthorizedOperation": Kind.ACCOUNT_UNAVAILABLE,
+    "UnauthorizedOperation.Unauthorized": Kind.ACCOUNT_UNAVAILABLE,
+    # The gateway's own keys, clock, network identity or protocol settings.
+    "AuthFailure": Kind.MISCONFIGURED,
+    "AuthFailure.InvalidAuthorization": Kind.MISCONFIGURED,
+    "AuthFailure.InvalidSecretId": Kind.MISCONFIGURED,
+    "AuthFailure.MFAFailure": Kind.MISCONFIGURED,
+    "AuthFailure.SecretIdNotFound": Kind.MISCONFIGURED,
+    "AuthFailure.SignatureExpire": Kind.MISCONFIGURED,
+    "AuthFailure.SignatureFailure": Kind.MISCONFIGURED,
+    "AuthFailure.TokenFailure": Kind.MISCONFIGURED,
+    "AuthFailure.UnauthorizedOperation": Kind.MISCONFIGURED,
+    "IpInBlacklist": Kind.MISCONFIGURED,
+    "IpNotInWhitelist": Kind.MISCONFIGURED,
+    "ActionOffline": Kind.MISCONFIGURED,
+    "InvalidAction": Kind.MISCONFIGURED,
+    "NoSuchProduct": Kind.MISCONFIGURED,
+    "NoSuchVersion": Kind.MISCONFIGURED,
+    "UnsupportedRegion": Kind.MISCONFIGURED,
+    "UnsupportedProtocol": Kind.MISCONFIGURED,
+    "UnknownParameter": Kind.MISCONFIGURED,
+    "InvalidRequest": Kind.MISCONFIGURED,
+    "InvalidParameterValue.InvalidCallbackUrl": Kind.MISCONFIGURED,
+    # Refusals neither a retry nor the caller can change.
+    "DryRunOperation": Kind.FAILED,
+    "FailedOperation": Kind.FAILED,
+    "OperationDenied": Kind.FAILED,
+    "ResourceInUse": Kind.FAILED,
+    "ResourceNotFound": Kind.FAILED,
+    # Not among the documented transient codes: retrying an unexplained refusal only spends money.
+    "ResourceUnavailable": Kind.FAILED,
+    "ResponseSizeLimitExceeded": Kind.FAILED,
+    "UnsupportedOperation": Kind.FAILED,
+}
+
+
+def kind_of(code: str) -> Kind:
+    if code in ERROR_KINDS:
+        return ERROR_KINDS[code]
+    return ERROR_KINDS.get(code.split(".", 1)[0], Kind.FAILED)
+
+
+# The request field an INVALID_REQUEST code is about, so callers are told what to fix.
+_FIELDS = {
+    "InvalidParameterValue.InvalidDataId": "data_id",
+    "InvalidParameter.InvalidParameter": "",
+    "InvalidParameterValue.InvalidParameter": "",
+    "InvalidParameter": "",
+    "InvalidParameterValue": "",
+    "RequestSizeLimitExceeded": "content",
+}
+
+
+def field_of(code: str) -> str:
+    """Every other invalid-request code is about the image."""
+    return _FIELDS.get(code, "image")

@@ -1,0 +1,171 @@
+"""The IMS `ImageModeration` wire format: request parameters out, response envelope in.
+
+Responses are parsed tolerantly, as the API evolves: null or absent lists are empty, unknown fields are
+ignored. A response that says nothing usable (no envelope, no suggestion) is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+from typing import Any
+
+from google.protobuf import json_format
+from moderation.v1.moderation_service_pb2 import (
+    Device,
+    IpType,
+    ModerateImageRequest,
+    ModerateImageResponse,
+    ModerationType,
+    Suggestion,
+    User,
+)
+
+from backends.errors import BackendError, Kind
+from backends.tencent.codes import field_of, kind_of
+
+# IMS defaults conflict between its documentation pages, so both sampling parameters are always sent.
+DEFAULT_INTERVAL = 0
+DEFAULT_MAX_FRAMES = 1
+
+_MODERATION_TYPES = {
+    ModerationType.MODERATION_TYPE_IMAGE: "IMAGE",
+    ModerationType.MODERATION_TYPE_IMAGE_AIGC: "IMAGE_AIGC",
+}
+_SUGGESTIONS = {
+    "pass": Suggestion.Name(Suggestion.SUGGESTION_PASS),
+    "review": Suggestion.Name(Suggestion.SUGGESTION_REVIEW),
+    "block": Suggestion.Name(Suggestion.SUGGESTION_BLOCK),
+}
+# PascalCase to snake_case, keeping acronyms whole: FileMD5 -> file_md5, LabelResults -> label_results.
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def request_params(request: ModerateImageRequest) -> dict[str, Any]:
+    """The JSON parameters of one `ImageModeration` call; unset optional fields are omitted."""
+    params: dict[str, Any] = {}
+    if request.biz_type:
+        params["BizType"] = request.biz_type
+    if request.data_id:
+        params["DataId"] = request.data_id
+    if request.WhichOneof("image") == "content":
+        params["FileContent"] = base64.b64encode(request.content).decode("ascii")
+    else:
+        params["FileUrl"] = request.url
+    params["Interval"] = request.interval or DEFAULT_INTERVAL
+    params["MaxFrames"] = request.max_frames or DEFAULT_MAX_FRAMES
+    if request.HasField("user") and (user := _user_params(request.user)):
+        params["User"] = user
+    if request.HasField("device") and (device := _device_params(request.device)):
+        params["Device"] = device
+    if request.type in _MODERATION_TYPES:
+        params["Type"] = _MODERATION_TYPES[request.type]
+    if request.biz_tag:
+        params["BizTag"] = request.biz_tag
+    return params
+
+
+def _user_params(user: User) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "UserId": user.user_id,
+        "Nickname": user.nickname,
+        "AccountType": user.account_type,
+        # The proto enums number their values as IMS does (0 unknown, 1 male, ...).
+        "Gender": int(user.gender),
+        "Age": user.age,
+        "Level": int(user.level),
+        "Phone": user.phone,
+        "Desc": user.desc,
+        "HeadUrl": user.head_url,
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
+def _device_params(device: Device) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "Ip": device.ip,
+        "Mac": device.mac,
+        "TokenId": device.token_id,
+        "DeviceId": device.device_id,
+        "IMEI": device.imei,
+        "IDFA": device.idfa,
+        "IDFV": device.idfv,
+    }
+    params = {key: value for key, value in fields.items() if value}
+    if device.ip:
+        params["IpType"] = _ip_type(device)
+    return params
+
+
+def _ip_type(device: Device) -> int:
+    """IMS numbers IPv4 as 0 and IPv6 as 1; an unspecified type is read off the address."""
+    if device.ip_type == IpType.IP_TYPE_IPV6:
+        return 1
+    if device.ip_type == IpType.IP_TYPE_IPV4:
+        return 0
+    return 1 if ipaddress.ip_address(device.ip).version == 6 else 0
+
+
+def parse_response(body: bytes) -> ModerateImageResponse:
+    """The result of a 200 response, or the `BackendError` its envelope carries."""
+    try:
+        envelope = json.loads(body)
+        payload = envelope["Response"]
+        if not isinstance(payload, dict):
+            raise TypeError("Response is not an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError(
+            Kind.UNAVAILABLE, f"IMS answered with a malformed envelope ({type(exc).__name__})"
+        ) from None
+    request_id = payload.get("RequestId") or ""
+    if not isinstance(request_id, str):
+        request_id = str(request_id)
+    error = payload.get("Error")
+    if error is not None:
+        raise _error_from(error, request_id)
+    response = ModerateImageResponse()
+    try:
+        json_format.ParseDict(_snake_case(payload), response, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
+        raise BackendError(
+            Kind.UNAVAILABLE,
+            f"IMS answered with a result the gateway cannot read: {exc}",
+            upstream_code="MalformedResponse",
+            request_id=request_id,
+        ) from None
+    if response.suggestion == Suggestion.SUGGESTION_UNSPECIFIED:
+        # Fail closed: a result without a recognisable verdict must not pass as clean.
+        raise BackendError(
+            Kind.UNAVAILABLE,
+            "IMS answered without a recognisable Suggestion",
+            upstream_code="MalformedResponse",
+            request_id=request_id,
+        )
+    return response
+
+
+def _error_from(error: Any, request_id: str) -> BackendError:
+    if not isinstance(error, dict):
+        error = {}
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "")
+    return BackendError(
+        kind_of(code),
+        f"IMS {code or 'error without a code'}: {message}".rstrip(": "),
+        upstream_code=code,
+        request_id=request_id,
+        field=field_of(code),
+    )
+
+
+def _snake_case(value: Any, key: str = "") -> Any:
+    """IMS JSON in the proto's JSON shape: snake_case keys, suggestions as enum names."""
+    if isinstance(value, dict):
+        return {_WORD_BOUNDARY.sub("_", k).lower(): _snake_case(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_case(item) for item in value]
+    if key == "Suggestion" and isinstance(value, str):
+        return _SUGGESTIONS.get(value.lower(), Suggestion.Name(Suggestion.SUGGESTION_UNSPECIFIED))
+    return value

@@ -1,0 +1,57 @@
+"""`python -m service`: load settings, build the backend, serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from service.config import ConfigError, load_settings
+from service.factory import build_backend
+from service.logs import configure_logging
+from service.server import PortInUseError, build_server
+
+log = logging.getLogger("service")
+
+
+async def serve() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.secrets)
+    backend = build_backend(settings)
+    try:
+        gateway = build_server(settings, backend)
+    except PortInUseError:
+        await backend.aclose()
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await gateway.start()
+    log.info(
+        "serving moderation.v1.ModerationService on %s (port %d), backend %s",
+        settings.listen,
+        gateway.port,
+        backend.name,
+    )
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls for up to %.0f s", settings.shutdown_grace)
+    await gateway.stop()
+    log.info("stopped")
+
+
+def main() -> int:
+    try:
+        asyncio.run(serve())
+    except ConfigError as exc:
+        print(f"moderation gateway: {exc}", file=sys.stderr)
+        return 2
+    except PortInUseError as exc:
+        print(f"moderation gateway: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Settings from environment variables, validated once at start with messages that say what to fix.
+
+Secrets are read here and nowhere else: from `NAME` or from the file named by `NAME_FILE` (for
+Kubernetes secrets mounted as files). Their values never appear in a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from backends.tencent.auth import Credentials
+from service.deadlines import BACKEND_TIMEOUT
+
+BACKENDS = ("tencent",)
+CREDENTIAL_VARIABLES = "TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"
+_REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
+
+
+class ConfigError(Exception):
+    """Everything wrong with the configuration, one problem a line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class TencentSettings:
+    credentials: Credentials
+    region: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "[::]:50051"
+    backend: str = "tencent"
+    tencent: TencentSettings | None = None
+    max_attempts: int = 3
+    backend_timeout: float = BACKEND_TIMEOUT
+    shutdown_grace: float = 20.0
+    drain_delay: float = 0.0
+    log_level: str = "INFO"
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+class _Reader:
+    """Reads variables, collecting problems instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.environ.get(name, "").strip() or default
+
+    def secret(self, name: str) -> str:
+        path = self.environ.get(f"{name}_FILE", "").strip()
+        if path:
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problems.append(f"{name}_FILE: cannot read {path!r} ({exc.strerror})")
+                return ""
+        else:
+            value = self.environ.get(name, "")
+            if value != value.strip():
+                # Tencent refuses padded keys with a signature failure that hides the cause.
+                self.problems.append(f"{name} has leading or trailing whitespace")
+                value = value.strip()
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a number")
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.append(f"{name}={raw} must be between {minimum:g} and {maximum:g}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        raw = self.text(name)
+        if raw and not raw.isdigit():
+            self.problems.append(f"{name}={raw!r} is not a whole number")
+            return default
+        return int(self.number(name, default, minimum=minimum, maximum=maximum))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = _Reader(os.environ if environ is None else environ)
+    listen = env.text("MODERATION_LISTEN", "[::]:50051")
+    if not re.fullmatch(r".+:\d{1,5}", listen):
+        env.problems.append(f"MODERATION_LISTEN={listen!r} must be HOST:PORT, e.g. [::]:50051")
+    backend = env.text("MODERATION_BACKEND").lower()
+    secret_id, secret_key = env.secret("TENCENTCLOUD_SECRET_ID"), env.secret("TENCENTCLOUD_SECRET_KEY")
+    token = env.secret("TENCENTCLOUD_TOKEN")
+    if not backend and not (secret_id or secret_key):
+        raise ConfigError(
+            [
+                f"no backend is configured: set {CREDENTIAL_VARIABLES} (or their *_FILE variants) "
+                "to use Tencent Cloud IMS"
+            ]
+        )
+    backend = backend or "tencent"
+    if backend not in BACKENDS:
+        env.problems.append(f"MODERATION_BACKEND={backend!r} is not one of: {', '.join(BACKENDS)}")
+    tencent = None
+    if backend == "tencent":
+        tencent = _tencent_settings(env, secret_id, secret_key, token)
+    settings = Settings(
+        listen=listen,
+        backend=backend,
+        tencent=tencent,
+        max_attempts=env.integer("IMS_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
+        backend_timeout=env.number(
+            "MODERATION_BACKEND_TIMEOUT", BACKEND_TIMEOUT, minimum=0.1, maximum=BACKEND_TIMEOUT
+        ),
+        # In-flight calls may take the whole backend timeout, so the grace period is at least that.
+        shutdown_grace=env.number("MODERATION_SHUTDOWN_GRACE", 20.0, minimum=BACKEND_TIMEOUT, maximum=3600),
+        drain_delay=env.number("MODERATION_DRAIN_DELAY", 0.0, minimum=0, maximum=300),
+        log_level=_log_level(env),
+        secrets=tuple(s for s in (secret_id, secret_key, token) if s),
+    )
+    if env.problems:
+        raise ConfigError(env.problems)
+    return settings
+
+
+def _tencent_settings(env: _Reader, secret_id: str, secret_key: str, token: str) -> TencentSettings:
+    if not (secret_id and secret_key):
+        missing = [
+            n
+            for n, v in (("TENCENTCLOUD_SECRET_ID", secret_id), ("TENCENTCLOUD_SECRET_KEY", secret_key))
+            if not v
+        ]
+        env.problems.append(f"the tencent backend needs {' and '.join(missing)} (or the *_FILE variants)")
+    region = env.text("IMS_REGION", "ap-guangzhou")
+    if not _REGION.fullmatch(region):
+        env.problems.append(f"IMS_REGION={region!r} is not a region name such as ap-guangzhou")
+    endpoint = env.text("IMS_ENDPOINT", "https://ims.tencentcloudapi.com").rstrip("/") + "/"
+    parts = urlsplit(endpoint)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query:
+        env.problems.append(
+            f"IMS_ENDPOINT={endpoint!r} must be an http(s) URL such as https://ims.tencentcloudapi.com"
+        )
+    return TencentSettings(Credentials(secret_id, secret_key, token), region, endpoint)
+
+
+def _log_level(env: _Reader) -> str:
+    level = env.text("MODERATION_LOG_LEVEL", "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        env.problems.append(f"MODERATION_LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
+    return level

@@ -1,0 +1,31 @@
+"""Time budgets: a call never outlives min(the caller's deadline, the backend service timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+# IMS's own service timeout: a call that has not answered in 15 s will not answer.
+BACKEND_TIMEOUT = 15.0
+# Kept back from the caller's deadline so our status, with its details, reaches the caller before
+# the caller's own timer fires and hides it behind a bare DEADLINE_EXCEEDED.
+RESPONSE_MARGIN = 0.010
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point on the event loop's clock, and whether the caller's deadline (not our cap) set it."""
+
+    expires_at: float
+    set_by_caller: bool
+
+    @classmethod
+    def for_call(cls, time_remaining: float | None, *, cap: float = BACKEND_TIMEOUT) -> Deadline:
+        """`time_remaining` is grpc's `context.time_remaining()`: None when the caller set no deadline."""
+        now = asyncio.get_running_loop().time()
+        if time_remaining is not None and time_remaining - RESPONSE_MARGIN < cap:
+            return cls(now + max(0.0, time_remaining - RESPONSE_MARGIN), set_by_caller=True)
+        return cls(now + cap, set_by_caller=False)
+
+    def remaining(self) -> float:
+        return max(0.0, self.expires_at - asyncio.get_running_loop().time())

@@ -1,0 +1,111 @@
+"""One backend call under a deadline, retried only when IMS says retrying can help.
+
+Full-jitter exponential backoff (as googleapis api-core does), each sleep capped by the time left, and
+no attempt started when the time left is shorter than a typical attempt: a retry that cannot finish
+only spends a billed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+from backends.base import Backend
+from backends.errors import BackendError, Kind
+from service.deadlines import Deadline
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+
+    def backoff_ceiling(self, retry_number: int) -> float:
+        """The largest sleep before retry number `retry_number` (1 for the first retry)."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry_number - 1))
+
+
+class LatencyEstimate:
+    """A moving average of successful attempts' durations; 0 until the first success."""
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self._weight = weight
+        self.seconds = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.seconds = (
+            seconds if self.seconds == 0.0 else self.seconds + self._weight * (seconds - self.seconds)
+        )
+
+
+class Retrier:
+    """Runs one request against one backend with the policy; one per backend (it learns its latency)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        policy: RetryPolicy,
+        *,
+        jitter: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._backend = backend
+        self._policy = policy
+        self._jitter = jitter
+        self._sleep = sleep
+        self.latency = LatencyEstimate()
+
+    async def moderate(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            started = loop.time()
+            try:
+                result = await self._attempt(request, deadline)
+            except BackendError as error:
+                error.attempts = attempt
+                if not self._should_retry(error, attempt):
+                    raise
+                delay = self._delay_before_retry(error, attempt, deadline)
+                if delay is None:
+                    raise
+                await self._sleep(delay)
+                continue
+            self.latency.observe(loop.time() - started)
+            result.attempts = attempt
+            return result
+
+    async def _attempt(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
+        budget = deadline.remaining()
+        if budget <= 0:
+            raise _timeout(deadline)
+        try:
+            # httpx has only per-phase timeouts: the overall budget is enforced here.
+            async with asyncio.timeout(budget):
+                return await self._backend.moderate(request, timeout=budget)
+        except TimeoutError:
+            raise _timeout(deadline) from None
+
+    def _should_retry(self, error: BackendError, attempt: int) -> bool:
+        return error.retryable and attempt < self._policy.max_attempts
+
+    def _delay_before_retry(self, error: BackendError, attempt: int, deadline: Deadline) -> float | None:
+        """The sleep before the next attempt, or None when that attempt could not finish in time."""
+        delay = self._jitter() * self._policy.backoff_ceiling(attempt)
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        if deadline.remaining() - delay <= self.latency.seconds:
+            return None
+        return delay
+
+
+def _timeout(deadline: Deadline) -> BackendError:
+    who = "the caller's deadline" if deadline.set_by_caller else "the backend timeout"
+    return BackendError(Kind.TIMEOUT, f"no answer from the backend before {who} expired")

@@ -1,0 +1,209 @@
+"""Checks against IMS's published limits, made before any backend quota is spent.
+
+Image dimensions come from the header alone (Pillow opens lazily and decodes nothing here). Formats IMS
+accepts but Pillow cannot read (SVG, HEIC/HEIF, JNG) are recognised by their signature and left to the
+backend to measure.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import re
+import warnings
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+from PIL import Image, UnidentifiedImageError
+
+MIN_IMAGE_BYTES = 16
+# IMS accepts base64 content below 10 MiB; the largest raw image that stays below it.
+MAX_BASE64_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_BYTES = (MAX_BASE64_BYTES - 1) // 4 * 3
+MAX_URL_LENGTH = 4096
+# Width and height must lie strictly between these, and the long side be less than 90x the short one.
+MIN_SIDE, MAX_SIDE = 50, 10_000
+MAX_ASPECT_RATIO = 90
+MAX_DESC_CHARS = 5000
+
+DATA_ID = re.compile(r"[A-Za-z0-9_\-@#]{1,64}")
+BIZ_TYPE = re.compile(r"[A-Za-z0-9_]{3,32}")
+IMEI = re.compile(r"[0-9]{15,17}")
+
+# What Pillow reads, as IMS names the formats it accepts.
+_PILLOW_FORMATS = frozenset({"BMP", "DIB", "ICO", "JPEG", "MPO", "PNG", "TIFF", "GIF", "WEBP", "AVIF"})
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+    # UPPER_SNAKE, stable: the ErrorInfo reason when this violation is the first.
+    reason: str
+
+
+class ValidationError(Exception):
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+
+def validate(request: ModerateImageRequest) -> None:
+    """Raise `ValidationError` listing everything wrong with the request, or return."""
+    violations = [*_image_violations(request), *_parameter_violations(request)]
+    if violations:
+        raise ValidationError(violations)
+
+
+def _image_violations(request: ModerateImageRequest) -> list[FieldViolation]:
+    source = request.WhichOneof("image")
+    if source == "content":
+        return _content_violations(request.content)
+    if source == "url":
+        return _url_violations("url", request.url)
+    return [FieldViolation("image", "set either `content` (image bytes) or `url`", "IMAGE_MISSING")]
+
+
+def _content_violations(content: bytes) -> list[FieldViolation]:
+    if len(content) < MIN_IMAGE_BYTES:
+        return [
+            FieldViolation(
+                "content",
+                f"the image is {len(content)} bytes; at least {MIN_IMAGE_BYTES} are needed",
+                "IMAGE_TOO_SMALL",
+            )
+        ]
+    if len(content) > MAX_IMAGE_BYTES:
+        return [
+            FieldViolation(
+                "content",
+                f"the image is {len(content)} bytes; at most {MAX_IMAGE_BYTES} fit the backend's 10 MiB "
+                "base64 limit (send a `url` for larger images)",
+                "IMAGE_TOO_LARGE",
+            )
+        ]
+    if _signature_only_format(content):
+        return []
+    try:
+        size = image_size(content)
+    except ValueError as exc:
+        return [FieldViolation("content", str(exc), "IMAGE_UNSUPPORTED")]
+    return _dimension_violations(*size)
+
+
+def image_size(content: bytes) -> tuple[int, int]:
+    """Width and height read from the header; ValueError for anything not an accepted image."""
+    try:
+        with warnings.catch_warnings():
+            # A decompression-bomb warning is a refusal here, not a log line.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as image:
+                image_format, size = image.format, image.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ValueError(
+            f"the image declares more pixels than any accepted image ({MAX_SIDE}x{MAX_SIDE})"
+        ) from None
+    except UnidentifiedImageError:
+        raise ValueError(
+            "not an image in a supported format (JPEG, PNG, GIF, WEBP, BMP, TIFF, ...)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ValueError(f"the image header cannot be read ({type(exc).__name__})") from None
+    if image_format not in _PILLOW_FORMATS:
+        raise ValueError(f"{image_format} images are not accepted")
+    return size
+
+
+def _signature_only_format(content: bytes) -> bool:
+    head = content[:512].lstrip()
+    is_svg = (head.startswith(b"<?xml") and b"<svg" in head) or head.startswith(b"<svg")
+    is_heif = content[4:8] == b"ftyp" and content[8:12] in {
+        b"heic",
+        b"heix",
+        b"hevc",
+        b"heif",
+        b"mif1",
+        b"msf1",
+    }
+    is_jng = content.startswith(b"\x8bJNG\r\n\x1a\n")
+    return is_svg or is_heif or is_jng
+
+
+def _dimension_violations(width: int, height: int) -> list[FieldViolation]:
+    if not (MIN_SIDE < width < MAX_SIDE and MIN_SIDE < height < MAX_SIDE):
+        return [
+            FieldViolation(
+                "content",
+                f"the image is {width}x{height}; width and height must be more than {MIN_SIDE} "
+                f"and less than {MAX_SIDE} pixels",
+                "IMAGE_DIMENSIONS_OUT_OF_RANGE",
+            )
+        ]
+    if max(width, height) >= MAX_ASPECT_RATIO * min(width, height):
+        return [
+            FieldViolation(
+                "content",
+                f"the image is {width}x{height}; its aspect ratio must be less than {MAX_ASPECT_RATIO}:1",
+                "IMAGE_ASPECT_RATIO_TOO_LARGE",
+            )
+        ]
+    return []
+
+
+def _url_violations(field: str, url: str) -> list[FieldViolation]:
+    if len(url) > MAX_URL_LENGTH:
+        return [FieldViolation(field, f"the URL is longer than {MAX_URL_LENGTH} characters", "INVALID_URL")]
+    try:
+        parts = urlsplit(url)
+        has_host = bool(parts.hostname)
+    except ValueError:
+        has_host = False
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"} or not has_host:
+        return [FieldViolation(field, "must be an absolute http:// or https:// URL", "INVALID_URL")]
+    return []
+
+
+def _parameter_violations(request: ModerateImageRequest) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if request.data_id and not DATA_ID.fullmatch(request.data_id):
+        violations.append(
+            FieldViolation("data_id", "at most 64 of the characters A-Z a-z 0-9 _ - @ #", "INVALID_DATA_ID")
+        )
+    if request.biz_type and not BIZ_TYPE.fullmatch(request.biz_type):
+        violations.append(
+            FieldViolation("biz_type", "3 to 32 of the characters A-Z a-z 0-9 _", "INVALID_BIZ_TYPE")
+        )
+    if request.interval < 0:
+        violations.append(FieldViolation("interval", "must not be negative", "INVALID_FRAME_SAMPLING"))
+    if request.max_frames < 0:
+        violations.append(FieldViolation("max_frames", "must not be negative", "INVALID_FRAME_SAMPLING"))
+    if request.HasField("user"):
+        violations.extend(_user_violations(request))
+    if request.HasField("device"):
+        violations.extend(_device_violations(request))
+    return violations
+
+
+def _user_violations(request: ModerateImageRequest) -> list[FieldViolation]:
+    user = request.user
+    violations: list[FieldViolation] = []
+    if len(user.desc) > MAX_DESC_CHARS:
+        violations.append(FieldViolation("user.desc", f"at most {MAX_DESC_CHARS} characters", "INVALID_USER"))
+    if user.head_url:
+        violations.extend(_url_violations("user.head_url", user.head_url))
+    return violations
+
+
+def _device_violations(request: ModerateImageRequest) -> list[FieldViolation]:
+    device = request.device
+    violations: list[FieldViolation] = []
+    if device.ip:
+        try:
+            ipaddress.ip_address(device.ip)
+        except ValueError:
+            violations.append(FieldViolation("device.ip", "not an IPv4 or IPv6 address", "INVALID_DEVICE"))
+    if device.imei and not IMEI.fullmatch(device.imei):
+        violations.append(FieldViolation("device.imei", "15 to 17 digits", "INVALID_DEVICE"))
+    return violations

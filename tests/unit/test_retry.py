@@ -1,0 +1,133 @@
+"""The retry loop: which failures are retried, how long it sleeps, and when it stops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+
+from backends.errors import BackendError, Kind
+from service.deadlines import Deadline
+from service.retry import Retrier, RetryPolicy
+
+REQUEST = ModerateImageRequest(url="https://a.example/x.png")
+
+
+class ScriptedBackend:
+    """Answers each attempt from a script: an error to raise, or a delay before passing."""
+
+    name = "scripted"
+
+    def __init__(self, *script: BackendError | float) -> None:
+        self.script = list(script)
+        self.calls = 0
+        self.timeouts: list[float] = []
+
+    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+        self.calls += 1
+        self.timeouts.append(timeout)
+        step = self.script.pop(0) if self.script else 0.0
+        if isinstance(step, BackendError):
+            raise step
+        await asyncio.sleep(step)
+        return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RecordingSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def transient() -> BackendError:
+    return BackendError(
+        Kind.UNAVAILABLE, "model call failed", upstream_code="ResourceUnavailable.ModelCallFailed"
+    )
+
+
+def retrier(
+    backend: ScriptedBackend, sleep: RecordingSleep, attempts: int = 3, jitter: float = 1.0
+) -> Retrier:
+    return Retrier(backend, RetryPolicy(max_attempts=attempts), jitter=lambda: jitter, sleep=sleep)
+
+
+async def test_transient_failures_are_retried_with_growing_capped_backoff() -> None:
+    backend, sleep = ScriptedBackend(transient(), transient()), RecordingSleep()
+    result = await retrier(backend, sleep).moderate(REQUEST, Deadline.for_call(None))
+    assert (result.attempts, backend.calls) == (3, 3)
+    assert sleep.delays == [0.1, 0.2]
+
+
+async def test_full_jitter_draws_below_the_ceiling() -> None:
+    backend, sleep = ScriptedBackend(transient()), RecordingSleep()
+    await retrier(backend, sleep, jitter=0.25).moderate(REQUEST, Deadline.for_call(None))
+    assert sleep.delays == [pytest.approx(0.025)]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        Kind.INVALID_REQUEST,
+        Kind.MISCONFIGURED,
+        Kind.ACCOUNT_UNAVAILABLE,
+        Kind.QUOTA_EXHAUSTED,
+        Kind.IMAGE_DOWNLOAD_FAILED,
+        Kind.FAILED,
+        Kind.TIMEOUT,
+    ],
+)
+async def test_permanent_failures_are_never_retried(kind: Kind) -> None:
+    backend, sleep = ScriptedBackend(BackendError(kind, "no")), RecordingSleep()
+    with pytest.raises(BackendError) as caught:
+        await retrier(backend, sleep).moderate(REQUEST, Deadline.for_call(None))
+    assert (backend.calls, caught.value.attempts) == (1, 1)
+
+
+async def test_attempts_are_capped() -> None:
+    backend, sleep = ScriptedBackend(*[transient()] * 5), RecordingSleep()
+    with pytest.raises(BackendError) as caught:
+        await retrier(backend, sleep, attempts=2).moderate(REQUEST, Deadline.for_call(None))
+    assert (backend.calls, caught.value.attempts) == (2, 2)
+
+
+async def test_retry_after_is_honoured() -> None:
+    limited = BackendError(Kind.RATE_LIMITED, "slow down", retry_after=0.5)
+    backend, sleep = ScriptedBackend(limited), RecordingSleep()
+    await retrier(backend, sleep, jitter=0.0).moderate(REQUEST, Deadline.for_call(None))
+    assert sleep.delays == [0.5]
+
+
+async def test_no_retry_starts_that_cannot_finish_in_time() -> None:
+    backend, sleep = ScriptedBackend(0.05, transient()), RecordingSleep()
+    subject = retrier(backend, sleep, jitter=0.0)
+    await subject.moderate(REQUEST, Deadline.for_call(None))  # learns that attempts take ~50 ms
+    with pytest.raises(BackendError):
+        await subject.moderate(REQUEST, Deadline.for_call(0.04))
+    assert backend.calls == 2
+
+
+async def test_each_attempt_gets_only_the_time_left_and_is_cut_off() -> None:
+    backend, sleep = ScriptedBackend(5.0), RecordingSleep()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendError) as caught:
+        await retrier(backend, sleep).moderate(REQUEST, Deadline.for_call(0.2))
+    assert caught.value.kind is Kind.TIMEOUT
+    assert "caller's deadline" in caught.value.message
+    assert loop.time() - started < 0.3
+    assert backend.timeouts[0] <= 0.2
+
+
+async def test_backend_timeout_caps_a_caller_without_deadline() -> None:
+    deadline = Deadline.for_call(None, cap=0.1)
+    backend, sleep = ScriptedBackend(5.0), RecordingSleep()
+    with pytest.raises(BackendError) as caught:
+        await retrier(backend, sleep).moderate(REQUEST, deadline)
+    assert "backend timeout" in caught.value.message
+    assert not deadline.set_by_caller
