@@ -18,9 +18,11 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image, UnidentifiedImageError
 
 MIN_IMAGE_BYTES = 16
-# IMS accepts base64 content below 10 MiB; the largest raw image that stays below it.
-MAX_BASE64_BYTES = 10 * 1024 * 1024
-MAX_IMAGE_BYTES = (MAX_BASE64_BYTES - 1) // 4 * 3
+# A TC3-signed IMS request carries at most 10 MiB in all, so the base64 image and the JSON around it
+# (up to 5000 escaped characters of user description among it) must fit together.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+JSON_ALLOWANCE = 64 * 1024
+MAX_IMAGE_BYTES = (MAX_REQUEST_BYTES - JSON_ALLOWANCE) // 4 * 3
 MAX_URL_LENGTH = 4096
 # Width and height must lie strictly between these, and the long side be less than 90x the short one.
 MIN_SIDE, MAX_SIDE = 50, 10_000
@@ -79,7 +81,7 @@ def _content_violations(content: bytes) -> list[FieldViolation]:
             FieldViolation(
                 "content",
                 f"the image is {len(content)} bytes; at most {MAX_IMAGE_BYTES} fit the backend's 10 MiB "
-                "base64 limit (send a `url` for larger images)",
+                "request limit once base64-encoded (send a `url` for larger images)",
                 "IMAGE_TOO_LARGE",
             )
         ]

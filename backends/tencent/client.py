@@ -18,7 +18,7 @@ from backends.tencent import wire
 ACTION = "ImageModeration"
 VERSION = "2020-12-29"
 SERVICE = "ims"
-# A TC3-signed POST may carry at most 10 MB (IMS answers RequestSizeLimitExceeded above it).
+# A TC3-signed POST may carry at most 10 MiB (IMS answers RequestSizeLimitExceeded above it).
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 # Exactly what is signed; the SDK sends no charset either.
 CONTENT_TYPE = "application/json"

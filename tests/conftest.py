@@ -1,0 +1,79 @@
+"""Fixtures: the IMS emulator on loopback and the real gateway, built by the production build_server()."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import grpc
+import pytest
+from moderation.v1 import moderation_service_pb2_grpc
+
+from backends.tencent.auth import Credentials
+from service.config import Settings, TencentSettings
+from service.factory import build_backend
+from service.server import Gateway, build_server
+from tests.ims_emulator import EmulatorConfig, ImsEmulator
+
+# Fresh per run, so a scan of logs and errors for them means something.
+SECRET_ID = "AKID" + secrets.token_hex(16)
+SECRET_KEY = secrets.token_urlsafe(24)
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+]
+
+
+@pytest.fixture
+def emulator() -> Iterator[ImsEmulator]:
+    with ImsEmulator(
+        EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY), host="127.0.0.1", port=0
+    ) as emu:
+        yield emu
+
+
+def gateway_settings(emulator: ImsEmulator, **overrides: object) -> Settings:
+    tencent = TencentSettings(Credentials(SECRET_ID, SECRET_KEY), "ap-guangzhou", emulator.url + "/")
+    settings = Settings(listen="127.0.0.1:0", tencent=tencent, secrets=(SECRET_ID, SECRET_KEY))
+    return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(emulator: ImsEmulator) -> AsyncIterator[GatewayFactory]:
+    """Starts gateways with settings overridden per test; stops them all at teardown."""
+    started: list[Gateway] = []
+
+    async def make(**overrides: object) -> Gateway:
+        settings = gateway_settings(emulator, **overrides)
+        gateway = build_server(settings, build_backend(settings))
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway()
+
+
+def open_channel(gateway: Gateway) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", options=CHANNEL_OPTIONS)
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with open_channel(gateway) as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> moderation_service_pb2_grpc.ModerationServiceStub:
+    return moderation_service_pb2_grpc.ModerationServiceStub(channel)

@@ -1,0 +1,38 @@
+"""The emulator's run-time configuration.
+
+The handler reads `ImsEmulator.config` once per request and each field once, so tests may assign
+fields (or a whole new `Faults`) while requests are in flight: every request sees either the old or
+the new value, never a torn one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from dataclasses import dataclass, field
+
+from .faults import Faults
+
+# Regions IMS is documented or sampled in (ims-facts §1.2): the mainland samples plus the intl list.
+DEFAULT_REGIONS = frozenset(
+    {"ap-guangzhou", "ap-shanghai", "ap-beijing", "ap-singapore", "ap-mumbai", "eu-frankfurt"}
+)
+# IMS downloads FileUrl from the internet; the emulator must never, so only loopback is reachable.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass
+class EmulatorConfig:
+    secret_id: str
+    secret_key: str
+    # Session tokens accepted in X-TC-Token (temporary credentials); a request without one is fine.
+    tokens: Set[str] = frozenset()
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+    # Per SecretId, sliding one-second window; None means unlimited.
+    qps_limit: int | None = None
+    regions: Set[str] = DEFAULT_REGIONS
+    faults: Faults = field(default_factory=Faults)
+    clock_skew_limit: float = 300.0
+    url_fetch_allowed_hosts: Set[str] = LOOPBACK_HOSTS
+    # Per download attempt; IMS uses 3 s and retries once. Tests shorten it to keep timeouts quick.
+    url_fetch_timeout: float = 3.0

@@ -1,0 +1,119 @@
+"""Counters of what the emulator saw and did, safe to read from the test thread while it serves."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from typing import Any
+
+from .ratelimit import WINDOW
+
+RECEIVED_LIMIT = 1000
+
+
+class Stats:
+    """Every reader returns a snapshot taken under the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._requests = 0
+        self._billed = 0
+        self._rate_limited = 0
+        self._aborted = 0
+        self._errors_by_code: Counter[str] = Counter()
+        self._faults_injected: Counter[str] = Counter()
+        self._admitted_window: deque[float] = deque()
+        self._max_in_one_second = 0
+        self._received: deque[tuple[float, dict[str, Any]]] = deque(maxlen=RECEIVED_LIMIT)
+
+    # --- what tests read -------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        """Every HTTP request received, whatever became of it."""
+        with self._lock:
+            return self._requests
+
+    @property
+    def billed(self) -> int:
+        """Requests that reached moderation (authenticated, under the limit, valid): IMS bills these."""
+        with self._lock:
+            return self._billed
+
+    @property
+    def rate_limited(self) -> int:
+        """Requests answered RequestLimitExceeded (by the limit or by an injected fault)."""
+        with self._lock:
+            return self._rate_limited
+
+    @property
+    def aborted(self) -> int:
+        """Requests whose client went away before the answer was sent."""
+        with self._lock:
+            return self._aborted
+
+    @property
+    def errors_by_code(self) -> dict[str, int]:
+        """IMS error envelopes sent, by code."""
+        with self._lock:
+            return dict(self._errors_by_code)
+
+    @property
+    def faults_injected(self) -> dict[str, int]:
+        """Injected faults, by kind ("error_code" for bare codes from `fail_next`)."""
+        with self._lock:
+            return dict(self._faults_injected)
+
+    @property
+    def max_in_one_second(self) -> int:
+        """The most requests admitted past the rate limit within any sliding one-second window."""
+        with self._lock:
+            return self._max_in_one_second
+
+    @property
+    def received(self) -> list[tuple[float, dict[str, Any]]]:
+        """(time.time(), JSON body) of the last RECEIVED_LIMIT requests whose body was a JSON object."""
+        with self._lock:
+            return list(self._received)
+
+    # --- what the server records -----------------------------------------------------------------
+
+    def record_request(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def record_received(self, when: float, params: dict[str, Any]) -> None:
+        with self._lock:
+            self._received.append((when, params))
+
+    def record_admitted(self, now: float) -> None:
+        """`now` is monotonic time."""
+        with self._lock:
+            self._admitted_window.append(now)
+            while self._admitted_window[0] <= now - WINDOW:
+                self._admitted_window.popleft()
+            self._max_in_one_second = max(self._max_in_one_second, len(self._admitted_window))
+
+    def record_billed(self) -> None:
+        with self._lock:
+            self._billed += 1
+
+    def record_error(self, code: str, *, rate_limited: bool) -> None:
+        with self._lock:
+            self._errors_by_code[code] += 1
+            self._rate_limited += rate_limited
+
+    def record_fault(self, kind: str) -> None:
+        with self._lock:
+            self._faults_injected[kind] += 1
+
+    def record_aborted(self) -> None:
+        with self._lock:
+            self._aborted += 1

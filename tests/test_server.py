@@ -1,0 +1,156 @@
+"""What a platform team relies on: health, reflection, a loud port clash and a graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from moderation.v1 import moderation_service_pb2_grpc
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
+
+from service.factory import build_backend
+from service.server import PortInUseError, build_server
+from tests.conftest import SECRET_ID, SECRET_KEY, gateway_settings
+from tests.ims_emulator import ImsEmulator
+from tests.ims_emulator.images import make_png
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.mark.parametrize("service", ["", "moderation.v1.ModerationService"])
+async def test_health_serving(channel: grpc.aio.Channel, service: str) -> None:
+    response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+    assert response.status == SERVING
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    response = await call.read()
+    names = {service.name for service in response.list_services_response.service}
+    assert {"moderation.v1.ModerationService", "grpc.health.v1.Health"} <= names
+    call.cancel()
+
+
+async def test_reflection_serves_the_contract(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="moderation.v1.ModerationService")
+    call = stub.ServerReflectionInfo(iter([request]))
+    response = await call.read()
+    assert response.file_descriptor_response.file_descriptor_proto
+    call.cancel()
+
+
+async def test_port_clash_fails_loudly(emulator: ImsEmulator) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = gateway_settings(emulator, listen=f"127.0.0.1:{port}")
+        backend = build_backend(settings)
+        with pytest.raises(PortInUseError, match=str(port)):
+            build_server(settings, backend)
+        await backend.aclose()
+
+
+@pytest.fixture
+def slow_emulator() -> Iterator[ImsEmulator]:
+    from tests.ims_emulator import EmulatorConfig
+
+    config = EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY, latency=1.5)
+    with ImsEmulator(config, host="127.0.0.1", port=0) as emulator:
+        yield emulator
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODERATION_LISTEN": f"127.0.0.1:{port}",
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "IMS_ENDPOINT": emulator.url,
+        **extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def wait_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(100):
+        try:
+            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the service never became SERVING")
+
+
+async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator) -> None:
+    port = free_port()
+    process = start_service(slow_emulator, port, MODERATION_DRAIN_DELAY="0.5")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_serving(channel)
+            stub = moderation_service_pb2_grpc.ModerationServiceStub(channel)
+            in_flight = asyncio.ensure_future(
+                stub.ModerateImage(ModerateImageRequest(content=make_png(256, 256)))
+            )
+            await asyncio.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            status = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+            assert status.status == NOT_SERVING
+            result = await in_flight
+            assert result.suggestion == Suggestion.SUGGESTION_PASS
+        returncode = await asyncio.to_thread(process.wait, 10)
+        output = process.stdout.read() if process.stdout else ""
+    finally:
+        process.kill()
+    assert returncode == 0, output
+    assert "shutting down" in output
+    assert SECRET_KEY not in output
+
+
+async def test_port_clash_exits_with_a_message(emulator: ImsEmulator) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = start_service(emulator, taken.getsockname()[1])
+        returncode = await asyncio.to_thread(process.wait, 20)
+        output = process.stdout.read() if process.stdout else ""
+    assert returncode == 3
+    assert "cannot listen on 127.0.0.1:" in output
+
+
+async def test_missing_credentials_fail_fast_naming_the_variables() -> None:
+    env = {"PATH": os.environ["PATH"]}
+    process = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=20
+    )
+    assert process.returncode == 2
+    assert "TENCENTCLOUD_SECRET_ID" in process.stderr
+    assert "TENCENTCLOUD_SECRET_KEY" in process.stderr
