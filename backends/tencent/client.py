@@ -13,6 +13,7 @@ import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
 from backends.errors import BackendError, Kind
+from backends.http import TRANSPORT_ERRORS, pooled_transport
 from backends.tencent import wire
 
 ACTION = "ImageModeration"
@@ -51,7 +52,7 @@ class ImsBackend:
         self._endpoint = endpoint
         self._client = httpx.AsyncClient(
             auth=auth,
-            transport=transport,
+            transport=transport or pooled_transport(max_connections=max_connections),
             headers={
                 "Content-Type": CONTENT_TYPE,
                 "X-TC-Action": endpoint.action,
@@ -60,7 +61,6 @@ class ImsBackend:
                 "X-TC-Language": endpoint.language,
                 "X-TC-RequestClient": "moderation-gateway",
             },
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             # IMS's redirects would change the signed host; never follow them.
             follow_redirects=False,
             trust_env=False,
@@ -82,9 +82,9 @@ class ImsBackend:
             response = await self._client.post(
                 self._endpoint.url, content=body, timeout=httpx.Timeout(timeout)
             )
-        except httpx.TimeoutException:
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise BackendError(Kind.TIMEOUT, f"IMS did not answer within {timeout:.3f} s") from None
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             # Errors without a RequestId never reached the API: a network fault, worth a retry.
             raise BackendError(
                 Kind.UNAVAILABLE, f"network error talking to IMS: {type(exc).__name__}"
