@@ -32,6 +32,8 @@ class Kind(enum.Enum):
     TIMEOUT = "timeout"
     # The backend refused for a reason retrying will not change and the caller cannot fix.
     FAILED = "failed"
+    # The gateway's own rate governor had no slot for the call before its deadline; nothing was sent.
+    THROTTLED = "throttled"
 
 
 _RETRYABLE = frozenset({Kind.RATE_LIMITED, Kind.UNAVAILABLE})

@@ -42,6 +42,11 @@ class Settings:
     backend: str = "tencent"
     tencent: TencentSettings | None = None
     max_attempts: int = 3
+    qps: int = 100
+    interactive_share: float = 0.5
+    stream_max_in_flight: int = 128
+    stream_max_in_flight_bytes: int = 64 * 1024 * 1024
+    max_in_flight: int = 512
     backend_timeout: float = BACKEND_TIMEOUT
     shutdown_grace: float = 20.0
     drain_delay: float = 0.0
@@ -123,6 +128,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         backend=backend,
         tencent=tencent,
         max_attempts=env.integer("IMS_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
+        qps=env.integer("IMS_QPS", 100, minimum=1, maximum=100_000),
+        interactive_share=env.number("MODERATION_INTERACTIVE_SHARE", 0.5, minimum=0.0, maximum=1.0),
+        stream_max_in_flight=env.integer("MODERATION_STREAM_MAX_IN_FLIGHT", 128, minimum=1, maximum=10_000),
+        stream_max_in_flight_bytes=env.integer(
+            "MODERATION_STREAM_MAX_IN_FLIGHT_BYTES", 64 * 1024 * 1024, minimum=1, maximum=2**40
+        ),
+        max_in_flight=env.integer("MODERATION_MAX_IN_FLIGHT", 512, minimum=1, maximum=100_000),
         backend_timeout=env.number(
             "MODERATION_BACKEND_TIMEOUT", BACKEND_TIMEOUT, minimum=0.1, maximum=BACKEND_TIMEOUT
         ),

@@ -20,11 +20,13 @@ class Deadline:
     set_by_caller: bool
 
     @classmethod
-    def for_call(cls, time_remaining: float | None, *, cap: float = BACKEND_TIMEOUT) -> Deadline:
+    def for_call(
+        cls, time_remaining: float | None, *, cap: float = BACKEND_TIMEOUT, margin: float = RESPONSE_MARGIN
+    ) -> Deadline:
         """`time_remaining` is grpc's `context.time_remaining()`: None when the caller set no deadline."""
         now = asyncio.get_running_loop().time()
-        if time_remaining is not None and time_remaining - RESPONSE_MARGIN < cap:
-            return cls(now + max(0.0, time_remaining - RESPONSE_MARGIN), set_by_caller=True)
+        if time_remaining is not None and time_remaining - margin < cap:
+            return cls(now + max(0.0, time_remaining - margin), set_by_caller=True)
         return cls(now + cap, set_by_caller=False)
 
     def remaining(self) -> float:

@@ -39,6 +39,7 @@ KIND_TO_STATUS: dict[Kind, Mapping] = {
     Kind.UNAVAILABLE: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE", retry_delay=1.0),
     Kind.TIMEOUT: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, "BACKEND_TIMEOUT"),
     Kind.FAILED: Mapping(grpc.StatusCode.INTERNAL, "BACKEND_FAILED"),
+    Kind.THROTTLED: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_BUDGET_EXHAUSTED", retry_delay=1.0),
 }
 
 # What a caller is told when the fault is the gateway operator's to fix: the upstream's own message

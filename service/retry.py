@@ -17,6 +17,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
+from service.governor import Priority, RateGovernor
 
 
 @dataclass(frozen=True)
@@ -52,25 +53,38 @@ class Retrier:
         backend: Backend,
         policy: RetryPolicy,
         *,
+        governor: RateGovernor | None = None,
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._backend = backend
         self._policy = policy
+        self._governor = governor
         self._jitter = jitter
         self._sleep = sleep
         self.latency = LatencyEstimate()
 
-    async def moderate(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
+    async def moderate(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority = Priority.INTERACTIVE
+    ) -> ModerateImageResponse:
         loop = asyncio.get_running_loop()
         attempt = 0
+        last_error: BackendError | None = None
         while True:
+            try:
+                await self._take_slot(priority, deadline)
+            except BackendError as throttled:
+                # Out of time for a retry: the failure that made us retry is the one to report.
+                raise last_error or throttled from None
             attempt += 1
             started = loop.time()
             try:
                 result = await self._attempt(request, deadline)
             except BackendError as error:
                 error.attempts = attempt
+                last_error = error
+                if error.kind is Kind.RATE_LIMITED and self._governor is not None:
+                    self._governor.upstream_rate_limited()
                 if not self._should_retry(error, attempt):
                     raise
                 delay = self._delay_before_retry(error, attempt, deadline)
@@ -81,6 +95,10 @@ class Retrier:
             self.latency.observe(loop.time() - started)
             result.attempts = attempt
             return result
+
+    async def _take_slot(self, priority: Priority, deadline: Deadline) -> None:
+        if self._governor is not None:
+            await self._governor.acquire(priority, deadline)
 
     async def _attempt(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
         budget = deadline.remaining()

@@ -17,8 +17,10 @@ from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 
 from backends.base import Backend
 from service.config import Settings
+from service.governor import RateGovernor
 from service.retry import RetryPolicy
 from service.servicer import ModerationServicer
+from service.streaming import Window
 from service.validation import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class Gateway:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    servicer: ModerationServicer
     backend: Backend
     settings: Settings
 
@@ -52,6 +55,7 @@ class Gateway:
         if self.settings.drain_delay:
             await asyncio.sleep(self.settings.drain_delay)
         await self.server.stop(self.settings.shutdown_grace)
+        await self.servicer.aclose()
         await self.backend.aclose()
 
 
@@ -65,7 +69,12 @@ def build_server(settings: Settings, backend: Backend) -> Gateway:
         ]
     )
     servicer = ModerationServicer(
-        backend, RetryPolicy(max_attempts=settings.max_attempts), backend_timeout=settings.backend_timeout
+        backend,
+        RetryPolicy(max_attempts=settings.max_attempts),
+        backend_timeout=settings.backend_timeout,
+        governor=RateGovernor(settings.qps, interactive_share=settings.interactive_share),
+        stream_window=Window(settings.stream_max_in_flight, settings.stream_max_in_flight_bytes),
+        max_in_flight=settings.max_in_flight,
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -77,4 +86,4 @@ def build_server(settings: Settings, backend: Backend) -> Gateway:
         raise PortInUseError(f"cannot listen on {settings.listen}: {exc}") from None
     if port == 0:
         raise PortInUseError(f"cannot listen on {settings.listen}: the address is in use or invalid")
-    return Gateway(server, port, health_servicer, backend, settings)
+    return Gateway(server, port, health_servicer, servicer, backend, settings)

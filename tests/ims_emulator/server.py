@@ -127,17 +127,20 @@ class _Handler(BaseHTTPRequestHandler):
             emulator.stats.record_fault(fault.kind)
             self._reject_if_rate_limit(fault, secret_id, config.qps_limit)
         emulator.stats.record_billed()
-        hang = fault is not None and fault.kind == "hang"
-        latency = math.inf if hang else config.latency + random.uniform(0.0, config.latency_jitter)
-        if not self._wait(latency):
-            return
-        if fault is not None and (error := fault.error()) is not None:
-            raise error
-        answer = {"Response": {**results.build(subject, hits), "RequestId": str(uuid.uuid4())}}
-        if fault is None:
-            self._send_json(answer)
-        else:
-            self._inject_transport_fault(fault, answer)
+        try:
+            hang = fault is not None and fault.kind == "hang"
+            latency = math.inf if hang else config.latency + random.uniform(0.0, config.latency_jitter)
+            if not self._wait(latency):
+                return
+            if fault is not None and (error := fault.error()) is not None:
+                raise error
+            answer = {"Response": {**results.build(subject, hits), "RequestId": str(uuid.uuid4())}}
+            if fault is None:
+                self._send_json(answer)
+            else:
+                self._inject_transport_fault(fault, answer)
+        finally:
+            emulator.stats.record_finished()
 
     def _reject_if_rate_limit(self, fault: Fault, secret_id: str, qps_limit: int | None) -> None:
         """Rate limiting happens in front of moderation: such a fault is answered at once, unbilled."""

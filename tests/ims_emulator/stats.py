@@ -31,6 +31,8 @@ class Stats:
         self._faults_injected: Counter[str] = Counter()
         self._admitted_window: deque[float] = deque()
         self._max_in_one_second = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._received: deque[tuple[float, dict[str, Any]]] = deque(maxlen=RECEIVED_LIMIT)
 
     # --- what tests read -------------------------------------------------------------------------
@@ -72,6 +74,12 @@ class Stats:
             return dict(self._faults_injected)
 
     @property
+    def max_in_flight(self) -> int:
+        """The most billed requests being worked on (or waited on) at the same time."""
+        with self._lock:
+            return self._max_in_flight
+
+    @property
     def max_in_one_second(self) -> int:
         """The most requests admitted past the rate limit within any sliding one-second window."""
         with self._lock:
@@ -102,8 +110,15 @@ class Stats:
             self._max_in_one_second = max(self._max_in_one_second, len(self._admitted_window))
 
     def record_billed(self) -> None:
+        """A billed request starts; `record_finished` ends it."""
         with self._lock:
             self._billed += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def record_finished(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def record_error(self, code: str, *, rate_limited: bool) -> None:
         with self._lock:

@@ -1,0 +1,158 @@
+"""The rate governor: spends a backend account's requests-per-second budget, and never more.
+
+IMS allows `qps` requests per second per account and answers every excess with RequestLimitExceeded,
+a billed-for-nothing round trip. The governor sends instead at an even pace, so a burst is smoothed
+rather than rejected:
+
+- **Never over the limit.** Grants are paced `period / rate` apart and, as a hard cap whatever the
+  pace, no more than `qps` grants fall in any sliding `period`. The period is one second plus a small
+  safety margin, so jitter between our send and IMS's clock cannot push a window over.
+- **Adaptive.** When the backend still answers RequestLimitExceeded (another client shares the
+  account), the pace drops to 70 % (at most once a period) and climbs back by 5 % of the budget each
+  period without a rate-limit error.
+- **Fair to interactive callers.** Unary calls (INTERACTIVE) are served before stream and batch items
+  (BATCH), up to `interactive_share` of the budget while batch items wait; batch items get the rest, and
+  everything when no unary call waits. A stream therefore never starves unary callers, and unary
+  callers never starve a stream.
+- **Deadline-aware.** Waiting counts against the caller's deadline: a call that cannot get a slot in
+  time fails at once with THROTTLED (RESOURCE_EXHAUSTED and RetryInfo), without spending quota.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections import deque
+
+from backends.errors import BackendError, Kind
+from service.deadlines import Deadline
+
+# Our clock and IMS's may disagree by a few milliseconds per request; 2 % keeps every IMS window under
+# the limit at a cost of 2 % of throughput.
+SAFETY_MARGIN = 0.02
+DECREASE_FACTOR = 0.7
+INCREASE_STEP = 0.05
+
+
+class Priority(enum.Enum):
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+class RateGovernor:
+    def __init__(self, qps: int, *, interactive_share: float = 0.5, window: float = 1.0) -> None:
+        if qps < 1:
+            raise ValueError("qps must be at least 1")
+        self.qps = qps
+        self.interactive_share = interactive_share
+        self.period = window * (1 + SAFETY_MARGIN)
+        self.rate = float(qps)
+        self._last_change = 0.0
+        self._next_grant = 0.0
+        # (time, priority) of every grant in the last period: the hard cap and the fairness ledger.
+        self._granted: deque[tuple[float, Priority]] = deque()
+        self._waiting: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.grants = 0
+        self.rejections = 0
+
+    @property
+    def spacing(self) -> float:
+        return self.period / self.rate
+
+    def waiting(self, priority: Priority) -> int:
+        return sum(not f.done() for f in self._waiting[priority])
+
+    async def acquire(self, priority: Priority, deadline: Deadline) -> None:
+        """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
+        loop = asyncio.get_running_loop()
+        ahead = self.waiting(Priority.INTERACTIVE)
+        if priority is Priority.BATCH:
+            ahead += self.waiting(Priority.BATCH)
+        expected_wait = max(0.0, self._next_grant - loop.time()) + ahead * self.spacing
+        remaining = deadline.remaining()
+        if expected_wait >= remaining:
+            raise self._throttled(expected_wait)
+        slot: asyncio.Future[None] = loop.create_future()
+        self._waiting[priority].append(slot)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = loop.create_task(self._dispatch())
+        try:
+            async with asyncio.timeout(remaining):
+                await slot
+        except TimeoutError:
+            raise self._throttled(self.spacing * max(1, self.waiting(priority))) from None
+        finally:
+            # Cancelled or timed out: the dispatcher skips a done future, so no slot is spent on it.
+            slot.cancel()
+
+    async def aclose(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+
+    def upstream_rate_limited(self) -> None:
+        """The backend said RequestLimitExceeded: somebody else spends this account's budget too."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_change >= self.period:
+            self.rate = max(1.0, self.rate * DECREASE_FACTOR)
+            self._last_change = now
+
+    def _recover(self, now: float) -> None:
+        if self.rate < self.qps and now - self._last_change >= self.period:
+            self.rate = min(float(self.qps), self.rate + INCREASE_STEP * self.qps)
+            self._last_change = now
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._has_waiters():
+            now = loop.time()
+            while self._granted and self._granted[0][0] <= now - self.period:
+                self._granted.popleft()
+            self._recover(now)
+            ready_at = self._next_grant
+            if len(self._granted) >= self.qps:
+                ready_at = max(ready_at, self._granted[0][0] + self.period)
+            if ready_at > now:
+                await asyncio.sleep(ready_at - now)
+                continue
+            picked = self._pick()
+            if picked is None:
+                continue
+            slot, priority = picked
+            slot.set_result(None)
+            self._granted.append((now, priority))
+            self._next_grant = now + self.spacing
+            self.grants += 1
+
+    def _has_waiters(self) -> bool:
+        for queue in self._waiting.values():
+            while queue and queue[0].done():
+                queue.popleft()
+        return any(self._waiting.values())
+
+    def _pick(self) -> tuple[asyncio.Future[None], Priority] | None:
+        if not self._has_waiters():
+            return None
+        interactive, batch = self._waiting[Priority.INTERACTIVE], self._waiting[Priority.BATCH]
+        if interactive and batch:
+            interactive_grants = sum(p is Priority.INTERACTIVE for _, p in self._granted)
+            if interactive_grants >= self.interactive_share * self.qps:
+                return batch.popleft(), Priority.BATCH
+            return interactive.popleft(), Priority.INTERACTIVE
+        if interactive:
+            return interactive.popleft(), Priority.INTERACTIVE
+        if batch:
+            return batch.popleft(), Priority.BATCH
+        return None
+
+    def _throttled(self, retry_after: float) -> BackendError:
+        self.rejections += 1
+        return BackendError(
+            Kind.THROTTLED,
+            f"the backend's rate budget ({self.qps}/s) has no slot before the deadline; "
+            f"retry in {retry_after:.2f} s",
+            retry_after=retry_after,
+        )

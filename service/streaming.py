@@ -1,0 +1,129 @@
+"""Bounded, cancellable concurrency for the streaming RPCs.
+
+The next item is read only when the stream has a free slot (a count, and a byte budget for the
+images in flight) and the server-wide limit has one too; the slot is released once the item's answer
+has been handed to gRPC. Memory is therefore bounded by the window, not the stream length, and a fast
+client is held back by HTTP/2 flow control. Every item read gets exactly one answer, since `answer`
+never raises. Cancelling the stream (client cancel, deadline) cancels every in-flight item through the
+task group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+
+Answer = TypeVar("Answer")
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    correlation_id: str
+    request: ModerateImageRequest
+
+    @property
+    def size(self) -> int:
+        return self.request.ByteSize()
+
+
+@dataclass(frozen=True)
+class Window:
+    """How far one stream may read ahead of its answers."""
+
+    max_items: int
+    max_bytes: int
+
+
+class _Budget:
+    """A stream's in-flight items and bytes; the reader waits until both have room."""
+
+    def __init__(self, window: Window) -> None:
+        self._window = window
+        self._items = 0
+        self._bytes = 0
+        self._changed = asyncio.Condition()
+
+    async def wait_for_room(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._items < self._window.max_items and self._bytes < self._window.max_bytes
+            )
+            self._items += 1
+
+    def add_bytes(self, size: int) -> None:
+        self._bytes += size
+
+    async def release(self, size: int) -> None:
+        async with self._changed:
+            self._items -= 1
+            self._bytes -= size
+            self._changed.notify_all()
+
+
+class _Done(Generic[Answer]):
+    def __init__(self, item: Item, answer: Answer) -> None:
+        self.item = item
+        self.answer = answer
+
+
+_END_OF_INPUT = object()
+
+
+async def answer_concurrently(
+    items: AsyncIterator[Item],
+    answer: Callable[[Item], Awaitable[Answer]],
+    *,
+    window: Window,
+    server_slots: asyncio.Semaphore,
+) -> AsyncIterator[tuple[Item, Answer]]:
+    """Yields `(item, answer)` for every item read, in completion order."""
+    budget = _Budget(window)
+    finished: asyncio.Queue[_Done[Answer] | object] = asyncio.Queue()
+    unanswered = 0
+
+    async def work(item: Item) -> None:
+        try:
+            finished.put_nowait(_Done(item, await answer(item)))
+        finally:
+            server_slots.release()
+
+    async def read(group: asyncio.TaskGroup) -> None:
+        nonlocal unanswered
+        try:
+            while True:
+                await budget.wait_for_room()
+                await server_slots.acquire()
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    server_slots.release()
+                    await budget.release(0)
+                    return
+                unanswered += 1
+                budget.add_bytes(item.size)
+                group.create_task(work(item))
+        finally:
+            finished.put_nowait(_END_OF_INPUT)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(read(group))
+        reading = True
+        while reading or unanswered:
+            done = await finished.get()
+            if done is _END_OF_INPUT:
+                reading = False
+                continue
+            assert isinstance(done, _Done)
+            yield done.item, done.answer
+            unanswered -= 1
+            await budget.release(done.item.size)
+
+
+async def aiter_items(items: list[Item]) -> AsyncIterator[Item]:
+    for item in items:
+        yield item

@@ -1,0 +1,98 @@
+"""The rate governor on its own: pace, hard cap, priorities, deadlines and adaptation."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from backends.errors import BackendError, Kind
+from service.deadlines import Deadline
+from service.governor import Priority, RateGovernor
+
+# A 0.2 s window keeps these tests quick; the governor scales with the window.
+WINDOW = 0.2
+
+
+async def grant_times(governor: RateGovernor, count: int, priority: Priority = Priority.BATCH) -> list[float]:
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def one() -> None:
+        await governor.acquire(priority, Deadline.for_call(None))
+        times.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return sorted(times)
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    return max(sum(1 for t in times if start <= t < start + window) for start in times)
+
+
+async def test_a_burst_is_paced_and_never_exceeds_the_limit() -> None:
+    governor = RateGovernor(10, window=WINDOW)
+    times = await grant_times(governor, 30)
+    assert most_in_any_window(times, WINDOW) <= 10
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= governor.spacing * 0.9
+    # A steady load still uses (nearly) the whole budget: 30 grants in about 3 windows.
+    assert times[-1] - times[0] == pytest.approx(29 * governor.spacing, rel=0.15)
+
+
+async def test_interactive_calls_go_first_up_to_their_share() -> None:
+    governor = RateGovernor(10, window=WINDOW, interactive_share=0.5)
+    order: list[Priority] = []
+
+    async def one(priority: Priority) -> None:
+        await governor.acquire(priority, Deadline.for_call(None))
+        order.append(priority)
+
+    batch = [asyncio.create_task(one(Priority.BATCH)) for _ in range(10)]
+    await asyncio.sleep(0)
+    interactive = [asyncio.create_task(one(Priority.INTERACTIVE)) for _ in range(10)]
+    await asyncio.gather(*batch, *interactive)
+    # The first batch item was granted before the interactive calls arrived; then interactive calls are
+    # preferred until they hold half the window's budget, after which batch items get their turn.
+    first_ten = order[:10]
+    assert first_ten.count(Priority.INTERACTIVE) >= 5
+    assert Priority.BATCH in order[5:12]
+
+
+async def test_a_call_that_cannot_get_a_slot_in_time_fails_fast() -> None:
+    governor = RateGovernor(1, window=1.0)
+    await governor.acquire(Priority.INTERACTIVE, Deadline.for_call(None))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendError) as caught:
+        await governor.acquire(Priority.INTERACTIVE, Deadline.for_call(0.3))
+    assert caught.value.kind is Kind.THROTTLED
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 0.3
+    assert loop.time() - started < 0.05
+    assert governor.rejections == 1
+
+
+async def test_a_cancelled_waiter_spends_no_slot() -> None:
+    governor = RateGovernor(5, window=WINDOW)
+    await governor.acquire(Priority.BATCH, Deadline.for_call(None))
+    waiter = asyncio.create_task(governor.acquire(Priority.BATCH, Deadline.for_call(None)))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await governor.acquire(Priority.BATCH, Deadline.for_call(None))
+    assert governor.grants == 2
+    await governor.aclose()
+
+
+async def test_upstream_rate_limits_slow_the_pace_then_it_recovers() -> None:
+    governor = RateGovernor(10, window=WINDOW)
+    governor.upstream_rate_limited()
+    assert governor.rate == pytest.approx(7)
+    governor.upstream_rate_limited()  # the same window: one decrease only
+    assert governor.rate == pytest.approx(7)
+    await asyncio.sleep(governor.period * 1.1)
+    await grant_times(governor, 3)
+    assert governor.rate > 7
