@@ -7,12 +7,15 @@ PROTOS := $(wildcard $(PROTO_DIR)/moderation/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test proto lint bench clean
+# Debian's CJK font: the tests render Chinese text for the embedded backend's OCR.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+
+.PHONY: run test proto lint bench system-deps clean
 
 run: $(STAMP) $(GENERATED)
 	$(BIN)/python -m service
 
-test: $(STAMP) $(GENERATED)
+test: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m pytest
 
 proto: $(GENERATED)
@@ -22,8 +25,13 @@ lint: $(STAMP) $(GENERATED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP) $(GENERATED)
+bench: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m bench
+
+system-deps:
+	@test -f $(CJK_FONT) || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei; \
+		else echo "install Debian's fonts-wqy-microhei (sudo apt-get install fonts-wqy-microhei)"; exit 1; fi; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -19,6 +19,10 @@ class Backend(Protocol):
         """A stable, configured name, reported to callers as the `backend` that answered."""
         ...
 
+    async def start(self) -> None:
+        """Get ready to serve (load models, warm up); the server reports NOT_SERVING until it returns."""
+        ...
+
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
         """One attempt, abandoned after `timeout` seconds with `BackendError(Kind.TIMEOUT)`."""
         ...

@@ -6,6 +6,7 @@ Kubernetes secrets mounted as files). Their values never appear in a message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -13,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from backends.local.backend import LocalSettings
+from backends.local.fetch import FetchPolicy
 from backends.tencent.auth import Credentials
 from service.deadlines import BACKEND_TIMEOUT
 
-BACKENDS = ("tencent",)
+BACKENDS = ("tencent", "local")
 CREDENTIAL_VARIABLES = "TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 
@@ -39,8 +42,9 @@ class TencentSettings:
 @dataclass(frozen=True)
 class Settings:
     listen: str = "[::]:50051"
-    backend: str = "tencent"
+    backend: str = "local"
     tencent: TencentSettings | None = None
+    local: LocalSettings | None = None
     max_attempts: int = 3
     qps: int = 100
     interactive_share: float = 0.5
@@ -110,23 +114,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     backend = env.text("MODERATION_BACKEND").lower()
     secret_id, secret_key = env.secret("TENCENTCLOUD_SECRET_ID"), env.secret("TENCENTCLOUD_SECRET_KEY")
     token = env.secret("TENCENTCLOUD_TOKEN")
-    if not backend and not (secret_id or secret_key):
-        raise ConfigError(
-            [
-                f"no backend is configured: set {CREDENTIAL_VARIABLES} (or their *_FILE variants) "
-                "to use Tencent Cloud IMS"
-            ]
-        )
-    backend = backend or "tencent"
+    # With no cloud credentials the embedded backend does the work, so a fresh machine serves at once.
+    backend = backend or ("tencent" if secret_id or secret_key else "local")
     if backend not in BACKENDS:
         env.problems.append(f"MODERATION_BACKEND={backend!r} is not one of: {', '.join(BACKENDS)}")
-    tencent = None
-    if backend == "tencent":
-        tencent = _tencent_settings(env, secret_id, secret_key, token)
+    tencent = _tencent_settings(env, secret_id, secret_key, token) if backend == "tencent" else None
+    local = _local_settings(env) if backend == "local" else None
     settings = Settings(
         listen=listen,
         backend=backend,
         tencent=tencent,
+        local=local,
         max_attempts=env.integer("IMS_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
         qps=env.integer("IMS_QPS", 100, minimum=1, maximum=100_000),
         interactive_share=env.number("MODERATION_INTERACTIVE_SHARE", 0.5, minimum=0.0, maximum=1.0),
@@ -167,6 +165,39 @@ def _tencent_settings(env: _Reader, secret_id: str, secret_key: str, token: str)
             f"IMS_ENDPOINT={endpoint!r} must be an http(s) URL such as https://ims.tencentcloudapi.com"
         )
     return TencentSettings(Credentials(secret_id, secret_key, token), region, endpoint)
+
+
+def _local_settings(env: _Reader) -> LocalSettings:
+    defaults = LocalSettings()
+    return LocalSettings(
+        policy_file=_path(env, "MODERATION_LOCAL_POLICY", is_dir=False) or defaults.policy_file,
+        keyword_dir=_path(env, "MODERATION_LOCAL_KEYWORDS", is_dir=True),
+        allow_dir=_path(env, "MODERATION_LOCAL_ALLOW_DIR", is_dir=True),
+        deny_dir=_path(env, "MODERATION_LOCAL_DENY_DIR", is_dir=True),
+        workers=env.integer("MODERATION_LOCAL_WORKERS", defaults.workers, minimum=1, maximum=64),
+        fetch=FetchPolicy(allowed_networks=_networks(env, "MODERATION_FETCH_ALLOW_NETWORKS")),
+    )
+
+
+def _path(env: _Reader, name: str, *, is_dir: bool) -> Path | None:
+    raw = env.text(name)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not (path.is_dir() if is_dir else path.is_file()):
+        env.problems.append(f"{name}={raw!r} is not an existing {'folder' if is_dir else 'file'}")
+        return None
+    return path
+
+
+def _networks(env: _Reader, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for part in filter(None, (p.strip() for p in env.text(name).split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            env.problems.append(f"{name}: {part!r} is not a network such as 127.0.0.0/8 or ::1/128")
+    return tuple(networks)
 
 
 def _log_level(env: _Reader) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from backends.base import Backend
+from backends.local.backend import LocalBackend
 from backends.tencent.auth import TC3Auth
 from backends.tencent.client import SERVICE, ImsBackend, ImsEndpoint
 from service.config import Settings
@@ -19,4 +20,6 @@ def build_backend(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
             auth=TC3Auth(tencent.credentials, service=SERVICE),
             transport=transport,
         )
+    if settings.backend == "local" and settings.local is not None:
+        return LocalBackend(settings.local)
     raise ValueError(f"no backend can be built for {settings.backend!r}")

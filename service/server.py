@@ -45,7 +45,11 @@ class Gateway:
     settings: Settings
 
     async def start(self) -> None:
+        """Serve at once (health answers NOT_SERVING), and report SERVING once the backend is ready."""
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        await self.backend.start()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 

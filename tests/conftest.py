@@ -35,7 +35,9 @@ def emulator() -> Iterator[ImsEmulator]:
 
 def gateway_settings(emulator: ImsEmulator, **overrides: object) -> Settings:
     tencent = TencentSettings(Credentials(SECRET_ID, SECRET_KEY), "ap-guangzhou", emulator.url + "/")
-    settings = Settings(listen="127.0.0.1:0", tencent=tencent, secrets=(SECRET_ID, SECRET_KEY))
+    settings = Settings(
+        listen="127.0.0.1:0", backend="tencent", tencent=tencent, secrets=(SECRET_ID, SECRET_KEY)
+    )
     return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
 

@@ -146,8 +146,8 @@ async def test_port_clash_exits_with_a_message(emulator: ImsEmulator) -> None:
     assert "cannot listen on 127.0.0.1:" in output
 
 
-async def test_missing_credentials_fail_fast_naming_the_variables() -> None:
-    env = {"PATH": os.environ["PATH"]}
+async def test_tencent_without_credentials_fails_fast_naming_the_variables() -> None:
+    env = {"PATH": os.environ["PATH"], "MODERATION_BACKEND": "tencent"}
     process = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=20
     )

@@ -70,6 +70,9 @@ class ImsBackend:
     def name(self) -> str:
         return self._name
 
+    async def start(self) -> None:
+        """Nothing to load: connections open on first use."""
+
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
         body = json.dumps(wire.request_params(request), separators=(",", ":")).encode()
         if len(body) > MAX_REQUEST_BYTES:

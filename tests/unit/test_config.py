@@ -24,11 +24,29 @@ def test_defaults() -> None:
     assert settings.tencent.credentials.token == ""
 
 
-def test_no_credentials_names_the_variables_to_set() -> None:
+def test_no_credentials_means_the_embedded_backend() -> None:
+    settings = load_settings({})
+    assert settings.backend == "local"
+    assert settings.local is not None
+    assert settings.tencent is None
+
+
+def test_tencent_without_credentials_names_the_variables_to_set() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings({})
+        load_settings({"MODERATION_BACKEND": "tencent"})
     assert "TENCENTCLOUD_SECRET_ID" in str(caught.value)
     assert "TENCENTCLOUD_SECRET_KEY" in str(caught.value)
+
+
+def test_local_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"MODERATION_LOCAL_KEYWORDS": str(tmp_path), "MODERATION_FETCH_ALLOW_NETWORKS": "127.0.0.0/8, ::1"}
+    )
+    assert settings.local is not None
+    assert settings.local.keyword_dir == tmp_path
+    assert [str(n) for n in settings.local.fetch.allowed_networks] == ["127.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError, match="MODERATION_LOCAL_ALLOW_DIR"):
+        load_settings({"MODERATION_LOCAL_ALLOW_DIR": str(tmp_path / "missing")})
 
 
 def test_secrets_from_files(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ class ScriptedBackend:
         await asyncio.sleep(step)
         return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS)
 
+    async def start(self) -> None:
+        pass
+
     async def aclose(self) -> None:
         pass
 

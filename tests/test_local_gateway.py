@@ -1,0 +1,156 @@
+"""The embedded backend behind the real gateway: the default on a fresh machine."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from moderation.v1 import moderation_service_pb2_grpc
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest, Suggestion
+
+from backends.local.backend import LocalSettings
+from backends.local.fetch import FetchPolicy
+from service.config import Settings
+from service.factory import build_backend
+from service.server import Gateway, build_server
+from tests.conftest import open_channel
+from tests.local_images import encode, photo, qr_image, text_image
+from tests.richstatus import rich_error
+
+Stub = moderation_service_pb2_grpc.ModerationServiceStub
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+@pytest.fixture
+async def local_gateway() -> AsyncIterator[Gateway]:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        backend="local",
+        local=LocalSettings(fetch=FetchPolicy(allowed_networks=LOOPBACK)),
+    )
+    gateway = build_server(settings, build_backend(settings))
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+@pytest.fixture
+def image_server() -> Iterator[str]:
+    body = encode(qr_image("https://promo.example/"), "PNG")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/qr.png"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_bytes_and_urls(local_gateway: Gateway, image_server: str) -> None:
+    async with open_channel(local_gateway) as channel:
+        stub = Stub(channel)
+        clean = await stub.ModerateImage(ModerateImageRequest(content=encode(photo("astronaut"), "JPEG")))
+        assert (clean.suggestion, clean.backend, clean.attempts) == (Suggestion.SUGGESTION_PASS, "local", 1)
+        by_url = await stub.ModerateImage(ModerateImageRequest(url=image_server))
+        assert (by_url.suggestion, by_url.sub_label) == (Suggestion.SUGGESTION_BLOCK, "QrCode")
+
+
+async def test_corrupt_image_is_invalid_argument(local_gateway: Gateway) -> None:
+    truncated = encode(photo("astronaut"), "JPEG")[:3000]
+    async with open_channel(local_gateway) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await Stub(channel).ModerateImage(ModerateImageRequest(content=truncated))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.bad_request is not None
+
+
+async def test_private_urls_are_refused_by_default(local_gateway: Gateway) -> None:
+    async with open_channel(local_gateway) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await Stub(channel).ModerateImage(
+                ModerateImageRequest(url="http://169.254.169.254/latest/meta-data")
+            )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_large_batch_does_not_block_health_checks(local_gateway: Gateway) -> None:
+    images = [encode(text_image([f"line {i} of some text"]), "PNG") for i in range(24)]
+    requests = [
+        StreamModerateImagesRequest(correlation_id=str(i), request=ModerateImageRequest(content=c))
+        for i, c in enumerate(images)
+    ]
+    async with open_channel(local_gateway) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        batch = asyncio.ensure_future(_drain(Stub(channel).StreamModerateImages(iter(requests))))
+        slowest = 0.0
+        loop = asyncio.get_running_loop()
+        while not batch.done():
+            started = loop.time()
+            status = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            slowest = max(slowest, loop.time() - started)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            await asyncio.sleep(0.05)
+        assert len(await batch) == 24
+    assert slowest < 0.25
+
+
+async def _drain(call: AsyncIterator[object]) -> list[object]:
+    return [answer async for answer in call]
+
+
+def start_service_without_credentials(port: int) -> subprocess.Popen[str]:
+    env = {"PATH": os.environ["PATH"], "MODERATION_LISTEN": f"127.0.0.1:{port}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_make_run_without_credentials_serves_the_local_backend() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start_service_without_credentials(port)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(300):
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.1)
+            result = await Stub(channel).ModerateImage(
+                ModerateImageRequest(content=encode(text_image(["加微信 free money"]), "PNG")), timeout=30
+            )
+        assert result.backend == "local"
+        assert "free money" in result.ocr_results[0].text
+    finally:
+        process.terminate()
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, output
