@@ -1,0 +1,232 @@
+"""The `moderate` command line, run as a real subprocess against the real gateway and the IMS emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import cli
+from service.server import Gateway
+from tests.ims_emulator import ImsEmulator
+from tests.ims_emulator.images import make_jpeg, make_png
+
+ROOT = Path(__file__).resolve().parent.parent
+PASS_IMAGE = make_png(256, 256)
+REVIEW_IMAGE = make_png(256, 256, marker="IMSEMU:Review:Terror:Knife:93")
+BLOCK_IMAGE = make_png(256, 256, marker="IMSEMU:Block:Porn:SexBehavior:97")
+NOT_AN_IMAGE = b"plain text that only pretends to be an image by its name\n"
+
+
+@dataclass(frozen=True)
+class Run:
+    status: int
+    stdout: str
+    stderr: str
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+async def moderate(server: str, *args: str) -> Run:
+    # The gateway serves on this test's event loop: the CLI must run beside it, never block it.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "--server",
+        server,
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return Run(process.returncode, stdout.decode(), stderr.decode())
+
+
+@pytest.fixture
+def server(gateway: Gateway) -> str:
+    return f"127.0.0.1:{gateway.port}"
+
+
+@pytest.fixture
+def image_server() -> Iterator[str]:
+    """A loopback HTTP server holding a blocked image, for URL targets."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = BLOCK_IMAGE if self.path == "/block.png" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+async def test_a_passing_file_is_a_table_row_and_exit_0(server: str, tmp_path: Path) -> None:
+    image = write(tmp_path / "cat.png", PASS_IMAGE)
+    run = await moderate(server, str(image))
+    assert run.status == cli.EXIT_PASS, run.stderr
+    header, row = run.stdout.splitlines()
+    assert header.split() == ["TARGET", "SUGGESTION", "LABEL", "SUB_LABEL", "SCORE", "BACKEND", "REQUEST_ID"]
+    assert row.split()[:4] == [str(image), "PASS", "Normal", "0"]
+    assert "tencent" in row
+    assert run.stderr == ""
+
+
+async def test_a_blocked_file_exits_2_with_the_full_result_in_json(server: str, tmp_path: Path) -> None:
+    image = write(tmp_path / "block.png", BLOCK_IMAGE)
+    run = await moderate(server, "--json", "--biz-type", "my_policy", str(image))
+    assert run.status == cli.EXIT_BLOCK, run.stderr
+    [record] = run.records()
+    assert {k: record[k] for k in ("target", "suggestion", "label", "sub_label", "score", "backend")} == {
+        "target": str(image),
+        "suggestion": "BLOCK",
+        "label": "Porn",
+        "sub_label": "SexBehavior",
+        "score": 97,
+        "backend": "tencent",
+    }
+    assert record["attempts"] == 1
+    assert record["request_id"] == record["result"]["request_id"]
+    assert record["result"]["biz_type"] == "my_policy"
+    assert record["result"]["label_results"]
+
+
+async def test_a_url_is_fetched_by_the_backend(server: str, image_server: str, emulator: ImsEmulator) -> None:
+    url = f"{image_server}/block.png"
+    run = await moderate(server, "--json", url)
+    assert run.status == cli.EXIT_BLOCK, run.stderr
+    [record] = run.records()
+    assert (record["target"], record["label"]) == (url, "Porn")
+    _, params = emulator.stats.received[-1]
+    assert params["FileUrl"] == url
+
+
+async def test_an_error_outranks_a_review(server: str, tmp_path: Path) -> None:
+    review = write(tmp_path / "knife.png", REVIEW_IMAGE)
+    broken = write(tmp_path / "broken.jpg", NOT_AN_IMAGE)
+    run = await moderate(server, str(review), str(broken))
+    assert run.status == cli.EXIT_ERROR, run.stderr
+    rows = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
+    assert rows[str(review)].split()[1:4] == ["REVIEW", "Terror", "Knife"]
+    assert rows[str(broken)].split()[1:3] == ["ERROR", "INVALID_ARGUMENT:"]
+    assert "2 images" in run.stderr
+
+
+async def test_a_folder_goes_through_one_stream_and_every_image_is_answered_once(
+    server: str, tmp_path: Path, emulator: ImsEmulator
+) -> None:
+    folder = tmp_path / "photos"
+    expected = [
+        write(folder / "a.png", PASS_IMAGE),
+        write(folder / "broken.gif", NOT_AN_IMAGE),
+        write(folder / "nested" / "b.jpg", make_jpeg(256, 256)),
+        write(folder / "nested" / "c.PNG", BLOCK_IMAGE),
+    ]
+    # Sorted first, and never sent: the stream's indexes no longer match the files' positions.
+    gone = folder / "0-gone.png"
+    gone.symlink_to(folder / "deleted.png")
+    write(folder / ".hidden.png", BLOCK_IMAGE)
+    write(folder / ".cache" / "d.png", BLOCK_IMAGE)
+    write(folder / "notes.txt", b"not an image extension")
+
+    run = await moderate(server, "--json", "--progress", str(folder))
+
+    assert run.status == cli.EXIT_BLOCK, run.stderr
+    records = {record["target"]: record for record in run.records()}
+    assert len(run.stdout.splitlines()) == len(records) == 5
+    assert sorted(records) == [str(path) for path in [gone, *expected]]
+    assert [records[str(path)].get("suggestion") for path in expected] == ["PASS", None, "PASS", "BLOCK"]
+    error = records[str(expected[1])]["error"]
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert error["reason"].startswith("IMAGE_")
+    assert records[str(gone)]["error"]["code"] == "FILE_UNREADABLE"
+    assert emulator.stats.billed == 3
+    assert "5/5" in run.stderr  # the progress bar, on stderr only
+    assert "5 images: 2 ERROR, 2 PASS, 1 BLOCK" in run.stderr
+    assert "labels: 2 Normal, 1 Porn" in run.stderr
+    assert "errors: 1 FILE_UNREADABLE, 1 INVALID_ARGUMENT" in run.stderr
+
+
+async def test_a_folder_stream_past_its_deadline_still_reports_each_image_once(
+    server: str, tmp_path: Path, emulator: ImsEmulator
+) -> None:
+    emulator.config.latency = 3.0
+    images = [write(tmp_path / f"{i}.png", PASS_IMAGE) for i in range(3)]
+    run = await moderate(server, "--json", "--timeout", "0.5", str(tmp_path))
+    assert run.status == cli.EXIT_ERROR, run.stderr
+    records = run.records()
+    assert sorted(record["target"] for record in records) == [str(path) for path in images]
+    assert {record["error"]["code"] for record in records} == {"DEADLINE_EXCEEDED"}
+
+
+async def test_an_unreachable_server_is_one_clear_line_and_exit_4(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    # The port is closed now: connecting is refused.
+    run = await moderate(address, str(write(tmp_path / "cat.png", PASS_IMAGE)))
+    assert run.status == cli.EXIT_CANNOT_RUN
+    assert run.stdout == ""
+    [line] = run.stderr.splitlines()
+    assert address in line
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["no/such/file.png"], ["--timeout", "0", "x.png"], ["ftp://example.com/x.png"]],
+)
+def test_usage_errors_exit_4_not_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == cli.EXIT_CANNOT_RUN
+    assert "usage: moderate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "status"),
+    [
+        (set(), cli.EXIT_PASS),
+        ({"PASS"}, cli.EXIT_PASS),
+        ({"PASS", "REVIEW"}, cli.EXIT_REVIEW),
+        ({"PASS", "UNSPECIFIED"}, cli.EXIT_REVIEW),
+        ({"REVIEW", "ERROR"}, cli.EXIT_ERROR),
+        ({"REVIEW", "ERROR", "BLOCK"}, cli.EXIT_BLOCK),
+    ],
+)
+def test_exit_status_is_the_most_severe_outcome(verdicts: set[str], status: int) -> None:
+    assert cli.exit_status(verdicts) == status
+
+
+def test_folder_discovery_is_recursive_sorted_and_skips_hidden_and_other_files(tmp_path: Path) -> None:
+    for name in ("z.webp", "a/b.JPEG", "a/.c.png", ".git/d.png", "e.txt", "f.svg"):
+        write(tmp_path / name, b"x")
+    assert cli.find_images(tmp_path) == [tmp_path / "a" / "b.JPEG", tmp_path / "f.svg", tmp_path / "z.webp"]
