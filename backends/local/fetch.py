@@ -158,6 +158,14 @@ async def _system_lookup(host: str) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+class _Forbidden(Exception):
+    """A host name the resolver refuses.
+
+    Not a BackendError: aiohttp may hand one lookup's exception to several concurrent requests, so
+    `fetch` raises a BackendError of its own for each.
+    """
+
+
 class _VettingResolver(AbstractResolver):
     """The connector's resolver: hands out a name's addresses only if every one of them is allowed.
 
@@ -193,11 +201,6 @@ class _VettingResolver(AbstractResolver):
 
     async def close(self) -> None:
         """Nothing to release: lookups hold no resources between calls."""
-
-
-class _Forbidden(Exception):
-    """A name the resolver refuses. aiohttp may hand one lookup's exception to several concurrent
-    requests, so `fetch` turns it into a BackendError of its own."""
 
 
 class _AttemptFailed(Exception):
