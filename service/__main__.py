@@ -11,18 +11,24 @@ from service.config import ConfigError, load_settings
 from service.factory import build_backend
 from service.logs import configure_logging
 from service.server import PortInUseError, build_server
+from service.telemetry import setup_telemetry
 
 log = logging.getLogger("service")
 
 
 async def serve() -> None:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.secrets)
-    backend = build_backend(settings)
+    configure_logging(settings.log_level, settings.secrets, json_format=settings.log_json)
     try:
-        gateway = build_server(settings, backend)
+        telemetry = setup_telemetry(metrics_listen=settings.metrics_listen)
+    except OSError as exc:
+        raise PortInUseError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}") from None
+    backend = build_backend(settings, tracer_provider=telemetry.tracer_provider)
+    try:
+        gateway = build_server(settings, backend, telemetry)
     except PortInUseError:
         await backend.aclose()
+        telemetry.shutdown()
         raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -55,6 +55,9 @@ class Settings:
     shutdown_grace: float = 20.0
     drain_delay: float = 0.0
     log_level: str = "INFO"
+    log_json: bool = True
+    # HOST:PORT serving /metrics for Prometheus; None turns it off.
+    metrics_listen: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -140,6 +143,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace=env.number("MODERATION_SHUTDOWN_GRACE", 20.0, minimum=BACKEND_TIMEOUT, maximum=3600),
         drain_delay=env.number("MODERATION_DRAIN_DELAY", 0.0, minimum=0, maximum=300),
         log_level=_log_level(env),
+        log_json=_log_format(env) == "json",
+        metrics_listen=_metrics_listen(env),
         secrets=tuple(s for s in (secret_id, secret_key, token) if s),
     )
     if env.problems:
@@ -198,6 +203,23 @@ def _networks(env: _Reader, name: str) -> tuple[ipaddress.IPv4Network | ipaddres
         except ValueError:
             env.problems.append(f"{name}: {part!r} is not a network such as 127.0.0.0/8 or ::1/128")
     return tuple(networks)
+
+
+def _log_format(env: _Reader) -> str:
+    log_format = env.text("MODERATION_LOG_FORMAT", "json").lower()
+    if log_format not in {"json", "text"}:
+        env.problems.append(f"MODERATION_LOG_FORMAT={log_format!r} must be json or text")
+    return log_format
+
+
+def _metrics_listen(env: _Reader) -> str | None:
+    listen = env.text("MODERATION_METRICS_LISTEN", "[::]:9464")
+    if listen.lower() == "off":
+        return None
+    if not re.fullmatch(r".*:\d{1,5}", listen):
+        env.problems.append(f"MODERATION_METRICS_LISTEN={listen!r} must be HOST:PORT (e.g. [::]:9464) or off")
+        return None
+    return listen
 
 
 def _log_level(env: _Reader) -> str:

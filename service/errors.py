@@ -126,3 +126,13 @@ def backend_status(error: BackendError, backend: str) -> status_pb2.Status:
 
 def internal_status() -> status_pb2.Status:
     return _status(grpc.StatusCode.INTERNAL, "internal error in the moderation gateway", "INTERNAL_ERROR", {})
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo every gateway status carries."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from opentelemetry import trace
 
 from backends.base import Backend
 from backends.local.backend import LocalBackend
@@ -11,7 +12,12 @@ from backends.tencent.client import SERVICE, ImsBackend, ImsEndpoint
 from service.config import Settings
 
 
-def build_backend(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Backend:
+def build_backend(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> Backend:
     if settings.backend == "tencent" and settings.tencent is not None:
         tencent = settings.tencent
         return ImsBackend(
@@ -19,6 +25,7 @@ def build_backend(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
             endpoint=ImsEndpoint(url=tencent.endpoint, region=tencent.region),
             auth=TC3Auth(tencent.credentials, service=SERVICE),
             transport=transport,
+            tracer_provider=tracer_provider,
         )
     if settings.backend == "local" and settings.local is not None:
         return LocalBackend(settings.local)

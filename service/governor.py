@@ -27,6 +27,7 @@ from collections import deque
 
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
+from service.telemetry import Metrics
 
 # Our clock and IMS's may disagree by a few milliseconds per request; 2 % keeps every IMS window under
 # the limit at a cost of 2 % of throughput.
@@ -41,10 +42,13 @@ class Priority(enum.Enum):
 
 
 class RateGovernor:
-    def __init__(self, qps: int, *, interactive_share: float = 0.5, window: float = 1.0) -> None:
+    def __init__(
+        self, qps: int, *, interactive_share: float = 0.5, window: float = 1.0, metrics: Metrics | None = None
+    ) -> None:
         if qps < 1:
             raise ValueError("qps must be at least 1")
         self.qps = qps
+        self._metrics = metrics
         self.interactive_share = interactive_share
         self.period = window * (1 + SAFETY_MARGIN)
         self.rate = float(qps)
@@ -73,7 +77,8 @@ class RateGovernor:
         expected_wait = max(0.0, self._next_grant - loop.time()) + ahead * self.spacing
         remaining = deadline.remaining()
         if expected_wait >= remaining:
-            raise self._throttled(expected_wait)
+            raise self._throttled(expected_wait, priority)
+        started = loop.time()
         slot: asyncio.Future[None] = loop.create_future()
         self._waiting[priority].append(slot)
         if self._dispatcher is None or self._dispatcher.done():
@@ -82,7 +87,12 @@ class RateGovernor:
             async with asyncio.timeout(remaining):
                 await slot
         except TimeoutError:
-            raise self._throttled(self.spacing * max(1, self.waiting(priority))) from None
+            raise self._throttled(self.spacing * max(1, self.waiting(priority)), priority) from None
+        else:
+            if self._metrics is not None:
+                self._metrics.governor_wait.record(
+                    loop.time() - started, {"moderation.priority": priority.value}
+                )
         finally:
             # Cancelled or timed out: the dispatcher skips a done future, so no slot is spent on it.
             slot.cancel()
@@ -126,6 +136,8 @@ class RateGovernor:
             self._granted.append((now, priority))
             self._next_grant = now + self.spacing
             self.grants += 1
+            if self._metrics is not None:
+                self._metrics.governor_grants.add(1, {"moderation.priority": priority.value})
 
     def _has_waiters(self) -> bool:
         for queue in self._waiting.values():
@@ -148,8 +160,10 @@ class RateGovernor:
             return batch.popleft(), Priority.BATCH
         return None
 
-    def _throttled(self, retry_after: float) -> BackendError:
+    def _throttled(self, retry_after: float, priority: Priority) -> BackendError:
         self.rejections += 1
+        if self._metrics is not None:
+            self._metrics.governor_rejections.add(1, {"moderation.priority": priority.value})
         return BackendError(
             Kind.THROTTLED,
             f"the backend's rate budget ({self.qps}/s) has no slot before the deadline; "

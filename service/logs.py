@@ -1,15 +1,26 @@
-"""Logging set-up, with a filter that scrubs the configured secrets from every record."""
+"""Structured logs: one JSON object a line, with the current trace and span ids, secrets scrubbed.
+
+Every RPC writes one access line (logger `moderation.access`): method, status code, duration, backend,
+data_id, backend request id, trace_id and span_id. Image bytes and secrets are never logged; the
+`RedactSecrets` filter is the last line of defence for the secrets.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
 
 REDACTED = "[REDACTED]"
+access_log = logging.getLogger("moderation.access")
 
 
 class RedactSecrets(logging.Filter):
-    """A last line of defence: secrets are never logged on purpose, and never by accident either."""
+    """Secrets are never logged on purpose; this makes sure they are not logged by accident either."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -20,16 +31,71 @@ class RedactSecrets(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         exc_text = record.exc_text or ""
-        if any(secret in message or secret in exc_text for secret in self._secrets):
+        fields = json.dumps(getattr(record, "fields", {}), default=str)
+        if any(secret in message or secret in exc_text or secret in fields for secret in self._secrets):
             for secret in self._secrets:
                 message = message.replace(secret, REDACTED)
                 exc_text = exc_text.replace(secret, REDACTED)
+                fields = fields.replace(secret, REDACTED)
             record.msg, record.args, record.exc_text = message, None, exc_text or None
+            record.fields = json.loads(fields)
         return True
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
+class TraceContext(logging.Filter):
+    """Stamps each record with the trace and span current where it was logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("trace_id", "span_id"):
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def log_access(method: str, code: str, seconds: float, **fields: object) -> None:
+    access_log.info(
+        "%s %s %.3fs",
+        method,
+        code,
+        seconds,
+        extra={
+            "fields": {
+                "rpc.method": method,
+                "rpc.grpc.status_code": code,
+                "duration_s": round(seconds, 6),
+                **fields,
+            }
+        },
+    )
+
+
+def configure_logging(level: str, secrets: Iterable[str], *, json_format: bool = True) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if json_format
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    handler.addFilter(TraceContext())
     handler.addFilter(RedactSecrets(secrets))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -18,6 +18,7 @@ from backends.base import Backend
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
+from service.telemetry import Metrics, Telemetry
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,16 @@ class Retrier:
         policy: RetryPolicy,
         *,
         governor: RateGovernor | None = None,
+        telemetry: Telemetry | None = None,
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._backend = backend
         self._policy = policy
         self._governor = governor
+        telemetry = telemetry or Telemetry.off()
+        self._tracer = telemetry.tracer
+        self._metrics: Metrics = telemetry.metrics
         self._jitter = jitter
         self._sleep = sleep
         self.latency = LatencyEstimate()
@@ -79,7 +84,7 @@ class Retrier:
             attempt += 1
             started = loop.time()
             try:
-                result = await self._attempt(request, deadline)
+                result = await self._traced_attempt(request, deadline, attempt, last_error)
             except BackendError as error:
                 error.attempts = attempt
                 last_error = error
@@ -90,6 +95,9 @@ class Retrier:
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
                     raise
+                self._metrics.retries.add(
+                    1, {"moderation.backend": self._backend.name, "moderation.retry_reason": _reason(error)}
+                )
                 await self._sleep(delay)
                 continue
             self.latency.observe(loop.time() - started)
@@ -98,7 +106,37 @@ class Retrier:
 
     async def _take_slot(self, priority: Priority, deadline: Deadline) -> None:
         if self._governor is not None:
-            await self._governor.acquire(priority, deadline)
+            with self._tracer.start_as_current_span(
+                "moderation.governor.wait", attributes={"moderation.priority": priority.value}
+            ):
+                await self._governor.acquire(priority, deadline)
+
+    async def _traced_attempt(
+        self, request: ModerateImageRequest, deadline: Deadline, attempt: int, previous: BackendError | None
+    ) -> ModerateImageResponse:
+        attributes: dict[str, str | int] = {
+            "moderation.backend": self._backend.name,
+            "moderation.attempt": attempt,
+        }
+        if previous is not None:
+            attributes["moderation.retry_reason"] = _reason(previous)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = "ok"
+        with self._tracer.start_as_current_span("moderation.backend.attempt", attributes=attributes) as span:
+            try:
+                result = await self._attempt(request, deadline)
+            except BackendError as error:
+                outcome = error.kind.value
+                span.set_attributes(_error_attributes(error))
+                raise
+            finally:
+                self._metrics.attempt_duration.record(
+                    loop.time() - started,
+                    {"moderation.backend": self._backend.name, "moderation.outcome": outcome},
+                )
+            span.set_attribute("moderation.backend_request_id", result.request_id)
+            return result
 
     async def _attempt(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
         budget = deadline.remaining()
@@ -122,6 +160,19 @@ class Retrier:
         if deadline.remaining() - delay <= self.latency.seconds:
             return None
         return delay
+
+
+def _reason(error: BackendError) -> str:
+    return error.upstream_code or error.kind.value
+
+
+def _error_attributes(error: BackendError) -> dict[str, str]:
+    attributes = {"moderation.error.kind": error.kind.value}
+    if error.upstream_code:
+        attributes["moderation.upstream_code"] = error.upstream_code
+    if error.request_id:
+        attributes["moderation.backend_request_id"] = error.request_id
+    return attributes
 
 
 def _timeout(deadline: Deadline) -> BackendError:

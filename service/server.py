@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from backends.base import Backend
 from service.config import Settings
@@ -21,6 +22,7 @@ from service.governor import RateGovernor
 from service.retry import RetryPolicy
 from service.servicer import ModerationServicer
 from service.streaming import Window
+from service.telemetry import Telemetry
 from service.validation import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class Gateway:
     servicer: ModerationServicer
     backend: Backend
     settings: Settings
+    telemetry: Telemetry
 
     async def start(self) -> None:
         """Serve at once (health answers NOT_SERVING), and report SERVING once the backend is ready."""
@@ -61,24 +64,45 @@ class Gateway:
         await self.server.stop(self.settings.shutdown_grace)
         await self.servicer.aclose()
         await self.backend.aclose()
+        self.telemetry.shutdown()
 
 
-def build_server(settings: Settings, backend: Backend) -> Gateway:
+# Health checks and reflection are the mesh's plumbing, not traffic worth a span.
+_TRACED_CALLS = filters.negate(
+    filters.any_of(filters.service_name(health.SERVICE_NAME), filters.service_prefix("grpc.reflection"))
+)
+
+
+def build_server(settings: Settings, backend: Backend, telemetry: Telemetry | None = None) -> Gateway:
     """The server bound to `settings.listen` (port 0 picks a free one), not yet started."""
+    telemetry = telemetry or Telemetry.off()
+    interceptors = []
+    if telemetry.tracing:
+        # The server span per RPC, continuing the caller's W3C traceparent and baggage.
+        interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=telemetry.tracer_provider, filter_=_TRACED_CALLS
+        )
+        interceptors.append(interceptor)
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             # Otherwise a second server silently shares the port with a leftover one.
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
-        ]
+        ],
     )
+    governor = RateGovernor(
+        settings.qps, interactive_share=settings.interactive_share, metrics=telemetry.metrics
+    )
+    telemetry.metrics.watch_rate(backend.name, governor)
     servicer = ModerationServicer(
         backend,
         RetryPolicy(max_attempts=settings.max_attempts),
         backend_timeout=settings.backend_timeout,
-        governor=RateGovernor(settings.qps, interactive_share=settings.interactive_share),
+        governor=governor,
         stream_window=Window(settings.stream_max_in_flight, settings.stream_max_in_flight_bytes),
         max_in_flight=settings.max_in_flight,
+        telemetry=telemetry,
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -90,4 +114,4 @@ def build_server(settings: Settings, backend: Backend) -> Gateway:
         raise PortInUseError(f"cannot listen on {settings.listen}: {exc}") from None
     if port == 0:
         raise PortInUseError(f"cannot listen on {settings.listen}: the address is in use or invalid")
-    return Gateway(server, port, health_servicer, servicer, backend, settings)
+    return Gateway(server, port, health_servicer, servicer, backend, settings, telemetry)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn, TypeAlias, TypeVar
 
 import grpc
@@ -18,15 +19,20 @@ from moderation.v1.moderation_service_pb2 import (
     ModerateImageResponse,
     StreamModerateImagesRequest,
     StreamModerateImagesResponse,
+    Suggestion,
 )
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from backends.base import Backend
 from backends.errors import BackendError
 from service import errors
 from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
+from service.logs import log_access
 from service.retry import Retrier, RetryPolicy
 from service.streaming import Item, Window, aiter_items, answer_concurrently
+from service.telemetry import Telemetry
 from service.validation import FieldViolation, ValidationError, validate
 
 log = logging.getLogger(__name__)
@@ -49,10 +55,14 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         governor: RateGovernor,
         stream_window: Window,
         max_in_flight: int,
+        telemetry: Telemetry,
     ) -> None:
         self._backend = backend
         self.governor = governor
-        self._retrier = Retrier(backend, policy, governor=governor)
+        self._telemetry = telemetry
+        self._tracer = telemetry.tracer
+        self._metrics = telemetry.metrics
+        self._retrier = Retrier(backend, policy, governor=governor, telemetry=telemetry)
         self._backend_timeout = backend_timeout
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server.
@@ -66,8 +76,11 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         request: ModerateImageRequest,
         context: grpc.aio.ServicerContext[ModerateImageRequest, ModerateImageResponse],
     ) -> ModerateImageResponse:
+        started = asyncio.get_running_loop().time()
         deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
-        outcome = await self._moderate(request, deadline, Priority.INTERACTIVE)
+        outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
+        code, fields = _access_fields(request, outcome, self._backend.name)
+        log_access("ModerateImage", code, asyncio.get_running_loop().time() - started, **fields)
         if isinstance(outcome, status_pb2.Status):
             await _abort(context, outcome)
         return outcome
@@ -77,8 +90,12 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         request_iterator: AsyncIterator[StreamModerateImagesRequest],
         context: grpc.aio.ServicerContext[StreamModerateImagesRequest, StreamModerateImagesResponse],
     ) -> AsyncIterator[StreamModerateImagesResponse]:
-        async for item, outcome in self._answer_items(_stream_items(request_iterator), context):
-            yield _item_answer(StreamModerateImagesResponse, item, outcome)
+        with self._stream_access("StreamModerateImages") as tally:
+            async for item, outcome in self._answer_items(
+                _stream_items(request_iterator), context, "StreamModerateImages"
+            ):
+                tally(outcome)
+                yield _item_answer(StreamModerateImagesResponse, item, outcome)
 
     async def BatchModerateImages(
         self,
@@ -96,26 +113,96 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         items = [
             Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
         ]
-        async for item, outcome in self._answer_items(aiter_items(items), context):
-            yield _item_answer(BatchModerateImagesResponse, item, outcome)
+        with self._stream_access("BatchModerateImages") as tally:
+            async for item, outcome in self._answer_items(aiter_items(items), context, "BatchModerateImages"):
+                tally(outcome)
+                yield _item_answer(BatchModerateImagesResponse, item, outcome)
 
     def _answer_items(
-        self, items: AsyncIterator[Item], context: grpc.aio.ServicerContext[object, object]
+        self, items: AsyncIterator[Item], context: grpc.aio.ServicerContext[object, object], method: str
     ) -> AsyncIterator[tuple[Item, Outcome]]:
+        # Each item gets a span of its own trace, linked to the stream's: a long stream must not grow
+        # one trace without bound.
+        stream = trace.get_current_span().get_span_context()
+        links = [trace.Link(stream)] if stream.is_valid else []
+
         async def answer(item: Item) -> Outcome:
             deadline = Deadline.for_call(
                 context.time_remaining(), cap=self._backend_timeout, margin=STREAM_ITEM_MARGIN
             )
-            return await self._moderate(item.request, deadline, Priority.BATCH)
+            attributes: dict[str, str | int] = {
+                "moderation.item.index": item.index,
+                "moderation.correlation_id": item.correlation_id,
+            }
+            with self._tracer.start_as_current_span(
+                "moderation.item", context=otel_context.Context(), links=links, attributes=attributes
+            ):
+                return await self._moderate(item.request, deadline, Priority.BATCH, method=method)
 
         return answer_concurrently(items, answer, window=self._stream_window, server_slots=self._server_slots)
 
+    @contextmanager
+    def _stream_access(self, method: str) -> Iterator[Callable[[Outcome], None]]:
+        """One access line per stream, however it ends, counting its items by outcome."""
+        started = asyncio.get_running_loop().time()
+        counts = {"items": 0, "errors": 0}
+
+        def tally(outcome: Outcome) -> None:
+            counts["items"] += 1
+            counts["errors"] += isinstance(outcome, status_pb2.Status)
+
+        code = "OK"
+        try:
+            yield tally
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = "UNKNOWN"
+            raise
+        finally:
+            elapsed = asyncio.get_running_loop().time() - started
+            log_access(method, code, elapsed, backend=self._backend.name, **counts)
+
     async def _moderate(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
     ) -> Outcome:
         """The result, or the status explaining why there is none. Never raises (but for cancellation)."""
+        kind = "unary" if priority is Priority.INTERACTIVE else "stream"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._metrics.in_flight.add(1, {"moderation.kind": kind})
         try:
-            validate(request)
+            outcome = await self._outcome(request, deadline, priority)
+        finally:
+            self._metrics.in_flight.add(-1, {"moderation.kind": kind})
+        self._observe(method, request, outcome, loop.time() - started)
+        return outcome
+
+    def _observe(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
+        span = trace.get_current_span()
+        attributes = _outcome_attributes(request, outcome, self._backend.name)
+        span.set_attributes(attributes)
+        if isinstance(outcome, status_pb2.Status):
+            span.set_status(trace.StatusCode.ERROR, str(attributes.get("moderation.error.reason", "")))
+        code = attributes["moderation.status_code"]
+        self._metrics.requests.add(
+            1,
+            {
+                "rpc.method": method,
+                "rpc.grpc.status_code": code,
+                "moderation.suggestion": attributes.get("moderation.suggestion", ""),
+                "moderation.label": attributes.get("moderation.label", ""),
+            },
+        )
+        self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
+
+    async def _outcome(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+    ) -> Outcome:
+        try:
+            with self._tracer.start_as_current_span("moderation.validate"):
+                validate(request)
             return await self._retrier.moderate(request, deadline, priority)
         except ValidationError as error:
             return errors.validation_status(error)
@@ -139,6 +226,50 @@ async def _stream_items(requests: AsyncIterator[StreamModerateImagesRequest]) ->
     async for message in requests:
         yield Item(index, message.correlation_id, message.request)
         index += 1
+
+
+def _code_name(status: status_pb2.Status) -> str:
+    return next((c.name for c in grpc.StatusCode if c.value[0] == status.code), str(status.code))
+
+
+def _outcome_attributes(
+    request: ModerateImageRequest, outcome: Outcome, backend: str
+) -> dict[str, str | int]:
+    """The documented `moderation.*` span attributes: never image bytes, URLs or secrets."""
+    attributes: dict[str, str | int] = {"moderation.biz_type": request.biz_type}
+    if isinstance(outcome, status_pb2.Status):
+        attributes["moderation.status_code"] = _code_name(outcome)
+        info = errors.error_info(outcome)
+        if info is not None:
+            attributes["moderation.error.reason"] = info.reason
+            attributes["moderation.backend"] = info.metadata.get("backend", backend)
+        return attributes
+    attributes.update(
+        {
+            "moderation.status_code": "OK",
+            "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
+            "moderation.label": outcome.label,
+            "moderation.score": outcome.score,
+            "moderation.backend": outcome.backend,
+            "moderation.backend_request_id": outcome.request_id,
+            "moderation.attempts": outcome.attempts,
+        }
+    )
+    return attributes
+
+
+def _access_fields(
+    request: ModerateImageRequest, outcome: Outcome, backend: str
+) -> tuple[str, dict[str, object]]:
+    attributes = _outcome_attributes(request, outcome, backend)
+    return str(attributes["moderation.status_code"]), {
+        "backend": attributes.get("moderation.backend", backend),
+        "data_id": request.data_id,
+        "backend_request_id": attributes.get("moderation.backend_request_id", ""),
+        "suggestion": attributes.get("moderation.suggestion", ""),
+        "attempts": attributes.get("moderation.attempts", 0),
+        "reason": attributes.get("moderation.error.reason", ""),
+    }
 
 
 def _item_answer(message_type: type[ItemAnswer], item: Item, outcome: Outcome) -> ItemAnswer:

@@ -14,6 +14,7 @@ from backends.tencent.auth import Credentials
 from service.config import Settings, TencentSettings
 from service.factory import build_backend
 from service.server import Gateway, build_server
+from service.telemetry import Telemetry
 from tests.ims_emulator import EmulatorConfig, ImsEmulator
 
 # Fresh per run, so a scan of logs and errors for them means something.
@@ -49,9 +50,10 @@ async def make_gateway(emulator: ImsEmulator) -> AsyncIterator[GatewayFactory]:
     """Starts gateways with settings overridden per test; stops them all at teardown."""
     started: list[Gateway] = []
 
-    async def make(**overrides: object) -> Gateway:
+    async def make(telemetry: Telemetry | None = None, **overrides: object) -> Gateway:
         settings = gateway_settings(emulator, **overrides)
-        gateway = build_server(settings, build_backend(settings))
+        tracer_provider = telemetry.tracer_provider if telemetry else None
+        gateway = build_server(settings, build_backend(settings, tracer_provider=tracer_provider), telemetry)
         await gateway.start()
         started.append(gateway)
         return gateway

@@ -119,7 +119,11 @@ async def _drain(call: AsyncIterator[object]) -> list[object]:
 
 
 def start_service_without_credentials(port: int) -> subprocess.Popen[str]:
-    env = {"PATH": os.environ["PATH"], "MODERATION_LISTEN": f"127.0.0.1:{port}"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODERATION_LISTEN": f"127.0.0.1:{port}",
+        "MODERATION_METRICS_LISTEN": "off",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "service"],
         env=env,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+from opentelemetry import trace
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, pooled_transport
@@ -47,6 +49,7 @@ class ImsBackend:
         auth: httpx.Auth | None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 200,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._name = name
         self._endpoint = endpoint
@@ -65,6 +68,9 @@ class ImsBackend:
             follow_redirects=False,
             trust_env=False,
         )
+        if tracer_provider is not None and not isinstance(tracer_provider, trace.NoOpTracerProvider):
+            # A span per HTTP request, under the attempt's span: a retried call shows every request.
+            HTTPXClientInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
 
     @property
     def name(self) -> str:

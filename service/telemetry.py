@@ -1,0 +1,210 @@
+"""Traces and metrics: providers and exporters from the standard `OTEL_*` variables, and the gateway's
+instruments.
+
+Tracing is configured only through OpenTelemetry's own variables: `OTEL_TRACES_EXPORTER` (`otlp`,
+`console`, `none`; a comma-separated list), `OTEL_EXPORTER_OTLP_PROTOCOL` / `..._TRACES_PROTOCOL`
+(`grpc` or `http/protobuf`), `OTEL_EXPORTER_OTLP_ENDPOINT` and the rest of the exporters' variables,
+`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`. With no exporter named and no
+OTLP endpoint set, tracing is off: a no-op provider, so a call pays next to nothing. Metrics are served
+for Prometheus on `MODERATION_METRICS_LISTEN` and, when `OTEL_METRICS_EXPORTER` names `otlp`, pushed
+over OTLP too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from threading import Thread
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from prometheus_client import CollectorRegistry, start_http_server
+
+SCOPE = "moderation-gateway"
+DEFAULT_SERVICE_NAME = "moderation-gateway"
+# Seconds: IMS answers in ~0.8 s and at most 15 s; the default buckets stop at 10 s.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20)
+
+
+class Metrics:
+    """Every instrument the gateway records, documented in the README's metrics table."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.requests = meter.create_counter(
+            "moderation.requests",
+            unit="{image}",
+            description="Images moderated, by RPC method, status code, suggestion and label",
+        )
+        self.duration = meter.create_histogram(
+            "moderation.duration",
+            unit="s",
+            description="End-to-end time per image, by method and status code",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.attempt_duration = meter.create_histogram(
+            "moderation.backend.attempt.duration",
+            unit="s",
+            description="Time per backend attempt, by backend and outcome",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.retries = meter.create_counter(
+            "moderation.backend.retries", unit="{retry}", description="Backend retries, by backend and reason"
+        )
+        self.governor_grants = meter.create_counter(
+            "moderation.governor.grants",
+            unit="{token}",
+            description="Rate-governor slots granted, by priority",
+        )
+        self.governor_wait = meter.create_histogram(
+            "moderation.governor.wait",
+            unit="s",
+            description="Time waited for a rate-governor slot, by priority",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.governor_rejections = meter.create_counter(
+            "moderation.governor.rejections",
+            unit="{call}",
+            description="Calls refused because no slot could come before their deadline, by priority",
+        )
+        self.in_flight = meter.create_up_down_counter(
+            "moderation.in_flight",
+            unit="{image}",
+            description="Images being moderated now, by kind (unary, stream)",
+        )
+        self._rates: list[tuple[str, Any]] = []
+        meter.create_observable_gauge(
+            "moderation.governor.rate",
+            unit="{request}/s",
+            callbacks=[self._observe_rates],
+            description="The rate governor's pace by backend (below the budget after upstream limits)",
+        )
+
+    def watch_rate(self, backend: str, governor: Any) -> None:
+        self._rates.append((backend, governor))
+
+    def _observe_rates(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(governor.rate, {"moderation.backend": backend}) for backend, governor in self._rates
+        ]
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider
+    metrics: Metrics
+    metrics_port: int | None = None
+    _metrics_server: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
+    _readers: list[MetricReader] = field(default_factory=list, repr=False)
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(SCOPE)
+
+    @property
+    def tracing(self) -> bool:
+        return isinstance(self.tracer_provider, TracerProvider)
+
+    def shutdown(self) -> None:
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+        if isinstance(self.tracer_provider, TracerProvider):
+            self.tracer_provider.shutdown()
+        if isinstance(self.meter_provider, MeterProvider):
+            self.meter_provider.shutdown()
+
+    @classmethod
+    def off(cls) -> Telemetry:
+        meter_provider = metrics.NoOpMeterProvider()
+        return cls(trace.NoOpTracerProvider(), meter_provider, Metrics(meter_provider.get_meter(SCOPE)))
+
+
+def setup_telemetry(
+    environ: Mapping[str, str] | None = None,
+    *,
+    metrics_listen: str | None = None,
+    span_processors: Iterable[SpanProcessor] = (),
+    metric_readers: Iterable[MetricReader] = (),
+) -> Telemetry:
+    """Providers built from the environment; tests add their own in-memory processors and readers."""
+    env = os.environ if environ is None else environ
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME)})
+    processors = [*span_processors, *(BatchSpanProcessor(e) for e in _span_exporters(env))]
+    tracer_provider: trace.TracerProvider = trace.NoOpTracerProvider()
+    if processors:
+        sdk_tracer_provider = TracerProvider(resource=resource)
+        for processor in processors:
+            sdk_tracer_provider.add_span_processor(processor)
+        tracer_provider = sdk_tracer_provider
+    readers = [*metric_readers, *_metric_readers(env)]
+    server, port = None, None
+    if metrics_listen:
+        registry = CollectorRegistry()
+        # One instrumentation scope only: its labels on every series would be noise.
+        readers.append(PrometheusMetricReader(registry=registry, scope_info_enabled=False))
+        host, _, port_text = metrics_listen.rpartition(":")
+        server = start_http_server(int(port_text), addr=host.strip("[]") or "0.0.0.0", registry=registry)
+        port = server[0].server_port
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    return Telemetry(
+        tracer_provider, meter_provider, Metrics(meter_provider.get_meter(SCOPE)), port, server, readers
+    )
+
+
+def _names(env: Mapping[str, str], variable: str) -> set[str]:
+    return {n.strip().lower() for n in env.get(variable, "").split(",") if n.strip()}
+
+
+def _span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:
+    names = _names(env, "OTEL_TRACES_EXPORTER")
+    if not names and (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        names = {"otlp"}
+    exporters: list[SpanExporter] = []
+    if "otlp" in names:
+        exporters.append(_otlp_span_exporter(env))
+    if "console" in names:
+        exporters.append(ConsoleSpanExporter())
+    return exporters
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    return (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    )
+
+
+def _otlp_span_exporter(env: Mapping[str, str]) -> SpanExporter:
+    # The exporters read their endpoint, headers, certificates and timeouts from the OTEL_* variables.
+    if _protocol(env, "TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter()
+
+
+def _metric_readers(env: Mapping[str, str]) -> list[MetricReader]:
+    if "otlp" not in _names(env, "OTEL_METRICS_EXPORTER"):
+        return []
+    if _protocol(env, "METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+
+        return [PeriodicExportingMetricReader(GrpcExporter())]
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+    return [PeriodicExportingMetricReader(HttpExporter())]

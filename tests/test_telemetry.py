@@ -1,0 +1,262 @@
+"""Traces, metrics and logs, checked as a platform team would: span trees, a real OTLP receiver,
+a Prometheus scrape and the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+
+import grpc
+import httpx
+import pytest
+from moderation.v1 import moderation_service_pb2_grpc
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from service.logs import JsonFormatter, RedactSecrets, TraceContext
+from service.server import Gateway
+from service.telemetry import Telemetry, setup_telemetry
+from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.ims_emulator import Faults, ImsEmulator
+from tests.ims_emulator.images import make_png
+
+Stub = moderation_service_pb2_grpc.ModerationServiceStub
+IMAGE = make_png(256, 256)
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def telemetry(spans: InMemorySpanExporter) -> Telemetry:
+    reader = InMemoryMetricReader()
+    return setup_telemetry(
+        {},
+        metrics_listen="127.0.0.1:0",
+        span_processors=[SimpleSpanProcessor(spans)],
+        metric_readers=[reader],
+    )
+
+
+@pytest.fixture
+async def traced(make_gateway: GatewayFactory, telemetry: Telemetry) -> Gateway:
+    return await make_gateway(telemetry=telemetry)
+
+
+def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in spans.get_finished_spans() if s.name == name]
+
+
+def children(spans: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
+    parent_id = parent.context.span_id
+    return [s for s in spans.get_finished_spans() if s.parent is not None and s.parent.span_id == parent_id]
+
+
+async def test_unary_span_tree(traced: Gateway, spans: InMemorySpanExporter) -> None:
+    async with open_channel(traced) as channel:
+        await Stub(channel).ModerateImage(
+            ModerateImageRequest(content=IMAGE, biz_type="policy_a", data_id="d1")
+        )
+    (server,) = named(spans, "/moderation.v1.ModerationService/ModerateImage")
+    assert server.kind is SpanKind.SERVER
+    attributes = dict(server.attributes or {})
+    assert attributes["rpc.system"] == "grpc"
+    assert attributes["moderation.suggestion"] == "PASS"
+    assert attributes["moderation.backend"] == "tencent"
+    assert attributes["moderation.biz_type"] == "policy_a"
+    assert attributes["moderation.backend_request_id"]
+    assert {s.name for s in children(spans, server)} == {
+        "moderation.validate",
+        "moderation.governor.wait",
+        "moderation.backend.attempt",
+    }
+    (attempt,) = named(spans, "moderation.backend.attempt")
+    (http_span,) = children(spans, attempt)
+    assert http_span.kind is SpanKind.CLIENT
+    assert not any(s.name.startswith("/grpc.health") for s in spans.get_finished_spans())
+
+
+async def test_a_retried_call_shows_every_attempt(
+    traced: Gateway, spans: InMemorySpanExporter, emulator: ImsEmulator
+) -> None:
+    emulator.config.faults = Faults(fail_next=["model_call_failed"])
+    async with open_channel(traced) as channel:
+        result = await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
+    assert result.attempts == 2
+    first, second = sorted(named(spans, "moderation.backend.attempt"), key=lambda s: s.start_time or 0)
+    assert first.status.status_code is StatusCode.ERROR
+    assert dict(first.attributes or {})["moderation.upstream_code"] == "ResourceUnavailable.ModelCallFailed"
+    assert dict(second.attributes or {})["moderation.retry_reason"] == "ResourceUnavailable.ModelCallFailed"
+    assert dict(second.attributes or {})["moderation.attempt"] == 2
+    assert all(len(children(spans, attempt)) == 1 for attempt in (first, second))
+
+
+async def test_a_failed_call_sets_error_status(
+    traced: Gateway, spans: InMemorySpanExporter, emulator: ImsEmulator
+) -> None:
+    emulator.config.faults = Faults(fail_next=["UnauthorizedOperation.Unauthorized"])
+    async with open_channel(traced) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
+    (server,) = named(spans, "/moderation.v1.ModerationService/ModerateImage")
+    assert server.status.status_code is StatusCode.ERROR
+    assert dict(server.attributes or {})["moderation.error.reason"] == "BACKEND_ACCOUNT_UNAVAILABLE"
+    everything = json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()])
+    assert SECRET_KEY not in everything
+    assert SECRET_ID not in everything
+
+
+async def test_stream_items_are_linked_spans_of_their_own(
+    traced: Gateway, spans: InMemorySpanExporter
+) -> None:
+    requests = [
+        StreamModerateImagesRequest(correlation_id=f"c{i}", request=ModerateImageRequest(content=IMAGE))
+        for i in range(3)
+    ]
+    async with open_channel(traced) as channel:
+        answers = [a async for a in Stub(channel).StreamModerateImages(iter(requests))]
+    assert len(answers) == 3
+    (stream,) = named(spans, "/moderation.v1.ModerationService/StreamModerateImages")
+    items = named(spans, "moderation.item")
+    assert len(items) == 3
+    assert len({item.context.trace_id for item in items} | {stream.context.trace_id}) == 4
+    for item in items:
+        assert item.parent is None
+        assert [link.context.span_id for link in item.links] == [stream.context.span_id]
+        assert {s.name for s in children(spans, item)} >= {
+            "moderation.validate",
+            "moderation.backend.attempt",
+        }
+
+
+async def test_callers_traceparent_becomes_the_parent(traced: Gateway, spans: InMemorySpanExporter) -> None:
+    metadata = (("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"), ("baggage", "tenant=acme"))
+    async with open_channel(traced) as channel:
+        await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE), metadata=metadata)
+    (server,) = named(spans, "/moderation.v1.ModerationService/ModerateImage")
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == PARENT_ID
+
+
+async def test_metrics_are_scraped_over_http(traced: Gateway, telemetry: Telemetry) -> None:
+    url = f"http://127.0.0.1:{telemetry.metrics_port}/metrics"
+    async with open_channel(traced) as channel, httpx.AsyncClient() as client:
+        stub = Stub(channel)
+        await stub.ModerateImage(ModerateImageRequest(content=IMAGE))
+        first = (await client.get(url)).text
+        await stub.ModerateImage(ModerateImageRequest(content=IMAGE))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.ModerateImage(ModerateImageRequest(content=b"not an image at all..."))
+        second = (await client.get(url)).text
+    ok = (
+        'moderation_requests_total{moderation_label="Normal",moderation_suggestion="PASS",'
+        'rpc_grpc_status_code="OK",rpc_method="ModerateImage"}'
+    )
+    assert f"{ok} 1.0" in first
+    assert f"{ok} 2.0" in second
+    assert 'rpc_grpc_status_code="INVALID_ARGUMENT"' in second
+    for name in (
+        "moderation_duration_seconds_bucket",
+        "moderation_backend_attempt_duration_seconds_bucket",
+        "moderation_governor_grants_total",
+        "moderation_governor_wait_seconds_bucket",
+        "moderation_governor_rate",
+        "moderation_in_flight",
+    ):
+        assert name in second, name
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self) -> None:
+        self.spans: list[str] = []
+        self.received = asyncio.Event()
+
+    async def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend(span.name for span in scope_spans.spans)
+        self.received.set()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def test_traces_reach_a_real_otlp_receiver(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = Collector()
+    receiver = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)  # type: ignore[no-untyped-call]
+    port = receiver.add_insecure_port("127.0.0.1:0")
+    await receiver.start()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    telemetry = setup_telemetry()
+    gateway = await make_gateway(telemetry=telemetry)
+    try:
+        async with open_channel(gateway) as channel:
+            await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
+        await asyncio.wait_for(collector.received.wait(), timeout=10)
+    finally:
+        await receiver.stop(None)
+    assert "/moderation.v1.ModerationService/ModerateImage" in collector.spans
+    assert "moderation.backend.attempt" in collector.spans
+
+
+async def test_access_log_carries_trace_ids_and_no_secret_or_image_bytes(
+    traced: Gateway, spans: InMemorySpanExporter, emulator: ImsEmulator
+) -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(TraceContext())
+    handler.addFilter(RedactSecrets([SECRET_ID, SECRET_KEY]))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        async with open_channel(traced) as channel:
+            stub = Stub(channel)
+            await stub.ModerateImage(ModerateImageRequest(content=IMAGE, data_id="img-42"))
+            emulator.config.secret_key = "wrong"
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.ModerateImage(ModerateImageRequest(content=IMAGE, data_id="img-43"))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "moderation.access"]
+    ok, failed = access
+    (first_server, second_server) = sorted(
+        named(spans, "/moderation.v1.ModerationService/ModerateImage"), key=lambda s: s.start_time or 0
+    )
+    assert ok["rpc.method"] == "ModerateImage"
+    assert ok["rpc.grpc.status_code"] == "OK"
+    assert (ok["data_id"], ok["backend"]) == ("img-42", "tencent")
+    assert ok["backend_request_id"]
+    assert ok["trace_id"] == format(first_server.context.trace_id, "032x")
+    assert ok["span_id"] == format(first_server.context.span_id, "016x")
+    assert failed["rpc.grpc.status_code"] == "INTERNAL"
+    assert failed["reason"] == "BACKEND_MISCONFIGURED"
+    assert failed["trace_id"] == format(second_server.context.trace_id, "032x")
+    text = buffer.getvalue()
+    assert SECRET_KEY not in text
+    assert SECRET_ID not in text
+    assert IMAGE[:64].hex() not in text
