@@ -134,7 +134,10 @@ class RateGovernor:
             slot, priority = picked
             slot.set_result(None)
             self._granted.append((now, priority))
-            self._next_grant = now + self.spacing
+            # Paced from the previous grant's schedule, not from when the loop happened to wake us: late
+            # wake-ups (about a millisecond each here) would otherwise add up to a tenth of the budget.
+            on_schedule = now - self._next_grant < self.spacing
+            self._next_grant = (self._next_grant if on_schedule else now) + self.spacing
             self.grants += 1
             if self._metrics is not None:
                 self._metrics.governor_grants.add(1, {"moderation.priority": priority.value})

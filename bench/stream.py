@@ -1,0 +1,118 @@
+"""One `StreamModerateImages` call, and what became of every item sent on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from moderation.v1 import moderation_service_pb2_grpc
+from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
+
+from bench.client import RATE_LIMITED, error_label, request
+from bench.processes import BUDGET_QPS
+
+# Generous, so only a hung gateway hits it: the stream should take items / BUDGET_QPS seconds.
+STREAM_TIMEOUT_MARGIN = 120.0
+
+
+@dataclass
+class StreamResult:
+    sent: int = 0
+    answered: int = 0
+    results: int = 0
+    # Per-item errors by `CODE/REASON`.
+    errors: Counter[str] = field(default_factory=Counter)
+    # Answers per index; exactly-once means every index 0..sent-1 appears once.
+    answers: Counter[int] = field(default_factory=Counter)
+    # Answers whose correlation id is not the one sent at their index.
+    misattributed: int = 0
+    # Backend attempts beyond the first, summed over the results: retries inside the gateway.
+    upstream_retries: int = 0
+    # Loop times: the call started, its first and its last answer.
+    started: float = 0.0
+    first_answer: float = 0.0
+    last_answer: float = 0.0
+    # The status that ended the call, when not OK.
+    call_error: str | None = None
+
+    @property
+    def rate_limited(self) -> int:
+        """Items the client got RequestLimitExceeded for (the gateway's every attempt was refused)."""
+        return self.errors[RATE_LIMITED]
+
+    @property
+    def answered_once(self) -> int:
+        return sum(1 for index, count in self.answers.items() if count == 1 and 0 <= index < self.sent)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.answers.values() if count > 1)
+
+    @property
+    def missing(self) -> int:
+        return sum(1 for index in range(self.sent) if index not in self.answers)
+
+    @property
+    def wall_throughput(self) -> float:
+        """Results per second from the first request sent to the last answer: what a caller waits."""
+        return self.results / (self.last_answer - self.started) if self.results else 0.0
+
+    @property
+    def steady_throughput(self) -> float:
+        """Results per second between the first and the last answer, leaving out the first latency."""
+        span = self.last_answer - self.first_answer
+        return (self.results - 1) / span if self.results > 1 and span > 0 else 0.0
+
+
+def _correlation_id(index: int) -> str:
+    return f"item-{index}"
+
+
+async def run_stream(
+    stub: moderation_service_pb2_grpc.ModerationServiceStub,
+    image: bytes,
+    count: int,
+    *,
+    steady: asyncio.Event | None = None,
+    steady_after: int = 0,
+) -> StreamResult:
+    """Streams `count` copies of `image`; sets `steady` once `steady_after` items are answered."""
+    loop = asyncio.get_running_loop()
+    outcome = StreamResult()
+
+    async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
+        # Built lazily, so the client holds only what gRPC flow control lets through.
+        for index in range(count):
+            outcome.sent += 1
+            yield StreamModerateImagesRequest(
+                correlation_id=_correlation_id(index), request=request(image, f"bench-{index}")
+            )
+
+    outcome.started = loop.time()
+    call = stub.StreamModerateImages(requests(), timeout=count / BUDGET_QPS + STREAM_TIMEOUT_MARGIN)
+    try:
+        async for answer in call:
+            now = loop.time()
+            outcome.first_answer = outcome.first_answer or now
+            outcome.last_answer = now
+            outcome.answered += 1
+            outcome.answers[answer.index] += 1
+            if answer.correlation_id != _correlation_id(answer.index):
+                outcome.misattributed += 1
+            if answer.HasField("result"):
+                outcome.results += 1
+                outcome.upstream_retries += max(0, answer.result.attempts - 1)
+            else:
+                outcome.errors[error_label(answer.error)] += 1
+            if steady is not None and outcome.answered >= steady_after:
+                steady.set()
+    except grpc.aio.AioRpcError as error:
+        outcome.call_error = f"{error.code().name}: {error.details()}"
+    finally:
+        # A stream that ends early must not leave a waiter on `steady` hanging.
+        if steady is not None:
+            steady.set()
+    return outcome
