@@ -69,6 +69,8 @@ class BackendError(Exception):
         self.field = field
         # Set by the retry loop: how many backend calls were made before giving up.
         self.attempts = 0
+        # Set by the router: the configured name of the backend that failed.
+        self.backend = ""
 
     def __repr__(self) -> str:
         return (

@@ -8,6 +8,8 @@ by the backend's latency). `bench/` measures it.
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -16,7 +18,10 @@ from httpx_aiohttp import AiohttpTransport
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError, aiohttp.ClientError, OSError)
 
 
-def pooled_transport(*, max_connections: int) -> httpx.AsyncBaseTransport:
+def pooled_transport(
+    *, max_connections: int, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncBaseTransport:
+    """`verify=True` trusts certifi's CA bundle; an `SSLContext` brings its own CAs and client certificate."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     # trust_env=False: proxies and CA bundles come from our configuration, never from ambient variables.
-    return AiohttpTransport(limits=limits, trust_env=False)
+    return AiohttpTransport(verify=verify, limits=limits, trust_env=False)

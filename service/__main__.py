@@ -8,7 +8,7 @@ import signal
 import sys
 
 from service.config import ConfigError, load_settings
-from service.factory import build_backend
+from service.factory import build_backends
 from service.logs import configure_logging
 from service.server import PortInUseError, build_server
 from service.telemetry import setup_telemetry
@@ -23,11 +23,16 @@ async def serve() -> None:
         telemetry = setup_telemetry(metrics_listen=settings.metrics_listen)
     except OSError as exc:
         raise PortInUseError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}") from None
-    backend = build_backend(settings, tracer_provider=telemetry.tracer_provider)
     try:
-        gateway = build_server(settings, backend, telemetry)
+        backends = build_backends(settings, tracer_provider=telemetry.tracer_provider)
+    except ValueError as exc:
+        telemetry.shutdown()
+        raise ConfigError([str(exc)]) from None
+    try:
+        gateway = build_server(settings, backends, telemetry)
     except PortInUseError:
-        await backend.aclose()
+        for backend in backends:
+            await backend.aclose()
         telemetry.shutdown()
         raise
     stop = asyncio.Event()
@@ -36,10 +41,10 @@ async def serve() -> None:
         loop.add_signal_handler(signum, stop.set)
     await gateway.start()
     log.info(
-        "serving moderation.v1.ModerationService on %s (port %d), backend %s",
+        "serving moderation.v1.ModerationService on %s (port %d), backends %s",
         settings.listen,
         gateway.port,
-        backend.name,
+        ", ".join(b.name for b in backends),
     )
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.0f s", settings.shutdown_grace)

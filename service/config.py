@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from backends.local.backend import LocalSettings
 from backends.local.fetch import FetchPolicy
+from backends.local.settings import LocalSettings
 from backends.tencent.auth import Credentials
 from service.deadlines import BACKEND_TIMEOUT
+from service.routes import RoutesConfig, RoutesError, load_routes
 
 BACKENDS = ("tencent", "local")
 CREDENTIAL_VARIABLES = "TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"
@@ -45,6 +46,8 @@ class Settings:
     backend: str = "local"
     tencent: TencentSettings | None = None
     local: LocalSettings | None = None
+    # From MODERATION_ROUTES: several named backends and the BizType routes between them.
+    routes: RoutesConfig | None = None
     max_attempts: int = 3
     qps: int = 100
     interactive_share: float = 0.5
@@ -52,6 +55,8 @@ class Settings:
     stream_max_in_flight_bytes: int = 64 * 1024 * 1024
     max_in_flight: int = 512
     backend_timeout: float = BACKEND_TIMEOUT
+    circuit_failures: int = 5
+    circuit_reset: float = 10.0
     shutdown_grace: float = 20.0
     drain_delay: float = 0.0
     log_level: str = "INFO"
@@ -121,13 +126,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     backend = backend or ("tencent" if secret_id or secret_key else "local")
     if backend not in BACKENDS:
         env.problems.append(f"MODERATION_BACKEND={backend!r} is not one of: {', '.join(BACKENDS)}")
-    tencent = _tencent_settings(env, secret_id, secret_key, token) if backend == "tencent" else None
-    local = _local_settings(env) if backend == "local" else None
+    routes = _routes(env)
+    uses_local = backend == "local" or (
+        routes is not None and any(b.type == "local" for b in routes.backends.values())
+    )
+    tencent = (
+        _tencent_settings(env, secret_id, secret_key, token) if backend == "tencent" and not routes else None
+    )
+    local = _local_settings(env) if uses_local else None
     settings = Settings(
         listen=listen,
         backend=backend,
         tencent=tencent,
         local=local,
+        routes=routes,
         max_attempts=env.integer("IMS_MAX_ATTEMPTS", 3, minimum=1, maximum=10),
         qps=env.integer("IMS_QPS", 100, minimum=1, maximum=100_000),
         interactive_share=env.number("MODERATION_INTERACTIVE_SHARE", 0.5, minimum=0.0, maximum=1.0),
@@ -136,6 +148,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "MODERATION_STREAM_MAX_IN_FLIGHT_BYTES", 64 * 1024 * 1024, minimum=1, maximum=2**40
         ),
         max_in_flight=env.integer("MODERATION_MAX_IN_FLIGHT", 512, minimum=1, maximum=100_000),
+        circuit_failures=env.integer("MODERATION_CIRCUIT_FAILURES", 5, minimum=1, maximum=1000),
+        circuit_reset=env.number("MODERATION_CIRCUIT_RESET", 10.0, minimum=0.01, maximum=3600),
         backend_timeout=env.number(
             "MODERATION_BACKEND_TIMEOUT", BACKEND_TIMEOUT, minimum=0.1, maximum=BACKEND_TIMEOUT
         ),
@@ -145,7 +159,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=_log_level(env),
         log_json=_log_format(env) == "json",
         metrics_listen=_metrics_listen(env),
-        secrets=tuple(s for s in (secret_id, secret_key, token) if s),
+        secrets=tuple(s for s in (secret_id, secret_key, token, *(routes.secrets if routes else ())) if s),
     )
     if env.problems:
         raise ConfigError(env.problems)
@@ -170,6 +184,17 @@ def _tencent_settings(env: _Reader, secret_id: str, secret_key: str, token: str)
             f"IMS_ENDPOINT={endpoint!r} must be an http(s) URL such as https://ims.tencentcloudapi.com"
         )
     return TencentSettings(Credentials(secret_id, secret_key, token), region, endpoint)
+
+
+def _routes(env: _Reader) -> RoutesConfig | None:
+    path = _path(env, "MODERATION_ROUTES", is_dir=False)
+    if path is None:
+        return None
+    try:
+        return load_routes(path, dict(env.environ))
+    except RoutesError as exc:
+        env.problems.extend(f"MODERATION_ROUTES: {problem}" for problem in exc.problems)
+        return None
 
 
 def _local_settings(env: _Reader) -> LocalSettings:

@@ -70,14 +70,21 @@ class Retrier:
         self.latency = LatencyEstimate()
 
     async def moderate(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority = Priority.INTERACTIVE
+        self,
+        request: ModerateImageRequest,
+        deadline: Deadline,
+        priority: Priority = Priority.INTERACTIVE,
+        *,
+        max_attempts: int | None = None,
+        share: RateGovernor | None = None,
     ) -> ModerateImageResponse:
+        """`share`: a route's slice of the backend's budget, passed before the backend's own governor."""
         loop = asyncio.get_running_loop()
         attempt = 0
         last_error: BackendError | None = None
         while True:
             try:
-                await self._take_slot(priority, deadline)
+                await self._take_slot(priority, deadline, share)
             except BackendError as throttled:
                 # Out of time for a retry: the failure that made us retry is the one to report.
                 raise last_error or throttled from None
@@ -90,7 +97,7 @@ class Retrier:
                 last_error = error
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
                     self._governor.upstream_rate_limited()
-                if not self._should_retry(error, attempt):
+                if not self._should_retry(error, attempt, max_attempts):
                     raise
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
@@ -104,12 +111,14 @@ class Retrier:
             result.attempts = attempt
             return result
 
-    async def _take_slot(self, priority: Priority, deadline: Deadline) -> None:
-        if self._governor is not None:
+    async def _take_slot(self, priority: Priority, deadline: Deadline, share: RateGovernor | None) -> None:
+        governors = [g for g in (share, self._governor) if g is not None]
+        if governors:
             with self._tracer.start_as_current_span(
                 "moderation.governor.wait", attributes={"moderation.priority": priority.value}
             ):
-                await self._governor.acquire(priority, deadline)
+                for governor in governors:
+                    await governor.acquire(priority, deadline)
 
     async def _traced_attempt(
         self, request: ModerateImageRequest, deadline: Deadline, attempt: int, previous: BackendError | None
@@ -149,8 +158,8 @@ class Retrier:
         except TimeoutError:
             raise _timeout(deadline) from None
 
-    def _should_retry(self, error: BackendError, attempt: int) -> bool:
-        return error.retryable and attempt < self._policy.max_attempts
+    def _should_retry(self, error: BackendError, attempt: int, max_attempts: int | None) -> bool:
+        return error.retryable and attempt < (max_attempts or self._policy.max_attempts)
 
     def _delay_before_retry(self, error: BackendError, attempt: int, deadline: Deadline) -> float | None:
         """The sleep before the next attempt, or None when that attempt could not finish in time."""

@@ -7,8 +7,10 @@ Shutdown sequence: health flips to NOT_SERVING (load balancers stop sending), an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,9 +19,11 @@ from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from backends.base import Backend
+from service.circuit import CircuitBreaker, CircuitState
 from service.config import Settings
 from service.governor import RateGovernor
-from service.retry import RetryPolicy
+from service.retry import Retrier, RetryPolicy
+from service.routing import Route, Router, Upstream
 from service.servicer import ModerationServicer
 from service.streaming import Window
 from service.telemetry import Telemetry
@@ -31,10 +35,18 @@ SERVICE_NAME = moderation_service_pb2.DESCRIPTOR.services_by_name["ModerationSer
 # The largest image IMS accepts, plus room for the other fields and for sizes just over the limit,
 # which then get a clear INVALID_ARGUMENT instead of a bare RESOURCE_EXHAUSTED.
 MAX_RECEIVE_MESSAGE_BYTES = MAX_IMAGE_BYTES + 4 * 1024 * 1024
+# How often health follows the backends' circuits.
+HEALTH_INTERVAL = 0.5
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class PortInUseError(RuntimeError):
     pass
+
+
+def backend_health_name(backend: str) -> str:
+    """The health-check service name that reports one backend's circuit."""
+    return f"{SERVICE_NAME}/backend/{backend}"
 
 
 @dataclass
@@ -43,27 +55,52 @@ class Gateway:
     port: int
     health: health.aio.HealthServicer
     servicer: ModerationServicer
-    backend: Backend
+    router: Router
     settings: Settings
     telemetry: Telemetry
+    _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def backends(self) -> list[Backend]:
+        return [upstream.backend for upstream in self.router.upstreams.values()]
 
     async def start(self) -> None:
-        """Serve at once (health answers NOT_SERVING), and report SERVING once the backend is ready."""
+        """Serve at once (health answers NOT_SERVING), and report SERVING once the backends are ready."""
         for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.health.set(service, NOT_SERVING)
         await self.server.start()
-        await self.backend.start()
+        await asyncio.gather(*(backend.start() for backend in self.backends))
+        await self._update_health()
+        self._watcher = asyncio.create_task(self._watch_health())
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            await self._update_health()
+
+    async def _update_health(self) -> None:
+        """SERVING while any route can answer; each backend's own entry follows its circuit."""
+        overall = SERVING if self.router.can_answer() else NOT_SERVING
         for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(service, overall)
+        for name, upstream in self.router.upstreams.items():
+            state = SERVING if upstream.breaker.state is not CircuitState.OPEN else NOT_SERVING
+            await self.health.set(backend_health_name(name), state)
 
     async def stop(self) -> None:
         """The graceful shutdown sequence; in-flight calls finish within the grace period."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay:
             await asyncio.sleep(self.settings.drain_delay)
         await self.server.stop(self.settings.shutdown_grace)
-        await self.servicer.aclose()
-        await self.backend.aclose()
+        await self.router.aclose()
+        for upstream in self.router.upstreams.values():
+            await upstream.governor.aclose()
+            await upstream.backend.aclose()
         self.telemetry.shutdown()
 
 
@@ -73,7 +110,48 @@ _TRACED_CALLS = filters.negate(
 )
 
 
-def build_server(settings: Settings, backend: Backend, telemetry: Telemetry | None = None) -> Gateway:
+def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Telemetry) -> Router:
+    """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says."""
+    qps = settings.routes.qps_by_backend if settings.routes else {}
+    upstreams = []
+    for backend in backends:
+        governor = RateGovernor(
+            qps.get(backend.name) or settings.qps,
+            interactive_share=settings.interactive_share,
+            metrics=telemetry.metrics,
+        )
+        retrier = Retrier(
+            backend, RetryPolicy(max_attempts=settings.max_attempts), governor=governor, telemetry=telemetry
+        )
+        breaker = CircuitBreaker(
+            failure_threshold=settings.circuit_failures, reset_timeout=settings.circuit_reset
+        )
+        upstream = Upstream(backend, governor, retrier, breaker)
+        telemetry.metrics.watch_upstream(upstream)
+        upstreams.append(upstream)
+    if settings.routes is None:
+        return Router.single(upstreams[0], metrics=telemetry.metrics)
+    routes = settings.routes
+    return Router(
+        upstreams,
+        [
+            Route(r.chain, r.biz_types, r.attempts, r.on_failure == "review", r.rate_share)
+            for r in routes.routes
+        ],
+        Route(
+            routes.default.chain,
+            (),
+            routes.default.attempts,
+            routes.default.on_failure == "review",
+            routes.default.rate_share,
+        ),
+        metrics=telemetry.metrics,
+    )
+
+
+def build_server(
+    settings: Settings, backends: Backend | Sequence[Backend], telemetry: Telemetry | None = None
+) -> Gateway:
     """The server bound to `settings.listen` (port 0 picks a free one), not yet started."""
     telemetry = telemetry or Telemetry.off()
     interceptors = []
@@ -91,15 +169,12 @@ def build_server(settings: Settings, backend: Backend, telemetry: Telemetry | No
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
         ],
     )
-    governor = RateGovernor(
-        settings.qps, interactive_share=settings.interactive_share, metrics=telemetry.metrics
+    router = build_router(
+        settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry
     )
-    telemetry.metrics.watch_rate(backend.name, governor)
     servicer = ModerationServicer(
-        backend,
-        RetryPolicy(max_attempts=settings.max_attempts),
+        router,
         backend_timeout=settings.backend_timeout,
-        governor=governor,
         stream_window=Window(settings.stream_max_in_flight, settings.stream_max_in_flight_bytes),
         max_in_flight=settings.max_in_flight,
         telemetry=telemetry,
@@ -114,4 +189,4 @@ def build_server(settings: Settings, backend: Backend, telemetry: Telemetry | No
         raise PortInUseError(f"cannot listen on {settings.listen}: {exc}") from None
     if port == 0:
         raise PortInUseError(f"cannot listen on {settings.listen}: the address is in use or invalid")
-    return Gateway(server, port, health_servicer, servicer, backend, settings, telemetry)
+    return Gateway(server, port, health_servicer, servicer, router, settings, telemetry)

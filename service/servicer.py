@@ -24,13 +24,12 @@ from moderation.v1.moderation_service_pb2 import (
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from backends.base import Backend
 from backends.errors import BackendError
 from service import errors
 from service.deadlines import Deadline
-from service.governor import Priority, RateGovernor
+from service.governor import Priority
 from service.logs import log_access
-from service.retry import Retrier, RetryPolicy
+from service.routing import Router
 from service.streaming import Item, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
 from service.validation import FieldViolation, ValidationError, validate
@@ -48,28 +47,21 @@ ItemAnswer = TypeVar("ItemAnswer", StreamModerateImagesResponse, BatchModerateIm
 class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     def __init__(
         self,
-        backend: Backend,
-        policy: RetryPolicy,
+        router: Router,
         *,
         backend_timeout: float,
-        governor: RateGovernor,
         stream_window: Window,
         max_in_flight: int,
         telemetry: Telemetry,
     ) -> None:
-        self._backend = backend
-        self.governor = governor
+        self._router = router
         self._telemetry = telemetry
         self._tracer = telemetry.tracer
         self._metrics = telemetry.metrics
-        self._retrier = Retrier(backend, policy, governor=governor, telemetry=telemetry)
         self._backend_timeout = backend_timeout
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server.
         self._server_slots = asyncio.Semaphore(max_in_flight)
-
-    async def aclose(self) -> None:
-        await self.governor.aclose()
 
     async def ModerateImage(
         self,
@@ -79,7 +71,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         started = asyncio.get_running_loop().time()
         deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
         outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
-        code, fields = _access_fields(request, outcome, self._backend.name)
+        code, fields = _access_fields(request, outcome)
         log_access("ModerateImage", code, asyncio.get_running_loop().time() - started, **fields)
         if isinstance(outcome, status_pb2.Status):
             await _abort(context, outcome)
@@ -162,7 +154,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             raise
         finally:
             elapsed = asyncio.get_running_loop().time() - started
-            log_access(method, code, elapsed, backend=self._backend.name, **counts)
+            log_access(method, code, elapsed, **counts)
 
     async def _moderate(
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
@@ -181,7 +173,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
 
     def _observe(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
         span = trace.get_current_span()
-        attributes = _outcome_attributes(request, outcome, self._backend.name)
+        attributes = _outcome_attributes(request, outcome)
         span.set_attributes(attributes)
         if isinstance(outcome, status_pb2.Status):
             span.set_status(trace.StatusCode.ERROR, str(attributes.get("moderation.error.reason", "")))
@@ -203,19 +195,19 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         try:
             with self._tracer.start_as_current_span("moderation.validate"):
                 validate(request)
-            return await self._retrier.moderate(request, deadline, priority)
+            return await self._router.moderate(request, deadline, priority)
         except ValidationError as error:
             return errors.validation_status(error)
         except BackendError as error:
             log.warning(
                 "backend %s failed after %d attempt(s): %s (upstream code %r, request id %r)",
-                self._backend.name,
+                error.backend,
                 error.attempts,
                 error.message,
                 error.upstream_code,
                 error.request_id,
             )
-            return errors.backend_status(error, self._backend.name)
+            return errors.backend_status(error, error.backend)
         except Exception:
             log.exception("unexpected error while moderating")
             return errors.internal_status()
@@ -232,9 +224,7 @@ def _code_name(status: status_pb2.Status) -> str:
     return next((c.name for c in grpc.StatusCode if c.value[0] == status.code), str(status.code))
 
 
-def _outcome_attributes(
-    request: ModerateImageRequest, outcome: Outcome, backend: str
-) -> dict[str, str | int]:
+def _outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> dict[str, str | int]:
     """The documented `moderation.*` span attributes: never image bytes, URLs or secrets."""
     attributes: dict[str, str | int] = {"moderation.biz_type": request.biz_type}
     if isinstance(outcome, status_pb2.Status):
@@ -242,7 +232,7 @@ def _outcome_attributes(
         info = errors.error_info(outcome)
         if info is not None:
             attributes["moderation.error.reason"] = info.reason
-            attributes["moderation.backend"] = info.metadata.get("backend", backend)
+            attributes["moderation.backend"] = info.metadata.get("backend", "")
         return attributes
     attributes.update(
         {
@@ -253,17 +243,17 @@ def _outcome_attributes(
             "moderation.backend": outcome.backend,
             "moderation.backend_request_id": outcome.request_id,
             "moderation.attempts": outcome.attempts,
+            "moderation.fallback": str(outcome.fallback).lower(),
+            "moderation.unmoderated": str(outcome.unmoderated).lower(),
         }
     )
     return attributes
 
 
-def _access_fields(
-    request: ModerateImageRequest, outcome: Outcome, backend: str
-) -> tuple[str, dict[str, object]]:
-    attributes = _outcome_attributes(request, outcome, backend)
+def _access_fields(request: ModerateImageRequest, outcome: Outcome) -> tuple[str, dict[str, object]]:
+    attributes = _outcome_attributes(request, outcome)
     return str(attributes["moderation.status_code"]), {
-        "backend": attributes.get("moderation.backend", backend),
+        "backend": attributes.get("moderation.backend", ""),
         "data_id": request.data_id,
         "backend_request_id": attributes.get("moderation.backend_request_id", ""),
         "suggestion": attributes.get("moderation.suggestion", ""),

@@ -80,7 +80,17 @@ class Metrics:
             unit="{image}",
             description="Images being moderated now, by kind (unary, stream)",
         )
-        self._rates: list[tuple[str, Any]] = []
+        self.failovers = meter.create_counter(
+            "moderation.failovers",
+            unit="{call}",
+            description="Calls handed to the next backend of their chain, by the backend that failed and why",
+        )
+        self._upstreams: list[Any] = []
+        meter.create_observable_gauge(
+            "moderation.circuit.state",
+            callbacks=[self._observe_circuits],
+            description="Each backend's circuit: 0 closed, 1 half-open (probing), 2 open (skipped)",
+        )
         meter.create_observable_gauge(
             "moderation.governor.rate",
             unit="{request}/s",
@@ -88,13 +98,15 @@ class Metrics:
             description="The rate governor's pace by backend (below the budget after upstream limits)",
         )
 
-    def watch_rate(self, backend: str, governor: Any) -> None:
-        self._rates.append((backend, governor))
+    def watch_upstream(self, upstream: Any) -> None:
+        """Report a backend's governor pace and circuit state (a `service.routing.Upstream`)."""
+        self._upstreams.append(upstream)
 
     def _observe_rates(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(governor.rate, {"moderation.backend": backend}) for backend, governor in self._rates
-        ]
+        return [Observation(u.governor.rate, {"moderation.backend": u.name}) for u in self._upstreams]
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(int(u.breaker.state), {"moderation.backend": u.name}) for u in self._upstreams]
 
 
 @dataclass

@@ -11,9 +11,10 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from PIL import Image
 
 from backends.errors import BackendError, Kind
-from backends.local.backend import LocalBackend, LocalSettings
+from backends.local.backend import LocalBackend
 from backends.local.frames import sample_frames
 from backends.local.models import Models
+from backends.local.settings import LocalSettings
 from tests.local_images import animated_gif, encode, near_duplicates, photo, qr_image, text_image
 
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK

@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest, Suggestion
 
-from backends.local.backend import LocalSettings
 from backends.local.fetch import FetchPolicy
+from backends.local.settings import LocalSettings
 from service.config import Settings
 from service.factory import build_backend
 from service.server import Gateway, build_server

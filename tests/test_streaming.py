@@ -205,4 +205,4 @@ async def test_governor_adapts_when_another_client_shares_the_account(
         a.error for a in answers if a.error.code
     ]
     assert emulator.stats.rate_limited > 0
-    assert gateway.servicer.governor.rate < 20
+    assert gateway.router.upstreams["tencent"].governor.rate < 20

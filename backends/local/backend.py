@@ -12,34 +12,23 @@ import asyncio
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 from PIL import Image, UnidentifiedImageError
 
 from backends.errors import BackendError, Kind
 from backends.local.analysis import Checks, analyze_image
-from backends.local.fetch import FetchPolicy, ImageFetcher
+from backends.local.fetch import ImageFetcher
 from backends.local.imagelib import ImageLibrary, load_samples
 from backends.local.imagelib import Kind as SampleKind
 from backends.local.keywords import KeywordMatcher, load_libraries
 from backends.local.models import Models
-from backends.local.policy import DEFAULT_POLICY_FILE, Policies, load_policies
+from backends.local.policy import Policies, load_policies
+from backends.local.settings import LocalSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BIZ_TYPE = "default"
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    policy_file: Path = DEFAULT_POLICY_FILE
-    keyword_dir: Path | None = None
-    allow_dir: Path | None = None
-    deny_dir: Path | None = None
-    workers: int = 2
-    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 class LocalBackend:

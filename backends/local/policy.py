@@ -22,8 +22,9 @@ from typing import Any
 
 from moderation.v1.moderation_service_pb2 import Suggestion
 
+from backends.local.settings import DEFAULT_POLICY_FILE
+
 CHECKS = frozenset({"porn", "ocr", "qrcode", "library"})
-DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
 
 
 class PolicyError(ValueError):

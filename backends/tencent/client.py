@@ -25,6 +25,8 @@ SERVICE = "ims"
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 # Exactly what is signed; the SDK sends no charset either.
 CONTENT_TYPE = "application/json"
+# The connection pool to one endpoint, unless the caller sizes it.
+MAX_CONNECTIONS = 200
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ImsBackend:
         endpoint: ImsEndpoint,
         auth: httpx.Auth | None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 200,
+        max_connections: int = MAX_CONNECTIONS,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._name = name

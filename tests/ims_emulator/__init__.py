@@ -11,6 +11,16 @@ IMS envelope, so any IMS client (the official SDK included) works against it giv
 
 Standalone: `python -m tests.ims_emulator --help`.
 
+A private deployment
+--------------------
+It also stands in for an IMS-compatible engine run inside a customer's network:
+`ImsEmulator(config, ssl_context=...)` serves HTTPS with a server-side `ssl.SSLContext` (with
+`verify_mode = CERT_REQUIRED` a client without a certificate from the trusted CA is refused at the
+handshake); `EmulatorConfig.auth` is "tc3" (the default), "bearer" (`Authorization: Bearer
+<bearer_token>`, else `AuthFailure.InvalidAuthorization`, or `AuthFailure.TokenFailure` for another
+token) or "none"; `EmulatorConfig.path` is the one path served (HTTP 404 elsewhere), signed as the
+canonical URI under TC3.
+
 Choosing the result: markers
 ----------------------------
 The verdict is chosen by ASCII markers anywhere in the image bytes (after the image data, in a PNG

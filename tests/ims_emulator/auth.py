@@ -1,4 +1,4 @@
-"""TC3-HMAC-SHA256 verification, with the project's own signing functions.
+"""Request authentication: TC3-HMAC-SHA256 as Tencent does, or a private deployment's bearer token or none.
 
 Verifying with `backends.tencent.signing` (rather than a second implementation) means the emulator
 accepts exactly what that code produces; the official SDK tests in test_ims_emulator.py keep both
@@ -18,6 +18,9 @@ from .errors import ImsError
 from .headers import Headers, required
 
 SERVICE = "ims"
+# Whom the rate limit counts a request against when it carries no SecretId.
+BEARER_IDENTITY = "bearer"
+ANONYMOUS_IDENTITY = "anonymous"
 _TERMINATOR = "tc3_request"
 # The SDK sends this value to sign the constant string instead of the body (ClientProfile.unsignedPayload).
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -62,6 +65,27 @@ def _timestamp(headers: Headers) -> int:
     if not (raw.isascii() and raw.isdigit()):
         raise ImsError("InvalidParameter", f"X-TC-Timestamp `{raw}` is not a Unix time in seconds.")
     return int(raw)
+
+
+def authenticate(headers: Headers, *, body: bytes, path: str, config: EmulatorConfig, now: float) -> str:
+    """Check the request as `config.auth` says; return the identity its rate limit counts against."""
+    if config.auth == "bearer":
+        _verify_bearer(headers.get("Authorization"), config.bearer_token)
+        return BEARER_IDENTITY
+    if config.auth == "none":
+        return ANONYMOUS_IDENTITY
+    return verify(headers, body=body, path=path, config=config, now=now)
+
+
+def _verify_bearer(value: str | None, expected: str) -> None:
+    scheme, _, token = (value or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ImsError(
+            "AuthFailure.InvalidAuthorization",
+            "The Authorization header is missing or malformed: expected `Bearer <token>`.",
+        )
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ImsError("AuthFailure.TokenFailure")
 
 
 def verify(headers: Headers, *, body: bytes, path: str, config: EmulatorConfig, now: float) -> str:

@@ -18,12 +18,14 @@ DEFAULT_REGIONS = frozenset(
 )
 # IMS downloads FileUrl from the internet; the emulator must never, so only loopback is reachable.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+AUTH_MODES = frozenset({"tc3", "bearer", "none"})
 
 
 @dataclass
 class EmulatorConfig:
-    secret_id: str
-    secret_key: str
+    # The TC3 key pair requests must be signed with (auth "tc3").
+    secret_id: str = ""
+    secret_key: str = ""
     # Session tokens accepted in X-TC-Token (temporary credentials); a request without one is fine.
     tokens: Set[str] = frozenset()
     latency: float = 0.0
@@ -36,3 +38,17 @@ class EmulatorConfig:
     url_fetch_allowed_hosts: Set[str] = LOOPBACK_HOSTS
     # Per download attempt; IMS uses 3 s and retries once. Tests shorten it to keep timeouts quick.
     url_fetch_timeout: float = 3.0
+    # How requests authenticate: "tc3" as Tencent does, or as a private deployment may: "bearer"
+    # (`Authorization: Bearer <bearer_token>`) or "none".
+    auth: str = "tc3"
+    bearer_token: str = field(default="", repr=False)
+    # The one request path served, signed as the canonical URI under tc3; others get HTTP 404.
+    path: str = "/"
+
+    def __post_init__(self) -> None:
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth {self.auth!r} is not one of {sorted(AUTH_MODES)}")
+        if self.auth == "tc3" and not (self.secret_id and self.secret_key):
+            raise ValueError("auth 'tc3' needs secret_id and secret_key")
+        if self.auth == "bearer" and not self.bearer_token:
+            raise ValueError("auth 'bearer' needs bearer_token")

@@ -1,8 +1,10 @@
 """The HTTP server: one thread per keep-alive connection, running each request through IMS's stages.
 
-Stages, in order (the first failure answers): body size, common header parameters, TC3
-authentication, the per-SecretId rate limit, parameter and image validation, then moderation, where
-faults may be injected and the configured latency is spent.
+Stages, in order (the first failure answers): body size, the request path, common header
+parameters, authentication (TC3, or a private deployment's bearer token or none), the per-SecretId
+rate limit, parameter and image validation, then moderation, where faults may be injected and the
+configured latency is spent. With an `ssl.SSLContext` it serves HTTPS, and refuses at the handshake a
+client the context does not accept (no client certificate when one is required, or an untrusted one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import random
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -74,6 +77,22 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.emulator._track(self.connection)
 
+    def handle(self) -> None:
+        # The TLS handshake runs here, on the connection's own thread, so a slow or refused client
+        # never holds up the accept loop.
+        if isinstance(self.connection, ssl.SSLSocket) and not self._handshake(self.connection):
+            return
+        super().handle()
+
+    def _handshake(self, sock: ssl.SSLSocket) -> bool:
+        try:
+            sock.do_handshake()
+        except OSError as error:  # ssl.SSLError included
+            log.debug("TLS handshake with %s failed: %s", self.address_string(), error)
+            connection.linger(sock)
+            return False
+        return True
+
     def finish(self) -> None:
         try:
             super().finish()
@@ -112,13 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         config = emulator.config
         body = self._read_body()
+        path = urlsplit(self.path).path
+        if path != config.path:
+            self._send(404, "text/plain", f"No such path: {path}\n".encode())
+            return
         params = parse_json_object(body)
         if params is not None:
             emulator.stats.record_received(time.time(), params)
         check_common_parameters(self.headers, config.regions)
-        secret_id = auth.verify(
-            self.headers, body=body, path=urlsplit(self.path).path, config=config, now=time.time()
-        )
+        secret_id = auth.authenticate(self.headers, body=body, path=path, config=config, now=time.time())
         emulator._admit(secret_id, config.qps_limit)
         subject = validate(params, config)
         hits = find_hits(subject.image)
@@ -255,10 +276,20 @@ class _Server(ThreadingHTTPServer):
     # The default backlog of 5 drops connections when a benchmark opens a hundred at once.
     request_queue_size = 1024
 
-    def __init__(self, host: str, port: int, emulator: ImsEmulator) -> None:
+    def __init__(
+        self, host: str, port: int, emulator: ImsEmulator, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self.emulator = emulator
+        self.ssl_context = ssl_context
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.ssl_context is None:
+            return sock, address
+        # No handshake yet: it would block the accept loop (see _Handler.handle).
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name with getfqdn, a DNS lookup we do not need.
@@ -267,7 +298,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError):
+        if isinstance(error, ConnectionError | ssl.SSLError):
             log.debug("connection from %s lost: %s", client_address, error)
         else:
             log.exception("unexpected error on the connection from %s", client_address)
@@ -276,8 +307,17 @@ class _Server(ThreadingHTTPServer):
 class ImsEmulator:
     """A loopback HTTP server that answers Tencent Cloud IMS `ImageModeration` (2020-12-29) calls."""
 
-    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """With `ssl_context` (server side) it serves HTTPS; its `verify_mode` says whether a client
+        certificate is required (CERT_REQUIRED), checked if sent (CERT_OPTIONAL) or not asked for."""
         self.config = config
+        self._ssl_context = ssl_context
         self.stats = Stats()
         self._host = host
         self._requested_port = port
@@ -297,7 +337,7 @@ class ImsEmulator:
         """Bind, listen and serve in a background thread; connections are accepted once this returns."""
         if self._server is not None:
             raise RuntimeError("the emulator was already started")
-        self._server = _Server(self._host, self._requested_port, self)
+        self._server = _Server(self._host, self._requested_port, self, self._ssl_context)
         # stop() waits for the accept loop to see the shutdown flag, once per poll interval: a short
         # interval keeps the per-test teardown small at the cost of ~100 idle wake-ups a second.
         self._thread = threading.Thread(
@@ -345,7 +385,8 @@ class ImsEmulator:
     @property
     def url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     def reset_stats(self) -> None:
         self.stats.reset()

@@ -1,0 +1,175 @@
+"""A private deployment: an IMS-compatible engine inside the customer's own network.
+
+It speaks the IMS wire protocol, so the backend is `ImsBackend` with what differs configured: the URL
+and request path, how requests authenticate (TC3 with the deployment's own keys, a bearer token, or
+nothing) and the TLS trust (a private CA, a client certificate for mutual TLS).
+
+A TLS failure here is the operator's to fix (a wrong CA bundle, a missing or refused client
+certificate, a certificate for another host name), so it is `Kind.MISCONFIGURED` and never retried,
+whereas a refused or dropped connection stays a retryable network fault.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import certifi
+import httpx
+from opentelemetry import trace
+
+from backends.errors import BackendError, Kind
+from backends.http import TRANSPORT_ERRORS, pooled_transport
+from backends.tencent.auth import Credentials, TC3Auth
+from backends.tencent.client import ACTION, MAX_CONNECTIONS, SERVICE, VERSION, ImsBackend, ImsEndpoint
+
+AUTH_MODES = frozenset({"tc3", "bearer", "none"})
+
+
+@dataclass(frozen=True)
+class PrivateSettings:
+    """Where the deployment is and how to talk to it; an inconsistent combination raises ValueError."""
+
+    url: str  # scheme, host and port only, e.g. https://ims.internal:8443/
+    auth: str = "tc3"
+    credentials: Credentials | None = None  # for tc3
+    token: str = field(default="", repr=False)  # for bearer
+    region: str = "ap-guangzhou"
+    version: str = VERSION
+    action: str = ACTION
+    path: str = "/"  # the request path, which TC3 signs as the canonical URI
+    ca_file: Path | None = None  # CA bundle that verifies the server; certifi's when None
+    client_cert_file: Path | None = None  # PEM client certificate for mutual TLS
+    client_key_file: Path | None = None  # its PEM private key
+
+    def __post_init__(self) -> None:
+        try:
+            url = httpx.URL(self.url)
+        except httpx.InvalidURL as error:
+            raise ValueError(f"the private deployment URL {self.url!r} is not a URL: {error}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"the private deployment URL {self.url!r} must be http:// or https://<host>")
+        if url.path not in ("", "/") or url.query or url.fragment:
+            raise ValueError(
+                f"the private deployment URL {self.url!r} must be scheme, host and port only; "
+                "give the request path as `path`"
+            )
+        if not self.path.startswith("/") or "?" in self.path or "#" in self.path:
+            raise ValueError(f"the request path {self.path!r} must start with / and carry no query")
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth {self.auth!r} is not one of {', '.join(sorted(AUTH_MODES))}")
+        if (self.auth == "tc3") != (self.credentials is not None):
+            raise ValueError("credentials are required with auth 'tc3', and used with it only")
+        if (self.auth == "bearer") != bool(self.token):
+            raise ValueError("a token is required with auth 'bearer', and used with it only")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        tls_files = (self.ca_file, self.client_cert_file, self.client_key_file)
+        if url.scheme != "https" and any(f is not None for f in tls_files):
+            raise ValueError("a CA file or client certificate needs an https:// URL")
+
+
+class BearerAuth(httpx.Auth):
+    """`Authorization: Bearer <token>`, as deployments behind an API gateway commonly expect."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+
+def private_backend(
+    settings: PrivateSettings, *, name: str = "private", tracer_provider: trace.TracerProvider | None = None
+) -> ImsBackend:
+    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded."""
+    auth: httpx.Auth | None = None
+    # PrivateSettings has tied credentials to auth "tc3" and a token to "bearer".
+    if settings.credentials is not None:
+        auth = TC3Auth(settings.credentials, service=SERVICE)
+    elif settings.token:
+        auth = BearerAuth(settings.token)
+    url = httpx.URL(settings.url).copy_with(path=settings.path)
+    verify = _ssl_context(settings) if url.scheme == "https" else True
+    transport = _TlsFailuresAreMisconfiguration(
+        pooled_transport(max_connections=MAX_CONNECTIONS, verify=verify), name=name
+    )
+    endpoint = ImsEndpoint(
+        url=str(url), region=settings.region, version=settings.version, action=settings.action
+    )
+    return ImsBackend(
+        name=name, endpoint=endpoint, auth=auth, transport=transport, tracer_provider=tracer_provider
+    )
+
+
+def _ssl_context(settings: PrivateSettings) -> ssl.SSLContext:
+    # An explicit bundle, or certifi's like every other backend: never the ambient SSL_CERT_* variables.
+    cafile = settings.ca_file or Path(certifi.where())
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"cannot load the CA file {cafile}: {error}") from None
+    if settings.client_cert_file is not None:
+        try:
+            context.load_cert_chain(settings.client_cert_file, settings.client_key_file)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(
+                f"cannot load the client certificate {settings.client_cert_file} with its key "
+                f"{settings.client_key_file}: {error}"
+            ) from None
+    return context
+
+
+class _TlsFailuresAreMisconfiguration(httpx.AsyncBaseTransport):
+    """Turns a TLS failure into `BackendError(MISCONFIGURED)`; every other outcome passes through.
+
+    `ImsBackend` lets a `BackendError` through untouched and classifies the other transport errors
+    as network faults, so raising here is what sets a TLS failure apart.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, name: str) -> None:
+        self._inner = inner
+        self._name = name
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except TRANSPORT_ERRORS as exc:
+            failure = _tls_failure(exc)
+            if failure is None:
+                raise
+            raise BackendError(
+                Kind.MISCONFIGURED,
+                f"TLS handshake with the private deployment {self._name!r} failed: {failure}",
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+# Not a TLS configuration problem: the connection broke (the peer went away mid-record or closed it).
+_TLS_IO_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What failed, if TLS did: found among the causes, as aiohttp and httpx-aiohttp wrap it twice."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, aiohttp.ClientError):
+            # aiohttp's wrappers subclass the ssl errors without their details; the original is a cause.
+            pass
+        elif isinstance(cause, ssl.SSLCertVerificationError):
+            # Our check of the server: an unknown CA, another host name, an expired certificate.
+            return f"certificate verify failed: {cause.verify_message}"
+        elif isinstance(cause, ssl.SSLError) and not isinstance(cause, _TLS_IO_ERRORS):
+            # An alert from the server (our client certificate missing or refused) or a protocol
+            # mismatch, such as https to a plain-http port.
+            return (cause.reason or str(cause)).lower().replace("_", " ")
+        cause = cause.__cause__ or cause.__context__
+    return None

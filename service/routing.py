@@ -1,0 +1,198 @@
+"""Routes each request to its BizType's chain of backends, failing over down the chain.
+
+Failover semantics: the chain's backends are tried in order, within the call's one deadline. A backend
+is skipped while its circuit is open. A backend that is unavailable, times out, refuses the gateway's
+credentials or account, or is rate- or quota-limited hands the request to the next one, and the answer
+says `fallback`. A backend that judged the request itself invalid (a bad image, an unreachable URL)
+ends the call at once: the next backend would say the same. Each backend but the last gets at most the
+time left less a reserve for the next one. When every backend has failed, the route either returns the
+last error or, if configured to fail closed, a REVIEW marked `unmoderated`. A failure is never a PASS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from dataclasses import dataclass, field, replace
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+
+from backends.base import Backend
+from backends.errors import BackendError, Kind
+from service.circuit import CircuitBreaker, CircuitState
+from service.deadlines import Deadline
+from service.governor import Priority, RateGovernor
+from service.retry import Retrier
+from service.telemetry import Metrics, Telemetry
+
+# Failures the next backend may not share.
+FAILOVER_KINDS = frozenset(
+    {
+        Kind.UNAVAILABLE,
+        Kind.TIMEOUT,
+        Kind.THROTTLED,
+        Kind.RATE_LIMITED,
+        Kind.QUOTA_EXHAUSTED,
+        Kind.MISCONFIGURED,
+        Kind.ACCOUNT_UNAVAILABLE,
+        Kind.FAILED,
+    }
+)
+# Failures that say the backend itself is unhealthy, and count towards opening its circuit.
+CIRCUIT_KINDS = frozenset({Kind.UNAVAILABLE, Kind.TIMEOUT, Kind.MISCONFIGURED, Kind.ACCOUNT_UNAVAILABLE})
+# The least time kept back for the next backend of a chain, and the multiple of its usual latency.
+MIN_RESERVE = 0.5
+RESERVE_LATENCIES = 2.0
+
+
+@dataclass
+class Upstream:
+    """One configured backend with its own rate budget, retry loop and circuit."""
+
+    backend: Backend
+    governor: RateGovernor
+    retrier: Retrier
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
+@dataclass(frozen=True)
+class Route:
+    chain: tuple[str, ...]
+    biz_types: tuple[str, ...] = ()
+    attempts: int | None = None
+    fail_closed: bool = False
+    # The share of each backend's qps this route may spend, so one busy route cannot take it all.
+    rate_share: float | None = None
+
+
+class Router:
+    def __init__(
+        self,
+        upstreams: list[Upstream],
+        routes: list[Route],
+        default: Route,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.upstreams = {upstream.name: upstream for upstream in upstreams}
+        self._metrics = metrics or Telemetry.off().metrics
+        self._routes = routes
+        self._default = default
+        self._exact = {name: route for route in routes for name in route.biz_types if not _is_pattern(name)}
+        # A governor per (route, backend) for routes limited to a share of their backends' budgets,
+        # passed before the backend's own governor, which keeps the account's total within its limit.
+        self._shares = {
+            (id(route), name): RateGovernor(
+                max(1, int(self.upstreams[name].governor.qps * route.rate_share)),
+                interactive_share=self.upstreams[name].governor.interactive_share,
+            )
+            for route in (*routes, default)
+            if route.rate_share is not None
+            for name in route.chain
+        }
+
+    @classmethod
+    def single(cls, upstream: Upstream, *, metrics: Metrics | None = None) -> Router:
+        return cls([upstream], [], Route((upstream.name,)), metrics=metrics)
+
+    def route_for(self, biz_type: str) -> Route:
+        if biz_type in self._exact:
+            return self._exact[biz_type]
+        for route in self._routes:
+            if any(_is_pattern(p) and fnmatch.fnmatchcase(biz_type, p) for p in route.biz_types):
+                return route
+        return self._default
+
+    def can_answer(self) -> bool:
+        """Whether some route has a backend whose circuit is not open (health stays SERVING)."""
+        return any(
+            self.upstreams[name].breaker.state is not CircuitState.OPEN
+            for route in (*self._routes, self._default)
+            for name in route.chain
+        )
+
+    async def moderate(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+    ) -> ModerateImageResponse:
+        route = self.route_for(request.biz_type)
+        last_error: BackendError | None = None
+        for position, name in enumerate(route.chain):
+            upstream = self.upstreams[name]
+            if deadline.remaining() <= 0:
+                break
+            if not upstream.breaker.allow():
+                last_error = last_error or _circuit_open(name)
+                continue
+            try:
+                result = await upstream.retrier.moderate(
+                    request,
+                    self._budget(route, position, deadline),
+                    priority,
+                    max_attempts=route.attempts,
+                    share=self._shares.get((id(route), name)),
+                )
+            except BackendError as error:
+                error.backend = name
+                self._record(upstream, error)
+                if error.kind not in FAILOVER_KINDS:
+                    raise
+                self._metrics.failovers.add(
+                    1, {"moderation.backend": name, "moderation.reason": error.kind.value}
+                )
+                last_error = error
+                continue
+            except BaseException:
+                upstream.breaker.record_abandoned()
+                raise
+            upstream.breaker.record_success()
+            result.fallback = position > 0
+            return result
+        if route.fail_closed:
+            return ModerateImageResponse(
+                suggestion=Suggestion.SUGGESTION_REVIEW,
+                label="Unmoderated",
+                unmoderated=True,
+                fallback=True,
+                biz_type=request.biz_type,
+                data_id=request.data_id,
+            )
+        raise last_error or BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route")
+
+    def _budget(self, route: Route, position: int, deadline: Deadline) -> Deadline:
+        later = [
+            self.upstreams[n] for n in route.chain[position + 1 :] if self.upstreams[n].breaker.allow_peek()
+        ]
+        if not later:
+            return deadline
+        remaining = deadline.remaining()
+        reserve = min(remaining / 2, max(MIN_RESERVE, RESERVE_LATENCIES * later[0].retrier.latency.seconds))
+        loop = asyncio.get_running_loop()
+        return replace(deadline, expires_at=min(deadline.expires_at, loop.time() + remaining - reserve))
+
+    async def aclose(self) -> None:
+        for governor in self._shares.values():
+            await governor.aclose()
+
+    @staticmethod
+    def _record(upstream: Upstream, error: BackendError) -> None:
+        if error.kind in CIRCUIT_KINDS:
+            upstream.breaker.record_failure()
+        elif error.kind is Kind.THROTTLED:
+            # Our own governor said no: nothing was learnt about the backend.
+            upstream.breaker.record_abandoned()
+        else:
+            upstream.breaker.record_success()
+
+
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def _circuit_open(name: str) -> BackendError:
+    return BackendError(
+        Kind.UNAVAILABLE, f"backend {name!r} is failing; its circuit is open", upstream_code="CircuitOpen"
+    )
