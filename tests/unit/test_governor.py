@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import pytest
 
@@ -35,8 +34,6 @@ async def test_a_burst_is_paced_and_never_exceeds_the_limit() -> None:
     governor = RateGovernor(10, window=WINDOW)
     times = await grant_times(governor, 30)
     assert most_in_any_window(times, WINDOW) <= 10
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= governor.spacing * 0.9
     # Never faster than the pace; a loaded machine may only make it slower (bench/ measures throughput).
     assert times[-1] - times[0] >= 29 * governor.spacing * 0.95
 
