@@ -54,6 +54,9 @@ class Settings:
     stream_max_in_flight: int = 128
     stream_max_in_flight_bytes: int = 64 * 1024 * 1024
     max_in_flight: int = 512
+    stream_idle_timeout: float = 60.0
+    max_concurrent_rpcs: int = 1000
+    max_streams_per_connection: int = 100
     backend_timeout: float = BACKEND_TIMEOUT
     circuit_failures: int = 5
     circuit_reset: float = 10.0
@@ -148,6 +151,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "MODERATION_STREAM_MAX_IN_FLIGHT_BYTES", 64 * 1024 * 1024, minimum=1, maximum=2**40
         ),
         max_in_flight=env.integer("MODERATION_MAX_IN_FLIGHT", 512, minimum=1, maximum=100_000),
+        stream_idle_timeout=env.number("MODERATION_STREAM_IDLE_TIMEOUT", 60.0, minimum=0.1, maximum=86_400),
+        max_concurrent_rpcs=env.integer("MODERATION_MAX_CONCURRENT_RPCS", 1000, minimum=1, maximum=1_000_000),
+        max_streams_per_connection=env.integer(
+            "MODERATION_MAX_STREAMS_PER_CONNECTION", 100, minimum=1, maximum=100_000
+        ),
         circuit_failures=env.integer("MODERATION_CIRCUIT_FAILURES", 5, minimum=1, maximum=1000),
         circuit_reset=env.number("MODERATION_CIRCUIT_RESET", 10.0, minimum=0.01, maximum=3600),
         backend_timeout=env.number(

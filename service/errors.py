@@ -136,3 +136,23 @@ def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
             detail.Unpack(info)
             return info
     return None
+
+
+def stream_stopped_status(reason: str, items_read: int, idle_timeout: float | None) -> status_pb2.Status:
+    """How a stream ends when the server stops reading it early; every item read was answered."""
+    metadata = {"items_read": str(items_read)}
+    if reason == "draining":
+        return _status(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the gateway is shutting down: the {items_read} items read were answered; "
+            f"resend the rest (from index {items_read}) to another instance",
+            "SERVER_DRAINING",
+            metadata,
+            _retry_info(0.0),
+        )
+    return _status(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"the stream sent nothing for {idle_timeout:g} s with no item in flight; it was closed",
+        "STREAM_IDLE",
+        metadata,
+    )

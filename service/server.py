@@ -96,6 +96,8 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay:
             await asyncio.sleep(self.settings.drain_delay)
+        # Streams stop reading now and end once what they read is answered; unary calls just finish.
+        self.servicer.begin_drain()
         await self.server.stop(self.settings.shutdown_grace)
         await self.router.aclose()
         for upstream in self.router.upstreams.values():
@@ -163,10 +165,14 @@ def build_server(
         interceptors.append(interceptor)
     server = grpc.aio.server(
         interceptors=interceptors,
+        # Past this many calls at once, new ones get RESOURCE_EXHAUSTED instead of queueing in memory.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             # Otherwise a second server silently shares the port with a leftover one.
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+            # Calls one connection may have open at once (HTTP/2 SETTINGS); more wait in the client.
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
         ],
     )
     router = build_router(
@@ -178,6 +184,7 @@ def build_server(
         stream_window=Window(settings.stream_max_in_flight, settings.stream_max_in_flight_bytes),
         max_in_flight=settings.max_in_flight,
         telemetry=telemetry,
+        stream_idle_timeout=settings.stream_idle_timeout,
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -30,7 +30,7 @@ from service.deadlines import Deadline
 from service.governor import Priority
 from service.logs import log_access
 from service.routing import Router
-from service.streaming import Item, Window, aiter_items, answer_concurrently
+from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
 from service.validation import FieldViolation, ValidationError, validate
 
@@ -53,15 +53,22 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         stream_window: Window,
         max_in_flight: int,
         telemetry: Telemetry,
+        stream_idle_timeout: float | None = None,
     ) -> None:
         self._router = router
         self._telemetry = telemetry
+        self._stream_idle_timeout = stream_idle_timeout
+        # Set when the server begins to shut down: streams stop reading, answer what they read, and end.
+        self._draining = asyncio.Event()
         self._tracer = telemetry.tracer
         self._metrics = telemetry.metrics
         self._backend_timeout = backend_timeout
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server.
         self._server_slots = asyncio.Semaphore(max_in_flight)
+
+    def begin_drain(self) -> None:
+        self._draining.set()
 
     async def ModerateImage(
         self,
@@ -83,11 +90,17 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         context: grpc.aio.ServicerContext[StreamModerateImagesRequest, StreamModerateImagesResponse],
     ) -> AsyncIterator[StreamModerateImagesResponse]:
         with self._stream_access("StreamModerateImages") as tally:
-            async for item, outcome in self._answer_items(
-                _stream_items(request_iterator), context, "StreamModerateImages"
-            ):
-                tally(outcome)
-                yield _item_answer(StreamModerateImagesResponse, item, outcome)
+            try:
+                async for item, outcome in self._answer_items(
+                    _stream_items(request_iterator), context, "StreamModerateImages"
+                ):
+                    tally(outcome)
+                    yield _item_answer(StreamModerateImagesResponse, item, outcome)
+            except ReadingStopped as stopped:
+                status = errors.stream_stopped_status(
+                    stopped.reason, stopped.items_read, self._stream_idle_timeout
+                )
+                await _abort(context, status)
 
     async def BatchModerateImages(
         self,
@@ -106,9 +119,15 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
         ]
         with self._stream_access("BatchModerateImages") as tally:
-            async for item, outcome in self._answer_items(aiter_items(items), context, "BatchModerateImages"):
-                tally(outcome)
-                yield _item_answer(BatchModerateImagesResponse, item, outcome)
+            try:
+                async for item, outcome in self._answer_items(
+                    aiter_items(items), context, "BatchModerateImages"
+                ):
+                    tally(outcome)
+                    yield _item_answer(BatchModerateImagesResponse, item, outcome)
+            except ReadingStopped as stopped:
+                status = errors.stream_stopped_status(stopped.reason, stopped.items_read, None)
+                await _abort(context, status)
 
     def _answer_items(
         self, items: AsyncIterator[Item], context: grpc.aio.ServicerContext[object, object], method: str
@@ -131,7 +150,14 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             ):
                 return await self._moderate(item.request, deadline, Priority.BATCH, method=method)
 
-        return answer_concurrently(items, answer, window=self._stream_window, server_slots=self._server_slots)
+        return answer_concurrently(
+            items,
+            answer,
+            window=self._stream_window,
+            server_slots=self._server_slots,
+            stop_reading=self._draining,
+            idle_timeout=self._stream_idle_timeout,
+        )
 
     @contextmanager
     def _stream_access(self, method: str) -> Iterator[Callable[[Outcome], None]]:

@@ -74,17 +74,40 @@ class _Done(Generic[Answer]):
 _END_OF_INPUT = object()
 
 
+class ReadingStopped(Exception):
+    """The stream stopped reading before its input ended; every item read has been answered."""
+
+    def __init__(self, reason: str, items_read: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.items_read = items_read
+
+
+DRAINING = "draining"
+IDLE = "idle"
+
+
 async def answer_concurrently(
     items: AsyncIterator[Item],
     answer: Callable[[Item], Awaitable[Answer]],
     *,
     window: Window,
     server_slots: asyncio.Semaphore,
+    stop_reading: asyncio.Event | None = None,
+    idle_timeout: float | None = None,
 ) -> AsyncIterator[tuple[Item, Answer]]:
-    """Yields `(item, answer)` for every item read, in completion order."""
+    """Yields `(item, answer)` for every item read, in completion order.
+
+    Reading stops early when `stop_reading` is set (the server is draining) or when the client sends
+    nothing for `idle_timeout` seconds while no item is in flight; the items read are still answered,
+    then `ReadingStopped` is raised so the caller can end the stream with a clear status.
+    """
     budget = _Budget(window)
     finished: asyncio.Queue[_Done[Answer] | object] = asyncio.Queue()
     unanswered = 0
+    items_read = 0
+    stopped: str | None = None
+    stop = stop_reading or asyncio.Event()
 
     async def work(item: Item) -> None:
         try:
@@ -92,19 +115,43 @@ async def answer_concurrently(
         finally:
             server_slots.release()
 
+    async def next_item() -> Item | str | None:
+        """The next item, None at the end of input, or why reading stops."""
+        reading = asyncio.ensure_future(anext(items))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {reading, stopping}, timeout=idle_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if reading in done:
+                    try:
+                        return reading.result()
+                    except StopAsyncIteration:
+                        return None
+                if stopping in done:
+                    return DRAINING
+                if not done and unanswered == 0:
+                    # Quiet with nothing in flight: the client holds the stream without using it.
+                    return IDLE
+        finally:
+            for future in (reading, stopping):
+                future.cancel()
+
     async def read(group: asyncio.TaskGroup) -> None:
-        nonlocal unanswered
+        nonlocal unanswered, items_read, stopped
         try:
             while True:
                 await budget.wait_for_room()
                 await server_slots.acquire()
-                try:
-                    item = await anext(items)
-                except StopAsyncIteration:
+                item = await next_item()
+                if not isinstance(item, Item):
                     server_slots.release()
                     await budget.release(0)
+                    stopped = item
                     return
                 unanswered += 1
+                items_read += 1
                 budget.add_bytes(item.size)
                 group.create_task(work(item))
         finally:
@@ -122,6 +169,8 @@ async def answer_concurrently(
             yield done.item, done.answer
             unanswered -= 1
             await budget.release(done.item.size)
+    if stopped is not None:
+        raise ReadingStopped(stopped, items_read)
 
 
 async def aiter_items(items: list[Item]) -> AsyncIterator[Item]:
