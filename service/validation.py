@@ -100,6 +100,8 @@ def image_size(content: bytes) -> tuple[int, int]:
         with warnings.catch_warnings():
             # A decompression-bomb warning is a refusal here, not a log line.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's complaints about corrupt metadata are noise here: the size is all we need.
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(io.BytesIO(content)) as image:
                 image_format, size = image.format, image.size
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
