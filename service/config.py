@@ -10,13 +10,14 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from backends.local.fetch import FetchPolicy
 from backends.local.settings import LocalSettings
 from backends.tencent.auth import Credentials
+from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
 from service.routes import RoutesConfig, RoutesError, load_routes
 
@@ -66,6 +67,14 @@ class Settings:
     log_json: bool = True
     # HOST:PORT serving /metrics for Prometheus; None turns it off.
     metrics_listen: str | None = None
+    # TLS for the gRPC listener, and who may call: client certificates signed by `tls_client_ca`
+    # (mutual TLS) and/or bearer tokens (token -> caller name).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    # The share of each backend's budget one caller may spend (None: no per-caller limit).
+    caller_share: float | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -169,9 +178,41 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_listen=_metrics_listen(env),
         secrets=tuple(s for s in (secret_id, secret_key, token, *(routes.secrets if routes else ())) if s),
     )
+    tls_cert, tls_key, tls_client_ca, tokens, caller_share = _caller_settings(env)
     if env.problems:
         raise ConfigError(env.problems)
-    return settings
+    return replace(
+        settings,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        auth_tokens=tokens,
+        caller_share=caller_share,
+        secrets=(*settings.secrets, *tokens),
+    )
+
+
+def _caller_settings(
+    env: _Reader,
+) -> tuple[Path | None, Path | None, Path | None, dict[str, str], float | None]:
+    cert = _path(env, "MODERATION_TLS_CERT_FILE", is_dir=False)
+    key = _path(env, "MODERATION_TLS_KEY_FILE", is_dir=False)
+    client_ca = _path(env, "MODERATION_TLS_CLIENT_CA_FILE", is_dir=False)
+    if bool(cert) != bool(key):
+        env.problems.append("MODERATION_TLS_CERT_FILE and MODERATION_TLS_KEY_FILE go together")
+    if client_ca and not cert:
+        env.problems.append(
+            "MODERATION_TLS_CLIENT_CA_FILE (mutual TLS) needs MODERATION_TLS_CERT_FILE and _KEY_FILE"
+        )
+    tokens: dict[str, str] = {}
+    tokens_file = _path(env, "MODERATION_AUTH_TOKENS_FILE", is_dir=False)
+    if tokens_file:
+        try:
+            tokens = load_tokens(tokens_file)
+        except TokenFileError as exc:
+            env.problems.append(f"MODERATION_AUTH_TOKENS_FILE: {exc}")
+    share = env.number("MODERATION_CALLER_SHARE", 0.0, minimum=0.0, maximum=1.0)
+    return cert, key, client_ca, tokens, share or None
 
 
 def _tencent_settings(env: _Reader, secret_id: str, secret_key: str, token: str) -> TencentSettings:

@@ -156,3 +156,12 @@ def stream_stopped_status(reason: str, items_read: int, idle_timeout: float | No
         "STREAM_IDLE",
         metadata,
     )
+
+
+def unauthenticated_status() -> status_pb2.Status:
+    return _status(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "send `authorization: Bearer <token>` metadata with a token the gateway's operators gave you",
+        "CALLER_UNAUTHENTICATED",
+        {},
+    )

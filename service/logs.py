@@ -73,6 +73,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def log_access(method: str, code: str, seconds: float, **fields: object) -> None:
+    from service.auth import CALLER
+
+    fields = {"caller": CALLER.get(), **fields}
     access_log.info(
         "%s %s %.3fs",
         method,

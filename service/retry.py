@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
@@ -76,15 +76,15 @@ class Retrier:
         priority: Priority = Priority.INTERACTIVE,
         *,
         max_attempts: int | None = None,
-        share: RateGovernor | None = None,
+        shares: Sequence[RateGovernor] = (),
     ) -> ModerateImageResponse:
-        """`share`: a route's slice of the backend's budget, passed before the backend's own governor."""
+        """`shares`: slices of the backend's budget (a route's, a caller's), taken before its own."""
         loop = asyncio.get_running_loop()
         attempt = 0
         last_error: BackendError | None = None
         while True:
             try:
-                await self._take_slot(priority, deadline, share)
+                await self._take_slot(priority, deadline, shares)
             except BackendError as throttled:
                 # Out of time for a retry: the failure that made us retry is the one to report.
                 raise last_error or throttled from None
@@ -111,8 +111,10 @@ class Retrier:
             result.attempts = attempt
             return result
 
-    async def _take_slot(self, priority: Priority, deadline: Deadline, share: RateGovernor | None) -> None:
-        governors = [g for g in (share, self._governor) if g is not None]
+    async def _take_slot(
+        self, priority: Priority, deadline: Deadline, shares: Sequence[RateGovernor]
+    ) -> None:
+        governors = [*shares, *([self._governor] if self._governor is not None else [])]
         if governors:
             with self._tracer.start_as_current_span(
                 "moderation.governor.wait", attributes={"moderation.priority": priority.value}

@@ -19,6 +19,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.base import Backend
 from backends.errors import BackendError, Kind
+from service.auth import CALLER
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
@@ -77,6 +78,7 @@ class Router:
         default: Route,
         *,
         metrics: Metrics | None = None,
+        caller_share: float | None = None,
     ) -> None:
         self.upstreams = {upstream.name: upstream for upstream in upstreams}
         self._metrics = metrics or Telemetry.off().metrics
@@ -86,18 +88,34 @@ class Router:
         # A governor per (route, backend) for routes limited to a share of their backends' budgets,
         # passed before the backend's own governor, which keeps the account's total within its limit.
         self._shares = {
-            (id(route), name): RateGovernor(
-                max(1, int(self.upstreams[name].governor.qps * route.rate_share)),
-                interactive_share=self.upstreams[name].governor.interactive_share,
-            )
+            (id(route), name): self._slice(name, route.rate_share)
             for route in (*routes, default)
             if route.rate_share is not None
             for name in route.chain
         }
+        # Per caller, made on a caller's first call: callers are few and named in the token file.
+        self._caller_share = caller_share
+        self._caller_shares: dict[tuple[str, str], RateGovernor] = {}
 
     @classmethod
-    def single(cls, upstream: Upstream, *, metrics: Metrics | None = None) -> Router:
-        return cls([upstream], [], Route((upstream.name,)), metrics=metrics)
+    def single(
+        cls, upstream: Upstream, *, metrics: Metrics | None = None, caller_share: float | None = None
+    ) -> Router:
+        return cls([upstream], [], Route((upstream.name,)), metrics=metrics, caller_share=caller_share)
+
+    def _slice(self, backend: str, share: float) -> RateGovernor:
+        governor = self.upstreams[backend].governor
+        return RateGovernor(max(1, int(governor.qps * share)), interactive_share=governor.interactive_share)
+
+    def _shares_for(self, route: Route, backend: str) -> list[RateGovernor]:
+        shares = [self._shares[(id(route), backend)]] if (id(route), backend) in self._shares else []
+        caller = CALLER.get()
+        if self._caller_share is not None and caller:
+            key = (caller, backend)
+            if key not in self._caller_shares:
+                self._caller_shares[key] = self._slice(backend, self._caller_share)
+            shares.append(self._caller_shares[key])
+        return shares
 
     def route_for(self, biz_type: str) -> Route:
         if biz_type in self._exact:
@@ -133,7 +151,7 @@ class Router:
                     self._budget(route, position, deadline),
                     priority,
                     max_attempts=route.attempts,
-                    share=self._shares.get((id(route), name)),
+                    shares=self._shares_for(route, name),
                 )
             except BackendError as error:
                 error.backend = name
@@ -174,7 +192,7 @@ class Router:
         return replace(deadline, expires_at=min(deadline.expires_at, loop.time() + remaining - reserve))
 
     async def aclose(self) -> None:
-        for governor in self._shares.values():
+        for governor in (*self._shares.values(), *self._caller_shares.values()):
             await governor.aclose()
 
     @staticmethod

@@ -19,6 +19,7 @@ from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from backends.base import Backend
+from service.auth import CallerAuth
 from service.circuit import CircuitBreaker, CircuitState
 from service.config import Settings
 from service.governor import RateGovernor
@@ -132,7 +133,7 @@ def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Tel
         telemetry.metrics.watch_upstream(upstream)
         upstreams.append(upstream)
     if settings.routes is None:
-        return Router.single(upstreams[0], metrics=telemetry.metrics)
+        return Router.single(upstreams[0], metrics=telemetry.metrics, caller_share=settings.caller_share)
     routes = settings.routes
     return Router(
         upstreams,
@@ -148,7 +149,19 @@ def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Tel
             routes.default.rate_share,
         ),
         metrics=telemetry.metrics,
+        caller_share=settings.caller_share,
     )
+
+
+def _add_port(server: grpc.aio.Server, settings: Settings) -> int:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return int(server.add_insecure_port(settings.listen))
+    credentials = grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None,
+        require_client_auth=settings.tls_client_ca is not None,
+    )
+    return int(server.add_secure_port(settings.listen, credentials))
 
 
 def build_server(
@@ -163,6 +176,9 @@ def build_server(
             tracer_provider=telemetry.tracer_provider, filter_=_TRACED_CALLS
         )
         interceptors.append(interceptor)
+    if settings.auth_tokens or settings.tls_client_ca:
+        # Inside the tracing interceptor, so a refused call still has its span.
+        interceptors.append(CallerAuth(settings.auth_tokens, mutual_tls=settings.tls_client_ca is not None))
     server = grpc.aio.server(
         interceptors=interceptors,
         # Past this many calls at once, new ones get RESOURCE_EXHAUSTED instead of queueing in memory.
@@ -191,7 +207,7 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(settings.listen)
+        port = _add_port(server, settings)
     except RuntimeError as exc:
         raise PortInUseError(f"cannot listen on {settings.listen}: {exc}") from None
     if port == 0:

@@ -26,6 +26,7 @@ from opentelemetry import trace
 
 from backends.errors import BackendError
 from service import errors
+from service.auth import CALLER
 from service.deadlines import Deadline
 from service.governor import Priority
 from service.logs import log_access
@@ -200,19 +201,22 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     def _observe(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
         span = trace.get_current_span()
         attributes = _outcome_attributes(request, outcome)
+        caller = CALLER.get()
+        if caller:
+            attributes["moderation.caller"] = caller
         span.set_attributes(attributes)
         if isinstance(outcome, status_pb2.Status):
             span.set_status(trace.StatusCode.ERROR, str(attributes.get("moderation.error.reason", "")))
         code = attributes["moderation.status_code"]
-        self._metrics.requests.add(
-            1,
-            {
-                "rpc.method": method,
-                "rpc.grpc.status_code": code,
-                "moderation.suggestion": attributes.get("moderation.suggestion", ""),
-                "moderation.label": attributes.get("moderation.label", ""),
-            },
-        )
+        labels = {
+            "rpc.method": method,
+            "rpc.grpc.status_code": code,
+            "moderation.suggestion": attributes.get("moderation.suggestion", ""),
+            "moderation.label": attributes.get("moderation.label", ""),
+        }
+        if caller:
+            labels["moderation.caller"] = caller
+        self._metrics.requests.add(1, labels)
         self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
 
     async def _outcome(
