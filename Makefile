@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Debian's CJK font: the tests render Chinese text for the embedded backend's OCR.
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
-.PHONY: run test proto lint bench system-deps clean
+.PHONY: run test proto lint bench soak system-deps clean
 
 run: $(STAMP) $(GENERATED)
 	$(BIN)/python -m service
@@ -27,6 +27,9 @@ lint: $(STAMP) $(GENERATED)
 
 bench: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m bench
+
+soak: $(STAMP) $(GENERATED)
+	$(BIN)/python -m bench.soak
 
 system-deps:
 	@test -f $(CJK_FONT) || { \
