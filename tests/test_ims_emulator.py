@@ -313,7 +313,8 @@ def test_serves_over_a_hundred_concurrent_keep_alive_connections(emu: ImsEmulato
         for _ in range(2):  # the second round reuses every connection
             started = time.monotonic()
             assert set(pool.map(call, connections)) == {200}
-            assert time.monotonic() - started < 0.8
+            # Served side by side: one after another would take 120 x 0.3 s = 36 s.
+            assert time.monotonic() - started < 3.0
     for connection in connections:
         connection.close()
     assert emu.stats.billed == 240

@@ -111,7 +111,8 @@ async def test_a_large_batch_does_not_block_health_checks(local_gateway: Gateway
             assert status.status == health_pb2.HealthCheckResponse.SERVING
             await asyncio.sleep(0.05)
         assert len(await batch) == 24
-    assert slowest < 0.25
+    # Analysis runs off the event loop: were it on it, a check would wait seconds behind the OCR.
+    assert slowest < 1.0
 
 
 async def _drain(call: AsyncIterator[object]) -> list[object]:
