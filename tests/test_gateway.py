@@ -260,7 +260,7 @@ async def test_backend_timeout_caps_calls_without_a_deadline(
     started = loop.time()
     async with open_channel(gateway) as channel:
         error = rich_error(await failure(Stub(channel), ModerateImageRequest(content=PASS_IMAGE)))
-    assert 0.9 < loop.time() - started < 1.5
+    assert 0.9 < loop.time() - started < 2.5
     assert (error.code, error.info.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "BACKEND_TIMEOUT")
     assert "backend timeout" in error.message
 

@@ -177,8 +177,8 @@ async def test_unary_calls_are_not_starved_by_a_batch(
         assert not batch.done()
         answers = await batch
     assert len(answers) == 40
-    # The batch alone needs ~4 s of budget; the unary call waits at most about one slot.
-    assert unary_latency < 0.1 + 3 * 0.102 + 0.2
+    # The batch alone still needs ~3 s of budget; without priority the unary call would wait behind it.
+    assert unary_latency < 1.2
 
 
 async def test_unary_call_that_cannot_get_a_slot_fails_fast(make_gateway: GatewayFactory) -> None:
