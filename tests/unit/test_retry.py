@@ -134,3 +134,14 @@ async def test_backend_timeout_caps_a_caller_without_deadline() -> None:
         await retrier(backend, sleep).moderate(REQUEST, deadline)
     assert "backend timeout" in caught.value.message
     assert not deadline.set_by_caller
+
+
+async def test_every_call_is_capped_at_the_15_second_service_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    for time_remaining in (None, 60.0, 15.5):
+        deadline = Deadline.for_call(time_remaining)
+        assert deadline.expires_at - loop.time() == pytest.approx(15.0, abs=0.05)
+        assert not deadline.set_by_caller
+    shorter = Deadline.for_call(2.0)
+    assert shorter.set_by_caller
+    assert shorter.expires_at - loop.time() == pytest.approx(2.0 - 0.010, abs=0.05)
