@@ -21,13 +21,23 @@ class Deadline:
 
     @classmethod
     def for_call(
-        cls, time_remaining: float | None, *, cap: float = BACKEND_TIMEOUT, margin: float = RESPONSE_MARGIN
+        cls,
+        time_remaining: float | None,
+        *,
+        cap: float = BACKEND_TIMEOUT,
+        margin: float = RESPONSE_MARGIN,
+        received_at: float | None = None,
     ) -> Deadline:
-        """`time_remaining` is grpc's `context.time_remaining()`: None when the caller set no deadline."""
+        """`time_remaining` is grpc's `context.time_remaining()`: None when the caller set no deadline.
+
+        The cap runs from `received_at` (when a stream item was read; by default now), so time spent
+        waiting for a worker counts, and ends `margin` early so the answer leaves in time.
+        """
         now = asyncio.get_running_loop().time()
-        if time_remaining is not None and time_remaining - margin < cap:
+        capped = (now if received_at is None else received_at) + cap - RESPONSE_MARGIN
+        if time_remaining is not None and now + time_remaining - margin < capped:
             return cls(now + max(0.0, time_remaining - margin), set_by_caller=True)
-        return cls(now + cap, set_by_caller=False)
+        return cls(capped, set_by_caller=False)
 
     def remaining(self) -> float:
         return max(0.0, self.expires_at - asyncio.get_running_loop().time())

@@ -102,3 +102,5 @@ def configure_logging(level: str, secrets: Iterable[str], *, json_format: bool =
     handler.addFilter(TraceContext())
     handler.addFilter(RedactSecrets(secrets))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # httpx logs every request at INFO; the access line and the spans already say what matters.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))

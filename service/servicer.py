@@ -140,7 +140,10 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
 
         async def answer(item: Item) -> Outcome:
             deadline = Deadline.for_call(
-                context.time_remaining(), cap=self._backend_timeout, margin=STREAM_ITEM_MARGIN
+                context.time_remaining(),
+                cap=self._backend_timeout,
+                margin=STREAM_ITEM_MARGIN,
+                received_at=item.received_at,
             )
             attributes: dict[str, str | int] = {
                 "moderation.item.index": item.index,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
@@ -25,6 +25,8 @@ class Item:
     index: int
     correlation_id: str
     request: ModerateImageRequest
+    # When the stream read it, on the event loop's clock: its time budget starts here.
+    received_at: float | None = None
 
     @property
     def size(self) -> int:
@@ -150,6 +152,7 @@ async def answer_concurrently(
                     await budget.release(0)
                     stopped = item
                     return
+                item = replace(item, received_at=asyncio.get_running_loop().time())
                 unanswered += 1
                 items_read += 1
                 budget.add_bytes(item.size)

@@ -97,8 +97,11 @@ class ImsBackend:
             raise BackendError(Kind.TIMEOUT, f"IMS did not answer within {timeout:.3f} s") from None
         except TRANSPORT_ERRORS as exc:
             # Errors without a RequestId never reached the API: a network fault, worth a retry.
+            # httpx-aiohttp reports aiohttp's errors under httpx names (a reset mid-answer becomes
+            # ConnectTimeout): name the original, or operators chase the wrong problem.
+            cause = exc.__cause__ or exc
             raise BackendError(
-                Kind.UNAVAILABLE, f"network error talking to IMS: {type(exc).__name__}"
+                Kind.UNAVAILABLE, f"network error talking to IMS: {type(cause).__name__}"
             ) from None
         if response.status_code != 200:
             raise BackendError(
