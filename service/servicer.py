@@ -90,18 +90,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         request_iterator: AsyncIterator[StreamModerateImagesRequest],
         context: grpc.aio.ServicerContext[StreamModerateImagesRequest, StreamModerateImagesResponse],
     ) -> AsyncIterator[StreamModerateImagesResponse]:
-        with self._stream_access("StreamModerateImages") as tally:
-            try:
-                async for item, outcome in self._answer_items(
-                    _stream_items(request_iterator), context, "StreamModerateImages"
-                ):
-                    tally(outcome)
-                    yield _item_answer(StreamModerateImagesResponse, item, outcome)
-            except ReadingStopped as stopped:
-                status = errors.stream_stopped_status(
-                    stopped.reason, stopped.items_read, self._stream_idle_timeout
-                )
-                await _abort(context, status)
+        items = _stream_items(request_iterator)
+        async for answer in self._answers(StreamModerateImagesResponse, items, context):
+            yield answer
 
     async def BatchModerateImages(
         self,
@@ -119,16 +110,27 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         items = [
             Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
         ]
-        with self._stream_access("BatchModerateImages") as tally:
+        async for answer in self._answers(BatchModerateImagesResponse, aiter_items(items), context):
+            yield answer
+
+    async def _answers(
+        self,
+        message_type: type[ItemAnswer],
+        items: AsyncIterator[Item],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[ItemAnswer]:
+        """Both streaming RPCs: an answer per item read, one access line, a clear end if reading stops."""
+        method = (
+            "StreamModerateImages" if message_type is StreamModerateImagesResponse else "BatchModerateImages"
+        )
+        with self._stream_access(method) as tally:
             try:
-                async for item, outcome in self._answer_items(
-                    aiter_items(items), context, "BatchModerateImages"
-                ):
+                async for item, outcome in self._answer_items(items, context, method):
                     tally(outcome)
-                    yield _item_answer(BatchModerateImagesResponse, item, outcome)
+                    yield _item_answer(message_type, item, outcome)
             except ReadingStopped as stopped:
-                status = errors.stream_stopped_status(stopped.reason, stopped.items_read, None)
-                await _abort(context, status)
+                idle = self._stream_idle_timeout
+                await _abort(context, errors.stream_stopped_status(stopped.reason, stopped.items_read, idle))
 
     def _answer_items(
         self, items: AsyncIterator[Item], context: grpc.aio.ServicerContext[object, object], method: str

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from service import cli
 from service.server import Gateway
+from tests.fileserver import serve_files
 from tests.ims_emulator import ImsEmulator
 from tests.ims_emulator.images import make_jpeg, make_png
 
@@ -62,25 +61,9 @@ def server(gateway: Gateway) -> str:
 
 @pytest.fixture
 def image_server() -> Iterator[str]:
-    """A loopback HTTP server holding a blocked image, for URL targets."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = BLOCK_IMAGE if self.path == "/block.png" else b""
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    """A loopback HTTP server holding one image, for URL targets."""
+    with serve_files({"/block.png": BLOCK_IMAGE}) as url:
+        yield url
 
 
 def write(path: Path, content: bytes) -> Path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.server
-import threading
 from collections.abc import Iterator
 
 import grpc
@@ -22,6 +20,7 @@ from moderation.v1.moderation_service_pb2 import (
 
 from service.validation import MAX_IMAGE_BYTES
 from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.fileserver import serve_files
 from tests.ims_emulator import Faults, ImsEmulator
 from tests.ims_emulator.images import make_png
 from tests.richstatus import rich_error
@@ -108,24 +107,8 @@ async def test_review_with_objects_and_text(stub: Stub) -> None:
 @pytest.fixture
 def image_server() -> Iterator[str]:
     """A loopback HTTP server holding one image, for URL requests."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = BLOCK_IMAGE if self.path == "/block.png" else b""
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_files({"/block.png": BLOCK_IMAGE}) as url:
+        yield url
 
 
 async def test_url_input(stub: Stub, image_server: str) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import ipaddress
 import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -24,6 +22,7 @@ from service.config import Settings
 from service.factory import build_backend
 from service.server import Gateway, build_server
 from tests.conftest import open_channel
+from tests.fileserver import serve_files
 from tests.local_images import encode, photo, qr_image, text_image
 from tests.richstatus import rich_error
 
@@ -46,23 +45,8 @@ async def local_gateway() -> AsyncIterator[Gateway]:
 
 @pytest.fixture
 def image_server() -> Iterator[str]:
-    body = encode(qr_image("https://promo.example/"), "PNG")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/qr.png"
-    server.shutdown()
-    server.server_close()
+    with serve_files({"/qr.png": encode(qr_image("https://promo.example/"), "PNG")}) as url:
+        yield f"{url}/qr.png"
 
 
 async def test_bytes_and_urls(local_gateway: Gateway, image_server: str) -> None:
