@@ -125,6 +125,10 @@ class Router:
                 return route
         return self._default
 
+    def concurrency(self) -> int | None:
+        """How many calls the default route's first backend works on at once, if it is bounded."""
+        return getattr(self.upstreams[self._default.chain[0]].backend, "concurrency", None)
+
     def can_answer(self) -> bool:
         """Whether some route has a backend whose circuit is not open (health stays SERVING)."""
         return any(
@@ -155,7 +159,7 @@ class Router:
                 )
             except BackendError as error:
                 error.backend = name
-                self._record(upstream, error)
+                self._record(upstream, error, deadline)
                 if error.kind not in FAILOVER_KINDS:
                     raise
                 self._metrics.failovers.add(
@@ -196,12 +200,13 @@ class Router:
             await governor.aclose()
 
     @staticmethod
-    def _record(upstream: Upstream, error: BackendError) -> None:
-        if error.kind in CIRCUIT_KINDS:
-            upstream.breaker.record_failure()
-        elif error.kind is Kind.THROTTLED:
-            # Our own governor said no: nothing was learnt about the backend.
+    def _record(upstream: Upstream, error: BackendError, deadline: Deadline) -> None:
+        if error.kind is Kind.THROTTLED or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
+            # Our own governor said no, or the caller's own short deadline ran out: neither says
+            # anything about the backend's health.
             upstream.breaker.record_abandoned()
+        elif error.kind in CIRCUIT_KINDS:
+            upstream.breaker.record_failure()
         else:
             upstream.breaker.record_success()
 

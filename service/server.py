@@ -197,7 +197,10 @@ def build_server(
     servicer = ModerationServicer(
         router,
         backend_timeout=settings.backend_timeout,
-        stream_window=Window(settings.stream_max_in_flight, settings.stream_max_in_flight_bytes),
+        stream_window=Window(
+            min(settings.stream_max_in_flight, router.concurrency() or settings.stream_max_in_flight),
+            settings.stream_max_in_flight_bytes,
+        ),
         max_in_flight=settings.max_in_flight,
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,

@@ -143,3 +143,23 @@ async def test_make_run_without_credentials_serves_the_local_backend() -> None:
         process.terminate()
         output, _ = await asyncio.to_thread(process.communicate, timeout=30)
     assert process.returncode == 0, output
+
+
+async def test_a_long_stream_reads_no_further_ahead_than_the_workers_can_serve() -> None:
+    # Each item's time budget starts when it is read: reading 128 ahead of two workers would let the
+    # last ones wait out their budget in the pool (and open the circuit for everyone).
+    settings = Settings(listen="127.0.0.1:0", backend="local", local=LocalSettings(), backend_timeout=2.0)
+    gateway = build_server(settings, build_backend(settings))
+    await gateway.start()
+    image = encode(text_image(["a line of text to read"]), "PNG")
+    requests = [
+        StreamModerateImagesRequest(correlation_id=str(i), request=ModerateImageRequest(content=image))
+        for i in range(40)
+    ]
+    try:
+        async with open_channel(gateway) as channel:
+            answers = await _drain(Stub(channel).StreamModerateImages(iter(requests)))
+    finally:
+        await gateway.stop()
+    assert len(answers) == 40
+    assert all(a.WhichOneof("outcome") == "result" for a in answers)  # type: ignore[attr-defined]

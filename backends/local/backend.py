@@ -48,6 +48,12 @@ class LocalBackend:
     def name(self) -> str:
         return self._name
 
+    @property
+    def concurrency(self) -> int:
+        """Calls worth accepting at once: one working and one queued per worker. Reading further ahead
+        only lets items wait in the pool until their time budget runs out."""
+        return 2 * self._settings.workers
+
     async def start(self) -> None:
         """Load and warm the models and the sample libraries, off the event loop."""
         loop = asyncio.get_running_loop()
