@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 # Debian's fonts-wqy-microhei (installed by .ci/run): renders Chinese and Latin text.
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "moon", "coins", "page")
 
 
 def text_image(lines: list[str], *, size: tuple[int, int] = (640, 480), font_px: int = 32) -> Image.Image:
