@@ -1,4 +1,5 @@
-"""`python -m bench [--runs N] [--quick]`: measure, print each run, then the table of medians."""
+"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry]`: measure each section's runs,
+print each run, then one table of medians per section."""
 
 from __future__ import annotations
 
@@ -8,63 +9,77 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-from bench import report
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY
-from bench.run import FULL, QUICK, RunResult, Sizes, measure
+from bench import local_section, report, stream_section, telemetry_section
+from bench.sections import Section
 
-# The gateway's defaults (service/config.py), which every run uses: processes.py clears MODERATION_*.
-# Copied rather than imported, so this process never loads the gateway and its backends.
-DEFAULT_STREAM_WINDOW = "128 items and 64 MiB of images per stream (MODERATION_STREAM_MAX_IN_FLIGHT[_BYTES])"
-DEFAULT_INTERACTIVE_SHARE = "50 % of the budget for unary calls while batch items wait"
+SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
+    "streaming": stream_section.section,
+    "local": local_section.section,
+    "telemetry": telemetry_section.section,
+}
 
 
 def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _header(sizes: Sizes, runs: int) -> str:
-    return "\n".join(
-        [
-            f"moderation-gateway bench: {runs} run(s) on {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}",
-            f"IMS emulator: {EMULATOR_LATENCY * 1000:.0f} ms latency, {BUDGET_QPS} requests/s limit",
-            f"gateway defaults: {DEFAULT_STREAM_WINDOW}; {DEFAULT_INTERACTIVE_SHARE}",
-            f"sizes: stream {sizes.stream_items} items, {sizes.unary_calls} unary calls per sample, "
-            f"baseline sweep {sizes.sweep_items} items at {list(sizes.sweep_concurrencies)}, "
-            f"memory streams of {sizes.rss_lengths[0]} and {sizes.rss_lengths[1]} images",
-            "throughput = results / (last answer - first request), i.e. the wall time a caller waits; "
-            "the 'first to last answer' row leaves out the first call's latency",
-        ]
-    )
+def _sections(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(SECTIONS)}, got {text!r}"
+        )
+    return names
 
 
-async def _main(sizes: Sizes, runs: int) -> list[RunResult]:
-    results = []
-    for number in range(1, runs + 1):
-        started = time.monotonic()
-        _progress(f"run {number} of {runs}")
-        results.append(await measure(sizes, _progress))
-        print(report.run_details(number, results[-1]))
-        _progress(f"run {number} took {time.monotonic() - started:.0f} s")
-    return results
+async def _measure(sections: list[Section[Any]], runs: int) -> list[list[Any]]:
+    """Every run of each section in turn, in one event loop (gRPC's asyncio channels want one)."""
+    measured = []
+    for section in sections:
+        print(f"\n== {section.name} ==\n{section.header}", flush=True)
+        results = []
+        for number in range(1, runs + 1):
+            started = time.monotonic()
+            _progress(f"{section.name}: run {number} of {runs}")
+            results.append(await section.measure(number, _progress))
+            print(section.details(number, results[-1]), flush=True)
+            _progress(f"{section.name}: run {number} took {time.monotonic() - started:.0f} s")
+        measured.append(results)
+    return measured
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=1, help="repeat the whole measurement (default 1)")
+    parser.add_argument("--runs", type=int, default=1, help="repeat each section's measurement (default 1)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=list(SECTIONS),
+        metavar="SECTIONS",
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    sizes = QUICK if args.quick else FULL
-    print(_header(sizes, args.runs), flush=True)
+    sections = [SECTIONS[name](args.quick) for name in args.only]
+    print(
+        f"moderation-gateway bench: {args.runs} run(s) on {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        flush=True,
+    )
     started = time.monotonic()
-    results = asyncio.run(_main(sizes, args.runs))
-    print()
-    print(f"results, {args.runs} run(s) on {os.cpu_count()} cores (median of the runs):")
-    print(report.table(sizes, results))
-    missed = report.missed_goals(sizes, results)
+    measured = asyncio.run(_measure(sections, args.runs))
+    missed = []
+    for section, results in zip(sections, measured, strict=True):
+        print()
+        print(f"{section.name}: results, {args.runs} run(s) on {os.cpu_count()} cores (median of the runs):")
+        print(report.table(section.figures, results))
+        missed += [f"{section.name}: {name}" for name in report.missed_goals(section.figures, results)]
     print()
     print(
         f"total {time.monotonic() - started:.0f} s; "

@@ -34,5 +34,5 @@ async def peak_rss(emulator_url: str, credentials: Credentials, image: bytes, le
     with processes.gateway(credentials, emulator_url) as gateway:
         idle = gateway.status_bytes("VmRSS")
         async with open_channel(gateway.address) as channel:
-            result = await run_stream(stub(channel), image, length)
+            result = await run_stream(stub(channel), [image], length)
         return MemoryResult(length, idle, gateway.status_bytes("VmHWM"), result)

@@ -26,8 +26,9 @@ START_TIMEOUT = 30.0
 # The gateway's shutdown grace is 20 s by default; a stopped bench leaves nothing in flight, so more
 # than that means it hangs.
 STOP_TIMEOUT = 25.0
-# Inherited settings would silently change what is measured: every run uses the gateway's defaults.
-_SETTING_PREFIXES = ("MODERATION_", "IMS_", "TENCENTCLOUD_")
+# Inherited settings would silently change what is measured: every run uses the gateway's defaults,
+# tracing included, plus only what a phase sets itself.
+_SETTING_PREFIXES = ("MODERATION_", "IMS_", "TENCENTCLOUD_", "OTEL_")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Credentials:
 @dataclass(frozen=True)
 class Running:
     process: subprocess.Popen[bytes]
-    # host:port for the gateway, the base URL for the emulator.
+    # host:port for the gateway, the base URL for the emulator, the module for a worker.
     address: str
     log: Path
 
@@ -58,12 +59,16 @@ class Running:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def status_bytes(self, field: str) -> int:
-        """A `kB` field of /proc/<pid>/status (VmRSS, VmHWM, ...) in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == field:
-                return int(value.split()[0]) * 1024
-        raise KeyError(field)
+        return status_bytes(self.pid, field)
+
+
+def status_bytes(pid: int, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status (VmRSS, VmHWM, ...) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return int(value.split()[0]) * 1024
+    raise KeyError(field)
 
 
 def _environment(**settings: str) -> dict[str, str]:
@@ -72,16 +77,20 @@ def _environment(**settings: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _failed_start(what: str, log: Path, reason: str) -> RuntimeError:
+def _failed(what: str, log: Path, reason: str) -> RuntimeError:
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-    return RuntimeError(f"{what} did not start: {reason}\n--- its log ---\n{tail}")
+    return RuntimeError(f"{what}: {reason}\n--- its log ---\n{tail}")
+
+
+def _failed_start(what: str, log: Path, reason: str) -> RuntimeError:
+    return _failed(f"{what} did not start", log, reason)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -96,14 +105,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def _spawn(
-    module: list[str], env: dict[str, str], *, stdout: int
+    module: list[str], env: dict[str, str], *, stdout: int, stdin: int | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """`python -m module` from the repository root, its stderr in a temporary log file."""
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         log = Path(folder) / "stderr.log"
         with log.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", *module], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=log_file
+                [sys.executable, "-m", *module],
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=log_file,
             )
         try:
             yield process, log
@@ -116,15 +130,52 @@ def _read_line(stream: IO[bytes], timeout: float) -> str:
     return stream.readline().decode(errors="replace").strip() if ready else ""
 
 
+@dataclass(frozen=True)
+class Worker(Running):
+    """A subprocess that answers each line on its stdin with one line on its stdout."""
+
+    def ask(self, line: str, timeout: float) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+        return self.read(timeout)
+
+    def read(self, timeout: float) -> str:
+        assert self.process.stdout is not None
+        answer = _read_line(self.process.stdout, timeout)
+        if not answer:
+            raise _failed(self.address, self.log, f"no answer within {timeout:.0f} s")
+        return answer
+
+
 @contextlib.contextmanager
-def emulator(credentials: Credentials) -> Iterator[Running]:
-    """`python -m tests.ims_emulator` with IMS's latency and limit; its address is its URL."""
+def worker(module: list[str], expect: str, **settings: str) -> Iterator[Worker]:
+    """`python -m module` with default settings but `settings`; yields once it printed `expect`."""
+    with _spawn(module, _environment(**settings), stdout=subprocess.PIPE, stdin=subprocess.PIPE) as (
+        process,
+        log,
+    ):
+        started = Worker(process, module[0], log)
+        line = started.read(START_TIMEOUT)
+        if line != expect:
+            raise _failed_start(started.address, log, f"it printed {line!r}")
+        yield started
+
+
+@contextlib.contextmanager
+def emulator(
+    credentials: Credentials, *, latency: float = EMULATOR_LATENCY, qps: int | None = BUDGET_QPS
+) -> Iterator[Running]:
+    """`python -m tests.ims_emulator`, by default with IMS's latency and limit (`qps=None`: no limit);
+    its address is its URL."""
     env = _environment(
         IMS_EMULATOR_SECRET_ID=credentials.secret_id, IMS_EMULATOR_SECRET_KEY=credentials.secret_key
     )
     # Port 0 and the announced URL, rather than a port picked here: no race for the port.
-    module = ["tests.ims_emulator", "--port", "0", "--latency", str(EMULATOR_LATENCY)]
-    with _spawn([*module, "--qps", str(BUDGET_QPS)], env, stdout=subprocess.PIPE) as (process, log):
+    module = ["tests.ims_emulator", "--port", "0", "--latency", str(latency)]
+    if qps is not None:
+        module += ["--qps", str(qps)]
+    with _spawn(module, env, stdout=subprocess.PIPE) as (process, log):
         assert process.stdout is not None
         line = _read_line(process.stdout, START_TIMEOUT)
         marker = "listening on "
@@ -134,18 +185,24 @@ def emulator(credentials: Credentials) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def gateway(credentials: Credentials, emulator_url: str) -> Iterator[Running]:
-    """`python -m service` against the emulator, with default settings; yields once health is SERVING."""
-    address = f"127.0.0.1:{_free_port()}"
-    env = _environment(
-        MODERATION_LISTEN=address,
-        MODERATION_BACKEND="tencent",
-        MODERATION_METRICS_LISTEN="off",
-        TENCENTCLOUD_SECRET_ID=credentials.secret_id,
-        TENCENTCLOUD_SECRET_KEY=credentials.secret_key,
-        IMS_ENDPOINT=emulator_url,
-        IMS_QPS=str(BUDGET_QPS),
-    )
+def gateway(credentials: Credentials, emulator_url: str, **settings: str) -> Iterator[Running]:
+    """The gateway's tencent backend against the emulator, with default settings but `settings`."""
+    tencent = {
+        "MODERATION_BACKEND": "tencent",
+        "TENCENTCLOUD_SECRET_ID": credentials.secret_id,
+        "TENCENTCLOUD_SECRET_KEY": credentials.secret_key,
+        "IMS_ENDPOINT": emulator_url,
+        "IMS_QPS": str(BUDGET_QPS),
+    }
+    with serve(**{**tencent, **settings}) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def serve(**settings: str) -> Iterator[Running]:
+    """`python -m service` with default settings but `settings`; yields once health is SERVING."""
+    address = f"127.0.0.1:{free_port()}"
+    env = _environment(**{"MODERATION_LISTEN": address, "MODERATION_METRICS_LISTEN": "off", **settings})
     with _spawn(["service"], env, stdout=subprocess.DEVNULL) as (process, log):
         started = Running(process, address, log)
         _wait_until_serving(started)

@@ -104,7 +104,7 @@ async def _gateway_phase(
             streaming = asyncio.create_task(
                 run_stream(
                     stub(stream_channel),
-                    image,
+                    [image],
                     sizes.stream_items,
                     steady=steady,
                     steady_after=sizes.steady_after,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -73,22 +73,29 @@ def _correlation_id(index: int) -> str:
 
 async def run_stream(
     stub: moderation_service_pb2_grpc.ModerationServiceStub,
-    image: bytes,
+    images: Sequence[bytes],
     count: int,
     *,
     steady: asyncio.Event | None = None,
     steady_after: int = 0,
+    window: int | None = None,
 ) -> StreamResult:
-    """Streams `count` copies of `image`; sets `steady` once `steady_after` items are answered."""
+    """Streams `count` items, cycling through `images`; sets `steady` once `steady_after` items are
+    answered. With a `window`, at most that many items are sent and not yet answered: otherwise the
+    gateway reads as far ahead as its own stream window lets it."""
     loop = asyncio.get_running_loop()
     outcome = StreamResult()
+    slots = asyncio.Semaphore(window) if window is not None else None
 
     async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
         # Built lazily, so the client holds only what gRPC flow control lets through.
         for index in range(count):
+            if slots is not None:
+                await slots.acquire()
             outcome.sent += 1
             yield StreamModerateImagesRequest(
-                correlation_id=_correlation_id(index), request=request(image, f"bench-{index}")
+                correlation_id=_correlation_id(index),
+                request=request(images[index % len(images)], f"bench-{index}"),
             )
 
     outcome.started = loop.time()
@@ -100,6 +107,8 @@ async def run_stream(
             outcome.last_answer = now
             outcome.answered += 1
             outcome.answers[answer.index] += 1
+            if slots is not None:
+                slots.release()
             if answer.correlation_id != _correlation_id(answer.index):
                 outcome.misattributed += 1
             if answer.HasField("result"):

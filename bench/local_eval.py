@@ -1,0 +1,153 @@
+"""The local backend's evaluation: every case of `local_cases` through an in-process `LocalBackend` with
+the default policy, scored per check.
+
+Each image is moderated once and every check's figures read that one answer. A check's negatives are
+all the images without what it looks for on which the check ran (a library match decides an image
+before OCR and QR codes are looked at): so text and QR images count as library negatives, photographs
+and QR images as keyword negatives, and text and photographs as QR negatives, besides the classes made
+for each check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+
+from backends.local.backend import LocalBackend
+from backends.local.models import Models
+from backends.local.settings import LocalSettings
+from bench.local_cases import LIBRARY_VARIANT, Case, CaseMaker, Library, photographs, write_keyword_libraries
+from bench.report import share
+
+# Generous: only a hung backend takes this long for one image.
+CASE_TIMEOUT = 120.0
+# Keyword recall is also reported by font size, to show where OCR loses text.
+FONT_BANDS = ((20, 27), (28, 37), (38, 48))
+
+
+@dataclass(frozen=True)
+class EvalSizes:
+    # Per class: this many images with what is looked for, as many without.
+    text_images: int
+    qr_images: int
+    # The share of scikit-image's photographs put in the library.
+    library_share: float
+    noise_images: int
+
+
+@dataclass
+class Score:
+    hits: int = 0
+    total: int = 0
+    # The positives missed, or the negatives flagged, each with what the backend said.
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, hit: bool, note: str | None = None) -> None:
+        self.total += 1
+        self.hits += hit
+        if note is not None:
+            self.notes.append(note)
+
+    @property
+    def rate(self) -> float:
+        return share(self.hits, self.total)
+
+
+@dataclass
+class EvalResult:
+    classes: Counter[str] = field(default_factory=Counter)
+    keyword: Score = field(default_factory=Score)
+    keyword_false: Score = field(default_factory=Score)
+    keyword_by_band: dict[tuple[int, int], Score] = field(
+        default_factory=lambda: {band: Score() for band in FONT_BANDS}
+    )
+    qr: Score = field(default_factory=Score)
+    qr_false: Score = field(default_factory=Score)
+    library: Score = field(default_factory=Score)
+    library_by_variant: dict[str, Score] = field(default_factory=dict)
+    library_false: Score = field(default_factory=Score)
+    neutral_blocked: Score = field(default_factory=Score)
+    # Wall time of the moderation alone, without making the images.
+    seconds: float = 0.0
+
+
+async def evaluate(seed: int, sizes: EvalSizes, models: Models) -> EvalResult:
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as folder:
+        root = Path(folder)
+        library = Library(root / "keywords", root / "allow", root / "deny")
+        library.allow.mkdir()
+        library.deny.mkdir()
+        maker = CaseMaker(seed, photographs(), write_keyword_libraries(library.keywords), sizes.library_share)
+        cases = [
+            *maker.text_cases(sizes.text_images),
+            *maker.qr_cases(sizes.qr_images),
+            *maker.library_cases(library),
+            *maker.noise_cases(sizes.noise_images),
+        ]
+        backend = LocalBackend(
+            LocalSettings(keyword_dir=library.keywords, allow_dir=library.allow, deny_dir=library.deny),
+            models=models,
+        )
+        await backend.start()
+        try:
+            started = time.perf_counter()
+            # The backend's own worker pool bounds how many run at once.
+            answers = await asyncio.gather(
+                *(
+                    backend.moderate(ModerateImageRequest(content=c.content), timeout=CASE_TIMEOUT)
+                    for c in cases
+                )
+            )
+            seconds = time.perf_counter() - started
+        finally:
+            await backend.aclose()
+    result = EvalResult(seconds=seconds)
+    for case, answer in zip(cases, answers, strict=True):
+        _score(result, case, answer)
+    return result
+
+
+def _score(result: EvalResult, case: Case, answer: ModerateImageResponse) -> None:
+    result.classes[case.group] += 1
+    ocr = [detail for ocr in answer.ocr_results for detail in ocr.details]
+    keywords = {(detail.lib_id, keyword) for detail in ocr for keyword in detail.keywords}
+    if case.keyword is not None:
+        found = case.keyword in keywords
+        note = None if found else f"{case.name} ({case.font_px} px): read {_read(answer)!r}"
+        result.keyword.count(found, note)
+        band = next(b for b in FONT_BANDS if b[0] <= case.font_px <= b[1])
+        result.keyword_by_band[band].count(found)
+    elif answer.ocr_results:
+        result.keyword_false.count(bool(keywords), f"{case.name}: {sorted(keywords)}" if keywords else None)
+
+    values = {detail.value for objects in answer.object_results for detail in objects.details}
+    if case.qr is not None:
+        found = case.qr in values
+        result.qr.count(found, None if found else f"{case.name}: decoded {sorted(values)}")
+    elif answer.object_results:
+        result.qr_false.count(bool(values), f"{case.name}: {sorted(values)}" if values else None)
+
+    matched = next((d.image_id for lib in answer.lib_results for d in lib.details), None)
+    if case.group == LIBRARY_VARIANT:
+        found = matched == case.sample
+        result.library.count(found, None if found else f"{case.name}: matched {matched}")
+        result.library_by_variant.setdefault(case.variant, Score()).count(found)
+    elif case.sample is None:
+        result.library_false.count(
+            matched is not None, f"{case.name}: matched {matched}" if matched else None
+        )
+
+    if case.neutral:
+        blocked = answer.suggestion == Suggestion.SUGGESTION_BLOCK
+        note = f"{case.name}: {answer.label} {answer.score}" if blocked else None
+        result.neutral_blocked.count(blocked, note)
+
+
+def _read(answer: ModerateImageResponse) -> str:
+    return " | ".join(ocr.text.replace("\n", " | ") for ocr in answer.ocr_results)
