@@ -5,7 +5,7 @@ a billed-for-nothing round trip. The governor sends instead at an even pace, so 
 rather than rejected:
 
 - **Never over the limit.** Grants are paced `period / rate` apart and, as a hard cap whatever the
-  pace, no more than `qps` grants fall in any sliding `period`. The period is one second plus a small
+  pace, no more than `qps` grants fall in any sliding `period`. The period is one second plus a 1 %
   safety margin, so jitter between our send and IMS's clock cannot push a window over.
 - **Adaptive.** When the backend still answers RequestLimitExceeded (another client shares the
   account), the pace drops to 70 % (at most once a period) and climbs back by 5 % of the budget each
@@ -29,9 +29,10 @@ from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
 from service.telemetry import Metrics
 
-# Our clock and IMS's may disagree by a few milliseconds per request; 2 % keeps every IMS window under
-# the limit at a cost of 2 % of throughput.
-SAFETY_MARGIN = 0.02
+# Our send times and IMS's arrival times differ by a few milliseconds per request; a 1 % longer window
+# (10 ms) keeps every IMS window under the limit at a cost of 1 % of throughput. The bench saw no
+# RequestLimitExceeded at 1 % (and 97.8 % of the budget spent, against 96.9 % at 2 %).
+SAFETY_MARGIN = 0.01
 DECREASE_FACTOR = 0.7
 INCREASE_STEP = 0.05
 
