@@ -15,6 +15,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+from service.auth import CALLER
+
 REDACTED = "[REDACTED]"
 access_log = logging.getLogger("moderation.access")
 
@@ -73,8 +75,6 @@ class JsonFormatter(logging.Formatter):
 
 
 def log_access(method: str, code: str, seconds: float, **fields: object) -> None:
-    from service.auth import CALLER
-
     fields = {"caller": CALLER.get(), **fields}
     access_log.info(
         "%s %s %.3fs",
