@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -18,6 +19,7 @@ from tests.conftest import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactor
 from tests.ims_emulator import EmulatorConfig, ImsEmulator
 from tests.ims_emulator.images import make_png
 from tests.richstatus import rich_error
+from tests.service_process import free_port, start_service, wait_serving
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
@@ -139,3 +141,33 @@ async def test_an_oversized_message_is_refused_with_a_clear_status(make_gateway:
             await Stub(channel).ModerateImage(ModerateImageRequest(content=b"\0" * (20 * 1024 * 1024)))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in (caught.value.details() or "")
+
+
+async def test_sigterm_during_a_2000_item_stream(emulator: ImsEmulator) -> None:
+    emulator.config.latency = 0.3
+    port = free_port()
+    process = start_service(emulator, port, MODERATION_STREAM_MAX_IN_FLIGHT="16")
+    answers: list[StreamModerateImagesResponse] = []
+    loop = asyncio.get_running_loop()
+    signalled: list[float] = []
+
+    def terminate_after_forty() -> None:
+        if len(answers) == 40:
+            process.send_signal(signal.SIGTERM)
+            signalled.append(loop.time())
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_serving(channel)
+            call = Stub(channel).StreamModerateImages(iter([item(i) for i in range(2000)]))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _collect(call, answers, terminate_after_forty)
+        returncode = await asyncio.to_thread(process.wait, 30)
+        exited_after = loop.time() - signalled[0]
+    finally:
+        process.kill()
+    error = rich_error(caught.value)
+    assert (error.code, error.info.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_DRAINING")
+    assert sorted(a.index for a in answers) == list(range(int(error.info.metadata["items_read"])))
+    assert returncode == 0
+    assert exited_after < 20  # the default grace period

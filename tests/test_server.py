@@ -22,6 +22,7 @@ from service.server import PortInUseError, build_server
 from tests.conftest import SECRET_ID, SECRET_KEY, gateway_settings
 from tests.ims_emulator import ImsEmulator
 from tests.ims_emulator.images import make_png
+from tests.service_process import free_port, start_service, wait_serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -70,42 +71,6 @@ def slow_emulator() -> Iterator[ImsEmulator]:
     config = EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY, latency=1.5)
     with ImsEmulator(config, host="127.0.0.1", port=0) as emulator:
         yield emulator
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "MODERATION_LISTEN": f"127.0.0.1:{port}",
-        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-        "IMS_ENDPOINT": emulator.url,
-        "MODERATION_METRICS_LISTEN": "127.0.0.1:0",
-        **extra,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-async def wait_serving(channel: grpc.aio.Channel) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    for _ in range(100):
-        try:
-            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == SERVING:
-                return
-        except grpc.aio.AioRpcError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("the service never became SERVING")
 
 
 async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator) -> None:

@@ -1,0 +1,54 @@
+"""`python -m service` as a real process, for the tests of what only a process shows: signals, exit
+statuses, start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import SECRET_ID, SECRET_KEY
+from tests.ims_emulator import ImsEmulator
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODERATION_LISTEN": f"127.0.0.1:{port}",
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "IMS_ENDPOINT": emulator.url,
+        "MODERATION_METRICS_LISTEN": "127.0.0.1:0",
+        **extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def wait_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(100):
+        try:
+            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the service never became SERVING")
