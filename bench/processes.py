@@ -205,11 +205,12 @@ def serve(**settings: str) -> Iterator[Running]:
     env = _environment(**{"MODERATION_LISTEN": address, "MODERATION_METRICS_LISTEN": "off", **settings})
     with _spawn(["service"], env, stdout=subprocess.DEVNULL) as (process, log):
         started = Running(process, address, log)
-        _wait_until_serving(started)
+        wait_until_serving(started)
         yield started
 
 
-def _wait_until_serving(started: Running) -> None:
+def wait_until_serving(started: Running) -> None:
+    """Returns once the gateway's health says SERVING; raises, with its log's tail, if it exits or is slow."""
     deadline = time.monotonic() + START_TIMEOUT
     request = health_pb2.HealthCheckRequest(service="")
     with grpc.insecure_channel(started.address) as channel:

@@ -15,10 +15,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from bench.processes import REPO_ROOT, START_TIMEOUT, STOP_TIMEOUT, Credentials, Running, free_port
+from bench.processes import (
+    REPO_ROOT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    Credentials,
+    Running,
+    free_port,
+    wait_until_serving,
+)
 
 # Inherited settings would silently change what is measured (as in bench.processes).
 _SETTING_PREFIXES = ("MODERATION_", "IMS_", "TENCENTCLOUD_", "OTEL_")
@@ -90,25 +95,8 @@ def gateway(
     )
     with _spawn("gateway", ["service"], env, folder) as started:
         running = Running(started.process, address, started.log)
-        _wait_until_serving(running)
+        wait_until_serving(running)
         yield running
-
-
-def _wait_until_serving(started: Running) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    request = health_pb2.HealthCheckRequest(service="")
-    with grpc.insecure_channel(started.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if started.process.poll() is not None:
-                raise RuntimeError(f"the gateway exited {started.process.returncode}:\n{_tail(started.log)}")
-            try:
-                if stub.Check(request, timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"the gateway was not SERVING within {START_TIMEOUT:.0f} s:\n{_tail(started.log)}")
 
 
 def stop(running: Running) -> int:
