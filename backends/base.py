@@ -19,6 +19,11 @@ class Backend(Protocol):
         """A stable, configured name, reported to callers as the `backend` that answered."""
         ...
 
+    @property
+    def concurrency(self) -> int | None:
+        """Calls worth accepting at once, for in-process backends; None when the backend is remote."""
+        ...
+
     async def start(self) -> None:
         """Get ready to serve (load models, warm up); the server reports NOT_SERVING until it returns."""
         ...

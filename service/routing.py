@@ -127,7 +127,7 @@ class Router:
 
     def concurrency(self) -> int | None:
         """How many calls the default route's first backend works on at once, if it is bounded."""
-        return getattr(self.upstreams[self._default.chain[0]].backend, "concurrency", None)
+        return self.upstreams[self._default.chain[0]].backend.concurrency
 
     def can_answer(self) -> bool:
         """Whether some route has a backend whose circuit is not open (health stays SERVING)."""

@@ -18,7 +18,7 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, Suggestion, User
 from PIL import Image
 
-from backends.errors import BackendError, Kind
+from backends.errors import BackendError
 from backends.tencent.wire import parse_response, request_params
 from service.server import Gateway
 from service.validation import ValidationError, image_size, validate
@@ -133,15 +133,18 @@ ims_like = st.recursive(
 
 
 def _check_parse(body: bytes) -> None:
+    # Anything but a BackendError escaping here fails the test.
     try:
         result = parse_response(body)
     except BackendError as error:
-        kind: Kind | None = error.kind
+        message = error.message
     else:
-        kind = None
+        message = ""
         # A result always carries a verdict: a response without one is an error, never a PASS.
         assert result.suggestion != Suggestion.SUGGESTION_UNSPECIFIED
-    assert kind is None or kind in Kind
+    if message:
+        # Errors callers may see say what happened, in a bounded message.
+        assert len(message) < 2000
 
 
 @MANY
@@ -182,11 +185,10 @@ def test_header_reader_on_truncated_and_corrupted_images(
     for position, value in flips:
         if position < len(data):
             data[position] = value
+    # Anything but a ValueError escaping here fails the test.
     try:
-        width, height = image_size(bytes(data))
+        size, refusal = image_size(bytes(data)), ""
     except ValueError as error:
-        width, height, message = 0, 0, str(error)
-    else:
-        message = "read"
-    assert message
-    assert min(width, height) >= 0
+        size, refusal = (1, 1), str(error)
+        assert refusal, "every refusal explains itself"
+    assert min(size) > 0

@@ -78,6 +78,11 @@ class ImsBackend:
     def name(self) -> str:
         return self._name
 
+    @property
+    def concurrency(self) -> None:
+        """Remote: the rate governor and the stream window bound what is in flight."""
+        return None
+
     async def start(self) -> None:
         """Nothing to load: connections open on first use."""
 

@@ -18,6 +18,7 @@ class ScriptedBackend:
     """Answers each attempt from a script: an error to raise, or a delay before passing."""
 
     name = "scripted"
+    concurrency = None
 
     def __init__(self, *script: BackendError | float) -> None:
         self.script = list(script)
