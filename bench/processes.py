@@ -93,7 +93,8 @@ def _failed_start(what: str, log: Path, reason: str) -> RuntimeError:
     return _failed(f"{what} did not start", log, reason)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after STOP_TIMEOUT."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -122,7 +123,7 @@ def _spawn(
         try:
             yield process, log
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 def _read_line(stream: IO[bytes], timeout: float) -> str:

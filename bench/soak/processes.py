@@ -22,6 +22,7 @@ from bench.processes import (
     Credentials,
     Running,
     free_port,
+    stop_process,
     wait_until_serving,
 )
 
@@ -50,13 +51,7 @@ def _spawn(name: str, module: list[str], env: dict[str, str], folder: Path) -> I
     try:
         yield Running(process, "", stderr)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager
