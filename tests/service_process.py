@@ -25,18 +25,21 @@ def free_port() -> int:
 
 
 def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "MODERATION_LISTEN": f"127.0.0.1:{port}",
-        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-        "IMS_ENDPOINT": emulator.url,
-        "MODERATION_METRICS_LISTEN": "127.0.0.1:0",
+    return spawn_service(
+        port,
+        TENCENTCLOUD_SECRET_ID=SECRET_ID,
+        TENCENTCLOUD_SECRET_KEY=SECRET_KEY,
+        IMS_ENDPOINT=emulator.url,
+        MODERATION_METRICS_LISTEN="127.0.0.1:0",
         **extra,
-    }
+    )
+
+
+def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
+    """`python -m service` on `port` with only `settings` (and PATH) in its environment."""
     return subprocess.Popen(
         [sys.executable, "-m", "service"],
-        env=env,
+        env={"PATH": os.environ["PATH"], "MODERATION_LISTEN": f"127.0.0.1:{port}", **settings},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

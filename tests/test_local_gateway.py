@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -25,6 +22,7 @@ from tests.conftest import open_channel
 from tests.fileserver import serve_files
 from tests.local_images import encode, photo, qr_image, text_image
 from tests.richstatus import rich_error
+from tests.service_process import spawn_service
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -103,26 +101,11 @@ async def _drain(call: AsyncIterator[object]) -> list[object]:
     return [answer async for answer in call]
 
 
-def start_service_without_credentials(port: int) -> subprocess.Popen[str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "MODERATION_LISTEN": f"127.0.0.1:{port}",
-        "MODERATION_METRICS_LISTEN": "off",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 async def test_make_run_without_credentials_serves_the_local_backend() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = start_service_without_credentials(port)
+    process = spawn_service(port, MODERATION_METRICS_LISTEN="off")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
