@@ -195,11 +195,11 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         kind = "unary" if priority is Priority.INTERACTIVE else "stream"
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._metrics.in_flight.add(1, {"moderation.kind": kind})
+        self._metrics.in_flight[kind] += 1
         try:
             outcome = await self._outcome(request, deadline, priority)
         finally:
-            self._metrics.in_flight.add(-1, {"moderation.kind": kind})
+            self._metrics.in_flight[kind] -= 1
         self._observe(method, request, outcome, loop.time() - started)
         return outcome
 

@@ -11,6 +11,8 @@ import logging
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -84,7 +86,19 @@ async def test_unary_span_tree(traced: Gateway, spans: InMemorySpanExporter) -> 
     (attempt,) = named(spans, "moderation.backend.attempt")
     (http_span,) = children(spans, attempt)
     assert http_span.kind is SpanKind.CLIENT
-    assert not any(s.name.startswith("/grpc.health") for s in spans.get_finished_spans())
+
+
+async def test_health_checks_and_reflection_get_no_span(traced: Gateway, spans: InMemorySpanExporter) -> None:
+    async with open_channel(traced) as channel:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        async for _ in reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        ):
+            pass
+        await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
+    server_spans = [s.name for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert server_spans == ["/moderation.v1.ModerationService/ModerateImage"]
 
 
 async def test_a_retried_call_shows_every_attempt(
@@ -176,6 +190,25 @@ async def test_metrics_are_scraped_over_http(traced: Gateway, telemetry: Telemet
         "moderation_in_flight",
     ):
         assert name in second, name
+
+
+async def test_in_flight_gauge_counts_calls_while_they_run(
+    traced: Gateway, telemetry: Telemetry, emulator: ImsEmulator
+) -> None:
+    url = f"http://127.0.0.1:{telemetry.metrics_port}/metrics"
+    unary = 'moderation_in_flight{moderation_kind="unary"}'
+    emulator.config.latency = 0.5
+    async with open_channel(traced) as channel, httpx.AsyncClient() as client:
+        calls = [
+            asyncio.ensure_future(Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE)))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.25)
+        during = (await client.get(url)).text
+        await asyncio.gather(*calls)
+        after = (await client.get(url)).text
+    assert f"{unary} 3.0" in during
+    assert f"{unary} 0.0" in after
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
