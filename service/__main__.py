@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -40,6 +41,10 @@ async def serve() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await gateway.start()
+    # What start-up made lives as long as the process: kept out of the collector's sight, a full
+    # collection under load pauses the event loop for about 30 ms instead of 80 (bench.soak).
+    gc.collect()
+    gc.freeze()
     log.info(
         "serving moderation.v1.ModerationService on %s (port %d), backends %s",
         settings.listen,
