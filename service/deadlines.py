@@ -31,10 +31,10 @@ class Deadline:
         """`time_remaining` is grpc's `context.time_remaining()`: None when the caller set no deadline.
 
         The cap runs from `received_at` (when a stream item was read; by default now), so time spent
-        waiting for a worker counts, and ends `margin` early so the answer leaves in time.
+        waiting for a worker counts. Both end `margin` early so the answer leaves in time.
         """
         now = asyncio.get_running_loop().time()
-        capped = (now if received_at is None else received_at) + cap - RESPONSE_MARGIN
+        capped = (now if received_at is None else received_at) + cap - margin
         if time_remaining is not None and now + time_remaining - margin < capped:
             return cls(now + max(0.0, time_remaining - margin), set_by_caller=True)
         return cls(capped, set_by_caller=False)
