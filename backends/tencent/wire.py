@@ -128,7 +128,7 @@ def parse_response(body: bytes) -> ModerateImageResponse:
     response = ModerateImageResponse()
     try:
         json_format.ParseDict(_snake_case(payload), response, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise BackendError(
             Kind.UNAVAILABLE,
             f"IMS answered with a result the gateway cannot read: {exc}",

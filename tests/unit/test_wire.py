@@ -326,6 +326,9 @@ def test_invalid_data_id_error_names_the_field() -> None:
         b'{"Response": {"Suggestion": "Maybe", "RequestId": "r"}}',
         b'{"Response": {"Suggestion": "Pass", "Score": "high", "RequestId": "r"}}',
         b'{"Response": {"Suggestion": "Pass", "LabelResults": {"not": "a list"}, "RequestId": "r"}}',
+        # Python's json reads these as infinity, which no integer field can hold.
+        b'{"Response": {"Suggestion": Infinity, "RequestId": "r"}}',
+        b'{"Response": {"Suggestion": "Pass", "Score": 1e400, "RequestId": "r"}}',
     ],
 )
 def test_unusable_responses_fail_closed_and_retryable(body: bytes) -> None:
