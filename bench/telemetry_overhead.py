@@ -1,11 +1,13 @@
 """Unary throughput with tracing and metrics on against off, in one run.
 
-Two gateways on the tencent backend share one emulator (no latency, no rate limit; IMS_QPS high
+Three gateways on the tencent backend share one emulator (no latency, no rate limit; IMS_QPS high
 enough that the governor never waits), so the gateway's own work is what is measured: one with
 tracing off and no metrics endpoint, one exporting every span over OTLP/gRPC to a loopback receiver
-and serving /metrics, scraped once during the run. Both run for the whole measurement and take turns:
-warm-up windows, then off, on, on, off... windows at a fixed number of calls in flight, so a noisy
-machine's drift falls on both alike. The idle one only waits on its sockets meanwhile.
+and serving /metrics, scraped once during the run, and one like it but sampling 1 trace in 10 at the
+head (what a busy production deployment would run), exporting to a receiver of its own. All run for
+the whole measurement and take turns: warm-up windows, then off, on, sampled, sampled, on, off...
+windows at a fixed number of calls in flight, so a noisy machine's drift falls on all alike. The idle
+ones only wait on their sockets meanwhile.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from bench.processes import Credentials, Running
 from bench.sections import Progress
 from tests.ims_emulator.images import make_png
 
-OFF, ON = "off", "on"
+OFF, ON, SAMPLED = "off", "on", "sampled"
+SAMPLED_RATIO = 0.1
 # Far above what two cores can serve: the rate governor never makes a call wait.
 UNLIMITED_QPS = "100000"
 REQUESTS_METRIC = "moderation_requests_total"
@@ -40,8 +43,8 @@ class TelemetrySizes:
     # Seconds of load on each gateway before measuring, and per measured window.
     warm_up: float
     window: float
-    # off/on window pairs.
-    pairs: int
+    # Rounds of one window per gateway.
+    rounds: int
 
 
 @dataclass(frozen=True)
@@ -119,28 +122,48 @@ async def measure_overhead(sizes: TelemetrySizes, progress: Progress) -> Telemet
     with (
         processes.emulator(credentials, latency=0.0, qps=None) as emulator,
         otlp_receiver() as (endpoint, receiver),
+        otlp_receiver() as (sampled_endpoint, _),
     ):
-        # Leaving this block stops the traced gateway, which flushes its last spans to the receiver.
+        # Leaving this block stops the traced gateways, which flush their last spans to the receivers.
         with (
             processes.gateway(
                 credentials, emulator.address, IMS_QPS=UNLIMITED_QPS, OTEL_TRACES_EXPORTER="none"
             ) as off,
             processes.gateway(
+                credentials, emulator.address, **_traced_settings(endpoint, metrics_address)
+            ) as on,
+            processes.gateway(
                 credentials,
                 emulator.address,
-                IMS_QPS=UNLIMITED_QPS,
-                OTEL_TRACES_EXPORTER="otlp",
-                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-                OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-                MODERATION_METRICS_LISTEN=metrics_address,
-            ) as on,
+                **_traced_settings(sampled_endpoint, f"127.0.0.1:{processes.free_port()}"),
+                OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                OTEL_TRACES_SAMPLER_ARG=str(SAMPLED_RATIO),
+            ) as sampled,
         ):
-            async with open_channel(off.address) as off_channel, open_channel(on.address) as on_channel:
-                loads = {OFF: _Load(off, stub(off_channel)), ON: _Load(on, stub(on_channel))}
+            async with (
+                open_channel(off.address) as off_channel,
+                open_channel(on.address) as on_channel,
+                open_channel(sampled.address) as sampled_channel,
+            ):
+                loads = {
+                    OFF: _Load(off, stub(off_channel)),
+                    ON: _Load(on, stub(on_channel)),
+                    SAMPLED: _Load(sampled, stub(sampled_channel)),
+                }
                 windows, traced_calls, scraped = await _alternate(
                     loads, emulator, sizes, f"http://{metrics_address}/metrics", progress
                 )
         return TelemetryResult(windows, traced_calls, receiver.names(), scraped)
+
+
+def _traced_settings(otlp_endpoint: str, metrics_address: str) -> dict[str, str]:
+    return {
+        "IMS_QPS": UNLIMITED_QPS,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+        "MODERATION_METRICS_LISTEN": metrics_address,
+    }
 
 
 @dataclass(frozen=True)
@@ -152,7 +175,8 @@ class _Load:
 async def _alternate(
     loads: dict[str, _Load], emulator: Running, sizes: TelemetrySizes, metrics_url: str, progress: Progress
 ) -> tuple[list[Window], int, float]:
-    """Warm-up on each gateway, then off/on window pairs; the /metrics scrape in the first on window."""
+    """Warm-up on each gateway, then rounds of one window each; the /metrics scrape in the first on
+    window."""
     image = make_png(256, 256)
     progress(f"telemetry: warm-up, {sizes.warm_up:.0f} s per gateway at {sizes.concurrency} calls in flight")
     traced_calls = 0
@@ -161,12 +185,12 @@ async def _alternate(
         traced_calls += calls + failures if mode == ON else 0
     windows: list[Window] = []
     scraped = math.nan
-    for pair in range(sizes.pairs):
-        progress(f"telemetry: off/on windows, pair {pair + 1} of {sizes.pairs}, {sizes.window:.0f} s each")
-        # off, on, on, off, ...: a drift over the pairs weighs on both alike.
-        for mode in (OFF, ON) if pair % 2 == 0 else (ON, OFF):
+    for round_number in range(sizes.rounds):
+        progress(f"telemetry: windows, round {round_number + 1} of {sizes.rounds}, {sizes.window:.0f} s each")
+        # off, on, sampled, sampled, on, off, ...: a drift over the rounds weighs on all alike.
+        for mode in (OFF, ON, SAMPLED) if round_number % 2 == 0 else (SAMPLED, ON, OFF):
             scrape = None
-            if mode == ON and pair == 0:
+            if mode == ON and round_number == 0:
                 scrape = asyncio.create_task(_scrape(metrics_url, after=sizes.window / 2))
             windows.append(await _window(mode, loads[mode], emulator, image, sizes))
             traced_calls += windows[-1].calls + windows[-1].failures if mode == ON else 0

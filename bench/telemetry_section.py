@@ -1,4 +1,5 @@
-"""The telemetry section: what tracing and metrics cost unary throughput, tracing off against on."""
+"""The telemetry section: what tracing and metrics cost unary throughput: off, on, and on with head
+sampling."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import functools
 
 from bench.report import Figure, ratio
 from bench.sections import Progress, Section
-from bench.telemetry_overhead import OFF, ON, TelemetryResult, TelemetrySizes, measure_overhead
+from bench.telemetry_overhead import (
+    OFF,
+    ON,
+    SAMPLED,
+    SAMPLED_RATIO,
+    TelemetryResult,
+    TelemetrySizes,
+    measure_overhead,
+)
 
 THROUGHPUT_SHARE_GOAL = 0.90
 # A unary call's spans: the server span, validation, the governor's wait, the backend attempt and the
 # attempt's HTTP client span (README, Observability).
 SPANS_PER_CALL = 5
 
-FULL = TelemetrySizes(concurrency=32, warm_up=2.0, window=5.0, pairs=2)
-QUICK = TelemetrySizes(concurrency=32, warm_up=1.0, window=2.0, pairs=1)
+FULL = TelemetrySizes(concurrency=32, warm_up=2.0, window=5.0, rounds=2)
+QUICK = TelemetrySizes(concurrency=32, warm_up=1.0, window=2.0, rounds=1)
 
 
 def section(quick: bool) -> Section[TelemetryResult]:
@@ -35,13 +44,14 @@ async def _measure(sizes: TelemetrySizes, number: int, progress: Progress) -> Te
 def _header(sizes: TelemetrySizes) -> str:
     return "\n".join(
         [
-            "two gateways (tencent backend, IMS_QPS high enough never to wait) against one IMS emulator "
+            "three gateways (tencent backend, IMS_QPS high enough never to wait) against one IMS emulator "
             "with no latency and no rate limit:",
             "  off: OTEL_TRACES_EXPORTER=none, MODERATION_METRICS_LISTEN=off; on: OTLP/gRPC traces to a "
-            "loopback receiver in this process, /metrics served and scraped once",
+            "loopback receiver in this process, /metrics served and scraped once; sampled: as on, with "
+            f"OTEL_TRACES_SAMPLER=parentbased_traceidratio and OTEL_TRACES_SAMPLER_ARG={SAMPLED_RATIO}",
             f"  unary ModerateImage with {sizes.concurrency} calls in flight: {sizes.warm_up:.0f} s warm-up "
-            f"each, then {sizes.pairs} pair(s) of {sizes.window:.0f} s windows (off on, on off, ...); "
-            "calls/s over the windows",
+            f"each, then {sizes.rounds} round(s) of {sizes.window:.0f} s windows (off on sampled, sampled "
+            "on off, ...); calls/s over the windows",
         ]
     )
 
@@ -50,6 +60,7 @@ def _figures() -> list[Figure[TelemetryResult]]:
     return [
         Figure("unary calls/s, telemetry off", "/s", lambda r: r.calls_per_second(OFF)),
         Figure("unary calls/s, telemetry on", "/s", lambda r: r.calls_per_second(ON)),
+        Figure("unary calls/s, telemetry on, sampled", "/s", lambda r: r.calls_per_second(SAMPLED)),
         Figure(
             "on / off calls/s",
             "%",
@@ -57,8 +68,14 @@ def _figures() -> list[Figure[TelemetryResult]]:
             f">= {THROUGHPUT_SHARE_GOAL:.0%}",
             lambda v: v >= THROUGHPUT_SHARE_GOAL,
         ),
+        Figure(
+            f"sampled (1 trace in {round(1 / SAMPLED_RATIO)}) / off calls/s",
+            "%",
+            lambda r: ratio(r.calls_per_second(SAMPLED), r.calls_per_second(OFF)),
+        ),
         Figure("gateway CPU per call, off", "ms", lambda r: r.cpu_per_call(OFF)),
         Figure("gateway CPU per call, on", "ms", lambda r: r.cpu_per_call(ON)),
+        Figure("gateway CPU per call, sampled", "ms", lambda r: r.cpu_per_call(SAMPLED)),
         Figure("spans received", "", lambda r: sum(r.spans.values()), "> 0", lambda v: v > 0),
         Figure(
             f"spans received per traced call ({SPANS_PER_CALL} expected)", ".1", lambda r: r.spans_per_call
@@ -78,7 +95,7 @@ def _details(number: int, result: TelemetryResult) -> str:
     lines = [f"run {number}:"]
     for window in result.windows:
         lines.append(
-            f"  {window.mode:<3} {window.calls} calls in {window.seconds:.1f} s "
+            f"  {window.mode:<7} {window.calls} calls in {window.seconds:.1f} s "
             f"({window.calls / window.seconds:.0f}/s), {window.failures} failed; CPU: gateway "
             f"{window.gateway_cpu / window.seconds:.2f} cores, emulator "
             f"{window.emulator_cpu / window.seconds:.2f}, bench {window.bench_cpu / window.seconds:.2f}"
