@@ -203,7 +203,11 @@ async def test_in_flight_gauge_counts_calls_while_they_run(
             asyncio.ensure_future(Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE)))
             for _ in range(3)
         ]
-        await asyncio.sleep(0.25)
+        # Scraped once all three wait on the emulator, however slowly they got there (it counts them
+        # on its own thread: there is nothing to await but time).
+        async with asyncio.timeout(5):
+            while emulator.stats.max_in_flight < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         during = (await client.get(url)).text
         await asyncio.gather(*calls)
         after = (await client.get(url)).text
