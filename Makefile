@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Debian's CJK font: the tests render Chinese text for the embedded backend's OCR.
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
-.PHONY: run test proto lint bench soak system-deps clean
+.PHONY: run test proto lint bench soak system-deps settings-table clean
 
 run: $(STAMP) $(GENERATED)
 	$(BIN)/python -m service
@@ -30,6 +30,10 @@ bench: $(STAMP) $(GENERATED) system-deps
 
 soak: $(STAMP) $(GENERATED)
 	$(BIN)/python -m bench.soak
+
+# The README's settings tables, generated from the declarations (a unit test fails when they drift).
+settings-table: $(STAMP) $(GENERATED)
+	$(BIN)/python -m service.settings_table
 
 system-deps:
 	@test -f $(CJK_FONT) || { \

@@ -15,16 +15,32 @@ import ssl
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Self
 
 import aiohttp
 import certifi
 import httpx
 from opentelemetry import trace
+from pydantic import Field, FilePath, model_validator
 
+from backends.base import Backend
 from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, pooled_transport
+from backends.options import Declared, Secret
+from backends.plugin import BackendType, BuildContext
 from backends.tencent.auth import Credentials, TC3Auth
-from backends.tencent.client import ACTION, MAX_CONNECTIONS, SERVICE, VERSION, ImsBackend, ImsEndpoint
+from backends.tencent.client import (
+    ACTION,
+    DEFAULT_REGION,
+    MAX_CONNECTIONS,
+    SERVICE,
+    VERSION,
+    ImsBackend,
+    ImsEndpoint,
+)
+from backends.tencent.plugin import Region
+
+__all__ = ["PRIVATE", "BearerAuth", "PrivateOptions", "PrivateSettings", "private_backend"]
 
 AUTH_MODES = frozenset({"tc3", "bearer", "none"})
 
@@ -37,7 +53,7 @@ class PrivateSettings:
     auth: str = "tc3"
     credentials: Credentials | None = None  # for tc3
     token: str = field(default="", repr=False)  # for bearer
-    region: str = "ap-guangzhou"
+    region: str = DEFAULT_REGION
     version: str = VERSION
     action: str = ACTION
     path: str = "/"  # the request path, which TC3 signs as the canonical URI
@@ -173,3 +189,63 @@ def _tls_failure(exc: BaseException) -> str | None:
             return (cause.reason or str(cause)).lower().replace("_", " ")
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+class PrivateOptions(Declared):
+    """A routing-file table: where the deployment is, how requests authenticate, whom to trust."""
+
+    url: str = Field(
+        description="scheme, host and port of the deployment, e.g. `https://ims.internal:8443/`."
+    )
+    auth: Literal["tc3", "bearer", "none"] = Field(
+        "tc3", description="how requests authenticate: `tc3`, `bearer` or `none`."
+    )
+    secret_id: Secret | None = Field(None, description="the deployment's TC3 key id (auth `tc3`)")
+    secret_key: Secret | None = Field(None, description="the deployment's TC3 key (auth `tc3`)")
+    token: Secret | None = Field(None, description="the bearer token (auth `bearer`)")
+    region: Region = Field(DEFAULT_REGION, description="`X-TC-Region`.")
+    version: str = Field(VERSION, description="`X-TC-Version`.")
+    action: str = Field(ACTION, description="`X-TC-Action`.")
+    path: str = Field("/", description="the request path, signed as the canonical URI under TC3.")
+    ca_file: FilePath | None = Field(None, description="CA bundle (PEM) that verifies the deployment.")
+    client_cert_file: FilePath | None = Field(None, description="client certificate (PEM) for mutual TLS.")
+    client_key_file: FilePath | None = Field(None, description="its private key (PEM).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        self.settings()  # raises ValueError, which pydantic reports with the other problems
+        return self
+
+    def settings(self) -> PrivateSettings:
+        token = self.token.get_secret_value() if self.token else ""
+        credentials = None
+        if self.secret_id is not None and self.secret_key is not None:
+            credentials = Credentials(
+                self.secret_id.get_secret_value(), self.secret_key.get_secret_value(), token
+            )
+        return PrivateSettings(
+            url=self.url,
+            auth=self.auth,
+            credentials=credentials,
+            token=token,
+            region=self.region,
+            version=self.version,
+            action=self.action,
+            path=self.path,
+            ca_file=self.ca_file,
+            client_cert_file=self.client_cert_file,
+            client_key_file=self.client_key_file,
+        )
+
+
+def _build(name: str, options: PrivateOptions, context: BuildContext) -> Backend:
+    return private_backend(options.settings(), name=name, tracer_provider=context.tracer_provider)
+
+
+PRIVATE = BackendType(
+    name="private",
+    summary="an IMS-compatible deployment in your own network (TC3, bearer or no auth; private CA, mTLS)",
+    options=PrivateOptions,
+    build=_build,
+    from_environment=False,
+)

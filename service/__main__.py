@@ -8,10 +8,10 @@ import logging
 import signal
 import sys
 
-from service.config import ConfigError, load_settings
 from service.factory import build_backends
 from service.logs import configure_logging
 from service.server import PortInUseError, build_server
+from service.settings import ConfigError, load_settings
 from service.telemetry import setup_telemetry
 
 log = logging.getLogger("service")

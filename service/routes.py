@@ -1,18 +1,8 @@
 """The routing file (`MODERATION_ROUTES`): named backends, and which BizTypes go to which chain of them.
 
     [backends.cloud]                  # any name; several of one type may coexist
-    type = "tencent"                  # tencent | private | local
-    region = "ap-guangzhou"
-    secret_id_env = "TENCENTCLOUD_SECRET_ID"      # secrets by variable name or file, never inline
-    secret_key_env = "TENCENTCLOUD_SECRET_KEY"
-    qps = 100
-
-    [backends.onprem]
-    type = "private"
-    url = "https://ims.internal.example:8443/"
-    auth = "bearer"                   # tc3 | bearer | none
-    token_file = "/run/secrets/ims-token"
-    ca_file = "/etc/ims/ca.pem"
+    type = "..."                      # a type of backends.registry, with the keys that type declares
+    qps = 100                         # this backend's own budget (default IMS_QPS)
 
     [[routes]]                        # first match wins: exact names, then glob patterns
     biz_types = ["kids_*", "avatars"]
@@ -24,41 +14,28 @@
     attempts = 3
     rate_share = 0.8                  # at most 80 % of each backend's qps for this route
 
-It is validated whole at start; every problem is reported with where it is.
+Each backend type declares its own keys (`backends.registry`); `type` and `qps` are everyone's. The
+file is validated whole at start; every problem is reported with where it is, never with a value.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-BACKEND_TYPES = ("tencent", "private", "local")
-ON_FAILURE = ("error", "review")
-_SECRET_KEYS = {
-    f"{secret}_{source}" for secret in ("secret_id", "secret_key", "token") for source in ("env", "file")
-}
-_BACKEND_KEYS = {
-    "tencent": {"type", "qps", "region", "endpoint", *_SECRET_KEYS},
-    "private": {
-        "type",
-        "qps",
-        "url",
-        "auth",
-        "region",
-        "version",
-        "action",
-        "path",
-        "ca_file",
-        "client_cert_file",
-        "client_key_file",
-        *_SECRET_KEYS,
-    },
-    "local": {"type", "qps"},
-}
-_ROUTE_KEYS = {"biz_types", "chain", "attempts", "on_failure", "rate_share"}
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backends.options import Declared, describe_errors, secret_values, unreadable
+from backends.registry import UnknownBackendType, backend_type
+
+__all__ = ["BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
+
+# Keys every backend table may have, whatever its type.
+_COMMON_KEYS = ("type", "qps")
+_SOURCES = ("env", "file")
 
 
 class RoutesError(ValueError):
@@ -69,21 +46,41 @@ class RoutesError(ValueError):
 
 @dataclass(frozen=True)
 class BackendConfig:
+    """One named backend: its type, its validated options, and its own budget if it has one."""
+
     name: str
     type: str
-    # Every other key of the table, secrets already resolved from their variables or files.
-    options: dict[str, Any] = field(default_factory=dict, repr=False)
+    options: Declared
     qps: int | None = None
 
 
-@dataclass(frozen=True)
-class RouteConfig:
-    chain: tuple[str, ...]
-    biz_types: tuple[str, ...] = ()
-    attempts: int | None = None
-    on_failure: str = "error"
+class RouteConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    chain: tuple[str, ...] = Field(min_length=1, description="backend names, tried in order")
+    biz_types: tuple[str, ...] = Field((), description="exact names or glob patterns")
+    attempts: int | None = Field(None, ge=1, le=10, description="per backend, retries included")
+    on_failure: Literal["error", "review"] = "error"
     # The share of each chain backend's qps this route may spend (None: all of it).
-    rate_share: float | None = None
+    rate_share: float | None = Field(None, gt=0, le=1)
+
+
+class _Route(RouteConfig):
+    biz_types: tuple[str, ...] = Field(min_length=1)
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    backends: dict[str, dict[str, Any]] = Field(min_length=1)
+    routes: tuple[_Route, ...] = ()
+    default: RouteConfig
+
+
+class _Qps(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    qps: int | None = Field(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -93,139 +90,107 @@ class RoutesConfig:
     default: RouteConfig
 
     @property
-    def qps_by_backend(self) -> dict[str, int]:
-        return {name: b.qps for name, b in self.backends.items() if b.qps is not None}
-
-    @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(
-            value
-            for backend in self.backends.values()
-            for key, value in backend.options.items()
-            if key in {"secret_id", "secret_key", "token"} and value
-        )
+        return tuple(value for backend in self.backends.values() for value in secret_values(backend.options))
 
 
-def load_routes(path: Path, environ: dict[str, str] | None = None) -> RoutesConfig:
-    env = dict(os.environ) if environ is None else environ
+def load_routes(path: Path, environ: Mapping[str, str]) -> RoutesConfig:
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RoutesError([f"{path}: {exc}"]) from None
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RoutesError([f"cannot read the file ({exc.strerror})"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RoutesError([f"not valid TOML: {exc}"]) from None
     problems: list[str] = []
-    backends = {
-        name: _backend(name, table, env, problems)
-        for name, table in _table(document.get("backends"), "[backends]", problems).items()
-    }
-    if not backends:
-        problems.append("[backends] must name at least one backend")
-    routes = tuple(
-        _route(table, f"[[routes]] #{i + 1}", backends, problems, needs_biz_types=True)
-        for i, table in enumerate(_list(document.get("routes", []), "[[routes]]", problems))
-    )
-    default = _route(document.get("default"), "[default]", backends, problems, needs_biz_types=False)
-    unknown = set(document) - {"backends", "routes", "default"}
-    if unknown:
-        problems.append(f"unknown top-level keys {sorted(unknown)}")
-    if problems:
+    document: _Document | None = None
+    try:
+        document = _Document.model_validate(raw)
+    except ValidationError as error:
+        problems.extend(_where(detail) for detail in describe_errors(error))
+    tables = raw.get("backends")
+    backends = {}
+    for name, table in tables.items() if isinstance(tables, dict) else ():
+        backend = _backend(name, table, environ, problems) if isinstance(table, dict) else None
+        if backend is not None:
+            backends[name] = backend
+    named = set(tables) if isinstance(tables, dict) else set()
+    for where, chain in _chains(raw):
+        problems.extend(
+            f"{where}: chain names {name!r}, which is not in [backends]"
+            for name in chain
+            if name not in named
+        )
+    if problems or document is None:
         raise RoutesError(problems)
-    return RoutesConfig(backends, routes, default)
+    return RoutesConfig(backends, tuple(document.routes), document.default)
 
 
-def _table(value: Any, where: str, problems: list[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        problems.append(f"{where} must be a table")
-        return {}
-    return value
+def _chains(raw: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
+    """Each route's chain as written, however wrong the rest of the file is."""
+    routes = raw.get("routes")
+    tables = [(f"[[routes]] #{i + 1}", t) for i, t in enumerate(routes if isinstance(routes, list) else [])]
+    for where, table in [*tables, ("[default]", raw.get("default"))]:
+        chain = table.get("chain") if isinstance(table, dict) else None
+        if isinstance(chain, list):
+            yield where, [name for name in chain if isinstance(name, str)]
 
 
-def _list(value: Any, where: str, problems: list[str]) -> list[Any]:
-    if not isinstance(value, list):
-        problems.append(f"{where} must be an array of tables")
-        return []
-    return value
+def _where(problem: str) -> str:
+    """`routes.0.chain: ...` as the file's reader sees it: `[[routes]] #1 chain: ...`."""
+    location, _, message = problem.partition(": ")
+    head, _, rest = location.partition(".")
+    if head == "routes" and rest:
+        index, _, key = rest.partition(".")
+        location = f"[[routes]] #{int(index) + 1}" + (f" {key}" if key else "")
+    elif head in {"default", "backends"}:
+        location = f"[{head}]" + (f" {rest}" if rest else "")
+    return f"{location}: {message}"
 
 
-def _secret(table: dict[str, Any], key: str, env: dict[str, str], where: str, problems: list[str]) -> str:
-    if f"{key}_env" in table:
-        value = env.get(str(table[f"{key}_env"]), "")
-        if not value:
-            problems.append(f"{where}: the variable {table[f'{key}_env']} named by {key}_env is not set")
-        return value.strip()
-    if f"{key}_file" in table:
-        try:
-            return Path(str(table[f"{key}_file"])).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            problems.append(f"{where}: cannot read {key}_file {table[f'{key}_file']!r} ({exc.strerror})")
-    return ""
-
-
-def _backend(name: str, table: Any, env: dict[str, str], problems: list[str]) -> BackendConfig:
+def _backend(
+    name: str, table: dict[str, Any], environ: Mapping[str, str], problems: list[str]
+) -> BackendConfig | None:
     where = f"[backends.{name}]"
-    table = _table(table, where, problems)
-    kind = table.get("type")
-    if kind not in BACKEND_TYPES:
-        problems.append(f"{where}: type {kind!r} is not one of {', '.join(BACKEND_TYPES)}")
-        return BackendConfig(name, "local")
-    unknown = set(table) - _BACKEND_KEYS[kind]
-    if unknown:
-        problems.append(f"{where}: unknown keys {sorted(unknown)} for type {kind}")
-    qps = table.get("qps")
-    if qps is not None and not (isinstance(qps, int) and qps >= 1):
-        problems.append(f"{where}: qps must be a whole number of at least 1")
-    options = {
-        k: v for k, v in table.items() if k != "type" and k != "qps" and not k.endswith(("_env", "_file"))
-    }
-    for path_key in ("ca_file", "client_cert_file", "client_key_file"):
-        if path_key in table:
-            options[path_key] = Path(str(table[path_key]))
-            if not options[path_key].is_file():
-                problems.append(f"{where}: {path_key} {str(table[path_key])!r} is not a file")
-    for secret in ("secret_id", "secret_key", "token"):
-        value = _secret(table, secret, env, where, problems)
-        if value:
-            options[secret] = value
-    if kind == "tencent" and not ("secret_id" in options and "secret_key" in options):
-        problems.append(f"{where}: a tencent backend needs secret_id_env/_file and secret_key_env/_file")
-    if kind == "private" and not str(table.get("url", "")).startswith(("http://", "https://")):
-        problems.append(f"{where}: url must be an http:// or https:// URL")
-    return BackendConfig(name, kind, options, qps if isinstance(qps, int) else None)
+    try:
+        kind = backend_type(str(table.get("type", "")))
+    except UnknownBackendType as unknown:
+        problems.append(f"{where} type: {unknown}")
+        return None
+    options_table = {k: v for k, v in table.items() if k not in _COMMON_KEYS}
+    resolved = _resolve_secrets(options_table, kind.options, environ, where, problems)
+    try:
+        qps = _Qps.model_validate({"qps": table.get("qps")}).qps
+        options = kind.options_from_table(resolved, environ)
+    except ValidationError as error:
+        problems.extend(describe_errors(error, where, keys=kind.options.keys_by_variable()))
+        return None
+    return BackendConfig(name, kind.name, options, qps)
 
 
-def _route(
-    table: Any, where: str, backends: dict[str, BackendConfig], problems: list[str], *, needs_biz_types: bool
-) -> RouteConfig:
-    table = _table(table, where, problems)
-    unknown = set(table) - _ROUTE_KEYS
-    if unknown:
-        problems.append(f"{where}: unknown keys {sorted(unknown)}")
-    chain = table.get("chain")
-    if not (isinstance(chain, list) and chain and all(isinstance(n, str) for n in chain)):
-        problems.append(f"{where}: chain must be a non-empty list of backend names")
-        chain = []
-    for name in chain:
-        if name not in backends:
-            problems.append(f"{where}: chain names {name!r}, which is not in [backends]")
-    biz_types = table.get("biz_types", [])
-    if needs_biz_types and not (isinstance(biz_types, list) and biz_types):
-        problems.append(f"{where}: biz_types must be a non-empty list of names or glob patterns")
-        biz_types = []
-    attempts = table.get("attempts")
-    if attempts is not None and not (isinstance(attempts, int) and 1 <= attempts <= 10):
-        problems.append(f"{where}: attempts must be a whole number from 1 to 10")
-        attempts = None
-    on_failure = table.get("on_failure", "error")
-    if on_failure not in ON_FAILURE:
-        problems.append(f"{where}: on_failure {on_failure!r} must be error or review")
-        on_failure = "error"
-    rate_share = table.get("rate_share")
-    if rate_share is not None and not (isinstance(rate_share, int | float) and 0 < rate_share <= 1):
-        problems.append(f"{where}: rate_share must be a number in (0, 1]")
-        rate_share = None
-    return RouteConfig(
-        tuple(chain),
-        tuple(str(b) for b in biz_types),
-        attempts,
-        on_failure,
-        float(rate_share) if rate_share is not None else None,
-    )
+def _resolve_secrets(
+    table: dict[str, Any],
+    options: type[Declared],
+    environ: Mapping[str, str],
+    where: str,
+    problems: list[str],
+) -> dict[str, Any]:
+    """Secrets are named by a variable (`<key>_env`) or a file (`<key>_file`), never written inline."""
+    resolved = dict(table)
+    for key in options.secret_fields():
+        if key in resolved:
+            problems.append(f"{where} {key}: secrets are never inline; give {key}_env or {key}_file")
+            del resolved[key]
+        references = {
+            source: resolved.pop(f"{key}_{source}") for source in _SOURCES if f"{key}_{source}" in resolved
+        }
+        if len(references) > 1:
+            problems.append(f"{where}: give {key}_env or {key}_file, not both")
+        elif "env" in references:
+            variable = str(references["env"])
+            resolved[key] = environ.get(variable, "") or unreadable(f"the variable {variable} is not set")
+        elif "file" in references:
+            try:
+                resolved[key] = Path(str(references["file"])).read_text(encoding="utf-8")
+            except OSError as exc:
+                resolved[key] = unreadable(f"cannot read {key}_file ({exc.strerror})")
+    return resolved

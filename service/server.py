@@ -21,11 +21,11 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from backends.base import Backend
 from service.auth import CallerAuth
 from service.circuit import CircuitBreaker, CircuitState
-from service.config import Settings
 from service.governor import RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.routing import Route, Router, Upstream
 from service.servicer import ModerationServicer
+from service.settings import Settings
 from service.streaming import Window
 from service.telemetry import Telemetry
 from service.validation import MAX_IMAGE_BYTES
@@ -119,7 +119,7 @@ def _traced(details: grpc.HandlerCallDetails) -> bool:
 
 def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Telemetry) -> Router:
     """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says."""
-    qps = settings.routes.qps_by_backend if settings.routes else {}
+    qps = {b.name: b.qps for b in settings.backends if b.qps is not None}
     upstreams = []
     for backend in backends:
         governor = RateGovernor(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -10,10 +9,12 @@ import grpc
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 
-from backends.tencent.auth import Credentials
-from service.config import Settings, TencentSettings
+from backends.options import Declared
+from backends.tencent.plugin import TencentOptions
 from service.factory import build_backend
+from service.routes import BackendConfig
 from service.server import Gateway, build_server
+from service.settings import Settings
 from service.telemetry import Telemetry
 from tests.ims_emulator import EmulatorConfig, ImsEmulator
 
@@ -34,12 +35,15 @@ def emulator() -> Iterator[ImsEmulator]:
         yield emu
 
 
+def single_backend_settings(kind: str, options: Declared, **overrides: object) -> Settings:
+    """Settings on loopback's port 0 with one backend, as MODERATION_BACKEND would configure it."""
+    settings = Settings(listen="127.0.0.1:0", backend=kind, backends=(BackendConfig(kind, kind, options),))
+    return settings.model_copy(update=overrides)
+
+
 def gateway_settings(emulator: ImsEmulator, **overrides: object) -> Settings:
-    tencent = TencentSettings(Credentials(SECRET_ID, SECRET_KEY), "ap-guangzhou", emulator.url + "/")
-    settings = Settings(
-        listen="127.0.0.1:0", backend="tencent", tencent=tencent, secrets=(SECRET_ID, SECRET_KEY)
-    )
-    return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    options = TencentOptions(secret_id=SECRET_ID, secret_key=SECRET_KEY, endpoint=emulator.url)
+    return single_backend_settings("tencent", options, secrets=(SECRET_ID, SECRET_KEY), **overrides)
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]

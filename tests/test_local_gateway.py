@@ -13,12 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest, Suggestion
 
-from backends.local.fetch import FetchPolicy
 from backends.local.settings import LocalSettings
-from service.config import Settings
 from service.factory import build_backend
 from service.server import Gateway, build_server
-from tests.conftest import open_channel
+from tests.conftest import open_channel, single_backend_settings
 from tests.fileserver import serve_files
 from tests.local_images import encode, photo, qr_image, text_image
 from tests.richstatus import rich_error
@@ -30,11 +28,7 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 @pytest.fixture
 async def local_gateway() -> AsyncIterator[Gateway]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        backend="local",
-        local=LocalSettings(fetch=FetchPolicy(allowed_networks=LOOPBACK)),
-    )
+    settings = single_backend_settings("local", LocalSettings(fetch_allow_networks=LOOPBACK))
     gateway = build_server(settings, build_backend(settings))
     await gateway.start()
     yield gateway
@@ -131,7 +125,7 @@ async def test_make_run_without_credentials_serves_the_local_backend() -> None:
 async def test_a_long_stream_reads_no_further_ahead_than_the_workers_can_serve() -> None:
     # Each item's time budget starts when it is read: reading 128 ahead of two workers would let the
     # last ones wait out their budget in the pool (and open the circuit for everyone).
-    settings = Settings(listen="127.0.0.1:0", backend="local", local=LocalSettings(), backend_timeout=2.0)
+    settings = single_backend_settings("local", LocalSettings(), backend_timeout=2.0)
     gateway = build_server(settings, build_backend(settings))
     await gateway.start()
     image = encode(text_image(["a line of text to read"]), "PNG")

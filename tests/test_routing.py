@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
 
-from service.config import load_settings
 from service.factory import build_backends
 from service.server import Gateway, backend_health_name, build_server
+from service.settings import load_settings
 from tests.conftest import SECRET_ID, SECRET_KEY, open_channel
 from tests.ims_emulator import EmulatorConfig, ImsEmulator
 from tests.ims_emulator.images import make_png

@@ -3,19 +3,71 @@ whichever backend it runs)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, DirectoryPath, Field, FilePath
+from pydantic_settings import NoDecode
 
 from backends.local.fetch import FetchPolicy
+from backends.options import Declared
+
+__all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
+_POLICY_LINK = "backends/local/default_policy.toml"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
-class LocalSettings:
-    policy_file: Path = DEFAULT_POLICY_FILE
-    keyword_dir: Path | None = None
-    allow_dir: Path | None = None
-    deny_dir: Path | None = None
-    workers: int = 2
-    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+def _networks(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError("each entry must be a network such as 127.0.0.0/8 or ::1/128") from None
+    return tuple(networks)
+
+
+class LocalSettings(Declared):
+    policy_file: FilePath = Field(
+        DEFAULT_POLICY_FILE,
+        validation_alias="MODERATION_LOCAL_POLICY",
+        description="the local backend's policy file (see [Local backend](#the-local-backend)).",
+        json_schema_extra={"default_text": f"[{_POLICY_LINK}]({_POLICY_LINK})"},
+    )
+    keyword_dir: DirectoryPath | None = Field(
+        None,
+        validation_alias="MODERATION_LOCAL_KEYWORDS",
+        description="folder of keyword libraries, one TOML file each.",
+    )
+    allow_dir: DirectoryPath | None = Field(
+        None,
+        validation_alias="MODERATION_LOCAL_ALLOW_DIR",
+        description="folder of sample images: a match passes.",
+    )
+    deny_dir: DirectoryPath | None = Field(
+        None,
+        validation_alias="MODERATION_LOCAL_DENY_DIR",
+        description="folder of sample images: a match blocks (a sub-folder's name is the label).",
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        validation_alias="MODERATION_LOCAL_WORKERS",
+        description="threads analysing images (models run off the event loop).",
+    )
+    fetch_allow_networks: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] = Field(
+        (),
+        validation_alias="MODERATION_FETCH_ALLOW_NETWORKS",
+        description="comma-separated networks (`10.1.0.0/16,::1/128`) the local backend may download "
+        "image URLs from although they are not publicly routable.",
+    )
+
+    @property
+    def fetch(self) -> FetchPolicy:
+        return FetchPolicy(allowed_networks=self.fetch_allow_networks)

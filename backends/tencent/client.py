@@ -21,6 +21,8 @@ from backends.tencent import wire
 ACTION = "ImageModeration"
 VERSION = "2020-12-29"
 SERVICE = "ims"
+DEFAULT_URL = "https://ims.tencentcloudapi.com/"
+DEFAULT_REGION = "ap-guangzhou"
 # A TC3-signed POST may carry at most 10 MiB (IMS answers RequestSizeLimitExceeded above it).
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 # Exactly what is signed; the SDK sends no charset either.
@@ -33,8 +35,8 @@ MAX_CONNECTIONS = 200
 class ImsEndpoint:
     """Where and how to reach an IMS-compatible API."""
 
-    url: str
-    region: str
+    url: str = DEFAULT_URL
+    region: str = DEFAULT_REGION
     version: str = VERSION
     action: str = ACTION
     language: str = "en-US"

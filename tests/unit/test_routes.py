@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backends.private import PrivateOptions
 from service.circuit import CircuitBreaker, CircuitState
 from service.routes import RoutesError, load_routes
 
@@ -51,8 +52,11 @@ attempts = 2
     assert routes.default.chain == ("cloud", "onprem")
     assert routes.default.attempts == 2
     assert routes.routes[0].on_failure == "review"
-    assert routes.backends["onprem"].options["token"] == "on-prem-token"
-    assert routes.qps_by_backend == {"cloud": 80}
+    onprem = routes.backends["onprem"].options
+    assert isinstance(onprem, PrivateOptions)
+    assert onprem.token is not None
+    assert onprem.token.get_secret_value() == "on-prem-token"
+    assert {name: b.qps for name, b in routes.backends.items()} == {"cloud": 80, "onprem": None}
     assert set(routes.secrets) == {"AKIDcloud", "cloud-key", "on-prem-token"}
     assert "cloud-key" not in repr(routes)
 
@@ -83,16 +87,17 @@ attempts = 99
             ENV,
         )
     text = str(caught.value)
+    assert "quantum" not in text, "values are never echoed"
     for expected in (
-        "MISSING_ID",
-        "colour",
-        "secret_key",
-        "quantum",
-        "nowhere",
-        "biz_types",
-        "shrug",
-        "[default]: chain",
-        "attempts",
+        "[backends.cloud] secret_id: the variable MISSING_ID is not set",
+        "[backends.cloud] colour: unknown key",
+        "[backends.cloud] secret_key: is required",
+        "[backends.odd] type: is not a backend type; the types are local, private, tencent",
+        "[[routes]] #1: chain names 'nowhere'",
+        "[[routes]] #1 biz_types: is required",
+        "[[routes]] #1 on_failure",
+        "[default] chain",
+        "[default] attempts",
     ):
         assert expected in text, expected
 

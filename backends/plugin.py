@@ -1,0 +1,58 @@
+"""What a backend type declares: its options and its constructor. `backends.registry` names the types."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import httpx
+from opentelemetry import trace
+
+from backends.base import Backend
+from backends.options import Declared
+
+__all__ = ["BackendType", "BuildContext"]
+
+OptionsT = TypeVar("OptionsT", bound=Declared)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What the gateway lends every backend it builds."""
+
+    tracer_provider: trace.TracerProvider | None = None
+    # Tests route a backend's HTTP through their own transport; None means the backend's own pool.
+    transport: httpx.AsyncBaseTransport | None = None
+
+
+@dataclass(frozen=True)
+class BackendType(Generic[OptionsT]):
+    """One kind of backend.
+
+    `options` is read from the environment when the type is the gateway's single backend
+    (`MODERATION_BACKEND`) and from the type's table when a routing file names it; `build` makes a
+    backend from them (ValueError when they cannot work together, such as an unreadable CA file).
+    """
+
+    name: str
+    summary: str
+    options: type[OptionsT]
+    build: Callable[[str, OptionsT, BuildContext], Backend]
+    # Variables whose presence makes this type the default single backend (its credentials).
+    selected_by: tuple[str, ...] = ()
+    # Whether the type can be the single backend configured from the environment alone.
+    from_environment: bool = True
+    # Whether a routing-file table starts from the environment's values (then overrides them).
+    table_extends_environment: bool = False
+
+    def options_from_table(self, table: Mapping[str, object], environ: Mapping[str, str]) -> OptionsT:
+        if not self.table_extends_environment:
+            return self.options.from_table(table)
+        inherited = self.options.from_environment(environ).model_dump(exclude_unset=True)
+        return self.options.from_table({**inherited, **table})
+
+    def make(self, name: str, options: Declared, context: BuildContext) -> Backend:
+        if not isinstance(options, self.options):
+            raise TypeError(f"the {self.name} backend takes {self.options.__name__}")
+        return self.build(name, options, context)

@@ -1,0 +1,323 @@
+"""The gateway's settings: each environment variable declared once, validated at start.
+
+Every problem is reported at once (`ConfigError`; the process exits with status 2) and no message
+echoes a value, which could be a secret. What the backends need is declared by their types
+(`backends.registry`); this module knows none of their option names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, BeforeValidator, Field, FilePath, ValidationError, model_validator
+
+from backends.options import Declared, describe_errors, secret_values, variable
+from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, backend_type, default_type
+from service.auth import TokenFileError, load_tokens
+from service.deadlines import BACKEND_TIMEOUT
+from service.routes import BackendConfig, RoutesConfig, RoutesError, load_routes
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+class ConfigError(Exception):
+    """Everything wrong with the configuration, one problem a line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def _host_port(example: str) -> AfterValidator:
+    def check(value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r".+:\d{1,5}", value):
+            raise ValueError(f"must be HOST:PORT, e.g. {example}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _metrics_listen(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() == "off" else value
+
+
+def _backend_name(value: str) -> str:
+    backend_type(value)  # UnknownBackendType is a ValueError, reported with the other problems
+    return value
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+_TYPE_NAMES = ", ".join(f"`{name}`" for name in sorted(BACKEND_TYPES))
+_SELECTED_BY = "; ".join(
+    f"`{t.name}` when {' or '.join(f'`{v}`' for v in t.selected_by)} is set"
+    for t in BACKEND_TYPES.values()
+    if t.selected_by
+)
+
+
+class Settings(Declared):
+    listen: Annotated[str, _host_port("[::]:50051")] = Field(
+        "[::]:50051",
+        validation_alias="MODERATION_LISTEN",
+        description="`HOST:PORT` to serve gRPC on. A port already in use is a start-up error (exit "
+        "status 3), never a silently shared port.",
+    )
+    backend: Annotated[str, BeforeValidator(_lower), AfterValidator(_backend_name)] = Field(
+        DEFAULT_TYPE,
+        validation_alias="MODERATION_BACKEND",
+        description=f"which backend answers when there is no routing file: {_TYPE_NAMES}.",
+        json_schema_extra={"default_text": f"{_SELECTED_BY}; else `{DEFAULT_TYPE}`"},
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        validation_alias="IMS_MAX_ATTEMPTS",
+        description="backend calls per request, retries included. Each attempt is billed.",
+    )
+    qps: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        validation_alias="IMS_QPS",
+        description="the backend account's request budget per second, spent by the rate governor for "
+        "unary and streaming calls together.",
+    )
+    interactive_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        validation_alias="MODERATION_INTERACTIVE_SHARE",
+        description="the share of `IMS_QPS` unary calls may take ahead of waiting stream items.",
+    )
+    stream_max_in_flight: int = Field(
+        128,
+        ge=1,
+        le=10_000,
+        validation_alias="MODERATION_STREAM_MAX_IN_FLIGHT",
+        description="items one stream may have in flight (read but not yet answered).",
+    )
+    stream_max_in_flight_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        le=2**40,
+        validation_alias="MODERATION_STREAM_MAX_IN_FLIGHT_BYTES",
+        description="image bytes one stream may have in flight (64 MiB).",
+    )
+    max_in_flight: int = Field(
+        512,
+        ge=1,
+        le=100_000,
+        validation_alias="MODERATION_MAX_IN_FLIGHT",
+        description="stream and batch items in flight across the whole server.",
+    )
+    backend_timeout: float = Field(
+        BACKEND_TIMEOUT,
+        ge=0.1,
+        le=BACKEND_TIMEOUT,
+        validation_alias="MODERATION_BACKEND_TIMEOUT",
+        description="seconds a call may wait on the backend, at most IMS's 15 s service timeout (only "
+        "lowering is allowed).",
+    )
+    shutdown_grace: float = Field(
+        20.0,
+        # In-flight calls may take the whole backend timeout, so the grace period is at least that.
+        ge=BACKEND_TIMEOUT,
+        le=3600,
+        validation_alias="MODERATION_SHUTDOWN_GRACE",
+        description="seconds in-flight calls get to finish after SIGTERM; at least the 15 s backend timeout.",
+    )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        validation_alias="MODERATION_DRAIN_DELAY",
+        description="seconds between reporting NOT_SERVING and refusing new calls, so load balancers can "
+        "notice first.",
+    )
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = Field(
+        "INFO", validation_alias="MODERATION_LOG_LEVEL", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
+    )
+    log_format: Annotated[Literal["json", "text"], BeforeValidator(_lower)] = Field(
+        "json",
+        validation_alias="MODERATION_LOG_FORMAT",
+        description="`json` (one object per line) or `text`.",
+    )
+    metrics_listen: Annotated[str | None, BeforeValidator(_metrics_listen), _host_port("[::]:9464")] = Field(
+        "[::]:9464",
+        validation_alias="MODERATION_METRICS_LISTEN",
+        description="`HOST:PORT` serving `/metrics` for Prometheus, or `off`.",
+    )
+    stream_idle_timeout: float = Field(
+        60.0,
+        ge=0.1,
+        le=86_400,
+        validation_alias="MODERATION_STREAM_IDLE_TIMEOUT",
+        description="seconds a stream may send nothing while none of its items is in flight before it is "
+        "closed.",
+    )
+    max_concurrent_rpcs: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        validation_alias="MODERATION_MAX_CONCURRENT_RPCS",
+        description="calls the server runs at once; more get `RESOURCE_EXHAUSTED` instead of queueing in "
+        "memory.",
+    )
+    max_streams_per_connection: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        validation_alias="MODERATION_MAX_STREAMS_PER_CONNECTION",
+        description="calls one connection may have open at once (HTTP/2); more wait in the client.",
+    )
+    tls_cert: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_TLS_CERT_FILE",
+        description="serve gRPC over TLS with this certificate chain (PEM), with `MODERATION_TLS_KEY_FILE`.",
+        json_schema_extra={"default_text": "(plain text)"},
+    )
+    tls_key: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_TLS_KEY_FILE",
+        description="the TLS certificate's private key (PEM).",
+    )
+    tls_client_ca: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_TLS_CLIENT_CA_FILE",
+        description="require client certificates signed by this CA (mutual TLS); the certificate's common "
+        "name names the caller.",
+    )
+    auth_tokens_file: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_AUTH_TOKENS_FILE",
+        description="require `authorization: Bearer <token>`; one `caller-name token` a line (tokens of 16+ "
+        "characters).",
+    )
+    caller_share: Annotated[float | None, AfterValidator(lambda share: share or None)] = Field(
+        None,
+        ge=0,
+        le=1,
+        validation_alias="MODERATION_CALLER_SHARE",
+        description="the share (0 to 1) of each backend's rate budget one authenticated caller may spend.",
+    )
+    routes_file: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_ROUTES",
+        description="a routing file: several named backends and the BizType routes between them (see "
+        "[Routing](#routing-failover-and-private-deployments)).",
+    )
+    circuit_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        validation_alias="MODERATION_CIRCUIT_FAILURES",
+        description="consecutive failures that open a backend's circuit.",
+    )
+    circuit_reset: float = Field(
+        10.0,
+        ge=0.01,
+        le=3600,
+        validation_alias="MODERATION_CIRCUIT_RESET",
+        description="seconds an open circuit waits before probing its backend again.",
+    )
+
+    # Built by `load_settings` from the variables above, never read from a variable of their own.
+    backends: tuple[BackendConfig, ...] = ()
+    routes: RoutesConfig | None = None
+    auth_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
+    secrets: tuple[str, ...] = Field((), repr=False)
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("MODERATION_TLS_CERT_FILE and MODERATION_TLS_KEY_FILE go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError(
+                "MODERATION_TLS_CLIENT_CA_FILE (mutual TLS) needs MODERATION_TLS_CERT_FILE and _KEY_FILE"
+            )
+        return self
+
+    @property
+    def log_json(self) -> bool:
+        return self.log_format == "json"
+
+
+def _name(field: str) -> str:
+    name = variable(Settings.model_fields[field])
+    assert name is not None, f"Settings.{field} is read from a variable"
+    return name
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    backend_variable = _name("backend")
+    if not env.get(backend_variable, "").strip():
+        env = {**env, backend_variable: default_type(env)}
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_environment(env)
+    except ValidationError as error:
+        problems.extend(describe_errors(error))
+    routes_path = env.get(_name("routes_file"), "").strip()
+    routes = _routes(Path(routes_path), env, problems) if routes_path else None
+    if routes_path:
+        backends = list(routes.backends.values()) if routes else []
+    else:
+        backends = _single_backend(env, problems)
+    auth_tokens = _auth_tokens(settings, problems)
+    if settings is None or problems:
+        raise ConfigError(problems)
+    secrets = (*(s for backend in backends for s in secret_values(backend.options)), *auth_tokens)
+    return settings.model_copy(
+        update={"backends": tuple(backends), "routes": routes, "auth_tokens": auth_tokens, "secrets": secrets}
+    )
+
+
+def _routes(path: Path, env: Mapping[str, str], problems: list[str]) -> RoutesConfig | None:
+    try:
+        return load_routes(path, env)
+    except RoutesError as exc:
+        problems.extend(f"{_name('routes_file')}: {problem}" for problem in exc.problems)
+        return None
+
+
+def _single_backend(env: Mapping[str, str], problems: list[str]) -> list[BackendConfig]:
+    backend_variable = _name("backend")
+    name = env[backend_variable].strip().lower()
+    try:
+        kind = backend_type(name)
+    except UnknownBackendType:
+        return []  # reported with the gateway's settings
+    if not kind.from_environment:
+        problems.append(
+            f"{backend_variable}: a {name} backend is configured in a routing file ({_name('routes_file')})"
+        )
+        return []
+    try:
+        return [BackendConfig(name, name, kind.options.from_environment(env))]
+    except ValidationError as error:
+        problems.extend(describe_errors(error))
+        return []
+
+
+def _auth_tokens(settings: Settings | None, problems: list[str]) -> dict[str, str]:
+    if settings is None or settings.auth_tokens_file is None:
+        return {}
+    try:
+        return load_tokens(settings.auth_tokens_file)
+    except TokenFileError as exc:
+        problems.append(f"{_name('auth_tokens_file')}: {exc}")
+        return {}
