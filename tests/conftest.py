@@ -11,11 +11,11 @@ import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 
 from backends.tencent.auth import Credentials
+from emulator import EmulatorConfig, ImsEmulator
 from service.config import Settings, TencentSettings
 from service.factory import build_backend
 from service.server import Gateway, build_server
 from service.telemetry import Telemetry
-from tests.ims_emulator import EmulatorConfig, ImsEmulator
 
 # Fresh per run, so a scan of logs and errors for them means something.
 SECRET_ID = "AKID" + secrets.token_hex(16)

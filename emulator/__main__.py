@@ -1,4 +1,4 @@
-"""Run the IMS emulator as a process: `python -m tests.ims_emulator --port 9000 --latency 0.8`.
+"""Run the IMS emulator as a process: `python -m emulator --port 9000 --latency 0.8`.
 
 The credentials may come from IMS_EMULATOR_SECRET_ID / IMS_EMULATOR_SECRET_KEY instead of the
 command line, which other users of the machine can read. The one line on stdout announces readiness;
@@ -22,7 +22,7 @@ from .server import ImsEmulator
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.ims_emulator",
+        prog="python -m emulator",
         description="Emulate Tencent Cloud IMS ImageModeration on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")
