@@ -1,4 +1,4 @@
-"""Who may import whom: the emulator stands apart from the gateway it checks."""
+"""Who may import whom: the emulator stands apart from the gateway it checks, bench/ apart from tests/."""
 
 from __future__ import annotations
 
@@ -48,3 +48,7 @@ def test_running_the_emulator_loads_no_gateway_module() -> None:
     top_level = set(json.loads(loaded.stdout))
     assert "emulator" in top_level
     assert top_level.isdisjoint(GATEWAY_PACKAGES)
+
+
+def test_bench_imports_nothing_from_tests() -> None:
+    assert _offenders("bench", frozenset({"tests"})) == {}
