@@ -8,7 +8,7 @@ from bench import processes
 from bench.client import open_channel, stub
 from bench.processes import Credentials
 from bench.stream import StreamResult, run_stream
-from tests.ims_emulator.images import make_png
+from emulator.images import make_png
 
 LARGE_IMAGE_BYTES = 5_000_000
 

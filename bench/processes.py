@@ -167,13 +167,13 @@ def worker(module: list[str], expect: str, **settings: str) -> Iterator[Worker]:
 def emulator(
     credentials: Credentials, *, latency: float = EMULATOR_LATENCY, qps: int | None = BUDGET_QPS
 ) -> Iterator[Running]:
-    """`python -m tests.ims_emulator`, by default with IMS's latency and limit (`qps=None`: no limit);
+    """`python -m emulator`, by default with IMS's latency and limit (`qps=None`: no limit);
     its address is its URL."""
     env = _environment(
         IMS_EMULATOR_SECRET_ID=credentials.secret_id, IMS_EMULATOR_SECRET_KEY=credentials.secret_key
     )
     # Port 0 and the announced URL, rather than a port picked here: no race for the port.
-    module = ["tests.ims_emulator", "--port", "0", "--latency", str(latency)]
+    module = ["emulator", "--port", "0", "--latency", str(latency)]
     if qps is not None:
         module += ["--qps", str(qps)]
     with _spawn(module, env, stdout=subprocess.PIPE) as (process, log):

@@ -14,7 +14,7 @@ from bench.latency import LatencySample, sample_unary
 from bench.memory import MemoryResult, large_image, peak_rss
 from bench.processes import Credentials
 from bench.stream import StreamResult, run_stream
-from tests.ims_emulator.images import make_png
+from emulator.images import make_png
 
 # The emulator's limit is a sliding second: pausing longer keeps each phase out of the last one's window.
 WINDOW_CLEAR = 1.5

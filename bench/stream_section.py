@@ -11,7 +11,7 @@ from bench.sections import Progress, Section
 
 # "Bounded by the window, not the length": the longer stream may cost allocator noise, not images.
 RSS_RATIO_GOAL = 1.10
-# The gateway's defaults (service/config.py), which every run uses: processes.py clears MODERATION_*.
+# The gateway's defaults (service/settings.py), which every run uses: processes.py clears MODERATION_*.
 # Copied rather than imported, so this process never loads the gateway and its backends.
 DEFAULT_STREAM_WINDOW = "128 items and 64 MiB of images per stream (MODERATION_STREAM_MAX_IN_FLIGHT[_BYTES])"
 DEFAULT_INTERACTIVE_SHARE = "50 % of the budget for unary calls while batch items wait"

@@ -28,7 +28,7 @@ from bench.latency import CALL_TIMEOUT
 from bench.otlp_receiver import otlp_receiver
 from bench.processes import Credentials, Running
 from bench.sections import Progress
-from tests.ims_emulator.images import make_png
+from emulator.images import make_png
 
 OFF, ON, SAMPLED = "off", "on", "sampled"
 SAMPLED_RATIO = 0.1

@@ -11,12 +11,12 @@ from moderation.v1 import moderation_service_pb2_grpc
 
 from backends.options import Declared
 from backends.tencent.plugin import TencentOptions
+from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
 from service.routes import BackendConfig
 from service.server import Gateway, build_server
 from service.settings import Settings
 from service.telemetry import Telemetry
-from tests.ims_emulator import EmulatorConfig, ImsEmulator
 
 # Fresh per run, so a scan of logs and errors for them means something.
 SECRET_ID = "AKID" + secrets.token_hex(16)

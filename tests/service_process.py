@@ -12,8 +12,8 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from emulator import ImsEmulator
 from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.ims_emulator import ImsEmulator
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from emulator import ImsEmulator
+from emulator.images import make_jpeg, make_png
 from service import cli
 from service.server import Gateway
 from tests.fileserver import serve_files
-from tests.ims_emulator import ImsEmulator
-from tests.ims_emulator.images import make_jpeg, make_png
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS_IMAGE = make_png(256, 256)

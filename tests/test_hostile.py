@@ -15,9 +15,9 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
+from emulator import EmulatorConfig, ImsEmulator
+from emulator.images import make_png
 from tests.conftest import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.ims_emulator import EmulatorConfig, ImsEmulator
-from tests.ims_emulator.images import make_png
 from tests.richstatus import rich_error
 from tests.service_process import free_port, start_service, wait_serving
 

@@ -28,10 +28,10 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
 from backends.tencent.signing import authorization, utc_date
-from tests.ims_emulator import EmulatorConfig, Faults, ImsEmulator
-from tests.ims_emulator.errors import ImsError
-from tests.ims_emulator.images import format_marker, make_gif, make_jpeg, make_png
-from tests.ims_emulator.validation import MAX_FILE_CONTENT_CHARS, validate
+from emulator import EmulatorConfig, Faults, ImsEmulator
+from emulator.errors import ImsError
+from emulator.images import format_marker, make_gif, make_jpeg, make_png
+from emulator.validation import MAX_FILE_CONTENT_CHARS, validate
 
 SECRET_ID = "AKIDEMULATORTESTEMULATORTEST00000001"
 SECRET_KEY = "emulator-test-secret-key-0123456789"
@@ -700,7 +700,7 @@ def test_stop_closes_idle_keep_alive_connections_and_is_idempotent() -> None:
 def test_standalone_process_serves_and_exits_on_sigterm() -> None:
     env = {**os.environ, "IMS_EMULATOR_SECRET_ID": SECRET_ID, "IMS_EMULATOR_SECRET_KEY": SECRET_KEY}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.ims_emulator", "--port", "0", "--qps", "10"],
+        [sys.executable, "-m", "emulator", "--port", "0", "--qps", "10"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,

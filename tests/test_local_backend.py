@@ -15,7 +15,7 @@ from backends.local.backend import LocalBackend
 from backends.local.frames import sample_frames
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
-from tests.local_images import animated_gif, encode, near_duplicates, photo, qr_image, text_image
+from bench.local_images import animated_gif, encode, near_duplicates, photo, qr_image, text_image
 
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
 

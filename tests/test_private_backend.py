@@ -23,9 +23,9 @@ from backends.errors import BackendError, Kind
 from backends.private import PrivateSettings, private_backend
 from backends.tencent.auth import Credentials, TC3Auth
 from backends.tencent.client import SERVICE, ImsBackend, ImsEndpoint
+from emulator import EmulatorConfig, ImsEmulator
+from emulator.images import make_png
 from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.ims_emulator import EmulatorConfig, ImsEmulator
-from tests.ims_emulator.images import make_png
 
 TOKEN = "private-deployment-token-0123456789"
 DEPLOYMENT_ID = "AKIDPRIVATEDEPLOYMENT0000000001"

@@ -12,12 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
 
+from emulator import EmulatorConfig, ImsEmulator
+from emulator.images import make_png
 from service.factory import build_backends
 from service.server import Gateway, backend_health_name, build_server
 from service.settings import load_settings
 from tests.conftest import SECRET_ID, SECRET_KEY, open_channel
-from tests.ims_emulator import EmulatorConfig, ImsEmulator
-from tests.ims_emulator.images import make_png
 from tests.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
@@ -208,7 +208,7 @@ async def test_invalid_requests_do_not_fail_over(
 ) -> None:
     path = routes_file(tmp_path, primary, secondary, '[default]\nchain = ["cloud", "onprem"]\n')
     gateways.append(gateway := await start_gateway(path))
-    from tests.ims_emulator import Faults
+    from emulator import Faults
 
     primary.config.faults = Faults(fail_next=["InvalidParameter.InvalidImageContent"])
     async with open_channel(gateway) as channel:

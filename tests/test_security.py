@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest
 
+from emulator import ImsEmulator
+from emulator.images import make_png
 from service.logs import JsonFormatter
 from tests.conftest import GatewayFactory
-from tests.ims_emulator import ImsEmulator
-from tests.ims_emulator.images import make_png
 from tests.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub

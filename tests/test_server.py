@@ -17,11 +17,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
 
+from emulator import ImsEmulator
+from emulator.images import make_png
 from service.factory import build_backend
 from service.server import PortInUseError, build_server
 from tests.conftest import SECRET_ID, SECRET_KEY, gateway_settings
-from tests.ims_emulator import ImsEmulator
-from tests.ims_emulator.images import make_png
 from tests.service_process import free_port, start_service, wait_serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -66,7 +66,7 @@ async def test_port_clash_fails_loudly(emulator: ImsEmulator) -> None:
 
 @pytest.fixture
 def slow_emulator() -> Iterator[ImsEmulator]:
-    from tests.ims_emulator import EmulatorConfig
+    from emulator import EmulatorConfig
 
     config = EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY, latency=1.5)
     with ImsEmulator(config, host="127.0.0.1", port=0) as emulator:

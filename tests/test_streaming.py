@@ -16,10 +16,10 @@ from moderation.v1.moderation_service_pb2 import (
     Suggestion,
 )
 
+from emulator import ImsEmulator
+from emulator.images import make_png
 from service.server import Gateway
 from tests.conftest import GatewayFactory, open_channel
-from tests.ims_emulator import ImsEmulator
-from tests.ims_emulator.images import make_png
 from tests.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub

@@ -22,12 +22,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from emulator import Faults, ImsEmulator
+from emulator.images import make_png
 from service.logs import JsonFormatter, RedactSecrets, TraceContext
 from service.server import Gateway
 from service.telemetry import Telemetry, setup_telemetry
 from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.ims_emulator import Faults, ImsEmulator
-from tests.ims_emulator.images import make_png
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)

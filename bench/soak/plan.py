@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.ims_emulator.images import make_jpeg, make_png
+from emulator.images import make_jpeg, make_png
 
 # Probabilities per backend call that reached moderation; about 10 % in all. The emulator rolls each
 # independently and applies the first that fired, so the realised total is a little under the sum.

@@ -60,7 +60,7 @@ def emulator(credentials: Credentials, arguments: list[str], folder: Path) -> It
     env = _environment(
         {"IMS_EMULATOR_SECRET_ID": credentials.secret_id, "IMS_EMULATOR_SECRET_KEY": credentials.secret_key}
     )
-    module = ["tests.ims_emulator", "--port", "0", *arguments]
+    module = ["emulator", "--port", "0", *arguments]
     with _spawn("emulator", module, env, folder) as started:
         marker = "listening on "
         deadline = time.monotonic() + START_TIMEOUT

@@ -7,33 +7,33 @@ import pytest
 
 from backends.tencent import signing
 from backends.tencent.auth import Credentials, TC3Auth
-
-SECRET_ID = "AKIDEXAMPLEEXAMPLEEXAMPLEEXAMPLE1234"
-SECRET_KEY = "EXAMPLEKEYexamplekeyEXAMPLEKEY12"
-TIMESTAMP = 1700000000
-HOST = "ims.tencentcloudapi.com"
-BODY_A = b'{"BizType": "TencentCloudDefault", "DataId": "test-0001", "FileUrl": "https://example.com/a.jpg"}'
-BODY_C = b'{"BizType":"TencentCloudDefault","DataId":"test-0001","FileContent":"aGVsbG8gd29ybGQ="}'
-AUTHORIZATION_A = (
-    "TC3-HMAC-SHA256 Credential=AKIDEXAMPLEEXAMPLEEXAMPLEEXAMPLE1234/2023-11-14/ims/tc3_request, "
-    "SignedHeaders=content-type;host, "
-    "Signature=6b45869095769179065af84b968c24d519f311bc0299a2232854580a937014a1"
+from tests.unit.tc3_vectors import (
+    AUTHORIZATION_A,
+    BODY_A,
+    BODY_C,
+    CANONICAL_A,
+    CANONICAL_HASH_C,
+    DATE,
+    HOST,
+    NEGATIVE_VARIANTS,
+    PAYLOAD_HASH_C,
+    SCOPE,
+    SECRET_ID,
+    SECRET_KEY,
+    SIGNATURE_C,
+    SIGNING_KEY_HEX,
+    STRING_TO_SIGN_A,
+    TIMESTAMP,
 )
 
 
 def test_vector_a_intermediate_values() -> None:
     assert len(BODY_A) == 97
     canonical = signing.canonical_request(host=HOST, content_type="application/json", body=BODY_A)
-    assert canonical == (
-        "POST\n/\n\ncontent-type:application/json\nhost:ims.tencentcloudapi.com\n\ncontent-type;host\n"
-        "e9995bd9d548840c97f60ea8cfde982e0ac50641323dc461292baee0c83636ce"
-    )
-    assert signing.string_to_sign(timestamp=TIMESTAMP, service="ims", canonical=canonical) == (
-        "TC3-HMAC-SHA256\n1700000000\n2023-11-14/ims/tc3_request\n"
-        "f5ae39834eef8a7074caff50444c09d3f4e5b6cebdda1539d78b9494281feafc"
-    )
-    key = signing.signing_key(secret_key=SECRET_KEY, date="2023-11-14", service="ims")
-    assert key.hex() == "01e28290eaf0fb488352a6d2b9788f48c60a1b4dbe81fc5daa867e50892c5567"
+    assert canonical == CANONICAL_A
+    assert signing.string_to_sign(timestamp=TIMESTAMP, service="ims", canonical=canonical) == STRING_TO_SIGN_A
+    key = signing.signing_key(secret_key=SECRET_KEY, date=DATE, service="ims")
+    assert key.hex() == SIGNING_KEY_HEX
 
 
 def test_vector_a_authorization() -> None:
@@ -53,29 +53,15 @@ def test_vector_a_authorization() -> None:
 
 def test_vector_c_compact_body() -> None:
     canonical = signing.canonical_request(host=HOST, content_type="application/json", body=BODY_C)
-    assert canonical.endswith("31acca85eb26d22e46577233bea0144bf75c86926477e29e66e68116920e97bc")
+    assert canonical.endswith(PAYLOAD_HASH_C)
     assert signing.string_to_sign(timestamp=TIMESTAMP, service="ims", canonical=canonical).endswith(
-        "9ae4d41346515cad61619267a962d9ff9d747036b391749efcc94d69c506f2e3"
+        CANONICAL_HASH_C
     )
     sig = signing.signature(secret_key=SECRET_KEY, timestamp=TIMESTAMP, service="ims", canonical=canonical)
-    assert sig == "2c32598d3a714399a02006794d7da4663a0cd08df8ba95a52f7234fcda00263c"
+    assert sig == SIGNATURE_C
 
 
-@pytest.mark.parametrize(
-    ("host", "content_type", "expected"),
-    [
-        (
-            "ims.ap-guangzhou.tencentcloudapi.com",
-            "application/json",
-            "2da61a4d908b3ab87a67c8c3326b2d5ee52f12554271e59b430538353cb71966",
-        ),
-        (
-            HOST,
-            "application/json; charset=utf-8",
-            "7cd8a89085ad2f06396982f1beedfdaad73549c52c0ee8db5e504703001f9a41",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("host", "content_type", "expected"), NEGATIVE_VARIANTS)
 def test_negative_variants_change_the_signature(host: str, content_type: str, expected: str) -> None:
     canonical = signing.canonical_request(host=host, content_type=content_type, body=BODY_A)
     sig = signing.signature(secret_key=SECRET_KEY, timestamp=TIMESTAMP, service="ims", canonical=canonical)
@@ -84,8 +70,8 @@ def test_negative_variants_change_the_signature(host: str, content_type: str, ex
 
 def test_date_is_utc_not_beijing_time() -> None:
     # 22:13 UTC is already the next day in UTC+8; the vector with the UTC+8 date signs differently.
-    assert signing.utc_date(TIMESTAMP) == "2023-11-14"
-    assert signing.credential_scope(TIMESTAMP, "ims") == "2023-11-14/ims/tc3_request"
+    assert signing.utc_date(TIMESTAMP) == DATE
+    assert signing.credential_scope(TIMESTAMP, "ims") == SCOPE
 
 
 def _signed(body: bytes, credentials: Credentials) -> httpx.Request:

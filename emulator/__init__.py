@@ -4,12 +4,12 @@ It is the stand-in for Tencent in tests and benchmarks: a real HTTP/1.1 server t
 signatures, enforces the rate limit, validates parameters and images as IMS does and answers in the
 IMS envelope, so any IMS client (the official SDK included) works against it given only the endpoint.
 
-    from tests.ims_emulator import EmulatorConfig, Faults, ImsEmulator
+    from emulator import EmulatorConfig, Faults, ImsEmulator
 
     with ImsEmulator(EmulatorConfig(secret_id="AKID...", secret_key="...", latency=0.8)) as emu:
         ...  # send signed requests to emu.url; inspect emu.stats; change emu.config at will
 
-Standalone: `python -m tests.ims_emulator --help`.
+Standalone: `python -m emulator --help`.
 
 A private deployment
 --------------------

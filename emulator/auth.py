@@ -1,8 +1,8 @@
 """Request authentication: TC3-HMAC-SHA256 as Tencent does, or a private deployment's bearer token or none.
 
-Verifying with `backends.tencent.signing` (rather than a second implementation) means the emulator
-accepts exactly what that code produces; the official SDK tests in test_ims_emulator.py keep both
-honest against the real algorithm.
+TC3 is verified with the emulator's own `tc3` module, never the gateway's signing code, so a bug in
+the gateway's signer is refused here rather than mirrored; Tencent's published vectors and the
+official SDK tests in test_ims_emulator.py pin `tc3` to the real algorithm.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from backends.tencent import signing
-
+from . import tc3
 from .config import EmulatorConfig
 from .errors import ImsError
 from .headers import Headers, required
@@ -21,11 +20,12 @@ SERVICE = "ims"
 # Whom the rate limit counts a request against when it carries no SecretId.
 BEARER_IDENTITY = "bearer"
 ANONYMOUS_IDENTITY = "anonymous"
-_TERMINATOR = "tc3_request"
+# Tencent requires at least these two to be signed; a client may sign more (e.g. x-tc-action).
+REQUIRED_SIGNED_HEADERS = frozenset({"content-type", "host"})
 # The SDK sends this value to sign the constant string instead of the body (ClientProfile.unsignedPayload).
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _AUTHORIZATION = re.compile(
-    rf"{re.escape(signing.ALGORITHM)} Credential=(?P<credential>[^,\s]+),\s*"
+    rf"{re.escape(tc3.ALGORITHM)} Credential=(?P<credential>[^,\s]+),\s*"
     r"SignedHeaders=(?P<signed_headers>[^,\s]+),\s*Signature=(?P<signature>\S+)"
 )
 
@@ -36,7 +36,8 @@ class _Authorization:
     date: str
     service: str
     terminator: str
-    signed_headers: frozenset[str]
+    # In the order the client listed them: the canonical headers follow that order.
+    signed_headers: tuple[str, ...]
     signature: str
 
 
@@ -55,7 +56,7 @@ def _parse_authorization(value: str | None) -> _Authorization:
         date=date,
         service=service,
         terminator=terminator,
-        signed_headers=frozenset(match["signed_headers"].lower().split(";")),
+        signed_headers=tuple(match["signed_headers"].lower().split(";")),
         signature=match["signature"],
     )
 
@@ -101,33 +102,39 @@ def verify(headers: Headers, *, body: bytes, path: str, config: EmulatorConfig, 
             f"{int(now)} by more than {int(config.clock_skew_limit)} seconds.",
         )
     scope = f"{auth.date}/{auth.service}/{auth.terminator}"
-    if scope != signing.credential_scope(timestamp, SERVICE):
+    expected_scope = tc3.credential_scope(tc3.utc_date(timestamp), SERVICE)
+    if scope != expected_scope:
         raise ImsError(
             "AuthFailure.SignatureFailure",
-            f"The credential scope `{scope}` is wrong: expected "
-            f"`{signing.credential_scope(timestamp, SERVICE)}` (the UTC date of X-TC-Timestamp).",
+            f"The credential scope `{scope}` is wrong: expected `{expected_scope}` "
+            "(the UTC date of X-TC-Timestamp).",
         )
-    required_signed = frozenset(signing.SIGNED_HEADERS.split(";"))
-    if not required_signed <= auth.signed_headers:
+    if not set(auth.signed_headers) >= REQUIRED_SIGNED_HEADERS:
         raise ImsError(
-            "AuthFailure.InvalidAuthorization", f"SignedHeaders must include {signing.SIGNED_HEADERS}."
+            "AuthFailure.InvalidAuthorization",
+            f"SignedHeaders must include {';'.join(sorted(REQUIRED_SIGNED_HEADERS))}.",
         )
     unsigned = headers.get("X-TC-Content-SHA256") == _UNSIGNED_PAYLOAD
-    canonical = signing.canonical_request(
-        host=required(headers, "Host"),
-        content_type=required(headers, "Content-Type"),
-        body=_UNSIGNED_PAYLOAD.encode() if unsigned else body,
-        path=path,
+    canonical = tc3.canonical_request(
+        method="POST",
+        uri=path,
+        # API 3.0 POST carries its parameters in the body: the canonical query string is empty.
+        query="",
+        headers=[(name, _signed_header(headers, name)) for name in auth.signed_headers],
+        payload=_UNSIGNED_PAYLOAD.encode() if unsigned else body,
     )
-    expected = signing.signature(
-        secret_key=config.secret_key, timestamp=timestamp, service=SERVICE, canonical=canonical
-    )
-    # Extra signed headers cannot match: the canonical form here covers content-type;host only.
-    if auth.signed_headers != required_signed or not hmac.compare_digest(
-        expected.encode(), auth.signature.encode()
-    ):
+    key = tc3.derived_key(secret_key=config.secret_key, date=auth.date, service=SERVICE)
+    to_sign = tc3.string_to_sign(timestamp=timestamp, scope=expected_scope, canonical=canonical)
+    if not hmac.compare_digest(tc3.signature(key=key, to_sign=to_sign).encode(), auth.signature.encode()):
         raise ImsError("AuthFailure.SignatureFailure")
     token = headers.get("X-TC-Token")
     if token is not None and token not in config.tokens:
         raise ImsError("AuthFailure.TokenFailure")
     return auth.secret_id
+
+
+def _signed_header(headers: Headers, name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        raise ImsError("AuthFailure.SignatureFailure", f"The signed header `{name}` is not in the request.")
+    return value

@@ -1,5 +1,5 @@
-"""Images the tests make themselves: rendered text, QR codes, real photographs shipped by scikit-image,
-and their near-duplicates. Nothing is downloaded."""
+"""Images the tests and benchmarks make themselves: rendered text, QR codes, real photographs shipped by
+scikit-image, and their near-duplicates. Nothing is downloaded."""
 
 from __future__ import annotations
 

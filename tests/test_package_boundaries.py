@@ -1,0 +1,54 @@
+"""Who may import whom: the emulator stands apart from the gateway it checks, bench/ apart from tests/."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+GATEWAY_PACKAGES = frozenset({"backends", "service", "tests"})
+
+
+def _absolute_imports(package: str) -> dict[str, set[str]]:
+    """Every absolute import, lazy ones included, of each module under `package`: file -> top-level names."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(PROJECT_ROOT))] = names
+    return found
+
+
+def _offenders(package: str, forbidden: frozenset[str]) -> dict[str, list[str]]:
+    imports = _absolute_imports(package)
+    assert imports, f"no modules found under {package}/"
+    return {path: sorted(names & forbidden) for path, names in imports.items() if names & forbidden}
+
+
+def test_emulator_source_imports_nothing_from_the_gateway_or_tests() -> None:
+    assert _offenders("emulator", GATEWAY_PACKAGES) == {}
+
+
+def test_running_the_emulator_loads_no_gateway_module() -> None:
+    # The process `python -m emulator` runs, up to parsing its arguments: what a user actually loads.
+    script = (
+        "import json, sys, emulator, emulator.__main__\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    top_level = set(json.loads(loaded.stdout))
+    assert "emulator" in top_level
+    assert top_level.isdisjoint(GATEWAY_PACKAGES)
+
+
+def test_bench_imports_nothing_from_tests() -> None:
+    assert _offenders("bench", frozenset({"tests"})) == {}
