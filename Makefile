@@ -6,6 +6,15 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/moderation/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 STAMP := $(VENV)/.installed
+# buf ships through npm (package.json pins it); `npm ci` installs it exactly as package-lock.json says.
+NODE_STAMP := node_modules/.installed
+BUF := node_modules/.bin/buf
+# The contract as buf checks it: every version's protos, compiled into an image by the same protoc that
+# generates the code (the Buf Schema Registry, where buf would fetch googleapis, is out of reach).
+CONTRACT_PROTOS := $(wildcard $(PROTO_DIR)/moderation/*/*.proto)
+CONTRACT_BUILD := build/contract.binpb
+# The released contract, frozen: `buf breaking` compares against it; only `make contract-image` rewrites it.
+CONTRACT_IMAGE := contract/moderation.binpb
 
 # Debian's CJK font: the tests render Chinese text for the embedded backend's OCR.
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
@@ -15,15 +24,16 @@ CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 run: $(STAMP) $(GENERATED)
 	$(BIN)/python -m service
 
-test: $(STAMP) $(GENERATED) system-deps
+test: $(STAMP) $(GENERATED) system-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
 proto: $(GENERATED)
 
-lint: $(STAMP) $(GENERATED)
+lint: $(STAMP) $(GENERATED) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory contract-check
 
 bench: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m bench
@@ -46,13 +56,41 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto;
+# grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto.
+PROTOC = $(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
+	-I$$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))')
+
 # mypy-protobuf types both the messages and the service stubs.
 $(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
-		-I$$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))') \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PROTOC) \
 		--python_out=$(PROTO_DIR) --grpc_python_out=$(PROTO_DIR) \
 		--mypy_out=$(PROTO_DIR) --mypy_grpc_out=$(PROTO_DIR) $<
 
 clean:
 	rm -rf $(VENV) $(GENERATED) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py) $(PROTOS:.proto=_pb2_grpc.pyi)
+	rm -rf node_modules $(CONTRACT_BUILD)
+
+# The image is rebuilt on every check (it takes a fraction of a second): a deleted .proto would leave no
+# newer prerequisite behind, and the check would pass on a stale image.
+.PHONY: contract-check contract-image $(CONTRACT_BUILD)
+
+# buf lint (STANDARD) and buf breaking (FILE) on the contract, rules and exceptions in buf.yaml.
+contract-check: $(NODE_STAMP) $(CONTRACT_BUILD)
+	$(BUF) lint $(CONTRACT_BUILD) --config buf.yaml
+	$(BUF) breaking $(CONTRACT_BUILD) --against $(CONTRACT_IMAGE) --config buf.yaml
+
+# Imports included, so buf needs nothing else to read the image; source info, so findings carry
+# file:line and `buf:lint:ignore` comments in the protos are seen.
+$(CONTRACT_BUILD): $(STAMP)
+	mkdir -p $(@D)
+	$(PROTOC) --include_imports --include_source_info -o $@ $(CONTRACT_PROTOS)
+
+# Run only on purpose: when a new version (or a deliberate break) is released, in a commit saying why.
+contract-image: $(CONTRACT_BUILD)
+	mkdir -p $(dir $(CONTRACT_IMAGE))
+	cp $(CONTRACT_BUILD) $(CONTRACT_IMAGE)
+
+# buf's bin/ shim finds its platform package itself, so its install script is not needed.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
