@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service import cli
+from client import cli
 from service.server import Gateway
 from tests.fileserver import serve_files
 from tests.ims_emulator import ImsEmulator
@@ -41,7 +41,7 @@ async def moderate(server: str, *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "client",
         "--server",
         server,
         *args,
