@@ -27,6 +27,12 @@ def address(*gateways: Gateway) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{gateway.port}" for gateway in gateways)
 
 
+async def draining_pair(make_gateway: GatewayFactory, emulator: ImsEmulator) -> tuple[Gateway, Gateway]:
+    """Two gateways on one emulator, slow enough that a stream is still running when the first stops."""
+    emulator.config.latency = 0.3
+    return await make_gateway(stream_max_in_flight=16), await make_gateway(stream_max_in_flight=16)
+
+
 def request(content: bytes = PASS) -> ModerateImageRequest:
     return ModerateImageRequest(content=content)
 
@@ -107,20 +113,17 @@ async def test_no_retry_when_retry_info_asks_for_more_than_the_time_left(
     assert gateway.router.upstreams["tencent"].governor.rejections == 1
 
 
-@pytest.mark.parametrize(
-    ("fault", "code", "reason"),
-    [
-        ("model_call_failed", grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
-        ("rate_limit_burst", grpc.StatusCode.RESOURCE_EXHAUSTED, "BACKEND_RATE_LIMITED"),
-    ],
-)
+GATEWAY_RETRIED = {"model_call_failed": "BACKEND_UNAVAILABLE", "rate_limit_burst": "BACKEND_RATE_LIMITED"}
+
+
+@pytest.mark.parametrize("fault", sorted(GATEWAY_RETRIED))
 async def test_what_the_gateway_already_retried_is_not_retried_again(
-    gateway: Gateway, emulator: ImsEmulator, fault: str, code: grpc.StatusCode, reason: str
+    gateway: Gateway, emulator: ImsEmulator, fault: str
 ) -> None:
     emulator.config.faults = Faults(fail_next=[fault] * 6)
     async with ModerationClient(address(gateway)) as client:
         error = await failure(client)
-    assert (error.code, error.reason, error.metadata["attempts"]) == (code, reason, "3")
+    assert (error.reason, error.metadata["attempts"]) == (GATEWAY_RETRIED[fault], "3")
     assert error.retry_delay is not None  # the gateway says waiting helps; the client still must not
     assert not error.retryable
     assert emulator.stats.requests == 3  # the gateway's three billed attempts, and no more
@@ -186,9 +189,7 @@ async def test_a_failing_input_is_raised_after_the_answers_to_what_was_sent(gate
 async def test_a_stream_cut_by_a_shutdown_is_resent_to_the_next_server(
     make_gateway: GatewayFactory, emulator: ImsEmulator
 ) -> None:
-    emulator.config.latency = 0.3
-    first = await make_gateway(stream_max_in_flight=16)
-    second = await make_gateway(stream_max_in_flight=16)
+    first, second = await draining_pair(make_gateway, emulator)
     stopping: list[asyncio.Task[None]] = []
     answers: list[StreamResult] = []
 

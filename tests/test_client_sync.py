@@ -14,14 +14,8 @@ from client import ModerationError, ServerUnreachable, StreamItem, StreamResult,
 from service.server import Gateway
 from tests.conftest import GatewayFactory
 from tests.ims_emulator import Faults, ImsEmulator
-from tests.ims_emulator.images import make_png
 from tests.service_process import free_port
-
-PASS = make_png(256, 256)
-
-
-def address(*gateways: Gateway) -> str:
-    return "ipv4:" + ",".join(f"127.0.0.1:{gateway.port}" for gateway in gateways)
+from tests.test_client import PASS, address, draining_pair
 
 
 async def test_a_unary_call_and_its_retry_of_rate_budget_exhausted(make_gateway: GatewayFactory) -> None:
@@ -59,9 +53,7 @@ def test_nothing_listening_is_unreachable() -> None:
 async def test_a_stream_cut_by_a_shutdown_is_resent_to_the_next_server(
     make_gateway: GatewayFactory, emulator: ImsEmulator
 ) -> None:
-    emulator.config.latency = 0.3
-    first = await make_gateway(stream_max_in_flight=16)
-    second = await make_gateway(stream_max_in_flight=16)
+    first, second = await draining_pair(make_gateway, emulator)
     loop = asyncio.get_running_loop()
     stopping: list[concurrent.futures.Future[None]] = []
 
