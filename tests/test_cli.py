@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from client import cli
 from emulator import ImsEmulator
 from emulator.images import make_jpeg, make_png
-from service import cli
 from service.server import Gateway
 from tests.fileserver import serve_files
 
@@ -41,7 +41,7 @@ async def moderate(server: str, *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "client",
         "--server",
         server,
         *args,

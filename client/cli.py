@@ -34,21 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import grpc
 from google.protobuf.json_format import MessageToDict
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
-from moderation.v1 import moderation_service_pb2_grpc
-from moderation.v1.moderation_service_pb2 import (
-    ModerateImageRequest,
-    ModerateImageResponse,
-    StreamModerateImagesRequest,
-    StreamModerateImagesResponse,
-    Suggestion,
-)
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 from tqdm import tqdm  # tqdm ships no type information
 
-Stub = moderation_service_pb2_grpc.ModerationServiceStub
+from client.aio import ModerationClient
+from client.errors import ModerationError, ServerUnreachable
+from client.settings import DEFAULT_TIMEOUT
+from client.stream import StreamResult
+
 Number = TypeVar("Number", int, float)
 
 EXIT_PASS = 0
@@ -61,16 +55,9 @@ EXIT_INTERRUPTED = 130
 EXIT_STDOUT_CLOSED = 141
 
 DEFAULT_SERVER = "localhost:50051"
-# The gateway spends at most IMS's 15 s on a call; the rest leaves room for waiting on its rate budget.
-DEFAULT_CALL_TIMEOUT = 30.0
+DEFAULT_CALL_TIMEOUT = DEFAULT_TIMEOUT
 # A live server connects within milliseconds; this bounds the wait on an address that drops packets.
 CONNECT_TIMEOUT = 5.0
-# Above anything the gateway accepts, so a too-large image gets the gateway's clear error, not gRPC's.
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 IMAGE_EXTENSIONS = frozenset(
     {
         ".jpg",
@@ -93,15 +80,10 @@ PASS, BLOCK, ERROR = "PASS", "BLOCK", "ERROR"
 # Table columns and their widths; a longer value pushes its row right rather than being cut.
 _COLUMNS = {"SUGGESTION": 10, "LABEL": 12, "SUB_LABEL": 16, "SCORE": 5, "BACKEND": 8, "REQUEST_ID": 0}
 _VERDICTS = {value: name.removeprefix("SUGGESTION_") for name, value in Suggestion.items()}
-_STATUS_NAMES = {code.value[0]: str(code.name) for code in grpc.StatusCode}
 
 
 class UsageError(Exception):
     """A target that names nothing that can be moderated."""
-
-
-class ServerUnreachable(Exception):
-    """Nothing answers at the server address."""
 
 
 @dataclass(frozen=True)
@@ -250,32 +232,19 @@ def verdict(answer: ModerateImageResponse | Failure) -> str:
     return _VERDICTS.get(answer.suggestion, str(answer.suggestion))
 
 
-def failure_from_status(status: status_pb2.Status) -> Failure:
-    reason = None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = str(info.reason)
-    return Failure(_STATUS_NAMES.get(status.code, "UNKNOWN"), str(status.message), reason)
-
-
-def failure_from_call(error: grpc.aio.AioRpcError) -> Failure:
-    status = rpc_status.from_call(error)
-    if status is None:
-        # Statuses made by gRPC itself (no connection, message too large) carry no details.
-        return Failure(str(error.code().name), str(error.details() or ""), None)
-    return failure_from_status(status)
+def failure(error: ModerationError) -> Failure:
+    return Failure(error.code.name, error.message, error.reason)
 
 
 def unreadable(target: str, error: OSError) -> Outcome:
     return Outcome(target, Failure("FILE_UNREADABLE", str(error), None))
 
 
-def stream_answer(answer: StreamModerateImagesResponse) -> ModerateImageResponse | Failure:
-    if answer.HasField("result"):
-        return answer.result
-    return failure_from_status(answer.error)
+def stream_answer(answer: StreamResult) -> ModerateImageResponse | Failure:
+    if answer.error is not None:
+        return failure(answer.error)
+    assert answer.result is not None, "a stream answer has a result or an error"
+    return answer.result
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -389,19 +358,15 @@ def exit_status(verdicts: Set[str]) -> int:
 # --- calls ----------------------------------------------------------------------------------------
 
 
-async def wait_until_reachable(channel: grpc.aio.Channel, server: str) -> None:
+async def wait_until_reachable(client: ModerationClient) -> None:
     """Fails before any file is read when nothing answers, rather than once per image."""
-    unreachable = f"cannot connect to the moderation server at {server} (set --server or MODERATION_SERVER)"
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            state = channel.get_state(try_to_connect=True)
-            while state != grpc.ChannelConnectivity.READY:
-                if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                    raise ServerUnreachable(unreachable)
-                await channel.wait_for_state_change(state)
-                state = channel.get_state(try_to_connect=True)
-    except TimeoutError:
-        raise ServerUnreachable(f"{unreachable}: no connection within {CONNECT_TIMEOUT:g} s") from None
+        await client.wait_until_ready(CONNECT_TIMEOUT)
+    except ServerUnreachable as exc:
+        raise ServerUnreachable(
+            f"cannot connect to the moderation server at {client.target} "
+            f"(set --server or MODERATION_SERVER): {exc}"
+        ) from None
 
 
 async def single_request(target: str, biz_type: str) -> ModerateImageRequest:
@@ -412,7 +377,7 @@ async def single_request(target: str, biz_type: str) -> ModerateImageRequest:
 
 
 async def moderate_single(
-    stub: Stub, target: str, options: Options, limit: asyncio.Semaphore, report: Report
+    client: ModerationClient, target: str, options: Options, limit: asyncio.Semaphore, report: Report
 ) -> None:
     async with limit:
         try:
@@ -421,20 +386,22 @@ async def moderate_single(
             report.add(unreadable(target, exc))
             return
         try:
-            result = await stub.ModerateImage(request, timeout=options.call_timeout)
-        except grpc.aio.AioRpcError as exc:
-            report.add(Outcome(target, failure_from_call(exc)))
+            result = await client.moderate(request)
+        except ModerationError as exc:
+            report.add(Outcome(target, failure(exc)))
             return
         report.add(Outcome(target, result))
 
 
-async def moderate_folder_images(stub: Stub, paths: list[Path], options: Options, report: Report) -> None:
+async def moderate_folder_images(
+    client: ModerationClient, paths: list[Path], options: Options, report: Report
+) -> None:
     if not paths:
         return
     unanswered = {position: str(path) for position, path in enumerate(paths)}
-    sent: list[int] = []  # stream index -> position in `paths`, as unreadable files are not sent
+    sent: list[int] = []  # stream item index -> position in `paths`, as unreadable files are not sent
 
-    async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
+    async def requests() -> AsyncIterator[tuple[str, ModerateImageRequest]]:
         for position, path in enumerate(paths):
             target = unanswered[position]
             try:
@@ -444,31 +411,29 @@ async def moderate_folder_images(stub: Stub, paths: list[Path], options: Options
                 report.add(unreadable(target, exc))
                 continue
             sent.append(position)
-            request = ModerateImageRequest(content=content, biz_type=options.biz_type)
-            yield StreamModerateImagesRequest(correlation_id=target, request=request)
+            yield target, ModerateImageRequest(content=content, biz_type=options.biz_type)
 
-    call = stub.StreamModerateImages(requests(), timeout=options.stream_timeout)
     try:
-        async for answer in call:
+        async for answer in client.moderate_stream(requests()):
             report.add(Outcome(unanswered.pop(sent[answer.index]), stream_answer(answer)))
-    except grpc.aio.AioRpcError as exc:
+    except ModerationError as exc:
         # The stream failed as a whole (deadline, server gone): every image it left unanswered gets
         # that status, so each image is still reported exactly once.
-        failure = failure_from_call(exc)
         for target in unanswered.values():
-            report.add(Outcome(target, failure))
+            report.add(Outcome(target, failure(exc)))
 
 
 async def run(options: Options, plan: Plan) -> int:
-    async with grpc.aio.insecure_channel(options.server, options=CHANNEL_OPTIONS) as channel:
-        await wait_until_reachable(channel, options.server)
-        stub = Stub(channel)
+    async with ModerationClient(
+        options.server, timeout=options.call_timeout, stream_timeout=options.stream_timeout
+    ) as client:
+        await wait_until_reachable(client)
         report = Report(options, plan)
         limit = asyncio.Semaphore(options.concurrency)
         try:
             await asyncio.gather(
-                *(moderate_single(stub, target, options, limit, report) for target in plan.singles),
-                moderate_folder_images(stub, plan.streamed, options, report),
+                *(moderate_single(client, target, options, limit, report) for target in plan.singles),
+                moderate_folder_images(client, plan.streamed, options, report),
             )
         finally:
             report.close()

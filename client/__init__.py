@@ -1,0 +1,26 @@
+"""A Python client for the moderation gateway, in async (grpc.aio) and blocking forms.
+
+Message limits fit IMS-size images, every call has a deadline, and only what the gateway marks
+retryable is retried: RATE_BUDGET_EXHAUSTED (nothing was sent upstream) and SERVER_DRAINING (a stream
+ended by a shutdown, resent with the items it left unanswered), each wait honouring RetryInfo.
+"""
+
+from client.aio import ModerationClient
+from client.errors import RETRYABLE_REASONS, ModerationError, ServerUnreachable
+from client.retry import RetryPolicy
+from client.settings import DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES
+from client.stream import StreamItem, StreamResult
+from client.sync import SyncModerationClient
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "RETRYABLE_REASONS",
+    "ModerationClient",
+    "ModerationError",
+    "RetryPolicy",
+    "ServerUnreachable",
+    "StreamItem",
+    "StreamResult",
+    "SyncModerationClient",
+]

@@ -1,0 +1,66 @@
+"""What both client forms share: the options, the channel they open, and each call's time budget."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import grpc
+from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
+
+from client.retry import CallBudget, RetryPolicy
+
+DEFAULT_TIMEOUT = 30.0  # the gateway spends at most IMS's 15 s; the rest is for its rate budget
+# Above anything the gateway accepts (IMS's 7.45 MiB images, ~11.5 MiB messages), so a too-large
+# image gets the gateway's clear error rather than one made by this client's gRPC.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+
+
+class ClientBase:
+    """Options of a client, and its channel opened by `_grpc` (`grpc` or `grpc.aio`).
+
+    `target` is a gRPC target (`host:port`, `dns:///host:port`, ...). `credentials` (from
+    `grpc.ssl_channel_credentials`) switches to TLS; `token` is sent as `authorization: Bearer`.
+    `timeout` is each unary call's deadline, retries included, and `stream_timeout` each stream
+    helper call's (None: no deadline); `attempt_timeout` optionally caps each attempt of a unary call.
+    """
+
+    _grpc: ModuleType
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        attempt_timeout: float | None = None,
+        stream_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.target = target
+        self._timeout = timeout
+        self._attempt_timeout = attempt_timeout
+        self._stream_timeout = stream_timeout
+        self._retry = retry or RetryPolicy()
+        # Metadata rather than call credentials, which gRPC refuses on plain-text channels (a mesh
+        # whose sidecar terminates TLS). Never part of a repr.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if credentials is None:
+            self._channel = self._grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = self._grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        # The generated stub serves both APIs: its methods are blocking or awaitable as the channel is.
+        self._stub = ModerationServiceStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r})"
+
+    def _call_budget(self, timeout: float | None) -> CallBudget:
+        return CallBudget(self._retry, self._timeout if timeout is None else timeout, self._attempt_timeout)
+
+    def _stream_budget(self, timeout: float | None) -> CallBudget:
+        return CallBudget(self._retry, self._stream_timeout if timeout is None else timeout, None)
