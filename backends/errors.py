@@ -1,7 +1,8 @@
 """The one exception type backends raise, classified by kind.
 
-Backends translate whatever their upstream says into a `BackendError` with a `Kind`; the gRPC layer maps
-kinds to status codes in one table (`service/errors.py`), and the retry loop asks `retryable`.
+Backends translate whatever their upstream says into a `BackendError` with a `Kind`; everything the
+gateway decides from a kind (status code, retry, failover, circuit) is one row of the table in
+`service/errors.py`, which backends never import (they know nothing of gRPC).
 Messages must be safe to show callers: never a secret, never image bytes.
 """
 
@@ -36,9 +37,6 @@ class Kind(enum.Enum):
     THROTTLED = "throttled"
 
 
-_RETRYABLE = frozenset({Kind.RATE_LIMITED, Kind.UNAVAILABLE})
-
-
 class BackendError(Exception):
     """A classified backend failure.
 
@@ -55,7 +53,6 @@ class BackendError(Exception):
         upstream_code: str = "",
         request_id: str = "",
         retry_after: float | None = None,
-        retryable: bool | None = None,
         field: str = "",
     ) -> None:
         super().__init__(message)
@@ -64,7 +61,6 @@ class BackendError(Exception):
         self.upstream_code = upstream_code
         self.request_id = request_id
         self.retry_after = retry_after
-        self.retryable = kind in _RETRYABLE if retryable is None else retryable
         # For INVALID_REQUEST: the request field to fix, when the backend said which.
         self.field = field
         # Set by the retry loop: how many backend calls were made before giving up.

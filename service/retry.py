@@ -17,6 +17,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
+from service.errors import KIND_POLICIES
 from service.governor import Priority, RateGovernor
 from service.telemetry import Metrics, Telemetry
 
@@ -161,7 +162,7 @@ class Retrier:
             raise _timeout(deadline) from None
 
     def _should_retry(self, error: BackendError, attempt: int, max_attempts: int | None) -> bool:
-        return error.retryable and attempt < (max_attempts or self._policy.max_attempts)
+        return KIND_POLICIES[error.kind].retried and attempt < (max_attempts or self._policy.max_attempts)
 
     def _delay_before_retry(self, error: BackendError, attempt: int, deadline: Deadline) -> float | None:
         """The sleep before the next attempt, or None when that attempt could not finish in time."""

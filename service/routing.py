@@ -22,25 +22,11 @@ from backends.errors import BackendError, Kind
 from service.auth import CALLER
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
+from service.errors import KIND_POLICIES, CircuitEffect
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier
 from service.telemetry import Metrics, Telemetry
 
-# Failures the next backend may not share.
-FAILOVER_KINDS = frozenset(
-    {
-        Kind.UNAVAILABLE,
-        Kind.TIMEOUT,
-        Kind.THROTTLED,
-        Kind.RATE_LIMITED,
-        Kind.QUOTA_EXHAUSTED,
-        Kind.MISCONFIGURED,
-        Kind.ACCOUNT_UNAVAILABLE,
-        Kind.FAILED,
-    }
-)
-# Failures that say the backend itself is unhealthy, and count towards opening its circuit.
-CIRCUIT_KINDS = frozenset({Kind.UNAVAILABLE, Kind.TIMEOUT, Kind.MISCONFIGURED, Kind.ACCOUNT_UNAVAILABLE})
 # The least time kept back for the next backend of a chain, and the multiple of its usual latency.
 MIN_RESERVE = 0.5
 RESERVE_LATENCIES = 2.0
@@ -160,7 +146,7 @@ class Router:
             except BackendError as error:
                 error.backend = name
                 self._record(upstream, error, deadline)
-                if error.kind not in FAILOVER_KINDS:
+                if not KIND_POLICIES[error.kind].fails_over:
                     raise
                 self._metrics.failovers.add(
                     1, {"moderation.backend": name, "moderation.reason": error.kind.value}
@@ -201,11 +187,12 @@ class Router:
 
     @staticmethod
     def _record(upstream: Upstream, error: BackendError, deadline: Deadline) -> None:
-        if error.kind is Kind.THROTTLED or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
-            # Our own governor said no, or the caller's own short deadline ran out: neither says
+        effect = KIND_POLICIES[error.kind].circuit
+        if effect is CircuitEffect.NONE or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
+            # Nothing reached the backend, or the caller's own short deadline ran out: neither says
             # anything about the backend's health.
             upstream.breaker.record_abandoned()
-        elif error.kind in CIRCUIT_KINDS:
+        elif effect is CircuitEffect.FAILURE:
             upstream.breaker.record_failure()
         else:
             upstream.breaker.record_success()
