@@ -164,6 +164,24 @@ KIND_POLICIES: Final = _complete(
 )
 
 
+class CallFailure(Exception):
+    """A call that got no result: the last backend error seen, from which backend, after how many calls.
+
+    Built once, by whoever saw the failure last (the retrier, or the router when no backend could be
+    tried), as python-api-core's RetryError carries its last exception; nothing changes it in flight.
+    `backend` is "" when the failure is the router's own (an open circuit, no time left).
+    """
+
+    def __init__(self, error: BackendError, *, backend: str, attempts: int) -> None:
+        super().__init__(error.message)
+        self.error: Final = error
+        self.backend: Final = backend
+        self.attempts: Final = attempts
+
+    def __repr__(self) -> str:
+        return f"CallFailure({self.error!r}, backend={self.backend!r}, attempts={self.attempts})"
+
+
 def _packed(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -207,9 +225,10 @@ def validation_status(error: ValidationError) -> status_pb2.Status:
     )
 
 
-def backend_status(error: BackendError, backend: str) -> status_pb2.Status:
+def backend_status(failure: CallFailure) -> status_pb2.Status:
+    error, backend = failure.error, failure.backend
     row = KIND_POLICIES[error.kind]
-    metadata = {"backend": backend, "attempts": str(error.attempts)}
+    metadata = {"backend": backend, "attempts": str(failure.attempts)}
     if error.upstream_code:
         metadata["upstream_code"] = error.upstream_code
     if error.request_id:

@@ -17,7 +17,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
-from service.errors import KIND_POLICIES
+from service.errors import KIND_POLICIES, CallFailure
 from service.governor import Priority, RateGovernor
 from service.telemetry import Metrics, Telemetry
 
@@ -79,7 +79,10 @@ class Retrier:
         max_attempts: int | None = None,
         shares: Sequence[RateGovernor] = (),
     ) -> ModerateImageResponse:
-        """`shares`: slices of the backend's budget (a route's, a caller's), taken before its own."""
+        """`shares`: slices of the backend's budget (a route's, a caller's), taken before its own.
+
+        Raises `CallFailure` with the last error seen and the attempts made.
+        """
         loop = asyncio.get_running_loop()
         attempt = 0
         last_error: BackendError | None = None
@@ -88,21 +91,20 @@ class Retrier:
                 await self._take_slot(priority, deadline, shares)
             except BackendError as throttled:
                 # Out of time for a retry: the failure that made us retry is the one to report.
-                raise last_error or throttled from None
+                raise self._failure(last_error or throttled, attempt) from None
             attempt += 1
             started = loop.time()
             try:
                 result = await self._traced_attempt(request, deadline, attempt, last_error)
             except BackendError as error:
-                error.attempts = attempt
                 last_error = error
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
                     self._governor.upstream_rate_limited()
                 if not self._should_retry(error, attempt, max_attempts):
-                    raise
+                    raise self._failure(error, attempt) from error
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
-                    raise
+                    raise self._failure(error, attempt) from error
                 self._metrics.retries.add(
                     1, {"moderation.backend": self._backend.name, "moderation.retry_reason": _reason(error)}
                 )
@@ -111,6 +113,9 @@ class Retrier:
             self.latency.observe(loop.time() - started)
             result.attempts = attempt
             return result
+
+    def _failure(self, error: BackendError, attempts: int) -> CallFailure:
+        return CallFailure(error, backend=self._backend.name, attempts=attempts)
 
     async def _take_slot(
         self, priority: Priority, deadline: Deadline, shares: Sequence[RateGovernor]

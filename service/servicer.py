@@ -24,7 +24,6 @@ from moderation.v1.moderation_service_pb2 import (
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from backends.errors import BackendError
 from service import errors
 from service.auth import CALLER
 from service.deadlines import Deadline
@@ -235,16 +234,16 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             return await self._router.moderate(request, deadline, priority)
         except ValidationError as error:
             return errors.validation_status(error)
-        except BackendError as error:
+        except errors.CallFailure as failure:
             log.warning(
                 "backend %s failed after %d attempt(s): %s (upstream code %r, request id %r)",
-                error.backend,
-                error.attempts,
-                error.message,
-                error.upstream_code,
-                error.request_id,
+                failure.backend,
+                failure.attempts,
+                failure.error.message,
+                failure.error.upstream_code,
+                failure.error.request_id,
             )
-            return errors.backend_status(error, error.backend)
+            return errors.backend_status(failure)
         except Exception:
             log.exception("unexpected error while moderating")
             return errors.internal_status()
