@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -25,6 +25,20 @@ from google.rpc import error_details_pb2, status_pb2
 
 from backends.errors import BackendError, Kind
 from service.validation import FieldViolation, ValidationError
+
+__all__ = [
+    "DOMAIN",
+    "KIND_POLICIES",
+    "CallFailure",
+    "CircuitEffect",
+    "Failure",
+    "InternalFailure",
+    "KindPolicy",
+    "code_and_reason",
+    "failure_status",
+    "stream_stopped_status",
+    "unauthenticated_status",
+]
 
 DOMAIN = "moderation-gateway"
 
@@ -182,6 +196,37 @@ class CallFailure(Exception):
         return f"CallFailure({self.error!r}, backend={self.backend!r}, attempts={self.attempts})"
 
 
+@dataclass(frozen=True)
+class InternalFailure:
+    """A bug in the gateway: the caller gets a bare INTERNAL_ERROR, the log gets the traceback."""
+
+    error: Exception
+
+
+# Why a call has no result; each becomes the caller's status through `failure_status`.
+Failure: TypeAlias = CallFailure | ValidationError | InternalFailure
+
+
+def code_and_reason(failure: Failure) -> tuple[grpc.StatusCode, str]:
+    """The failure's gRPC code and `ErrorInfo` reason, as its status carries them."""
+    if isinstance(failure, CallFailure):
+        row = KIND_POLICIES[failure.error.kind]
+        return row.code, row.reason
+    if isinstance(failure, ValidationError):
+        return grpc.StatusCode.INVALID_ARGUMENT, failure.violations[0].reason
+    return grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"
+
+
+def failure_status(failure: Failure) -> status_pb2.Status:
+    """The status the caller gets, with its details."""
+    if isinstance(failure, CallFailure):
+        return _backend_status(failure)
+    if isinstance(failure, ValidationError):
+        return _validation_status(failure)
+    code, reason = code_and_reason(failure)
+    return _status(code, "internal error in the moderation gateway", reason, {})
+
+
 def _packed(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -214,18 +259,18 @@ def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadReque
     )
 
 
-def validation_status(error: ValidationError) -> status_pb2.Status:
-    first = error.violations[0]
+def _validation_status(error: ValidationError) -> status_pb2.Status:
+    code, reason = code_and_reason(error)
     return _status(
-        grpc.StatusCode.INVALID_ARGUMENT,
+        code,
         f"invalid request: {error}",
-        first.reason,
-        {"field": first.field},
+        reason,
+        {"field": error.violations[0].field},
         _bad_request(error.violations),
     )
 
 
-def backend_status(failure: CallFailure) -> status_pb2.Status:
+def _backend_status(failure: CallFailure) -> status_pb2.Status:
     error, backend = failure.error, failure.backend
     row = KIND_POLICIES[error.kind]
     metadata = {"backend": backend, "attempts": str(failure.attempts)}
@@ -258,20 +303,6 @@ def backend_status(failure: CallFailure) -> status_pb2.Status:
     if retry_delay is not None:
         details.append(_retry_info(retry_delay))
     return _status(row.code, message, row.reason, metadata, *details)
-
-
-def internal_status() -> status_pb2.Status:
-    return _status(grpc.StatusCode.INTERNAL, "internal error in the moderation gateway", "INTERNAL_ERROR", {})
-
-
-def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo every gateway status carries."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
 
 
 def stream_stopped_status(reason: str, items_read: int, idle_timeout: float | None) -> status_pb2.Status:
