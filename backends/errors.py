@@ -1,13 +1,15 @@
 """The one exception type backends raise, classified by kind.
 
-Backends translate whatever their upstream says into a `BackendError` with a `Kind`; the gRPC layer maps
-kinds to status codes in one table (`service/errors.py`), and the retry loop asks `retryable`.
+Backends translate whatever their upstream says into a `BackendError` with a `Kind`; everything the
+gateway decides from a kind (status code, retry, failover, circuit) is one row of the table in
+`service/errors.py`, which backends never import (they know nothing of gRPC).
 Messages must be safe to show callers: never a secret, never image bytes.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 
 class Kind(enum.Enum):
@@ -36,15 +38,13 @@ class Kind(enum.Enum):
     THROTTLED = "throttled"
 
 
-_RETRYABLE = frozenset({Kind.RATE_LIMITED, Kind.UNAVAILABLE})
-
-
 class BackendError(Exception):
     """A classified backend failure.
 
     `upstream_code` and `request_id` are the backend's own words (e.g. an IMS error code and its
     RequestId), kept for operators and support tickets; `retry_after` is set when the backend said how
-    long to wait.
+    long to wait. Built once and never changed: the retrier and the router report what happened around
+    it (which backend, how many attempts) in a `service.errors.CallFailure`.
     """
 
     def __init__(
@@ -55,22 +55,16 @@ class BackendError(Exception):
         upstream_code: str = "",
         request_id: str = "",
         retry_after: float | None = None,
-        retryable: bool | None = None,
         field: str = "",
     ) -> None:
         super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.upstream_code = upstream_code
-        self.request_id = request_id
-        self.retry_after = retry_after
-        self.retryable = kind in _RETRYABLE if retryable is None else retryable
+        self.kind: Final = kind
+        self.message: Final = message
+        self.upstream_code: Final = upstream_code
+        self.request_id: Final = request_id
+        self.retry_after: Final = retry_after
         # For INVALID_REQUEST: the request field to fix, when the backend said which.
-        self.field = field
-        # Set by the retry loop: how many backend calls were made before giving up.
-        self.attempts = 0
-        # Set by the router: the configured name of the backend that failed.
-        self.backend = ""
+        self.field: Final = field
 
     def __repr__(self) -> str:
         return (

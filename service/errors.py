@@ -1,4 +1,9 @@
-"""The one table from failures to gRPC statuses, and the rich details each status carries.
+"""The one table of what each failure kind means, and the statuses callers get.
+
+`KIND_POLICIES` holds one row per `Kind`: its gRPC code and `ErrorInfo` reason, whether the retrier
+retries it, whether the router fails over to the next backend, what it tells the backend's circuit, and
+whether it is the gateway operator's fault. Every one of those decisions reads the row; a `Kind` without
+one fails at import.
 
 Every error status carries exactly one `google.rpc.ErrorInfo` (stable UPPER_SNAKE reason, our domain,
 metadata naming the upstream code, its request id and the attempts made), plus `BadRequest` for
@@ -8,7 +13,11 @@ are `google.rpc.Status` messages so the streaming RPCs can return them per item.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -17,34 +26,205 @@ from google.rpc import error_details_pb2, status_pb2
 from backends.errors import BackendError, Kind
 from service.validation import FieldViolation, ValidationError
 
+__all__ = [
+    "DOMAIN",
+    "KIND_POLICIES",
+    "CallFailure",
+    "CircuitEffect",
+    "Failure",
+    "InternalFailure",
+    "KindPolicy",
+    "code_and_reason",
+    "failure_status",
+    "stream_stopped_status",
+    "unauthenticated_status",
+]
+
 DOMAIN = "moderation-gateway"
 
 
-@dataclass(frozen=True)
-class Mapping:
+class CircuitEffect(enum.Enum):
+    """What a failure tells the circuit breaker of the backend that failed."""
+
+    # The backend is unhealthy: one more failure towards opening its circuit.
+    FAILURE = "failure"
+    # The backend answered, if only to refuse: it works.
+    SUCCESS = "success"
+    # Nothing reached the backend (the gateway's own rate governor said no).
+    NONE = "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KindPolicy:
+    """Everything the gateway decides from a failure's kind. No field has a default: a row is complete."""
+
     code: grpc.StatusCode
     reason: str
-    # Seconds a caller should wait before retrying, when waiting helps.
-    retry_delay: float | None = None
+    # Retried by the retrier (each attempt is billed, so only transient faults).
+    retried: bool
+    # Handed to the next backend of the route's chain, which may not share the failure.
+    fails_over: bool
+    circuit: CircuitEffect
+    # The gateway's configuration or account is at fault: the caller is not shown the upstream's text,
+    # which may name the gateway's key id or account.
+    operator_fault: bool
+    # Seconds a caller should wait before retrying (`RetryInfo`), when waiting helps.
+    retry_delay: float | None
 
 
-KIND_TO_STATUS: dict[Kind, Mapping] = {
-    Kind.INVALID_REQUEST: Mapping(grpc.StatusCode.INVALID_ARGUMENT, "BACKEND_REJECTED_REQUEST"),
-    Kind.IMAGE_DOWNLOAD_FAILED: Mapping(grpc.StatusCode.FAILED_PRECONDITION, "IMAGE_DOWNLOAD_FAILED"),
-    Kind.RATE_LIMITED: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "BACKEND_RATE_LIMITED", retry_delay=1.0),
-    Kind.QUOTA_EXHAUSTED: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "BACKEND_QUOTA_EXHAUSTED"),
-    # The gateway's own configuration: an operator's problem, never the caller's authentication.
-    Kind.MISCONFIGURED: Mapping(grpc.StatusCode.INTERNAL, "BACKEND_MISCONFIGURED"),
-    Kind.ACCOUNT_UNAVAILABLE: Mapping(grpc.StatusCode.FAILED_PRECONDITION, "BACKEND_ACCOUNT_UNAVAILABLE"),
-    Kind.UNAVAILABLE: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE", retry_delay=1.0),
-    Kind.TIMEOUT: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, "BACKEND_TIMEOUT"),
-    Kind.FAILED: Mapping(grpc.StatusCode.INTERNAL, "BACKEND_FAILED"),
-    Kind.THROTTLED: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_BUDGET_EXHAUSTED", retry_delay=1.0),
-}
+def _complete(rows: dict[Kind, KindPolicy]) -> Mapping[Kind, KindPolicy]:
+    missing = [kind.name for kind in Kind if kind not in rows]
+    if missing:
+        raise LookupError(f"service/errors.py has no KindPolicy row for {', '.join(missing)}")
+    return MappingProxyType(rows)
 
-# What a caller is told when the fault is the gateway operator's to fix: the upstream's own message
-# may name the gateway's key id or account, which is not the caller's business.
-_OPERATOR_FAULTS = frozenset({Kind.MISCONFIGURED, Kind.ACCOUNT_UNAVAILABLE, Kind.FAILED})
+
+KIND_POLICIES: Final = _complete(
+    {
+        Kind.INVALID_REQUEST: KindPolicy(
+            code=grpc.StatusCode.INVALID_ARGUMENT,
+            reason="BACKEND_REJECTED_REQUEST",
+            retried=False,
+            # The next backend would judge the same image the same way.
+            fails_over=False,
+            circuit=CircuitEffect.SUCCESS,
+            operator_fault=False,
+            retry_delay=None,
+        ),
+        Kind.IMAGE_DOWNLOAD_FAILED: KindPolicy(
+            code=grpc.StatusCode.FAILED_PRECONDITION,
+            reason="IMAGE_DOWNLOAD_FAILED",
+            retried=False,
+            fails_over=False,
+            circuit=CircuitEffect.SUCCESS,
+            operator_fault=False,
+            retry_delay=None,
+        ),
+        Kind.RATE_LIMITED: KindPolicy(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reason="BACKEND_RATE_LIMITED",
+            retried=True,
+            fails_over=True,
+            circuit=CircuitEffect.SUCCESS,
+            operator_fault=False,
+            retry_delay=1.0,
+        ),
+        Kind.QUOTA_EXHAUSTED: KindPolicy(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reason="BACKEND_QUOTA_EXHAUSTED",
+            retried=False,
+            fails_over=True,
+            circuit=CircuitEffect.SUCCESS,
+            operator_fault=False,
+            retry_delay=None,
+        ),
+        Kind.MISCONFIGURED: KindPolicy(
+            # The gateway's own configuration: an operator's problem, never the caller's authentication.
+            code=grpc.StatusCode.INTERNAL,
+            reason="BACKEND_MISCONFIGURED",
+            retried=False,
+            fails_over=True,
+            circuit=CircuitEffect.FAILURE,
+            operator_fault=True,
+            retry_delay=None,
+        ),
+        Kind.ACCOUNT_UNAVAILABLE: KindPolicy(
+            code=grpc.StatusCode.FAILED_PRECONDITION,
+            reason="BACKEND_ACCOUNT_UNAVAILABLE",
+            retried=False,
+            fails_over=True,
+            circuit=CircuitEffect.FAILURE,
+            operator_fault=True,
+            retry_delay=None,
+        ),
+        Kind.UNAVAILABLE: KindPolicy(
+            code=grpc.StatusCode.UNAVAILABLE,
+            reason="BACKEND_UNAVAILABLE",
+            retried=True,
+            fails_over=True,
+            circuit=CircuitEffect.FAILURE,
+            operator_fault=False,
+            retry_delay=1.0,
+        ),
+        Kind.TIMEOUT: KindPolicy(
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            reason="BACKEND_TIMEOUT",
+            retried=False,
+            fails_over=True,
+            # Unless the caller's own short deadline ran out (the router checks).
+            circuit=CircuitEffect.FAILURE,
+            operator_fault=False,
+            retry_delay=None,
+        ),
+        Kind.FAILED: KindPolicy(
+            code=grpc.StatusCode.INTERNAL,
+            reason="BACKEND_FAILED",
+            retried=False,
+            fails_over=True,
+            circuit=CircuitEffect.SUCCESS,
+            operator_fault=True,
+            retry_delay=None,
+        ),
+        Kind.THROTTLED: KindPolicy(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reason="RATE_BUDGET_EXHAUSTED",
+            retried=False,
+            fails_over=True,
+            circuit=CircuitEffect.NONE,
+            operator_fault=False,
+            retry_delay=1.0,
+        ),
+    }
+)
+
+
+class CallFailure(Exception):
+    """A call that got no result: the last backend error seen, from which backend, after how many calls.
+
+    Built once, by whoever saw the failure last (the retrier, or the router when no backend could be
+    tried), as python-api-core's RetryError carries its last exception; nothing changes it in flight.
+    `backend` is "" when the failure is the router's own (an open circuit, no time left).
+    """
+
+    def __init__(self, error: BackendError, *, backend: str, attempts: int) -> None:
+        super().__init__(error.message)
+        self.error: Final = error
+        self.backend: Final = backend
+        self.attempts: Final = attempts
+
+    def __repr__(self) -> str:
+        return f"CallFailure({self.error!r}, backend={self.backend!r}, attempts={self.attempts})"
+
+
+@dataclass(frozen=True)
+class InternalFailure:
+    """A bug in the gateway: the caller gets a bare INTERNAL_ERROR, the log gets the traceback."""
+
+    error: Exception
+
+
+# Why a call has no result; each becomes the caller's status through `failure_status`.
+Failure: TypeAlias = CallFailure | ValidationError | InternalFailure
+
+
+def code_and_reason(failure: Failure) -> tuple[grpc.StatusCode, str]:
+    """The failure's gRPC code and `ErrorInfo` reason, as its status carries them."""
+    if isinstance(failure, CallFailure):
+        row = KIND_POLICIES[failure.error.kind]
+        return row.code, row.reason
+    if isinstance(failure, ValidationError):
+        return grpc.StatusCode.INVALID_ARGUMENT, failure.violations[0].reason
+    return grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"
+
+
+def failure_status(failure: Failure) -> status_pb2.Status:
+    """The status the caller gets, with its details."""
+    if isinstance(failure, CallFailure):
+        return _backend_status(failure)
+    if isinstance(failure, ValidationError):
+        return _validation_status(failure)
+    code, reason = code_and_reason(failure)
+    return _status(code, "internal error in the moderation gateway", reason, {})
 
 
 def _packed(message: object) -> any_pb2.Any:
@@ -79,25 +259,26 @@ def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadReque
     )
 
 
-def validation_status(error: ValidationError) -> status_pb2.Status:
-    first = error.violations[0]
+def _validation_status(error: ValidationError) -> status_pb2.Status:
+    code, reason = code_and_reason(error)
     return _status(
-        grpc.StatusCode.INVALID_ARGUMENT,
+        code,
         f"invalid request: {error}",
-        first.reason,
-        {"field": first.field},
+        reason,
+        {"field": error.violations[0].field},
         _bad_request(error.violations),
     )
 
 
-def backend_status(error: BackendError, backend: str) -> status_pb2.Status:
-    mapping = KIND_TO_STATUS[error.kind]
-    metadata = {"backend": backend, "attempts": str(error.attempts)}
+def _backend_status(failure: CallFailure) -> status_pb2.Status:
+    error, backend = failure.error, failure.backend
+    row = KIND_POLICIES[error.kind]
+    metadata = {"backend": backend, "attempts": str(failure.attempts)}
     if error.upstream_code:
         metadata["upstream_code"] = error.upstream_code
     if error.request_id:
         metadata["upstream_request_id"] = error.request_id
-    if error.kind in _OPERATOR_FAULTS:
+    if row.operator_fault:
         message = (
             f"backend {backend!r} refused the gateway's request ({error.upstream_code or error.kind.value}); "
             "this is a gateway configuration or account problem, not the caller's: contact its operators"
@@ -107,7 +288,7 @@ def backend_status(error: BackendError, backend: str) -> status_pb2.Status:
     details: list[object] = []
     if error.kind is Kind.INVALID_REQUEST:
         field = error.field or "image"
-        details.append(_bad_request([FieldViolation(field, error.message, mapping.reason)]))
+        details.append(_bad_request([FieldViolation(field, error.message, row.reason)]))
     if error.kind is Kind.QUOTA_EXHAUSTED:
         details.append(
             error_details_pb2.QuotaFailure(
@@ -118,24 +299,10 @@ def backend_status(error: BackendError, backend: str) -> status_pb2.Status:
                 ]
             )
         )
-    retry_delay = error.retry_after if error.retry_after is not None else mapping.retry_delay
+    retry_delay = error.retry_after if error.retry_after is not None else row.retry_delay
     if retry_delay is not None:
         details.append(_retry_info(retry_delay))
-    return _status(mapping.code, message, mapping.reason, metadata, *details)
-
-
-def internal_status() -> status_pb2.Status:
-    return _status(grpc.StatusCode.INTERNAL, "internal error in the moderation gateway", "INTERNAL_ERROR", {})
-
-
-def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo every gateway status carries."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
+    return _status(row.code, message, row.reason, metadata, *details)
 
 
 def stream_stopped_status(reason: str, items_read: int, idle_timeout: float | None) -> status_pb2.Status:

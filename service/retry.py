@@ -17,6 +17,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
+from service.errors import KIND_POLICIES, CallFailure
 from service.governor import Priority, RateGovernor
 from service.telemetry import Metrics, Telemetry
 
@@ -78,7 +79,10 @@ class Retrier:
         max_attempts: int | None = None,
         shares: Sequence[RateGovernor] = (),
     ) -> ModerateImageResponse:
-        """`shares`: slices of the backend's budget (a route's, a caller's), taken before its own."""
+        """`shares`: slices of the backend's budget (a route's, a caller's), taken before its own.
+
+        Raises `CallFailure` with the last error seen and the attempts made.
+        """
         loop = asyncio.get_running_loop()
         attempt = 0
         last_error: BackendError | None = None
@@ -87,21 +91,20 @@ class Retrier:
                 await self._take_slot(priority, deadline, shares)
             except BackendError as throttled:
                 # Out of time for a retry: the failure that made us retry is the one to report.
-                raise last_error or throttled from None
+                raise self._failure(last_error or throttled, attempt) from None
             attempt += 1
             started = loop.time()
             try:
                 result = await self._traced_attempt(request, deadline, attempt, last_error)
             except BackendError as error:
-                error.attempts = attempt
                 last_error = error
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
                     self._governor.upstream_rate_limited()
                 if not self._should_retry(error, attempt, max_attempts):
-                    raise
+                    raise self._failure(error, attempt) from error
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
-                    raise
+                    raise self._failure(error, attempt) from error
                 self._metrics.retries.add(
                     1, {"moderation.backend": self._backend.name, "moderation.retry_reason": _reason(error)}
                 )
@@ -110,6 +113,9 @@ class Retrier:
             self.latency.observe(loop.time() - started)
             result.attempts = attempt
             return result
+
+    def _failure(self, error: BackendError, attempts: int) -> CallFailure:
+        return CallFailure(error, backend=self._backend.name, attempts=attempts)
 
     async def _take_slot(
         self, priority: Priority, deadline: Deadline, shares: Sequence[RateGovernor]
@@ -161,7 +167,7 @@ class Retrier:
             raise _timeout(deadline) from None
 
     def _should_retry(self, error: BackendError, attempt: int, max_attempts: int | None) -> bool:
-        return error.retryable and attempt < (max_attempts or self._policy.max_attempts)
+        return KIND_POLICIES[error.kind].retried and attempt < (max_attempts or self._policy.max_attempts)
 
     def _delay_before_retry(self, error: BackendError, attempt: int, deadline: Deadline) -> float | None:
         """The sleep before the next attempt, or None when that attempt could not finish in time."""

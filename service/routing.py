@@ -22,25 +22,11 @@ from backends.errors import BackendError, Kind
 from service.auth import CALLER
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
+from service.errors import KIND_POLICIES, CallFailure, CircuitEffect
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier
 from service.telemetry import Metrics, Telemetry
 
-# Failures the next backend may not share.
-FAILOVER_KINDS = frozenset(
-    {
-        Kind.UNAVAILABLE,
-        Kind.TIMEOUT,
-        Kind.THROTTLED,
-        Kind.RATE_LIMITED,
-        Kind.QUOTA_EXHAUSTED,
-        Kind.MISCONFIGURED,
-        Kind.ACCOUNT_UNAVAILABLE,
-        Kind.FAILED,
-    }
-)
-# Failures that say the backend itself is unhealthy, and count towards opening its circuit.
-CIRCUIT_KINDS = frozenset({Kind.UNAVAILABLE, Kind.TIMEOUT, Kind.MISCONFIGURED, Kind.ACCOUNT_UNAVAILABLE})
 # The least time kept back for the next backend of a chain, and the multiple of its usual latency.
 MIN_RESERVE = 0.5
 RESERVE_LATENCIES = 2.0
@@ -140,14 +126,18 @@ class Router:
     async def moderate(
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
     ) -> ModerateImageResponse:
+        """The answer of the first backend of the route's chain that gives one.
+
+        Raises `CallFailure`: the last failure seen, or the router's own when no backend could be tried.
+        """
         route = self.route_for(request.biz_type)
-        last_error: BackendError | None = None
+        last_failure: CallFailure | None = None
         for position, name in enumerate(route.chain):
             upstream = self.upstreams[name]
             if deadline.remaining() <= 0:
                 break
             if not upstream.breaker.allow():
-                last_error = last_error or _circuit_open(name)
+                last_failure = last_failure or _router_failure(_circuit_open(name))
                 continue
             try:
                 result = await upstream.retrier.moderate(
@@ -157,15 +147,15 @@ class Router:
                     max_attempts=route.attempts,
                     shares=self._shares_for(route, name),
                 )
-            except BackendError as error:
-                error.backend = name
+            except CallFailure as failure:
+                error = failure.error
                 self._record(upstream, error, deadline)
-                if error.kind not in FAILOVER_KINDS:
+                if not KIND_POLICIES[error.kind].fails_over:
                     raise
                 self._metrics.failovers.add(
                     1, {"moderation.backend": name, "moderation.reason": error.kind.value}
                 )
-                last_error = error
+                last_failure = failure
                 continue
             except BaseException:
                 upstream.breaker.record_abandoned()
@@ -182,7 +172,9 @@ class Router:
                 biz_type=request.biz_type,
                 data_id=request.data_id,
             )
-        raise last_error or BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route")
+        raise last_failure or _router_failure(
+            BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route")
+        )
 
     def _budget(self, route: Route, position: int, deadline: Deadline) -> Deadline:
         later = [
@@ -201,11 +193,12 @@ class Router:
 
     @staticmethod
     def _record(upstream: Upstream, error: BackendError, deadline: Deadline) -> None:
-        if error.kind is Kind.THROTTLED or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
-            # Our own governor said no, or the caller's own short deadline ran out: neither says
+        effect = KIND_POLICIES[error.kind].circuit
+        if effect is CircuitEffect.NONE or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
+            # Nothing reached the backend, or the caller's own short deadline ran out: neither says
             # anything about the backend's health.
             upstream.breaker.record_abandoned()
-        elif error.kind in CIRCUIT_KINDS:
+        elif effect is CircuitEffect.FAILURE:
             upstream.breaker.record_failure()
         else:
             upstream.breaker.record_success()
@@ -213,6 +206,12 @@ class Router:
 
 def _is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
+
+
+def _router_failure(error: BackendError) -> CallFailure:
+    """A failure of the router's own (an open circuit, no time left): no backend was called, so none is
+    named and no attempt counted."""
+    return CallFailure(error, backend="", attempts=0)
 
 
 def _circuit_open(name: str) -> BackendError:

@@ -1,12 +1,10 @@
-"""The RPC handlers: convert, validate, delegate, map errors. Nothing else lives here."""
+"""The RPC handlers: convert, validate, delegate, answer. Observation lives in `service.observe`."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from typing import NoReturn, TypeAlias, TypeVar
+from collections.abc import AsyncIterator
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.rpc import status_pb2
@@ -19,23 +17,18 @@ from moderation.v1.moderation_service_pb2 import (
     ModerateImageResponse,
     StreamModerateImagesRequest,
     StreamModerateImagesResponse,
-    Suggestion,
 )
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from backends.errors import BackendError
 from service import errors
-from service.auth import CALLER
 from service.deadlines import Deadline
 from service.governor import Priority
-from service.logs import log_access
+from service.observe import Observer, Outcome
 from service.routing import Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
 from service.validation import FieldViolation, ValidationError, validate
-
-log = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 1000
 # Kept back from a stream item's budget (the stream's deadline, or the backend timeout from reading
@@ -43,7 +36,6 @@ MAX_BATCH_ITEMS = 1000
 # sent them on a busy 2-core gateway, and answers queue behind each other on the way out (bench.soak).
 STREAM_ITEM_MARGIN = 0.25
 
-Outcome: TypeAlias = ModerateImageResponse | status_pb2.Status
 ItemAnswer = TypeVar("ItemAnswer", StreamModerateImagesResponse, BatchModerateImagesResponse)
 
 
@@ -64,7 +56,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         # Set when the server begins to shut down: streams stop reading, answer what they read, and end.
         self._draining = asyncio.Event()
         self._tracer = telemetry.tracer
-        self._metrics = telemetry.metrics
+        self._observer = Observer(telemetry.metrics)
         self._backend_timeout = backend_timeout
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server.
@@ -81,10 +73,11 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         started = asyncio.get_running_loop().time()
         deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
         outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
-        code, fields = _access_fields(request, outcome)
-        log_access("ModerateImage", code, asyncio.get_running_loop().time() - started, **fields)
-        if isinstance(outcome, status_pb2.Status):
-            await _abort(context, outcome)
+        self._observer.unary_call(
+            "ModerateImage", request, outcome, asyncio.get_running_loop().time() - started
+        )
+        if not isinstance(outcome, ModerateImageResponse):
+            await _abort(context, errors.failure_status(outcome))
         return outcome
 
     async def StreamModerateImages(
@@ -108,7 +101,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 "(use StreamModerateImages for more)",
                 "BATCH_TOO_LARGE",
             )
-            await _abort(context, errors.validation_status(ValidationError([violation])))
+            await _abort(context, errors.failure_status(ValidationError([violation])))
         items = [
             Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
         ]
@@ -125,7 +118,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         method = (
             "StreamModerateImages" if message_type is StreamModerateImagesResponse else "BatchModerateImages"
         )
-        with self._stream_access(method) as tally:
+        with self._observer.stream_call(method) as tally:
             try:
                 async for item, outcome in self._answer_items(items, context, method):
                     tally(outcome)
@@ -167,64 +160,13 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             idle_timeout=self._stream_idle_timeout,
         )
 
-    @contextmanager
-    def _stream_access(self, method: str) -> Iterator[Callable[[Outcome], None]]:
-        """One access line per stream, however it ends, counting its items by outcome."""
-        started = asyncio.get_running_loop().time()
-        counts = {"items": 0, "errors": 0}
-
-        def tally(outcome: Outcome) -> None:
-            counts["items"] += 1
-            counts["errors"] += isinstance(outcome, status_pb2.Status)
-
-        code = "OK"
-        try:
-            yield tally
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = "UNKNOWN"
-            raise
-        finally:
-            elapsed = asyncio.get_running_loop().time() - started
-            log_access(method, code, elapsed, **counts)
-
     async def _moderate(
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
     ) -> Outcome:
-        """The result, or the status explaining why there is none. Never raises (but for cancellation)."""
-        kind = "unary" if priority is Priority.INTERACTIVE else "stream"
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self._metrics.in_flight[kind] += 1
-        try:
-            outcome = await self._outcome(request, deadline, priority)
-        finally:
-            self._metrics.in_flight[kind] -= 1
-        self._observe(method, request, outcome, loop.time() - started)
-        return outcome
-
-    def _observe(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
-        span = trace.get_current_span()
-        attributes = _outcome_attributes(request, outcome)
-        caller = CALLER.get()
-        if caller:
-            attributes["moderation.caller"] = caller
-        span.set_attributes(attributes)
-        if isinstance(outcome, status_pb2.Status):
-            span.set_status(trace.StatusCode.ERROR, str(attributes.get("moderation.error.reason", "")))
-        code = attributes["moderation.status_code"]
-        labels = {
-            "rpc.method": method,
-            "rpc.grpc.status_code": code,
-            "moderation.suggestion": attributes.get("moderation.suggestion", ""),
-            "moderation.label": attributes.get("moderation.label", ""),
-        }
-        if caller:
-            labels["moderation.caller"] = caller
-        self._metrics.requests.add(1, labels)
-        self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
+        """The result, or the failure explaining why there is none. Never raises (but for cancellation)."""
+        return await self._observer.image(
+            method, request, priority, self._outcome(request, deadline, priority)
+        )
 
     async def _outcome(
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
@@ -233,21 +175,10 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             with self._tracer.start_as_current_span("moderation.validate"):
                 validate(request)
             return await self._router.moderate(request, deadline, priority)
-        except ValidationError as error:
-            return errors.validation_status(error)
-        except BackendError as error:
-            log.warning(
-                "backend %s failed after %d attempt(s): %s (upstream code %r, request id %r)",
-                error.backend,
-                error.attempts,
-                error.message,
-                error.upstream_code,
-                error.request_id,
-            )
-            return errors.backend_status(error, error.backend)
-        except Exception:
-            log.exception("unexpected error while moderating")
-            return errors.internal_status()
+        except (ValidationError, errors.CallFailure) as failure:
+            return failure
+        except Exception as error:
+            return errors.InternalFailure(error)
 
 
 async def _stream_items(requests: AsyncIterator[StreamModerateImagesRequest]) -> AsyncIterator[Item]:
@@ -257,54 +188,12 @@ async def _stream_items(requests: AsyncIterator[StreamModerateImagesRequest]) ->
         index += 1
 
 
-def _code_name(status: status_pb2.Status) -> str:
-    return next((c.name for c in grpc.StatusCode if c.value[0] == status.code), str(status.code))
-
-
-def _outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> dict[str, str | int]:
-    """The documented `moderation.*` span attributes: never image bytes, URLs or secrets."""
-    attributes: dict[str, str | int] = {"moderation.biz_type": request.biz_type}
-    if isinstance(outcome, status_pb2.Status):
-        attributes["moderation.status_code"] = _code_name(outcome)
-        info = errors.error_info(outcome)
-        if info is not None:
-            attributes["moderation.error.reason"] = info.reason
-            attributes["moderation.backend"] = info.metadata.get("backend", "")
-        return attributes
-    attributes.update(
-        {
-            "moderation.status_code": "OK",
-            "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
-            "moderation.label": outcome.label,
-            "moderation.score": outcome.score,
-            "moderation.backend": outcome.backend,
-            "moderation.backend_request_id": outcome.request_id,
-            "moderation.attempts": outcome.attempts,
-            "moderation.fallback": str(outcome.fallback).lower(),
-            "moderation.unmoderated": str(outcome.unmoderated).lower(),
-        }
-    )
-    return attributes
-
-
-def _access_fields(request: ModerateImageRequest, outcome: Outcome) -> tuple[str, dict[str, object]]:
-    attributes = _outcome_attributes(request, outcome)
-    return str(attributes["moderation.status_code"]), {
-        "backend": attributes.get("moderation.backend", ""),
-        "data_id": request.data_id,
-        "backend_request_id": attributes.get("moderation.backend_request_id", ""),
-        "suggestion": attributes.get("moderation.suggestion", ""),
-        "attempts": attributes.get("moderation.attempts", 0),
-        "reason": attributes.get("moderation.error.reason", ""),
-    }
-
-
 def _item_answer(message_type: type[ItemAnswer], item: Item, outcome: Outcome) -> ItemAnswer:
     answer = message_type(index=item.index, correlation_id=item.correlation_id)
-    if isinstance(outcome, status_pb2.Status):
-        answer.error.CopyFrom(outcome)
-    else:
+    if isinstance(outcome, ModerateImageResponse):
         answer.result.CopyFrom(outcome)
+    else:
+        answer.error.CopyFrom(errors.failure_status(outcome))
     return answer
 
 

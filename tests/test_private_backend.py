@@ -25,6 +25,7 @@ from backends.tencent.auth import Credentials, TC3Auth
 from backends.tencent.client import SERVICE, ImsBackend, ImsEndpoint
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from service.errors import KIND_POLICIES
 from tests.conftest import SECRET_ID, SECRET_KEY
 
 TOKEN = "private-deployment-token-0123456789"
@@ -268,7 +269,7 @@ async def test_tls_failures_are_misconfiguration_and_not_retried(
     error = await failure(build(settings, name="onprem"))
 
     assert error.kind is Kind.MISCONFIGURED
-    assert not error.retryable
+    assert not KIND_POLICIES[error.kind].retried
     assert error.message.startswith("TLS handshake with the private deployment 'onprem' failed: ")
     assert reason in error.message
     assert emulator.stats.requests == 0
@@ -282,7 +283,7 @@ async def test_https_to_a_plain_http_port_is_misconfiguration(
 
     error = await failure(build(PrivateSettings(url=https_url, auth="none")))
 
-    assert (error.kind, error.retryable) == (Kind.MISCONFIGURED, False)
+    assert (error.kind, KIND_POLICIES[error.kind].retried) == (Kind.MISCONFIGURED, False)
     assert error.message == "TLS handshake with the private deployment 'private' failed: wrong version number"
 
 
@@ -293,7 +294,7 @@ async def test_refused_connection_stays_a_retryable_network_fault(build: Callabl
 
     error = await failure(build(PrivateSettings(url=f"https://127.0.0.1:{port}", auth="none")))
 
-    assert (error.kind, error.retryable) == (Kind.UNAVAILABLE, True)
+    assert (error.kind, KIND_POLICIES[error.kind].retried) == (Kind.UNAVAILABLE, True)
     assert "TLS" not in error.message
 
 
@@ -313,7 +314,11 @@ async def test_a_refused_token_is_misconfiguration_with_the_upstream_code(
 ) -> None:
     error = await failure(build(mtls(pki, bearer_emulator.url, **overrides)))
 
-    assert (error.kind, error.upstream_code, error.retryable) == (Kind.MISCONFIGURED, code, False)
+    assert (error.kind, error.upstream_code, KIND_POLICIES[error.kind].retried) == (
+        Kind.MISCONFIGURED,
+        code,
+        False,
+    )
     assert error.request_id
     assert bearer_emulator.stats.errors_by_code == {code: 1}
     assert bearer_emulator.stats.billed == 0

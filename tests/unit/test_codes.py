@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from backends.errors import BackendError, Kind
+from backends.errors import Kind
 from backends.tencent.codes import ERROR_KINDS, kind_of
+from service.errors import KIND_POLICIES
 
 # ImageModeration 2020-12-29 errorcodes.py, complete.
 IMS_CODES = [
@@ -107,7 +108,7 @@ def test_every_documented_code_is_mapped_explicitly(code: str) -> None:
 
 
 def test_only_transient_codes_are_retried() -> None:
-    retried = {code for code in ERROR_KINDS if BackendError(kind_of(code), "").retryable}
+    retried = {code for code in ERROR_KINDS if KIND_POLICIES[kind_of(code)].retried}
     assert retried == RETRYABLE
 
 

@@ -9,6 +9,8 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
+from service.errors import CallFailure
+from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
@@ -88,16 +90,52 @@ async def test_full_jitter_draws_below_the_ceiling() -> None:
 )
 async def test_permanent_failures_are_never_retried(kind: Kind) -> None:
     backend, sleep = ScriptedBackend(BackendError(kind, "no")), RecordingSleep()
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(CallFailure) as caught:
         await retrier(backend, sleep).moderate(REQUEST, Deadline.for_call(None))
     assert (backend.calls, caught.value.attempts) == (1, 1)
 
 
 async def test_attempts_are_capped() -> None:
     backend, sleep = ScriptedBackend(*[transient()] * 5), RecordingSleep()
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(CallFailure) as caught:
         await retrier(backend, sleep, attempts=2).moderate(REQUEST, Deadline.for_call(None))
     assert (backend.calls, caught.value.attempts) == (2, 2)
+
+
+async def test_the_failure_carries_the_last_error_untouched_with_backend_and_attempts() -> None:
+    first, last = transient(), BackendError(Kind.UNAVAILABLE, "still down", upstream_code="InternalError")
+    backend, sleep = ScriptedBackend(first, last), RecordingSleep()
+    with pytest.raises(CallFailure) as caught:
+        await retrier(backend, sleep, attempts=2).moderate(REQUEST, Deadline.for_call(None))
+    assert caught.value.error is last
+    assert (caught.value.backend, caught.value.attempts) == ("scripted", 2)
+    assert vars(last) == vars(BackendError(Kind.UNAVAILABLE, "still down", upstream_code="InternalError"))
+
+
+async def test_a_retry_that_gets_no_rate_slot_reports_the_failure_that_made_it_retry() -> None:
+    governor = RateGovernor(1, window=1.0)  # the first attempt takes the only slot of the second
+    backend, sleep = ScriptedBackend(transient()), RecordingSleep()
+    subject = Retrier(backend, RetryPolicy(), governor=governor, jitter=lambda: 0.0, sleep=sleep)
+    try:
+        with pytest.raises(CallFailure) as caught:
+            await subject.moderate(REQUEST, Deadline.for_call(0.5))
+    finally:
+        await governor.aclose()
+    assert (caught.value.error.kind, caught.value.error.message) == (Kind.UNAVAILABLE, "model call failed")
+    assert (caught.value.attempts, backend.calls) == (1, 1)
+
+
+async def test_a_call_that_gets_no_first_rate_slot_made_no_attempt() -> None:
+    governor = RateGovernor(1, window=1.0)
+    await governor.acquire(Priority.INTERACTIVE, Deadline.for_call(None))
+    backend, sleep = ScriptedBackend(), RecordingSleep()
+    subject = Retrier(backend, RetryPolicy(), governor=governor, sleep=sleep)
+    try:
+        with pytest.raises(CallFailure) as caught:
+            await subject.moderate(REQUEST, Deadline.for_call(0.3))
+    finally:
+        await governor.aclose()
+    assert (caught.value.error.kind, caught.value.attempts, backend.calls) == (Kind.THROTTLED, 0, 0)
 
 
 async def test_retry_after_is_honoured() -> None:
@@ -111,7 +149,7 @@ async def test_no_retry_starts_that_cannot_finish_in_time() -> None:
     backend, sleep = ScriptedBackend(0.05, transient()), RecordingSleep()
     subject = retrier(backend, sleep, jitter=0.0)
     await subject.moderate(REQUEST, Deadline.for_call(None))  # learns that attempts take ~50 ms
-    with pytest.raises(BackendError):
+    with pytest.raises(CallFailure):
         await subject.moderate(REQUEST, Deadline.for_call(0.04))
     assert backend.calls == 2
 
@@ -120,10 +158,10 @@ async def test_each_attempt_gets_only_the_time_left_and_is_cut_off() -> None:
     backend, sleep = ScriptedBackend(5.0), RecordingSleep()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(CallFailure) as caught:
         await retrier(backend, sleep).moderate(REQUEST, Deadline.for_call(0.2))
-    assert caught.value.kind is Kind.TIMEOUT
-    assert "caller's deadline" in caught.value.message
+    assert caught.value.error.kind is Kind.TIMEOUT
+    assert "caller's deadline" in caught.value.error.message
     assert loop.time() - started < 0.3
     assert backend.timeouts[0] <= 0.2
 
@@ -131,9 +169,9 @@ async def test_each_attempt_gets_only_the_time_left_and_is_cut_off() -> None:
 async def test_backend_timeout_caps_a_caller_without_deadline() -> None:
     deadline = Deadline.for_call(None, cap=0.1)
     backend, sleep = ScriptedBackend(5.0), RecordingSleep()
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(CallFailure) as caught:
         await retrier(backend, sleep).moderate(REQUEST, deadline)
-    assert "backend timeout" in caught.value.message
+    assert "backend timeout" in caught.value.error.message
     assert not deadline.set_by_caller
 
 

@@ -20,6 +20,7 @@ from moderation.v1.moderation_service_pb2 import (
 
 from backends.errors import BackendError, Kind
 from backends.tencent.wire import parse_response, request_params
+from service.errors import KIND_POLICIES
 
 
 def test_every_request_field_is_sent_under_its_ims_name() -> None:
@@ -295,7 +296,7 @@ def test_error_envelope_is_classified_with_its_request_id() -> None:
     with pytest.raises(BackendError) as caught:
         parse_response(json.dumps(body).encode())
     assert caught.value.kind is Kind.UNAVAILABLE
-    assert caught.value.retryable
+    assert KIND_POLICIES[caught.value.kind].retried
     assert (caught.value.upstream_code, caught.value.request_id) == (
         "ResourceUnavailable.ModelCallFailed",
         "req-9",

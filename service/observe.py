@@ -1,0 +1,166 @@
+"""What each image's outcome records: span attributes, metrics and the access log's fields.
+
+All of it is read from the typed outcome (the result, or the failure the caller's status is built
+from), never by unpacking the `google.rpc.Status` sent to the caller. Image bytes, URLs and secrets are
+never recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Final, TypeAlias
+
+import grpc
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from opentelemetry import trace
+
+from service.auth import CALLER
+from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
+from service.governor import Priority
+from service.logs import log_access
+from service.telemetry import Metrics
+
+__all__ = ["CODE_NAMES", "Observer", "Outcome", "access_fields", "outcome_attributes", "status_code_name"]
+
+log = logging.getLogger(__name__)
+
+# The result, or why there is none.
+Outcome: TypeAlias = ModerateImageResponse | Failure
+Attributes: TypeAlias = dict[str, str | int]
+
+CODE_NAMES: Final[Mapping[grpc.StatusCode, str]] = MappingProxyType({c: c.name for c in grpc.StatusCode})
+
+
+def status_code_name(outcome: Outcome) -> str:
+    """The gRPC code of the answer, as its name (`OK`, `INVALID_ARGUMENT`, ...)."""
+    if isinstance(outcome, ModerateImageResponse):
+        return CODE_NAMES[grpc.StatusCode.OK]
+    code, _ = code_and_reason(outcome)
+    return CODE_NAMES[code]
+
+
+def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attributes:
+    """The documented `moderation.*` span attributes of one image."""
+    if not isinstance(outcome, ModerateImageResponse):
+        _, reason = code_and_reason(outcome)
+        return {
+            "moderation.biz_type": request.biz_type,
+            "moderation.status_code": status_code_name(outcome),
+            "moderation.error.reason": reason,
+            "moderation.backend": outcome.backend if isinstance(outcome, CallFailure) else "",
+        }
+    return {
+        "moderation.biz_type": request.biz_type,
+        "moderation.status_code": status_code_name(outcome),
+        "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
+        "moderation.label": outcome.label,
+        "moderation.score": outcome.score,
+        "moderation.backend": outcome.backend,
+        "moderation.backend_request_id": outcome.request_id,
+        "moderation.attempts": outcome.attempts,
+        "moderation.fallback": str(outcome.fallback).lower(),
+        "moderation.unmoderated": str(outcome.unmoderated).lower(),
+    }
+
+
+def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, object]:
+    """A unary call's access-log fields beyond method, code and duration."""
+    attributes = outcome_attributes(request, outcome)
+    return {
+        "backend": attributes.get("moderation.backend", ""),
+        "data_id": request.data_id,
+        "backend_request_id": attributes.get("moderation.backend_request_id", ""),
+        "suggestion": attributes.get("moderation.suggestion", ""),
+        "attempts": attributes.get("moderation.attempts", 0),
+        "reason": attributes.get("moderation.error.reason", ""),
+    }
+
+
+class Observer:
+    """Records each image on its span and in the metrics, each failure in the log, each RPC's access line."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def image(
+        self, method: str, request: ModerateImageRequest, priority: Priority, outcome: Awaitable[Outcome]
+    ) -> Outcome:
+        """Awaits one image's outcome, counted in flight meanwhile, and records it on the current span."""
+        kind = "unary" if priority is Priority.INTERACTIVE else "stream"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._metrics.in_flight[kind] += 1
+        try:
+            result = await outcome
+        finally:
+            self._metrics.in_flight[kind] -= 1
+        self._record(method, request, result, loop.time() - started)
+        return result
+
+    def unary_call(
+        self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float
+    ) -> None:
+        log_access(method, status_code_name(outcome), seconds, **access_fields(request, outcome))
+
+    @contextmanager
+    def stream_call(self, method: str) -> Iterator[Callable[[Outcome], None]]:
+        """One access line per stream, however it ends, counting its items by outcome."""
+        started = asyncio.get_running_loop().time()
+        counts = {"items": 0, "errors": 0}
+
+        def tally(outcome: Outcome) -> None:
+            counts["items"] += 1
+            counts["errors"] += not isinstance(outcome, ModerateImageResponse)
+
+        code = CODE_NAMES[grpc.StatusCode.OK]
+        try:
+            yield tally
+        except (asyncio.CancelledError, GeneratorExit):
+            code = CODE_NAMES[grpc.StatusCode.CANCELLED]
+            raise
+        except BaseException:
+            code = CODE_NAMES[grpc.StatusCode.UNKNOWN]
+            raise
+        finally:
+            log_access(method, code, asyncio.get_running_loop().time() - started, **counts)
+
+    def _record(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
+        _log_failure(outcome)
+        attributes = outcome_attributes(request, outcome)
+        caller = CALLER.get()
+        if caller:
+            attributes["moderation.caller"] = caller
+        span = trace.get_current_span()
+        span.set_attributes(attributes)
+        if not isinstance(outcome, ModerateImageResponse):
+            span.set_status(trace.StatusCode.ERROR, str(attributes["moderation.error.reason"]))
+        code = attributes["moderation.status_code"]
+        labels = {
+            "rpc.method": method,
+            "rpc.grpc.status_code": code,
+            "moderation.suggestion": attributes.get("moderation.suggestion", ""),
+            "moderation.label": attributes.get("moderation.label", ""),
+        }
+        if caller:
+            labels["moderation.caller"] = caller
+        self._metrics.requests.add(1, labels)
+        self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
+
+
+def _log_failure(outcome: Outcome) -> None:
+    if isinstance(outcome, CallFailure):
+        error = outcome.error
+        log.warning(
+            "backend %s failed after %d attempt(s): %s (upstream code %r, request id %r)",
+            outcome.backend,
+            outcome.attempts,
+            error.message,
+            error.upstream_code,
+            error.request_id,
+        )
+    elif isinstance(outcome, InternalFailure):
+        log.error("unexpected error while moderating", exc_info=outcome.error)
