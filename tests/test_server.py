@@ -120,3 +120,22 @@ async def test_tencent_without_credentials_fails_fast_naming_the_variables() -> 
     assert process.returncode == 2
     assert "TENCENTCLOUD_SECRET_ID" in process.stderr
     assert "TENCENTCLOUD_SECRET_KEY" in process.stderr
+
+
+async def test_every_configuration_problem_at_once_and_no_value_echoed() -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "IMS_ENDPOINT": f"https://{SECRET_ID}:{SECRET_KEY}@ims.example",
+        "IMS_QPS": "lots",
+        "MODERATION_LOG_LEVEL": SECRET_KEY,
+    }
+    process = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=20
+    )
+    assert process.returncode == 2
+    for name in ("IMS_ENDPOINT", "IMS_QPS", "MODERATION_LOG_LEVEL"):
+        assert name in process.stderr
+    assert SECRET_ID not in process.stderr + process.stdout
+    assert SECRET_KEY not in process.stderr + process.stdout
