@@ -36,6 +36,9 @@ class Kind(enum.Enum):
     FAILED = "failed"
     # The gateway's own rate governor had no slot for the call before its deadline; nothing was sent.
     THROTTLED = "throttled"
+    # An in-process backend had no room (memory or work budget) for the image before the deadline;
+    # nothing was analysed. Another backend, or the same one a moment later, may have room.
+    OVERLOADED = "overloaded"
 
 
 class BackendError(Exception):

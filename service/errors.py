@@ -174,6 +174,16 @@ KIND_POLICIES: Final = _complete(
             operator_fault=False,
             retry_delay=1.0,
         ),
+        Kind.OVERLOADED: KindPolicy(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reason="BACKEND_OVERLOADED",
+            retried=False,
+            fails_over=True,
+            # Busy, not broken: the backend refused work it had no room for.
+            circuit=CircuitEffect.NONE,
+            operator_fault=False,
+            retry_delay=1.0,
+        ),
     }
 )
 

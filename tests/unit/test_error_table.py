@@ -27,6 +27,7 @@ STATUSES = {
     Kind.TIMEOUT: ("DEADLINE_EXCEEDED", "BACKEND_TIMEOUT", None),
     Kind.FAILED: ("INTERNAL", "BACKEND_FAILED", None),
     Kind.THROTTLED: ("RESOURCE_EXHAUSTED", "RATE_BUDGET_EXHAUSTED", 1.0),
+    Kind.OVERLOADED: ("RESOURCE_EXHAUSTED", "BACKEND_OVERLOADED", 1.0),
 }
 # The decisions: retried, fails over, circuit, operator fault.
 DECISIONS = {
@@ -40,6 +41,7 @@ DECISIONS = {
     Kind.TIMEOUT: (False, True, FAILURE, False),
     Kind.FAILED: (False, True, SUCCESS, True),
     Kind.THROTTLED: (False, True, NONE, False),
+    Kind.OVERLOADED: (False, True, NONE, False),
 }
 
 
