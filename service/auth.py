@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 
+# Re-exported: the access log, spans, metrics and router read it from here.
+from backends.calls import CALLER as CALLER
 from service import errors
 
-CALLER: ContextVar[str] = ContextVar("moderation_caller", default="")
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
