@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,8 @@ from PIL import Image
 
 from backends.errors import BackendError, Kind
 from backends.local.backend import LocalBackend
-from backends.local.frames import sample_frames
+from backends.local.cancel import CancelToken
+from backends.local.frames import DEFAULT_LIMITS, sample_frames
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
 from bench.local_images import animated_gif, encode, near_duplicates, photo, qr_image, text_image
@@ -159,9 +161,10 @@ async def test_animated_images_sample_the_requested_frames(backend: LocalBackend
 def test_frame_sampling_indexes() -> None:
     frames = [photo("camera").resize((64, 64)).rotate(angle) for angle in range(0, 70, 10)]
     with Image.open(io.BytesIO(animated_gif(frames))) as image:
-        assert [i for i, _ in sample_frames(image, interval=0, max_frames=0)] == [0]
-        assert [i for i, _ in sample_frames(image, interval=3, max_frames=5)] == [0, 3, 6]
-        assert [i for i, _ in sample_frames(image, interval=2, max_frames=2)] == [0, 2]
+        sampled = functools.partial(sample_frames, image, limits=DEFAULT_LIMITS, token=CancelToken(60))
+        assert [i for i, _ in sampled(interval=0, max_frames=0)] == [0]
+        assert [i for i, _ in sampled(interval=3, max_frames=5)] == [0, 3, 6]
+        assert [i for i, _ in sampled(interval=2, max_frames=2)] == [0, 2]
 
 
 async def test_corrupt_image_is_an_invalid_request(backend: LocalBackend) -> None:

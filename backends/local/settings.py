@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, DirectoryPath, Field, FilePath
 from pydantic_settings import NoDecode
 
 from backends.local.fetch import FetchPolicy
+from backends.local.frames import FrameLimits
 from backends.options import Declared
 
 __all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
@@ -61,12 +62,38 @@ class LocalSettings(Declared):
         validation_alias="MODERATION_LOCAL_WORKERS",
         description="threads analysing images (models run off the event loop).",
     )
+    max_frames: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        validation_alias="MODERATION_LOCAL_MAX_FRAMES",
+        description="frames analysed at most per image (IMS's own limit is 5); a larger `max_frames` "
+        "is clamped to it.",
+    )
+    max_pixels: int = Field(
+        9_999 * 9_999,
+        ge=1,
+        validation_alias="MODERATION_LOCAL_MAX_PIXELS",
+        description="decoded pixels per request, over every frame sampled or stepped through: by "
+        "default one frame of the largest size IMS accepts (9999x9999).",
+    )
+    decode_budget_bytes: int = Field(
+        1024**3,
+        ge=64 * 1024**2,
+        validation_alias="MODERATION_LOCAL_DECODE_BUDGET_BYTES",
+        description="memory all images being decoded at once may take, estimated from their headers; "
+        "others wait within their deadlines or get RESOURCE_EXHAUSTED.",
+    )
     fetch_allow_networks: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] = Field(
         (),
         validation_alias="MODERATION_FETCH_ALLOW_NETWORKS",
         description="comma-separated networks (`10.1.0.0/16,::1/128`) the local backend may download "
         "image URLs from although they are not publicly routable.",
     )
+
+    @property
+    def limits(self) -> FrameLimits:
+        return FrameLimits(max_frames=self.max_frames, max_pixels=self.max_pixels)
 
     @property
     def fetch(self) -> FetchPolicy:
