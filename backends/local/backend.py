@@ -44,6 +44,8 @@ DEFAULT_BIZ_TYPE = "default"
 # Admission stops waiting this long before the deadline: an image admitted later could not be analysed
 # in time, and the caller learns "overloaded" (worth another backend) rather than a bare timeout.
 ANALYSIS_RESERVE = 0.25
+# How long shutdown waits for cancelled analyses to reach their next frame.
+STOP_WAIT = 5.0
 # Decodes at least this large hand their freed memory back to the OS afterwards.
 TRIM_AFTER_BYTES = 64 * 1024 * 1024
 UNDECODABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
@@ -63,8 +65,9 @@ class LocalBackend:
         self._threads = DaemonPool(settings.workers)
         self._workers = FairBudget(settings.workers)
         self._memory = FairBudget(settings.decode_budget_bytes)
-        # Analyses under way, cancelled together at shutdown.
-        self._running: set[CancelToken] = set()
+        # Analyses under way, each with the future its thread's exit resolves: cancelled, and waited
+        # for, at shutdown.
+        self._running: dict[CancelToken, asyncio.Future[None]] = {}
 
     @property
     def name(self) -> str:
@@ -120,12 +123,15 @@ class LocalBackend:
         )
         grants = await self._admit(caller, estimate, deadline - ANALYSIS_RESERVE)
 
+        exited = loop.create_future()
+
         def finished() -> None:
-            self._running.discard(token)
+            del self._running[token]
+            exited.set_result(None)
             for grant in grants:
                 grant.release()
 
-        self._running.add(token)
+        self._running[token] = exited
         try:
             result = await self._threads.run(functools.partial(_trimmed, analyze, estimate), on_exit=finished)
         except (asyncio.CancelledError, TimeoutError):
@@ -170,9 +176,13 @@ class LocalBackend:
         return [memory, worker]
 
     async def aclose(self) -> None:
-        # Nothing awaits these any more; their threads are daemons and stop at the next frame.
+        """Stop the analyses under way at their next frame, and wait a little for them: a thread still
+        inside onnxruntime when the interpreter exits aborts the process. Never longer than
+        `STOP_WAIT`: the threads are daemons and cannot keep the process alive."""
         for token in self._running:
             token.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=STOP_WAIT)
         await self._fetcher.aclose()
 
 
