@@ -76,6 +76,7 @@ class LocalSettings(Declared):
         validation_alias="MODERATION_LOCAL_MAX_PIXELS",
         description="decoded pixels per request, over every frame sampled or stepped through: by "
         "default one frame of the largest size IMS accepts (9999x9999).",
+        json_schema_extra={"default_text": "`99980001` (9999 × 9999)"},
     )
     decode_budget_bytes: int = Field(
         1024**3,
@@ -83,6 +84,7 @@ class LocalSettings(Declared):
         validation_alias="MODERATION_LOCAL_DECODE_BUDGET_BYTES",
         description="memory all images being decoded at once may take, estimated from their headers; "
         "others wait within their deadlines or get RESOURCE_EXHAUSTED.",
+        json_schema_extra={"default_text": "`1073741824` (1 GiB)"},
     )
     fetch_allow_networks: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] = Field(
         (),
