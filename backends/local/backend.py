@@ -134,7 +134,8 @@ class LocalBackend:
         self._running[token] = exited
         try:
             result = await self._threads.run(functools.partial(_trimmed, analyze, estimate), on_exit=finished)
-        except (asyncio.CancelledError, TimeoutError):
+        except asyncio.CancelledError:
+            # The call timed out or was cancelled: the thread stops at its next frame.
             token.cancel()
             raise
         except Cancelled:

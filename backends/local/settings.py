@@ -76,7 +76,7 @@ class LocalSettings(Declared):
         validation_alias="MODERATION_LOCAL_MAX_PIXELS",
         description="decoded pixels per request, over every frame sampled or stepped through: by "
         "default one frame of the largest size IMS accepts (9999x9999).",
-        json_schema_extra={"default_text": "`99980001` (9999 × 9999)"},
+        json_schema_extra={"default_text": "`99980001` (9999x9999)"},
     )
     decode_budget_bytes: int = Field(
         1024**3,
