@@ -66,8 +66,8 @@ class BackendError(Exception):
         super().__init__(message)
         self.kind: Final = kind
         self.message: Final = message
-        self.upstream_code: Final = upstream_code and bounded_token(upstream_code, UPSTREAM_CODE)
-        self.request_id: Final = request_id and bounded_token(request_id, REQUEST_ID)
+        self.upstream_code: Final = bounded_token(upstream_code, UPSTREAM_CODE)
+        self.request_id: Final = bounded_token(request_id, REQUEST_ID)
         self.retry_after: Final = retry_after
         # For INVALID_REQUEST: the request field to fix, when the backend said which.
         self.field: Final = field

@@ -52,8 +52,10 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 
 def bounded_token(value: str, grammar: re.Pattern[str], limit: int = MAX_CODE_CHARS) -> str:
-    """`value` if it matches `grammar` within `limit` characters; else `UNRECOGNISED`."""
-    return value if len(value) <= limit and grammar.fullmatch(value) else UNRECOGNISED
+    """`value` if it matches `grammar` within `limit` characters; else `UNRECOGNISED` ("" stays "")."""
+    if not value or (len(value) <= limit and grammar.fullmatch(value)):
+        return value
+    return UNRECOGNISED
 
 
 class Scrubber:

@@ -164,10 +164,8 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
         )
     response.request_id = request_id
     # The verdict's label becomes a metric label: a word of IMS's label grammar, or `unrecognised`.
-    if response.label:
-        response.label = scrubber.token(response.label, LABEL)
-    if response.sub_label:
-        response.sub_label = scrubber.token(response.sub_label, LABEL)
+    response.label = scrubber.token(response.label, LABEL)
+    response.sub_label = scrubber.token(response.sub_label, LABEL)
     return response
 
 
@@ -177,7 +175,7 @@ def _error_from(error: Any, request_id: str, scrubber: Scrubber) -> BackendError
     raw_code = str(error.get("code") or "")
     # Classified by what IMS said; shown only if it is a code, so nothing else rides along.
     kind = kind_of(raw_code)
-    code = scrubber.token(raw_code, UPSTREAM_CODE) if raw_code else ""
+    code = scrubber.token(raw_code, UPSTREAM_CODE)
     log.info(
         "IMS answered %s (request id %s): %s",
         code or "an error without a code",
