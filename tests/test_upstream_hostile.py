@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -43,9 +42,10 @@ async def moderate(
     stub: Stub, request: ModerateImageRequest, timeout: float = 10
 ) -> RichError | ModerateImageResponse:
     try:
-        return await stub.ModerateImage(request, timeout=timeout)
+        response: ModerateImageResponse = await stub.ModerateImage(request, timeout=timeout)
     except grpc.aio.AioRpcError as error:
         return rich_error(error)
+    return response
 
 
 def failure(outcome: RichError | ModerateImageResponse) -> RichError:
@@ -74,7 +74,7 @@ def reader() -> InMemoryMetricReader:
 
 
 @pytest.fixture
-def telemetry(spans: InMemorySpanExporter, reader: InMemoryMetricReader) -> Iterator[Telemetry]:
+def telemetry(spans: InMemorySpanExporter, reader: InMemoryMetricReader) -> Telemetry:
     return setup_telemetry({}, span_processors=[SimpleSpanProcessor(spans)], metric_readers=[reader])
 
 

@@ -204,6 +204,9 @@ class _VettingResolver(AbstractResolver):
         """Nothing to release: lookups hold no resources between calls."""
 
 
+_INVALID_REDIRECT = "could not download the image: it redirects to an invalid URL"
+
+
 class _AttemptFailed(Exception):
     """A failure another attempt may not repeat: an HTTP status other than 200."""
 
@@ -255,6 +258,9 @@ class ImageFetcher:
                     return await self._attempt(start)
             except _Forbidden as exc:
                 raise _refused(str(exc)) from None
+            except UnicodeError:
+                # httpx builds `next_request` from any Location header, and idna refuses its host.
+                raise BackendError(Kind.IMAGE_DOWNLOAD_FAILED, _INVALID_REDIRECT) from None
             except TimeoutError:
                 failure = f"no complete answer within {budget:.3g} s"
             except _AttemptFailed as exc:
@@ -309,9 +315,7 @@ class ImageFetcher:
             return url
         # Not quoted: the text may carry a token. A bad redirect is the image server's fault, not the URL's.
         if base is not None:
-            raise BackendError(
-                Kind.IMAGE_DOWNLOAD_FAILED, "could not download the image: it redirects to an invalid URL"
-            )
+            raise BackendError(Kind.IMAGE_DOWNLOAD_FAILED, _INVALID_REDIRECT)
         raise _refused(f"the image URL is not a valid URL: {problem}")
 
     def _checked(self, url: httpx.URL) -> httpx.URL:

@@ -119,6 +119,13 @@ class ImsBackend:
                 content = await _read_capped(response)
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise BackendError(Kind.TIMEOUT, f"IMS did not answer within {timeout:.3f} s") from None
+        except UnicodeError:
+            # httpx builds `next_request` from any Location header, and idna refuses its host.
+            raise BackendError(
+                Kind.UNAVAILABLE,
+                "IMS answered with a redirect to an invalid URL",
+                upstream_code=wire.MALFORMED,
+            ) from None
         except TRANSPORT_ERRORS as exc:
             # Errors without a RequestId never reached the API: a network fault, worth a retry.
             # httpx-aiohttp reports aiohttp's errors under httpx names (a reset mid-answer becomes

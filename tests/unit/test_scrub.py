@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, User
 
 from backends.errors import BackendError, Kind
@@ -98,8 +98,6 @@ def test_hosts_any_client_can_reach(host: str) -> None:
 
 def _wire_size(status: object) -> int:
     """What the status costs in metadata: its message percent-encoded, its details base64-encoded."""
-    from google.rpc import status_pb2
-
     assert isinstance(status, status_pb2.Status)
     details = status_pb2.Status(details=status.details).SerializeToString()
     return 3 * len(status.message) + (len(details) * 4 + 2) // 3
