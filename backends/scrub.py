@@ -68,6 +68,10 @@ class Scrubber:
     def __repr__(self) -> str:
         return f"Scrubber({len(self._secrets)} secrets)"
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
     def holds_secret(self, text: str) -> bool:
         return any(secret in text for secret in self._secrets)
 
