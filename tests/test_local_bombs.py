@@ -17,8 +17,8 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from bench.bombs import frame_flood_gif, pixel_bomb_png, pixel_bomb_webp, tall_second_page_tiff
+from bench.fileserver import serve_files
 from bench.local_images import encode, photo
-from tests.fileserver import serve_files
 from tests.richstatus import rich_error
 from tests.service_process import free_port, spawn_service
 
