@@ -22,7 +22,7 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from bench.client import CODE_NAMES
-from bench.hostile import CLOUD_BIZ_TYPE, Attack, Target
+from bench.hostile import CLOUD_BIZ_TYPE, HOSTILE_BIZ_TYPE, Attack, Target
 from emulator.images import make_png
 
 _SERVICE = "/moderation.v1.ModerationService"
@@ -39,8 +39,12 @@ FLOOD_DEADLINE = 10.0
 FLOOD_CONNECTIONS = 40
 
 
-def _outcome(error: grpc.aio.AioRpcError) -> str:
-    """The code, unless the error leaks internals or lacks the ErrorInfo every gateway error carries."""
+def _outcome(error: grpc.aio.AioRpcError, secrets: Sequence[str] = ()) -> str:
+    """The code, unless the error leaks a secret or internals, or lacks the ErrorInfo every gateway
+    error carries."""
+    shown = f"{error.details()} {error.trailing_metadata()}"
+    if any(secret in shown for secret in secrets):
+        return "LEAKED_SECRET"
     if _INTERNAL_NAMES.search(error.details() or ""):
         return "LEAKED_INTERNALS"
     if error.code() in {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}:
@@ -65,11 +69,12 @@ async def _call(
         request_serializer=ModerateImageRequest.SerializeToString,
         response_deserializer=ModerateImageResponse.FromString,
     )
+    secrets = (target.credentials.secret_id, target.credentials.secret_key)
     try:
-        await method(request, timeout=deadline, metadata=target.attacker)
+        answer = await method(request, timeout=deadline, metadata=target.attacker)
     except grpc.aio.AioRpcError as error:
-        return _outcome(error)
-    return "OK"
+        return _outcome(error, secrets)
+    return "LEAKED_SECRET" if any(s in str(answer) for s in secrets) else "OK"
 
 
 async def undecodable_bytes(target: Target) -> Sequence[str]:
@@ -161,6 +166,21 @@ def _item_code(answer: StreamModerateImagesResponse) -> str:
     return str(CODE_NAMES.get(answer.error.code, "UNKNOWN"))
 
 
+async def hostile_upstream(target: Target, mode: str, *, deadline: float = 10.0) -> Sequence[str]:
+    """Two calls at once to a backend answering in `mode` (emulator/hostile.py)."""
+    target.hostile.config.hostile = mode
+    request = ModerateImageRequest(content=IMAGE, biz_type=HOSTILE_BIZ_TYPE)
+    try:
+        async with target.channel() as channel:
+            return await asyncio.gather(*(_call(channel, target, request, deadline) for _ in range(2)))
+    finally:
+        target.hostile.config.hostile = ""
+
+
+def _upstream(mode: str, mapped: frozenset[str], deadline: float = 10.0) -> Attack:
+    return Attack(f"upstream {mode}", lambda t: hostile_upstream(t, mode, deadline=deadline), mapped)
+
+
 _ANY_REFUSAL = frozenset({"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE"})
 
 ATTACKS = [
@@ -178,4 +198,12 @@ ATTACKS = [
         _ANY_REFUSAL,
     ),
     Attack("20 streams of 100, one connection", stream_flood, _ANY_REFUSAL - {"UNAVAILABLE"}),
+    # IMS rejects with a code the gateway does not retry: an upstream "failure" of the caller's request.
+    _upstream(
+        "echo_headers", frozenset({"INVALID_ARGUMENT", "INTERNAL", "FAILED_PRECONDITION", "UNAVAILABLE"})
+    ),
+    _upstream("echo_headers_result", frozenset({"OK"})),
+    _upstream("huge_body", frozenset({"UNAVAILABLE"})),
+    _upstream("deep_json", frozenset({"UNAVAILABLE"})),
+    _upstream("slow_drip", frozenset({"DEADLINE_EXCEEDED"}), deadline=3.0),
 ]
