@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import grpc
 from google.rpc import error_details_pb2
@@ -21,8 +21,9 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
+from bench import bombs
 from bench.client import CODE_NAMES
-from bench.hostile import CLOUD_BIZ_TYPE, HOSTILE_BIZ_TYPE, Attack, Target
+from bench.hostile import CLOUD_BIZ_TYPE, HOSTILE_BIZ_TYPE, Attack, Target, serve_bomb
 from emulator.images import make_png
 
 _SERVICE = "/moderation.v1.ModerationService"
@@ -171,10 +172,22 @@ async def hostile_upstream(target: Target, mode: str, *, deadline: float = 10.0)
     target.hostile.config.hostile = mode
     request = ModerateImageRequest(content=IMAGE, biz_type=HOSTILE_BIZ_TYPE)
     try:
-        async with target.channel() as channel:
-            return await asyncio.gather(*(_call(channel, target, request, deadline) for _ in range(2)))
+        return await two_at_once(target, request, deadline)
     finally:
         target.hostile.config.hostile = ""
+
+
+async def two_at_once(target: Target, request: ModerateImageRequest, deadline: float = 10.0) -> Sequence[str]:
+    async with target.channel() as channel:
+        return await asyncio.gather(*(_call(channel, target, request, deadline) for _ in range(2)))
+
+
+def _bomb(name: str, request: ModerateImageRequest, mapped: frozenset[str]) -> Attack:
+    return Attack(name, lambda target: two_at_once(target, request), mapped)
+
+
+def _url_bomb(target: Target) -> Awaitable[Sequence[str]]:
+    return two_at_once(target, ModerateImageRequest(url=f"{target.files_url}{URL_BOMB_PATH}"))
 
 
 def _upstream(mode: str, mapped: frozenset[str], deadline: float = 10.0) -> Attack:
@@ -183,7 +196,23 @@ def _upstream(mode: str, mapped: frozenset[str], deadline: float = 10.0) -> Atta
 
 _ANY_REFUSAL = frozenset({"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE"})
 
+URL_BOMB_PATH = "/bomb.png"
+serve_bomb(URL_BOMB_PATH, bombs.pixel_bomb_png())
+_REFUSED = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"})
+
 ATTACKS = [
+    _bomb(
+        "2 GIFs of 10,000 frames, interval 1",
+        ModerateImageRequest(content=bombs.frame_flood_gif(), interval=1, max_frames=10_000),
+        frozenset({"OK"}),
+    ),
+    _bomb("2 WEBPs declaring 9999x8948", ModerateImageRequest(content=bombs.pixel_bomb_webp()), _REFUSED),
+    _bomb(
+        "2 TIFFs, second page 12000x12000",
+        ModerateImageRequest(content=bombs.tall_second_page_tiff(), interval=1, max_frames=2),
+        _REFUSED,
+    ),
+    Attack("2 URLs of a 12000x12000 PNG", _url_bomb, _REFUSED),
     Attack("undecodable bytes, every method", undecodable_bytes, frozenset({"INVALID_ARGUMENT", "INTERNAL"})),
     Attack("idna-invalid hosts", idna_hosts, frozenset({"INVALID_ARGUMENT"})),
     Attack("4 KB URL", long_url, frozenset({"INVALID_ARGUMENT"})),
