@@ -19,6 +19,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image, UnidentifiedImageError
 
 from backends.hostnames import host_name_problem, parse_url
+from backends.image_limits import MAX_ASPECT_RATIO, MAX_SIDE, MIN_SIDE
 
 MIN_IMAGE_BYTES = 16
 # A TC3-signed IMS request carries at most 10 MiB in all, so the base64 image and the JSON around it
@@ -27,9 +28,6 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 JSON_ALLOWANCE = 64 * 1024
 MAX_IMAGE_BYTES = (MAX_REQUEST_BYTES - JSON_ALLOWANCE) // 4 * 3
 MAX_URL_LENGTH = 4096
-# Width and height must lie strictly between these, and the long side be less than 90x the short one.
-MIN_SIDE, MAX_SIDE = 50, 10_000
-MAX_ASPECT_RATIO = 90
 MAX_DESC_CHARS = 5000
 
 DATA_ID = re.compile(r"[A-Za-z0-9_\-@#]{1,64}")

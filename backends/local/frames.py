@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from backends.image_limits import MAX_SIDE
 from backends.local.cancel import CancelToken
 
 __all__ = ["DEFAULT_LIMITS", "FrameLimits", "LimitExceeded", "decoded_bytes", "sample_frames"]
@@ -30,9 +31,9 @@ class FrameLimits:
     # Frames analysed at most per image; larger `max_frames` are clamped to it.
     max_frames: int = 5
     # Decoded pixels per request, every frame measured counted.
-    max_pixels: int = 9_999 * 9_999
+    max_pixels: int = (MAX_SIDE - 1) ** 2
     # Each side of every frame must be less than this (IMS's limit for the first frame).
-    side_limit: int = 10_000
+    side_limit: int = MAX_SIDE
     # Frames are shrunk to this long side before analysis (see `Models`: the consumers need no more).
     analysis_side: int = 1920
 

@@ -12,14 +12,13 @@ import warnings
 
 from PIL import Image
 
+from backends.image_limits import MAX_ASPECT_RATIO, MAX_SIDE, MIN_SIDE
 from backends.local.frames import LimitExceeded
 
 __all__ = ["open_header"]
 
 # The formats IMS accepts that Pillow reads.
 ACCEPTED_FORMATS = frozenset({"BMP", "DIB", "ICO", "JPEG", "MPO", "PNG", "TIFF", "GIF", "WEBP", "AVIF"})
-# Width and height strictly between these; the long side less than 90 times the short one.
-MIN_SIDE, SIDE_LIMIT, MAX_ASPECT_RATIO = 50, 10_000, 90
 
 
 def open_header(content: bytes) -> Image.Image:
@@ -43,10 +42,10 @@ def _check(image: Image.Image) -> None:
     if image.format not in ACCEPTED_FORMATS:
         raise LimitExceeded(f"{image.format} images are not accepted")
     width, height = image.size
-    if not all(MIN_SIDE < side < SIDE_LIMIT for side in (width, height)):
+    if not all(MIN_SIDE < side < MAX_SIDE for side in (width, height)):
         raise LimitExceeded(
             f"the image is {width}x{height}; each side must be more than {MIN_SIDE} and less than "
-            f"{SIDE_LIMIT} pixels"
+            f"{MAX_SIDE} pixels"
         )
     if max(width, height) >= MAX_ASPECT_RATIO * min(width, height):
         raise LimitExceeded(

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, DirectoryPath, Field, FilePath
 from pydantic_settings import NoDecode
 
 from backends.local.fetch import FetchPolicy
-from backends.local.frames import FrameLimits
+from backends.local.frames import DEFAULT_LIMITS, FrameLimits
 from backends.options import Declared
 
 __all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
@@ -63,7 +63,7 @@ class LocalSettings(Declared):
         description="threads analysing images (models run off the event loop).",
     )
     max_frames: int = Field(
-        5,
+        DEFAULT_LIMITS.max_frames,
         ge=1,
         le=1000,
         validation_alias="MODERATION_LOCAL_MAX_FRAMES",
@@ -71,7 +71,7 @@ class LocalSettings(Declared):
         "is clamped to it.",
     )
     max_pixels: int = Field(
-        9_999 * 9_999,
+        DEFAULT_LIMITS.max_pixels,
         ge=1,
         validation_alias="MODERATION_LOCAL_MAX_PIXELS",
         description="decoded pixels per request, over every frame sampled or stepped through: by "
