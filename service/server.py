@@ -28,6 +28,7 @@ from service.servicer import ModerationServicer
 from service.settings import Settings
 from service.streaming import Window
 from service.telemetry import Telemetry
+from service.undecodable import RejectUndecodable
 from service.validation import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ def build_server(
     if settings.auth_tokens or settings.tls_client_ca:
         # Inside the tracing interceptor, so a refused call still has its span.
         interceptors.append(CallerAuth(settings.auth_tokens, mutual_tls=settings.tls_client_ca is not None))
+    # Innermost, so the tolerant deserializer it installs is the one grpc calls (the others copy it).
+    interceptors.append(RejectUndecodable())
     server = grpc.aio.server(
         interceptors=interceptors,
         # Past this many calls at once, new ones get RESOURCE_EXHAUSTED instead of queueing in memory.

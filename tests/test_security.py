@@ -143,3 +143,22 @@ async def test_a_caller_spends_only_its_share(make_gateway: GatewayFactory, emul
             )
         )
     assert emulator.stats.max_in_one_second <= 5
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["Bearer ", "Bearer", "Basic " + CHECKOUT_TOKEN, CHECKOUT_TOKEN, "Bearer " + "x" * 6000, "Bearer     "],
+    ids=["empty", "no-token", "not-bearer", "no-scheme", "huge", "blank"],
+)
+async def test_a_malformed_token_is_unauthenticated(
+    make_gateway: GatewayFactory, emulator: ImsEmulator, presented: str
+) -> None:
+    gateway = await make_gateway(auth_tokens={CHECKOUT_TOKEN: "checkout"})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await Stub(channel).ModerateImage(
+                ModerateImageRequest(content=IMAGE), metadata=(("authorization", presented),), timeout=5
+            )
+    error = rich_error(caught.value)
+    assert (error.code, error.info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
+    assert emulator.stats.requests == 0
