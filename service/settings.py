@@ -175,6 +175,15 @@ class Settings(Declared):
         description="calls the server runs at once; more get `RESOURCE_EXHAUSTED` instead of queueing in "
         "memory.",
     )
+    caller_max_in_flight: int = Field(
+        256,
+        ge=1,
+        le=1_000_000,
+        validation_alias="MODERATION_CALLER_MAX_IN_FLIGHT",
+        description="calls one caller may run at once, and stream items it may have in flight (its "
+        "bulkhead); more calls get `RESOURCE_EXHAUSTED` (`CALLER_OVER_CAPACITY`), more items wait to be "
+        "read. The caller is the authenticated one, or with authentication off the peer's IP address.",
+    )
     max_streams_per_connection: int = Field(
         100,
         ge=1,
