@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +16,6 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamMod
 
 from emulator import ImsEmulator
 from emulator.images import make_png
-from service.logs import JsonFormatter
 from tests.conftest import GatewayFactory
 from tests.richstatus import rich_error
 
@@ -41,18 +38,6 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
     server.private_key_pem.write_to_path(str(files["key"]))
     ca.cert_pem.write_to_path(str(files["ca"]))
     return files
-
-
-@pytest.fixture
-def access_log() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("moderation.access")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield buffer
-    logger.removeHandler(handler)
 
 
 def callers(log: io.StringIO) -> list[str]:
