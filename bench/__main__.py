@@ -1,5 +1,5 @@
-"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry]`: measure each section's runs,
-print each run, then one table of medians per section."""
+"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile]`: measure each
+section's runs, print each run, then one table of medians per section."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import local_section, report, stream_section, telemetry_section
+from bench import hostile_section, local_section, report, stream_section, telemetry_section
 from bench.sections import Section
 
 SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "streaming": stream_section.section,
     "local": local_section.section,
     "telemetry": telemetry_section.section,
+    "hostile": hostile_section.section,
 }
 
 

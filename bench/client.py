@@ -11,7 +11,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # The reason a per-item RESOURCE_EXHAUSTED carries when IMS answered RequestLimitExceeded every time.
 RATE_LIMITED = "RESOURCE_EXHAUSTED/BACKEND_RATE_LIMITED"
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def open_channel(address: str) -> grpc.aio.Channel:
@@ -34,7 +34,7 @@ def request(image: bytes, data_id: str) -> ModerateImageRequest:
 
 def error_label(status: status_pb2.Status) -> str:
     """`CODE/REASON`, the reason from the status's ErrorInfo (every gateway error carries one)."""
-    code = _CODE_NAMES.get(status.code, str(status.code))
+    code = CODE_NAMES.get(status.code, str(status.code))
     info = error_details_pb2.ErrorInfo()
     reason = next((info.reason for d in status.details if d.Unpack(info)), "?")
     return f"{code}/{reason}"

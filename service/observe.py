@@ -18,6 +18,8 @@ import grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 from opentelemetry import trace
 
+from backends.scrub import LABEL, REQUEST_ID
+from service import scrub
 from service.auth import CALLER
 from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
 from service.governor import Priority
@@ -44,23 +46,29 @@ def status_code_name(outcome: Outcome) -> str:
 
 
 def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attributes:
-    """The documented `moderation.*` span attributes of one image."""
+    """The documented `moderation.*` span attributes of one image.
+
+    Scrubbed of the configured secrets and bounded: `biz_type` is the caller's (unvalidated when the
+    request was refused), the label and request id the backend's, and the label is a metric label too.
+    """
+    scrubber = scrub.outward()
+    biz_type = scrubber.excerpt(request.biz_type)
     if not isinstance(outcome, ModerateImageResponse):
         _, reason = code_and_reason(outcome)
         return {
-            "moderation.biz_type": request.biz_type,
+            "moderation.biz_type": biz_type,
             "moderation.status_code": status_code_name(outcome),
             "moderation.error.reason": reason,
             "moderation.backend": outcome.backend if isinstance(outcome, CallFailure) else "",
         }
     return {
-        "moderation.biz_type": request.biz_type,
+        "moderation.biz_type": biz_type,
         "moderation.status_code": status_code_name(outcome),
         "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
-        "moderation.label": outcome.label,
+        "moderation.label": scrubber.token(outcome.label, LABEL),
         "moderation.score": outcome.score,
         "moderation.backend": outcome.backend,
-        "moderation.backend_request_id": outcome.request_id,
+        "moderation.backend_request_id": scrubber.token(outcome.request_id, REQUEST_ID),
         "moderation.attempts": outcome.attempts,
         "moderation.fallback": str(outcome.fallback).lower(),
         "moderation.unmoderated": str(outcome.unmoderated).lower(),
@@ -72,7 +80,8 @@ def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, 
     attributes = outcome_attributes(request, outcome)
     return {
         "backend": attributes.get("moderation.backend", ""),
-        "data_id": request.data_id,
+        # The caller's, unvalidated when the request was refused.
+        "data_id": scrub.outward().excerpt(request.data_id),
         "backend_request_id": attributes.get("moderation.backend_request_id", ""),
         "suggestion": attributes.get("moderation.suggestion", ""),
         "attempts": attributes.get("moderation.attempts", 0),

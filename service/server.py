@@ -19,6 +19,7 @@ from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from backends.base import Backend
+from service import scrub
 from service.admission import Admission
 from service.auth import CallerAuth
 from service.circuit import CircuitBreaker, CircuitState
@@ -179,6 +180,8 @@ def build_server(
 ) -> Gateway:
     """The server bound to `settings.listen` (port 0 picks a free one), not yet started."""
     telemetry = telemetry or Telemetry.off()
+    # Answers, spans and metric labels leave through the outward scrubber: it must know these secrets.
+    scrub.configure(settings.secrets)
     interceptors = []
     if telemetry.tracing:
         # The server span per RPC, continuing the caller's W3C traceparent and baggage.

@@ -14,8 +14,11 @@ import warnings
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image, UnidentifiedImageError
+
+from backends.hostnames import host_name_problem, parse_url
 
 MIN_IMAGE_BYTES = 16
 # A TC3-signed IMS request carries at most 10 MiB in all, so the base64 image and the JSON around it
@@ -166,6 +169,15 @@ def _url_violations(field: str, url: str) -> list[FieldViolation]:
         parts = None
     if parts is None or parts.scheme not in {"http", "https"} or not has_host:
         return [FieldViolation(field, "must be an absolute http:// or https:// URL", "INVALID_URL")]
+    try:
+        # What the HTTP client would refuse (idna's A-label rules) or its resolver fail on (empty or
+        # over-long labels), refused here rather than surfacing as an unexpected error later.
+        host = parse_url(url).host
+    except httpx.InvalidURL:
+        return [FieldViolation(field, "not a valid URL", "INVALID_URL")]
+    problem = host_name_problem(host)
+    if problem is not None:
+        return [FieldViolation(field, problem, "INVALID_URL")]
     return []
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from bench.fileserver import serve_files
 from client import cli
 from emulator import ImsEmulator
 from emulator.images import make_jpeg, make_png
 from service.server import Gateway
-from tests.fileserver import serve_files
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS_IMAGE = make_png(256, 256)

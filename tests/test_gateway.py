@@ -18,11 +18,11 @@ from moderation.v1.moderation_service_pb2 import (
     User,
 )
 
+from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.validation import MAX_IMAGE_BYTES
 from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.fileserver import serve_files
 from tests.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub

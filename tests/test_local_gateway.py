@@ -14,11 +14,11 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest, Suggestion
 
 from backends.local.settings import LocalSettings
+from bench.fileserver import serve_files
 from bench.local_images import encode, photo, qr_image, text_image
 from service.factory import build_backend
 from service.server import Gateway, build_server
 from tests.conftest import open_channel, single_backend_settings
-from tests.fileserver import serve_files
 from tests.richstatus import rich_error
 from tests.service_process import spawn_service
 

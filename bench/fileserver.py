@@ -1,4 +1,4 @@
-"""A loopback HTTP server holding a few files, for tests that send image URLs."""
+"""A loopback HTTP server holding a few files, for tests and benchmarks that send image URLs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,181 @@
+"""The attacks of the hostile benchmark: each sends what an attacker would and returns the codes it got.
+
+A code is the gRPC status name, or a word in capitals that no gateway should ever cause:
+`LEAKED_INTERNALS` (a message naming an exception class), `NO_ERROR_INFO` (an error without its
+google.rpc.ErrorInfo) or `UNANSWERED` (a stream item that got no answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from moderation.v1.moderation_service_pb2 import (
+    ModerateImageRequest,
+    ModerateImageResponse,
+    StreamModerateImagesRequest,
+    StreamModerateImagesResponse,
+)
+
+from bench.client import CODE_NAMES
+from bench.hostile import CLOUD_BIZ_TYPE, Attack, Target
+from emulator.images import make_png
+
+_SERVICE = "/moderation.v1.ModerationService"
+# Every method a caller can reach, by its kind of call.
+_UNARY = (f"{_SERVICE}/ModerateImage", "/grpc.health.v1.Health/Check")
+_SERVER_STREAMING = (f"{_SERVICE}/BatchModerateImages", "/grpc.health.v1.Health/Watch")
+_BIDI = (f"{_SERVICE}/StreamModerateImages", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+# Not a protobuf: a field number 0 and a length running past the end.
+UNDECODABLE = b"\x00\xff\xff\xff\xff\x0f garbage"
+_INTERNAL_NAMES = re.compile(r"(Error|Exception|Traceback|TaskGroup)\b")
+IMAGE = make_png(256, 256)
+FLOOD_CALLS = 2000
+FLOOD_DEADLINE = 10.0
+FLOOD_CONNECTIONS = 40
+
+
+def _outcome(error: grpc.aio.AioRpcError) -> str:
+    """The code, unless the error leaks internals or lacks the ErrorInfo every gateway error carries."""
+    if _INTERNAL_NAMES.search(error.details() or ""):
+        return "LEAKED_INTERNALS"
+    if error.code() in {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}:
+        return str(error.code().name)
+    status = rpc_status.from_call(error)
+    has_info = status is not None and any(
+        d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) for d in status.details
+    )
+    return str(error.code().name) if has_info else "NO_ERROR_INFO"
+
+
+async def _unary(target: Target, request: ModerateImageRequest, deadline: float = 10.0) -> str:
+    async with target.channel() as channel:
+        return await _call(channel, target, request, deadline)
+
+
+async def _call(
+    channel: grpc.aio.Channel, target: Target, request: ModerateImageRequest, deadline: float
+) -> str:
+    method = channel.unary_unary(
+        f"{_SERVICE}/ModerateImage",
+        request_serializer=ModerateImageRequest.SerializeToString,
+        response_deserializer=ModerateImageResponse.FromString,
+    )
+    try:
+        await method(request, timeout=deadline, metadata=target.attacker)
+    except grpc.aio.AioRpcError as error:
+        return _outcome(error)
+    return "OK"
+
+
+async def undecodable_bytes(target: Target) -> Sequence[str]:
+    """Bytes that are not a protobuf, to every method: unary, server-streaming and bidirectional."""
+    codes = []
+    async with target.channel() as channel:
+        for path in _UNARY:
+            try:
+                await channel.unary_unary(path)(UNDECODABLE, timeout=5, metadata=target.attacker)
+                codes.append("OK")
+            except grpc.aio.AioRpcError as error:
+                codes.append(_outcome(error))
+        for path in _SERVER_STREAMING:
+            call = channel.unary_stream(path)(UNDECODABLE, timeout=5, metadata=target.attacker)
+            codes.append(await _drain(call))
+        for path in _BIDI:
+            call = channel.stream_stream(path)(iter([UNDECODABLE]), timeout=5, metadata=target.attacker)
+            codes.append(await _drain(call))
+    return codes
+
+
+async def _drain(call: grpc.aio.Call) -> str:
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as error:
+        return _outcome(error)
+    return "OK"
+
+
+async def idna_hosts(target: Target) -> Sequence[str]:
+    hosts = ("xn--a", "a..b", "a" * 64 + ".example")
+    return [await _unary(target, ModerateImageRequest(url=f"http://{host}/x.png")) for host in hosts]
+
+
+async def long_url(target: Target) -> Sequence[str]:
+    """A 4 KB URL: the error quoting it must still arrive whole, ErrorInfo included."""
+    url = "http://example.com/" + "a" * 4000
+    return [await _unary(target, ModerateImageRequest(url=url, data_id="x" * 64, biz_type="b" * 32))]
+
+
+async def flood(target: Target, *, connections: int) -> Sequence[str]:
+    """`FLOOD_CALLS` unary calls at once through the tencent route, over `connections` channels."""
+    channels = [target.channel() for _ in range(connections)]
+    request = ModerateImageRequest(content=IMAGE, biz_type=CLOUD_BIZ_TYPE)
+    try:
+        return await asyncio.gather(
+            *(_call(channels[i % connections], target, request, FLOOD_DEADLINE) for i in range(FLOOD_CALLS))
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def stream_flood(target: Target) -> Sequence[str]:
+    """Twenty streams of a hundred items at once over one connection: each item must get one answer."""
+    async with target.channel() as channel:
+        return [
+            code
+            for codes in await asyncio.gather(*(_stream(channel, target) for _ in range(20)))
+            for code in codes
+        ]
+
+
+async def _stream(channel: grpc.aio.Channel, target: Target, items: int = 100) -> list[str]:
+    method = channel.stream_stream(
+        f"{_SERVICE}/StreamModerateImages",
+        request_serializer=StreamModerateImagesRequest.SerializeToString,
+        response_deserializer=StreamModerateImagesResponse.FromString,
+    )
+    requests = [
+        StreamModerateImagesRequest(
+            correlation_id=str(i), request=ModerateImageRequest(content=IMAGE, biz_type=CLOUD_BIZ_TYPE)
+        )
+        for i in range(items)
+    ]
+    codes: dict[int, str] = {}
+    call = method(iter(requests), timeout=60, metadata=target.attacker)
+    try:
+        async for answer in call:
+            codes[answer.index] = "OK" if answer.WhichOneof("outcome") == "result" else _item_code(answer)
+    except grpc.aio.AioRpcError as error:
+        ended = _outcome(error)
+        return [*codes.values(), *([ended] * (items - len(codes)))]
+    return [*codes.values(), *(["UNANSWERED"] * (items - len(codes)))]
+
+
+def _item_code(answer: StreamModerateImagesResponse) -> str:
+    return str(CODE_NAMES.get(answer.error.code, "UNKNOWN"))
+
+
+_ANY_REFUSAL = frozenset({"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE"})
+
+ATTACKS = [
+    Attack("undecodable bytes, every method", undecodable_bytes, frozenset({"INVALID_ARGUMENT", "INTERNAL"})),
+    Attack("idna-invalid hosts", idna_hosts, frozenset({"INVALID_ARGUMENT"})),
+    Attack("4 KB URL", long_url, frozenset({"INVALID_ARGUMENT"})),
+    Attack(
+        f"{FLOOD_CALLS} calls, one connection",
+        lambda target: flood(target, connections=1),
+        _ANY_REFUSAL,
+    ),
+    Attack(
+        f"{FLOOD_CALLS} calls, {FLOOD_CONNECTIONS} connections",
+        lambda target: flood(target, connections=FLOOD_CONNECTIONS),
+        _ANY_REFUSAL,
+    ),
+    Attack("20 streams of 100, one connection", stream_flood, _ANY_REFUSAL - {"UNAVAILABLE"}),
+]
