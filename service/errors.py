@@ -38,6 +38,7 @@ __all__ = [
     "KindPolicy",
     "code_and_reason",
     "failure_status",
+    "over_capacity_status",
     "stream_stopped_status",
     "unauthenticated_status",
 ]
@@ -366,4 +367,17 @@ def unauthenticated_status() -> status_pb2.Status:
         "send `authorization: Bearer <token>` metadata with a token the gateway's operators gave you",
         "CALLER_UNAUTHENTICATED",
         {},
+    )
+
+
+def over_capacity_status(limit: int, *, per_caller: bool) -> status_pb2.Status:
+    """RESOURCE_EXHAUSTED for a call past the server's call cap, or past its caller's bulkhead."""
+    if per_caller:
+        message = f"this caller already has {limit} calls in flight, the most one caller may: retry later"
+        reason = "CALLER_OVER_CAPACITY"
+    else:
+        message = f"the gateway already runs {limit} calls, its limit: retry later or on another instance"
+        reason = "SERVER_OVER_CAPACITY"
+    return _status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, message, reason, {"limit": str(limit)}, _retry_info(1.0)
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +73,40 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class RateLimitedLog:
+    """At most one line per `interval` seconds for an event a client can repeat at will, each line
+    counting the occurrences since the last one, so a flood of bad calls cannot flood the log too."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None
+        self._unlogged = 0
+
+    def record(self, **fields: object) -> None:
+        """Counts one occurrence; logs it (a WARNING, with `fields`) when a line is due."""
+        self._unlogged += 1
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._last, count, self._unlogged = now, self._unlogged, 0
+        self._logger.warning(
+            "%s (%d since the last such line)",
+            self._message,
+            count,
+            extra={"fields": {**fields, "count": count}},
+        )
 
 
 def log_access(method: str, code: str, seconds: float, **fields: object) -> None:
