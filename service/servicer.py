@@ -140,7 +140,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                     yield _item_answer(message_type, item, outcome)
             except ReadingStopped as stopped:
                 idle = self._stream_idle_timeout
-                await _abort(context, errors.stream_stopped_status(stopped.reason, stopped.items_read, idle))
+                status = errors.stream_stopped_status(stopped.reason, stopped.items_read, idle)
+                tally.ended_with(status)
+                await _abort(context, status)
 
     def _answer_items(
         self,

@@ -149,7 +149,7 @@ async def test_a_canary_is_answered_while_another_caller_floods(
     flood = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.flood",
+        "bench.flood",
         str(gateway.port),
         str(CALLS),
         "20",
