@@ -113,8 +113,8 @@ def image_size(content: bytes) -> tuple[int, int]:
         raise ValueError(
             "not an image in a supported format (JPEG, PNG, GIF, WEBP, BMP, TIFF, ...)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ValueError(f"the image header cannot be read ({type(exc).__name__})") from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise ValueError("the image header is corrupt or truncated") from None
     if image_format not in _PILLOW_FORMATS:
         raise ValueError(f"{image_format} images are not accepted")
     return size

@@ -199,9 +199,8 @@ def _estimate(content: bytes, source: str) -> int:
 
 
 def _undecodable(exc: Exception, source: str) -> BackendError:
-    return BackendError(
-        Kind.INVALID_REQUEST, f"the image cannot be decoded ({type(exc).__name__})", field=source
-    )
+    # The exception names no part of the image a caller could fix, and is the gateway's internals.
+    return BackendError(Kind.INVALID_REQUEST, "the image data is corrupt or truncated", field=source)
 
 
 def _trimmed(analyze: functools.partial[ModerateImageResponse], estimate: int) -> ModerateImageResponse:

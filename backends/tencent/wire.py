@@ -119,6 +119,22 @@ def _ip_type(device: Device) -> int:
     return 1 if ipaddress.ip_address(device.ip).version == 6 else 0
 
 
+# What each failure to read an envelope means, in words for a caller rather than exception names; the
+# first that matches, so subclasses come before their bases.
+_ENVELOPE_FAULTS: tuple[tuple[type[Exception], str], ...] = (
+    (json.JSONDecodeError, "not JSON"),
+    (UnicodeDecodeError, "not UTF-8 text"),
+    (RecursionError, "nested too deeply"),
+    (KeyError, "no Response object"),
+    (TypeError, "the Response is not an object"),
+    (ValueError, "not JSON"),
+)
+
+
+def _envelope_fault(exc: Exception) -> str:
+    return next(words for kind, words in _ENVELOPE_FAULTS if isinstance(exc, kind))
+
+
 def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateImageResponse:
     """The result of a 200 response, or the `BackendError` its envelope carries.
 
@@ -136,7 +152,7 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
         # RecursionError: JSON nested deeper than the interpreter's stack, before our own limit applies.
         raise BackendError(
             Kind.UNAVAILABLE,
-            f"IMS answered with a malformed envelope ({type(exc).__name__})",
+            f"IMS answered with a malformed envelope ({_envelope_fault(exc)})",
             upstream_code=MALFORMED,
         ) from None
     request_id = scrubber.token(str(payload.get("request_id") or ""), REQUEST_ID)
@@ -146,11 +162,11 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
     response = ModerateImageResponse()
     try:
         json_format.ParseDict(payload, response, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError) as exc:
-        # Only the exception's name: its text quotes the upstream's values.
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError):
+        # Neither the exception's text (it quotes the upstream's values) nor its name (internals).
         raise BackendError(
             Kind.UNAVAILABLE,
-            f"IMS answered with a result the gateway cannot read ({type(exc).__name__})",
+            "IMS answered with a result the gateway cannot read (a field of the wrong type or range)",
             upstream_code=MALFORMED,
             request_id=request_id,
         ) from None
