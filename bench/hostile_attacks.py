@@ -232,7 +232,7 @@ ATTACKS = [
     Attack("2 URLs of a 12000x12000 PNG", _url_bomb, _REFUSED),
     Attack("undecodable bytes, every method", undecodable_bytes, frozenset({"INVALID_ARGUMENT", "INTERNAL"})),
     Attack("idna-invalid hosts", idna_hosts, frozenset({"INVALID_ARGUMENT"})),
-    # A valid URL of IMS's 4 KB maximum that cannot be downloaded here: the error quoting it must arrive whole.
+    # A valid URL of the 4 KB maximum that cannot be downloaded here: the error quoting it must arrive whole.
     Attack("4 KB URL", long_url, frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION"})),
     Attack(
         f"{FLOOD_CALLS} calls, one connection",
