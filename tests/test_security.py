@@ -17,6 +17,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamMod
 from emulator import ImsEmulator
 from emulator.images import make_png
 from tests.conftest import GatewayFactory
+from tests.raw_http2 import unary_call
 from tests.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
@@ -146,4 +147,21 @@ async def test_a_malformed_token_is_unauthenticated(
             )
     error = rich_error(caught.value)
     assert (error.code, error.info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
+    assert emulator.stats.requests == 0
+
+
+@pytest.mark.parametrize("token", [b"Bearer tok\xe9n-0123456789abcdef", b"Bearer \x80\xff", b"Bearer \x7f"])
+async def test_a_token_with_bytes_grpc_clients_refuse_to_send_is_unauthenticated(
+    make_gateway: GatewayFactory, emulator: ImsEmulator, token: bytes
+) -> None:
+    gateway = await make_gateway(auth_tokens={CHECKOUT_TOKEN: "checkout"})
+    message = ModerateImageRequest(content=IMAGE).SerializeToString()
+    received = await asyncio.to_thread(
+        unary_call,
+        gateway.port,
+        "/moderation.v1.ModerationService/ModerateImage",
+        message,
+        [(b"authorization", token)],
+    )
+    assert received.get(b"grpc-status") == str(grpc.StatusCode.UNAUTHENTICATED.value[0]).encode()
     assert emulator.stats.requests == 0
