@@ -10,8 +10,8 @@ import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 
 from backends.options import Declared
-from bench.redis_server import RedisServer, redis_server
 from backends.tencent.plugin import TencentOptions
+from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
 from service.routes import BackendConfig
