@@ -3,7 +3,8 @@
 - **One even pace for the fleet.** A replica reserves slots for the callers it has waiting (batch items
   no further than `HORIZON` ahead) and grants each at its time, to an interactive caller first while
   they are within their share. The pace is Redis's, so replicas' clocks never matter.
-- **Redis down or slow.** No Redis call waits longer than `REDIS_TIMEOUT`; then the replica falls back
+- **Redis down or slow.** No Redis call waits longer than `REDIS_TIMEOUT` (or a few of its round
+  trips, for a far Redis); then the replica falls back
   to its share of the budget (the budget over the replicas alive at last contact) on an in-process
   governor, starting only after the slots it may already have reserved, and keeps probing. Once Redis
   answers again it rejoins the schedule, keeping its share as a second cap for `SETTLE` seconds, while
@@ -49,7 +50,11 @@ HEARTBEAT_INTERVAL = 0.5
 # Three missed heartbeats and a replica no longer counts toward the fallback share.
 HEARTBEAT_TIMEOUT = 1.5
 HORIZON = 0.25
+# The longest a Redis call may take, or four of its best round trips lately if that is longer (a far
+# Redis); the first contact connects and loads the scripts, a few round trips more.
 REDIS_TIMEOUT = 0.25
+ROUND_TRIPS = 4
+FIRST_CONTACT_TIMEOUT = 1.0
 SETTLE = 1.0
 # The most slots asked for in one round trip.
 MAX_RESERVE = 32
@@ -84,6 +89,10 @@ class ClockOffset:
         self._memory = memory
         # (local time, round trip, offset), the round trips increasing.
         self._samples: deque[tuple[float, float, float]] = deque()
+
+    @property
+    def best_round_trip(self) -> float | None:
+        return self._samples[0][1] if self._samples else None
 
     def update(self, redis_now: float, sent: float, received: float) -> float:
         round_trip = received - sent
@@ -265,7 +274,9 @@ class FleetGovernor:
     async def _redis(self, call: Awaitable[T]) -> T:
         """One Redis call, never waiting longer than REDIS_TIMEOUT; its round trip is a metric."""
         started = self._now()
-        async with asyncio.timeout(REDIS_TIMEOUT):
+        best = self._offsets.best_round_trip
+        timeout = FIRST_CONTACT_TIMEOUT if best is None else max(REDIS_TIMEOUT, ROUND_TRIPS * best)
+        async with asyncio.timeout(timeout):
             result = await call
         if self._metrics is not None:
             self._metrics.fleet_redis_duration.record(
@@ -341,7 +352,7 @@ class FleetGovernor:
 
     async def _reserve(self, count: int, priority: Priority, max_wait: float) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(REDIS_TIMEOUT):
+            async with asyncio.timeout(FIRST_CONTACT_TIMEOUT):
                 await self._warm.wait()
         started = self._now()
         try:

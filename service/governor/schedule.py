@@ -9,7 +9,8 @@ offsets from "now", so their own clocks never enter the schedule.
 Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
 - `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule)
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
-- `<prefix>{<budget>}:batch`  present while some replica has batch items waiting
+- `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
+- `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
 """
 
 from __future__ import annotations
@@ -63,10 +64,20 @@ local spacing = period / rate
 local first = math.max(tat, now)
 local last = now + max_wait
 if not interactive then
-  -- Batch items reserve only what they will use soon, and say they are waiting.
+  -- Batch items reserve only what they will use soon, and each busy replica its part of that, so a
+  -- replica far from Redis gets its turn too.
   last = math.min(last, now + horizon)
-  redis.call('SET', KEYS[3], '1', 'PX', math.ceil(2 * period / 1000))
-elseif share < 1 and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZADD', KEYS[3], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - period)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  local quota = math.max(1, math.floor(horizon / spacing / redis.call('ZCARD', KEYS[3])))
+  count = math.min(count, quota - redis.call('ZCARD', KEYS[4]))
+  if count <= 0 then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    return {0, math.ceil(tonumber(oldest[2])), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+  end
+elseif share < 1 and redis.call('ZCOUNT', KEYS[3], now - period, '+inf') > 0 then
   -- While batch items wait anywhere, interactive calls run ahead of them by their share only.
   local ispacing = spacing / math.max(share, 0.001)
   local allowed = math.floor((now + horizon - math.max(itat, now)) / ispacing) + 1
@@ -87,6 +98,13 @@ end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
   'itat', itat)
 redis.call('PEXPIRE', KEYS[1], ttl)
+if not interactive then
+  for i = 0, reserved - 1 do
+    local slot = first + i * spacing
+    redis.call('ZADD', KEYS[4], slot, slot)
+  end
+  redis.call('PEXPIRE', KEYS[4], math.ceil((first + reserved * spacing - now) / 1000) + 1000)
+end
 return {reserved, math.ceil(first), math.floor(spacing), replicas, math.floor(rate * 1000), now}
 """
 )
@@ -156,6 +174,7 @@ class Schedule:
         self.parameters = parameters
         base = f"{KEY_PREFIX}{{{budget_key}}}"
         self._keys = [f"{base}:pace", f"{base}:alive", f"{base}:batch"]
+        self._base = base
         self._reserve = client.register_script(_RESERVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
 
@@ -173,7 +192,8 @@ class Schedule:
             max(0, int(max_wait * MICROS)),
             p.interactive_share,
         ]
-        reserved, first, spacing, replicas, rate, now = await self._reserve(keys=self._keys, args=args)
+        keys = [*self._keys, f"{self._base}:held:{replica}"]
+        reserved, first, spacing, replicas, rate, now = await self._reserve(keys=keys, args=args)
         return Reservation(
             int(reserved),
             int(first) / MICROS,
