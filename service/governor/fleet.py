@@ -262,8 +262,7 @@ class FleetGovernor:
                 self._schedule.heartbeat(self._replica, rate_limited=rate_limited)
             )
         except _UNREACHABLE:
-            if not self.fallback:
-                self._enter_fallback()
+            self._enter_fallback()
             return
         self._offsets.update(redis_now, started, self._now())
         self._contact(replicas, rate)
@@ -290,14 +289,19 @@ class FleetGovernor:
         self._rate = max(1.0, rate)
 
     def _enter_fallback(self) -> None:
+        if self.fallback:
+            return
         self.fallback = True
         share = max(1, int(self._rate) // self.replicas)
-        local = RateGovernor(
-            share, interactive_share=self.interactive_share, window=self.period / (1 + LOCAL_MARGIN)
-        )
-        # Slots this replica reserved before losing Redis may still be spent by it: its share starts after.
-        local.start_after(max(0.0, self._last_contact + HORIZON - self._now()))
-        self._local = local
+        if self._local is None:
+            local = RateGovernor(
+                share, interactive_share=self.interactive_share, window=self.period / (1 + LOCAL_MARGIN)
+            )
+            # Slots this replica reserved before losing Redis may still be spent: its share starts after.
+            local.start_after(max(0.0, self._last_contact + HORIZON - self._now()))
+            self._local = local
+        # else: still settling back from the last outage; that share, with its recent grants, goes on.
+        share = self._local.qps
         self._slots.clear()
         for queue in self._waiting.values():
             for future, _ in queue:
@@ -364,6 +368,8 @@ class FleetGovernor:
         except _UNREACHABLE:
             self._enter_fallback()
             return
+        if self.fallback:
+            return  # the heartbeat gave up on Redis meanwhile: these slots go unused
         received = self._now()
         self._contact(reservation.replicas, reservation.rate)
         offset = self._offsets.update(reservation.now, started, received)
