@@ -262,7 +262,7 @@ class FleetGovernor:
                 self._schedule.heartbeat(self._replica, rate_limited=rate_limited)
             )
         except _UNREACHABLE:
-            self._enter_fallback()
+            await self._lost()
             return
         self._offsets.update(redis_now, started, self._now())
         self._contact(replicas, rate)
@@ -287,6 +287,11 @@ class FleetGovernor:
         self._last_contact = self._now()
         self.replicas = max(1, replicas)
         self._rate = max(1.0, rate)
+
+    async def _lost(self) -> None:
+        self._enter_fallback()
+        with contextlib.suppress(*_UNREACHABLE):
+            await self._schedule.disconnect()
 
     def _enter_fallback(self) -> None:
         if self.fallback:
@@ -366,7 +371,7 @@ class FleetGovernor:
                 )
             )
         except _UNREACHABLE:
-            self._enter_fallback()
+            await self._lost()
             return
         if self.fallback:
             return  # the heartbeat gave up on Redis meanwhile: these slots go unused

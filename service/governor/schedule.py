@@ -178,6 +178,10 @@ class Schedule:
         self._reserve = client.register_script(_RESERVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
 
+    async def disconnect(self) -> None:
+        """Drop pooled connections: after an outage, a restarted Redis would fail each one once."""
+        await self._client.connection_pool.disconnect()
+
     def slice(self, name: str, qps: int) -> Schedule:
         """A schedule of its own for a slice of this budget (a route's, a caller's)."""
         return Schedule(self._client, f"{self.budget_key}:{name}", replace(self.parameters, qps=qps))
