@@ -94,6 +94,10 @@ class ClockOffset:
     def best_round_trip(self) -> float | None:
         return self._samples[0][1] if self._samples else None
 
+    @property
+    def offset(self) -> float:
+        return self._samples[0][2] if self._samples else 0.0
+
     def update(self, redis_now: float, sent: float, received: float) -> float:
         round_trip = received - sent
         while self._samples and self._samples[-1][1] >= round_trip:
@@ -133,7 +137,6 @@ class FleetGovernor:
         self._clock = clock
         self._replica = uuid.uuid4().hex
         self._rate = float(self.qps)
-        self._last_contact = 0.0
         self._local: RateGovernor | None = None
         self._settle_until = 0.0
         self._waiting: dict[Priority, deque[tuple[asyncio.Future[None], Deadline]]] = {
@@ -178,29 +181,26 @@ class FleetGovernor:
         if deadline.remaining() <= 0:
             raise self._throttled(self.spacing, priority)
         self._start()
-        local = self._current_share()
-        if local is not None:
-            await local.acquire(priority, deadline)
-            if self.fallback:
-                self.grants += 1
-                return
-        try:
-            await self._fleet_slot(priority, deadline)
-        except _Unreachable:
-            if local is None:
-                await self._fallback_share().acquire(priority, deadline)
+        while True:
+            # In fallback the share alone grants; settling back, a slot needs the share and the fleet's
+            # schedule both, whenever the share's slot came (a caller queued on the share during the
+            # outage may get it after the share was dropped).
+            local = self._current_share()
+            if local is not None:
+                await local.acquire(priority, deadline)
+                if self.fallback:
+                    break
+            try:
+                await self._fleet_slot(priority, deadline)
+                break
+            except _Unreachable:
+                continue  # Redis was lost meanwhile: the slot comes from the fallback share instead
         self.grants += 1
 
     def _current_share(self) -> RateGovernor | None:
         """The in-process share that caps this replica now: in fallback, and while settling back."""
         if self._local is not None and not self.fallback and self._now() >= self._settle_until:
             self._local = None
-        return self._local
-
-    def _fallback_share(self) -> RateGovernor:
-        if self._local is None:
-            self._enter_fallback()
-        assert self._local is not None
         return self._local
 
     async def _fleet_slot(self, priority: Priority, deadline: Deadline) -> None:
@@ -247,7 +247,6 @@ class FleetGovernor:
 
     def _start(self) -> None:
         if self._heartbeats is None:
-            self._last_contact = self._now()
             self._heartbeats = asyncio.create_task(self._heartbeat_forever())
 
     async def _heartbeat_forever(self) -> None:
@@ -259,7 +258,9 @@ class FleetGovernor:
         started = self._now()
         try:
             replicas, rate, redis_now = await self._redis(
-                self._schedule.heartbeat(self._replica, rate_limited=rate_limited)
+                self._schedule.heartbeat(
+                    self._replica, rate_limited=rate_limited, not_before=self._share_sent_until()
+                )
             )
         except _UNREACHABLE:
             await self._lost()
@@ -284,7 +285,6 @@ class FleetGovernor:
         return result
 
     def _contact(self, replicas: int, rate: float) -> None:
-        self._last_contact = self._now()
         self.replicas = max(1, replicas)
         self._rate = max(1.0, rate)
 
@@ -299,13 +299,14 @@ class FleetGovernor:
         self.fallback = True
         share = max(1, int(self._rate) // self.replicas)
         if self._local is None:
-            local = RateGovernor(
+            self._local = RateGovernor(
                 share, interactive_share=self.interactive_share, window=self.period / (1 + LOCAL_MARGIN)
             )
-            # Slots this replica reserved before losing Redis may still be spent: its share starts after.
-            local.start_after(max(0.0, self._last_contact + HORIZON - self._now()))
-            self._local = local
         # else: still settling back from the last outage; that share, with its recent grants, goes on.
+        # Every replica may still spend the slots it reserved, none more than HORIZON ahead of Redis's
+        # last answer, so the share starts after them, and one of its own spacings after: then the
+        # shares and the shared pace fit together into any sliding second.
+        self._local.start_after(HORIZON + self._local.spacing)
         share = self._local.qps
         self._slots.clear()
         for queue in self._waiting.values():
@@ -321,6 +322,13 @@ class FleetGovernor:
             self.replicas,
         )
         self._transition("fallback")
+
+    def _share_sent_until(self) -> float:
+        """While a fallback share caps this replica, when its next slot is due, in Redis's time: the
+        fleet's schedule, fresh after an empty restart or stale, must not start before it (0: no share)."""
+        if self._local is None:
+            return 0.0
+        return self._now() + self._local.next_grant_in() + self._offsets.offset
 
     def _rejoin(self) -> None:
         self.fallback = False
@@ -367,7 +375,11 @@ class FleetGovernor:
         try:
             reservation = await self._redis(
                 self._schedule.reserve(
-                    self._replica, count, interactive=priority is Priority.INTERACTIVE, max_wait=max_wait
+                    self._replica,
+                    count,
+                    interactive=priority is Priority.INTERACTIVE,
+                    max_wait=max_wait,
+                    not_before=self._share_sent_until(),
                 )
             )
         except _UNREACHABLE:

@@ -70,6 +70,10 @@ class RateGovernor:
         """No grant for `delay` seconds (a fleet replica's fallback waits out its reserved slots)."""
         self._next_grant = max(self._next_grant, asyncio.get_running_loop().time() + delay)
 
+    def next_grant_in(self) -> float:
+        """Seconds until the next grant may come (0 when one may come now)."""
+        return max(0.0, self._next_grant - asyncio.get_running_loop().time())
+
     def waiting(self, priority: Priority) -> int:
         return sum(not f.done() for f in self._waiting[priority])
 

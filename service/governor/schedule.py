@@ -36,6 +36,9 @@ local tat = tonumber(state[1]) or now
 local rate = tonumber(state[2]) or qps
 local changed = tonumber(state[3]) or 0
 local itat = tonumber(state[4]) or now
+-- A replica back from its fallback share has sent on it until not_before: the schedule (fresh, after a
+-- restart, or stale) starts no earlier, or IMS's sliding second would hold both.
+tat = math.max(tat, tonumber(ARGV[7]))
 if rate > qps then rate = qps end
 if rate < qps and now - changed >= 2 * period then
   local periods = math.floor((now - changed) / period) - 1
@@ -51,22 +54,22 @@ local function alive(id, heartbeat)
 end
 """
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, count, interactive (0/1), horizon_us, max_wait_us,
-# interactive_share. Returns {slots reserved, the first slot's time (none reserved: when one would fit),
-# spacing, replicas, rate, now}: Redis's times in microseconds, the rate in thousandths per second.
+# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, count, interactive (0/1), horizon_us,
+# max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none reserved: when one
+# would fit), spacing, replicas, rate, now}: Redis's times in microseconds, the rate in thousandths a second.
 _RESERVE = (
     _PACE
     + """
 local replicas = alive(ARGV[5], tonumber(ARGV[6]))
-local count, interactive = tonumber(ARGV[7]), ARGV[8] == '1'
-local horizon, max_wait, share = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local count, interactive = tonumber(ARGV[8]), ARGV[9] == '1'
+local horizon, max_wait, share = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local spacing = period / rate
 local first = math.max(tat, now)
-local last = now + max_wait
+-- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
+local last = now + math.min(max_wait, horizon)
 if not interactive then
   -- Batch items reserve only what they will use soon, and each busy replica its part of that, so a
   -- replica far from Redis gets its turn too.
-  last = math.min(last, now + horizon)
   redis.call('ZADD', KEYS[3], now, ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - period)
   redis.call('PEXPIRE', KEYS[3], ttl)
@@ -109,13 +112,13 @@ return {reserved, math.ceil(first), math.floor(spacing), replicas, math.floor(ra
 """
 )
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, decrease factor (0: only a heartbeat).
+# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, decrease factor (0: only a heartbeat).
 # At most one decrease per period, whichever replica reports it. Returns {replicas, rate * 1000, now}.
 _HEARTBEAT = (
     _PACE
     + """
 local replicas = alive(ARGV[5], tonumber(ARGV[6]))
-local factor = tonumber(ARGV[7])
+local factor = tonumber(ARGV[8])
 if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
@@ -140,7 +143,7 @@ class ScheduleParameters:
     horizon: float
     interactive_share: float
 
-    def common(self, replica: str) -> list[Any]:
+    def common(self, replica: str, not_before: float) -> list[Any]:
         ttl_ms = int((self.heartbeat_timeout + 60) * 1000)
         period_us = int(self.period * MICROS)
         return [
@@ -150,6 +153,7 @@ class ScheduleParameters:
             ttl_ms,
             replica,
             int(self.heartbeat_timeout * MICROS),
+            int(not_before * MICROS),
         ]
 
 
@@ -186,10 +190,13 @@ class Schedule:
         """A schedule of its own for a slice of this budget (a route's, a caller's)."""
         return Schedule(self._client, f"{self.budget_key}:{name}", replace(self.parameters, qps=qps))
 
-    async def reserve(self, replica: str, count: int, *, interactive: bool, max_wait: float) -> Reservation:
+    async def reserve(
+        self, replica: str, count: int, *, interactive: bool, max_wait: float, not_before: float = 0.0
+    ) -> Reservation:
+        """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds)."""
         p = self.parameters
         args = [
-            *p.common(replica),
+            *p.common(replica, not_before),
             count,
             int(interactive),
             int(p.horizon * MICROS),
@@ -207,11 +214,13 @@ class Schedule:
             int(now) / MICROS,
         )
 
-    async def heartbeat(self, replica: str, *, rate_limited: bool = False) -> tuple[int, float, float]:
+    async def heartbeat(
+        self, replica: str, *, rate_limited: bool = False, not_before: float = 0.0
+    ) -> tuple[int, float, float]:
         """(replicas alive, the fleet's pace, Redis's now), after a decrease if the backend said
-        RequestLimitExceeded."""
+        RequestLimitExceeded; the schedule's next slot no earlier than `not_before`."""
         factor = self.parameters.decrease_factor if rate_limited else 0
         replicas, rate, now = await self._heartbeat(
-            keys=self._keys, args=[*self.parameters.common(replica), factor]
+            keys=self._keys, args=[*self.parameters.common(replica, not_before), factor]
         )
         return int(replicas), int(rate) / 1000, int(now) / MICROS
