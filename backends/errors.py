@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from backends.scrub import REQUEST_ID, UPSTREAM_CODE, bounded_token
+
 
 class Kind(enum.Enum):
     """What went wrong, in terms a caller or an operator can act on."""
@@ -45,9 +47,10 @@ class BackendError(Exception):
     """A classified backend failure.
 
     `upstream_code` and `request_id` are the backend's own words (e.g. an IMS error code and its
-    RequestId), kept for operators and support tickets; `retry_after` is set when the backend said how
-    long to wait. Built once and never changed: the retrier and the router report what happened around
-    it (which backend, how many attempts) in a `service.errors.CallFailure`.
+    RequestId), kept for operators and support tickets; each becomes `unrecognised` unless it matches
+    its grammar, as both end up in answers, spans and metric labels; `retry_after` is set when the
+    backend said how long to wait. Built once and never changed: the retrier and the router report
+    what happened around it (which backend, how many attempts) in a `service.errors.CallFailure`.
     """
 
     def __init__(
@@ -63,8 +66,8 @@ class BackendError(Exception):
         super().__init__(message)
         self.kind: Final = kind
         self.message: Final = message
-        self.upstream_code: Final = upstream_code
-        self.request_id: Final = request_id
+        self.upstream_code: Final = bounded_token(upstream_code, UPSTREAM_CODE)
+        self.request_id: Final = bounded_token(request_id, REQUEST_ID)
         self.retry_after: Final = retry_after
         # For INVALID_REQUEST: the request field to fix, when the backend said which.
         self.field: Final = field

@@ -117,8 +117,14 @@ def private_backend(
     endpoint = ImsEndpoint(
         url=str(url), region=settings.region, version=settings.version, action=settings.action
     )
+    secrets = (*settings.credentials.secrets, settings.token) if settings.credentials else (settings.token,)
     return ImsBackend(
-        name=name, endpoint=endpoint, auth=auth, transport=transport, tracer_provider=tracer_provider
+        name=name,
+        endpoint=endpoint,
+        auth=auth,
+        transport=transport,
+        tracer_provider=tracer_provider,
+        secrets=secrets,
     )
 
 

@@ -29,6 +29,7 @@ from bench.client import MAX_MESSAGE_BYTES
 from bench.fileserver import serve_files
 from bench.latency import LatencySample
 from bench.sections import Progress
+from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 
 CANARY_INTERVAL = 0.2
@@ -38,6 +39,8 @@ RSS_INTERVAL = 0.05
 # How long after an attack its memory must be back near the baseline.
 SETTLE = 30.0
 CLOUD_BIZ_TYPE = "canary_cloud"
+# Routed to an IMS emulator in this process whose answers each upstream attack makes hostile.
+HOSTILE_BIZ_TYPE = "hostile_upstream"
 ROUTES = f"""
 [backends.local]
 type = "local"
@@ -48,9 +51,19 @@ endpoint = "{{emulator}}"
 secret_id_env = "BENCH_SECRET_ID"
 secret_key_env = "BENCH_SECRET_KEY"
 
+[backends.hostile]
+type = "tencent"
+endpoint = "{{hostile}}"
+secret_id_env = "BENCH_SECRET_ID"
+secret_key_env = "BENCH_SECRET_KEY"
+
 [[routes]]
 biz_types = ["{CLOUD_BIZ_TYPE}"]
 chain = ["cloud"]
+
+[[routes]]
+biz_types = ["{HOSTILE_BIZ_TYPE}"]
+chain = ["hostile"]
 
 [default]
 chain = ["local"]
@@ -65,6 +78,10 @@ class Target:
     attacker_token: str
     canary_token: str
     files_url: str
+    # The backend account's key pair: no answer may show either.
+    credentials: processes.Credentials
+    # The emulator behind `HOSTILE_BIZ_TYPE`; attacks set its `config.hostile`.
+    hostile: ImsEmulator
 
     def channel(self) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(
@@ -151,9 +168,14 @@ def _gateway(
     credentials: processes.Credentials, emulator_url: str
 ) -> Iterator[tuple[processes.Running, Target]]:
     attacker, canary = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory() as folder, serve_files(_FILES) as files_url:
+    config = EmulatorConfig(secret_id=credentials.secret_id, secret_key=credentials.secret_key)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        serve_files(_FILES) as files_url,
+        ImsEmulator(config, host="127.0.0.1", port=0) as hostile,
+    ):
         routes = Path(folder, "routes.toml")
-        routes.write_text(ROUTES.format(emulator=emulator_url), encoding="utf-8")
+        routes.write_text(ROUTES.format(emulator=emulator_url, hostile=hostile.url), encoding="utf-8")
         tokens = Path(folder, "tokens")
         tokens.write_text(f"attacker {attacker}\ncanary {canary}\n", encoding="utf-8")
         with processes.serve(
@@ -164,7 +186,7 @@ def _gateway(
             BENCH_SECRET_ID=credentials.secret_id,
             BENCH_SECRET_KEY=credentials.secret_key,
         ) as gateway:
-            yield gateway, Target(gateway.address, attacker, canary, files_url)
+            yield gateway, Target(gateway.address, attacker, canary, files_url, credentials, hostile)
 
 
 # Path -> body for the loopback file server; attacks register their bombs before the run starts.

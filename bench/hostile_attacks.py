@@ -8,8 +8,10 @@ google.rpc.ErrorInfo) or `UNANSWERED` (a stream item that got no answer).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Awaitable, Sequence
 
 import grpc
 from google.rpc import error_details_pb2
@@ -21,8 +23,9 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
+from bench import bombs
 from bench.client import CODE_NAMES
-from bench.hostile import CLOUD_BIZ_TYPE, Attack, Target
+from bench.hostile import CLOUD_BIZ_TYPE, HOSTILE_BIZ_TYPE, Attack, Target, serve_bomb
 from emulator.images import make_png
 
 _SERVICE = "/moderation.v1.ModerationService"
@@ -39,8 +42,12 @@ FLOOD_DEADLINE = 10.0
 FLOOD_CONNECTIONS = 40
 
 
-def _outcome(error: grpc.aio.AioRpcError) -> str:
-    """The code, unless the error leaks internals or lacks the ErrorInfo every gateway error carries."""
+def _outcome(error: grpc.aio.AioRpcError, secrets: Sequence[str] = ()) -> str:
+    """The code, unless the error leaks a secret or internals, or lacks the ErrorInfo every gateway
+    error carries."""
+    shown = f"{error.details()} {error.trailing_metadata()}"
+    if any(secret in shown for secret in secrets):
+        return "LEAKED_SECRET"
     if _INTERNAL_NAMES.search(error.details() or ""):
         return "LEAKED_INTERNALS"
     if error.code() in {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}:
@@ -65,11 +72,12 @@ async def _call(
         request_serializer=ModerateImageRequest.SerializeToString,
         response_deserializer=ModerateImageResponse.FromString,
     )
+    secrets = (target.credentials.secret_id, target.credentials.secret_key)
     try:
-        await method(request, timeout=deadline, metadata=target.attacker)
+        answer = await method(request, timeout=deadline, metadata=target.attacker)
     except grpc.aio.AioRpcError as error:
-        return _outcome(error)
-    return "OK"
+        return _outcome(error, secrets)
+    return "LEAKED_SECRET" if any(s in str(answer) for s in secrets) else "OK"
 
 
 async def undecodable_bytes(target: Target) -> Sequence[str]:
@@ -112,16 +120,31 @@ async def long_url(target: Target) -> Sequence[str]:
 
 
 async def flood(target: Target, *, connections: int) -> Sequence[str]:
-    """`FLOOD_CALLS` unary calls at once through the tencent route, over `connections` channels."""
-    channels = [target.channel() for _ in range(connections)]
-    request = ModerateImageRequest(content=IMAGE, biz_type=CLOUD_BIZ_TYPE)
-    try:
-        return await asyncio.gather(
-            *(_call(channels[i % connections], target, request, FLOOD_DEADLINE) for i in range(FLOOD_CALLS))
-        )
-    finally:
-        for channel in channels:
-            await channel.close()
+    """`FLOOD_CALLS` unary calls at once through the tencent route, over `connections` channels, from
+    another process (`bench.flood`): the flood's client work must not slow this process's canaries."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.flood",
+        target.address.rpartition(":")[2],
+        str(FLOOD_CALLS),
+        str(connections),
+        target.attacker_token,
+        "--biz-type",
+        CLOUD_BIZ_TYPE,
+        "--deadline",
+        str(FLOOD_DEADLINE),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await process.communicate()
+    counts: dict[str, int] = json.loads(stdout)
+    return [_flood_code(outcome) for outcome, count in counts.items() for _ in range(count)]
+
+
+def _flood_code(outcome: str) -> str:
+    """`CODE:REASON` is a mapped error; a bare code carried no ErrorInfo (unless it needs none)."""
+    code, has_reason, _ = outcome.partition(":")
+    return code if has_reason or code in {"OK", "DEADLINE_EXCEEDED", "CANCELLED"} else "NO_ERROR_INFO"
 
 
 async def stream_flood(target: Target) -> Sequence[str]:
@@ -161,12 +184,56 @@ def _item_code(answer: StreamModerateImagesResponse) -> str:
     return str(CODE_NAMES.get(answer.error.code, "UNKNOWN"))
 
 
+async def hostile_upstream(target: Target, mode: str, *, deadline: float = 10.0) -> Sequence[str]:
+    """Two calls at once to a backend answering in `mode` (emulator/hostile.py)."""
+    target.hostile.config.hostile = mode
+    request = ModerateImageRequest(content=IMAGE, biz_type=HOSTILE_BIZ_TYPE)
+    try:
+        return await two_at_once(target, request, deadline)
+    finally:
+        target.hostile.config.hostile = ""
+
+
+async def two_at_once(target: Target, request: ModerateImageRequest, deadline: float = 10.0) -> Sequence[str]:
+    async with target.channel() as channel:
+        return await asyncio.gather(*(_call(channel, target, request, deadline) for _ in range(2)))
+
+
+def _bomb(name: str, request: ModerateImageRequest, mapped: frozenset[str]) -> Attack:
+    return Attack(name, lambda target: two_at_once(target, request), mapped)
+
+
+def _url_bomb(target: Target) -> Awaitable[Sequence[str]]:
+    return two_at_once(target, ModerateImageRequest(url=f"{target.files_url}{URL_BOMB_PATH}"))
+
+
+def _upstream(mode: str, mapped: frozenset[str], deadline: float = 10.0) -> Attack:
+    return Attack(f"upstream {mode}", lambda t: hostile_upstream(t, mode, deadline=deadline), mapped)
+
+
 _ANY_REFUSAL = frozenset({"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE"})
 
+URL_BOMB_PATH = "/bomb.png"
+serve_bomb(URL_BOMB_PATH, bombs.pixel_bomb_png())
+_REFUSED = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"})
+
 ATTACKS = [
+    _bomb(
+        "2 GIFs of 10,000 frames, interval 1",
+        ModerateImageRequest(content=bombs.frame_flood_gif(), interval=1, max_frames=10_000),
+        frozenset({"OK"}),
+    ),
+    _bomb("2 WEBPs declaring 9999x8948", ModerateImageRequest(content=bombs.pixel_bomb_webp()), _REFUSED),
+    _bomb(
+        "2 TIFFs, second page 12000x12000",
+        ModerateImageRequest(content=bombs.tall_second_page_tiff(), interval=1, max_frames=2),
+        _REFUSED,
+    ),
+    Attack("2 URLs of a 12000x12000 PNG", _url_bomb, _REFUSED),
     Attack("undecodable bytes, every method", undecodable_bytes, frozenset({"INVALID_ARGUMENT", "INTERNAL"})),
     Attack("idna-invalid hosts", idna_hosts, frozenset({"INVALID_ARGUMENT"})),
-    Attack("4 KB URL", long_url, frozenset({"INVALID_ARGUMENT"})),
+    # A valid URL of the 4 KB maximum that cannot be downloaded here: the error quoting it must arrive whole.
+    Attack("4 KB URL", long_url, frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION"})),
     Attack(
         f"{FLOOD_CALLS} calls, one connection",
         lambda target: flood(target, connections=1),
@@ -178,4 +245,12 @@ ATTACKS = [
         _ANY_REFUSAL,
     ),
     Attack("20 streams of 100, one connection", stream_flood, _ANY_REFUSAL - {"UNAVAILABLE"}),
+    # IMS rejects with a code the gateway does not retry: an upstream "failure" of the caller's request.
+    _upstream(
+        "echo_headers", frozenset({"INVALID_ARGUMENT", "INTERNAL", "FAILED_PRECONDITION", "UNAVAILABLE"})
+    ),
+    _upstream("echo_headers_result", frozenset({"OK"})),
+    _upstream("huge_body", frozenset({"UNAVAILABLE"})),
+    _upstream("deep_json", frozenset({"UNAVAILABLE"})),
+    _upstream("slow_drip", frozenset({"DEADLINE_EXCEEDED"}), deadline=3.0),
 ]

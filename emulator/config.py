@@ -11,6 +11,7 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 
 from .faults import Faults
+from .hostile import HOSTILE_MODES
 
 # Regions IMS is documented or sampled in (ims-facts §1.2): the mainland samples plus the intl list.
 DEFAULT_REGIONS = frozenset(
@@ -47,6 +48,10 @@ class EmulatorConfig:
     bearer_token: str = field(default="", repr=False)
     # The one request path served, signed as the canonical URI under tc3; others get HTTP 404.
     path: str = "/"
+    # A hostile answer to every moderated request (emulator/hostile.py), or "" for IMS's own.
+    hostile: str = ""
+    hostile_body_bytes: int = 200 * 1024 * 1024
+    drip_interval: float = 0.2
 
     def __post_init__(self) -> None:
         if self.auth not in AUTH_MODES:
@@ -55,3 +60,5 @@ class EmulatorConfig:
             raise ValueError("auth 'tc3' needs secret_id and secret_key")
         if self.auth == "bearer" and not self.bearer_token:
             raise ValueError("auth 'bearer' needs bearer_token")
+        if self.hostile and self.hostile not in HOSTILE_MODES:
+            raise ValueError(f"hostile {self.hostile!r} is not one of {sorted(HOSTILE_MODES)}")

@@ -21,12 +21,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import auth, connection, results
+from . import auth, connection, hostile, results
 from .config import EmulatorConfig
 from .errors import ImsError
 from .faults import Fault, Faults
@@ -158,7 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and (error := fault.error()) is not None:
                 raise error
             answer = {"Response": {**results.build(subject, hits), "RequestId": str(uuid.uuid4())}}
-            if fault is None:
+            if config.hostile:
+                self._answer_hostilely(config, answer)
+            elif fault is None:
                 self._send_json(answer)
             else:
                 self._inject_transport_fault(fault, answer)
@@ -247,6 +250,39 @@ class _Handler(BaseHTTPRequestHandler):
         else:  # connection_reset
             self.close_connection = True
             connection.reset(self.connection)
+
+    def _answer_hostilely(self, config: EmulatorConfig, answer: dict[str, Any]) -> None:
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        if config.hostile == "echo_headers":
+            self._send(200, "application/json", hostile.encoded(hostile.echo_error(headers)))
+        elif config.hostile == "echo_headers_result":
+            self._send(200, "application/json", hostile.encoded(hostile.echo_result(answer, headers)))
+        elif config.hostile == "deep_json":
+            self._send(200, "application/json", hostile.deep_json())
+        elif config.hostile == "huge_body":
+            self._stream(hostile.huge_body(config.hostile_body_bytes), length=None)
+        else:  # slow_drip
+            body = hostile.encoded(answer)
+            drops = (body[i : i + 1] for i in range(len(body)))
+            self._stream(drops, length=len(body), pause=config.drip_interval)
+
+    def _stream(self, chunks: Iterator[bytes], *, length: int | None, pause: float = 0.0) -> None:
+        """A 200 written chunk by chunk (read until close when `length` is None), until the client leaves."""
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if length is not None:
+                self.send_header("Content-Length", str(length))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if pause and not self._wait(pause):
+                    return
+        except ConnectionError:
+            self.emulator.stats.record_aborted()
 
     # --- answering -------------------------------------------------------------------------------
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 
+# Re-exported: the access log, spans, metrics and router read it from here.
+from backends.calls import CALLER as CALLER
 from service import errors
 
-CALLER: ContextVar[str] = ContextVar("moderation_caller", default="")
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -56,20 +56,19 @@ def load_tokens(path: Path) -> dict[str, str]:
 
 class CallerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, tokens: dict[str, str] | None, *, mutual_tls: bool) -> None:
-        self._tokens = tokens or {}
+        # As bytes: `hmac.compare_digest` refuses a str with a non-ASCII character (TypeError), and
+        # a caller chooses what its header holds.
+        self._tokens = {known.encode(): name for known, name in (tokens or {}).items()}
         self._mutual_tls = mutual_tls
 
     def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The caller's name, or None when the call must be refused."""
         if self._tokens:
-            presented = dict(context.invocation_metadata() or ()).get("authorization", "")
-            scheme, _, token = str(presented).partition(" ")
-            if scheme.lower() != "bearer":
+            token = _bearer_token(dict(context.invocation_metadata() or ()).get("authorization", b""))
+            if token is None:
                 return None
             # Every configured token is compared, so timing tells nothing about which one nearly matched.
-            matches = [
-                name for known, name in self._tokens.items() if hmac.compare_digest(known, token.strip())
-            ]
+            matches = [name for known, name in self._tokens.items() if hmac.compare_digest(known, token)]
             return matches[0] if matches else None
         if self._mutual_tls:
             names = context.auth_context().get("x509_common_name") or context.auth_context().get(
@@ -87,6 +86,15 @@ class CallerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or handler_call_details.method.startswith(_OPEN_SERVICES):
             return handler
         return _wrapped(handler, self)
+
+
+def _bearer_token(presented: str | bytes) -> bytes | None:
+    """The token of an `authorization: Bearer <token>` value, as bytes; None for any other value."""
+    # surrogatepass: any str encodes, so no header a caller can send makes this raise.
+    raw = presented if isinstance(presented, bytes) else presented.encode("utf-8", "surrogatepass")
+    scheme, _, token = raw.partition(b" ")
+    token = token.strip()
+    return token if scheme.lower() == b"bearer" and token else None
 
 
 async def _refuse(context: grpc.aio.ServicerContext[Any, Any]) -> None:

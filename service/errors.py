@@ -24,6 +24,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from backends.errors import BackendError, Kind
+from backends.scrub import REQUEST_ID, UPSTREAM_CODE
+from service import scrub
 from service.validation import FieldViolation, ValidationError
 
 __all__ = [
@@ -36,11 +38,21 @@ __all__ = [
     "KindPolicy",
     "code_and_reason",
     "failure_status",
+    "over_capacity_status",
     "stream_stopped_status",
     "unauthenticated_status",
 ]
 
 DOMAIN = "moderation-gateway"
+# gRPC sends the message and the details as metadata, which it refuses past 8 KB (the soft limit; the
+# caller then gets RESOURCE_EXHAUSTED and no ErrorInfo). Each piece is bounded, so that a status stays
+# under about 4 KB on the wire whatever the request quoted: the message at most 3x its characters once
+# percent-encoded, the details 4/3x their serialised size once base64-encoded.
+MAX_MESSAGE_CHARS = 400
+MAX_DESCRIPTION_CHARS = 120
+MAX_FIELD_CHARS = 32
+MAX_METADATA_CHARS = 96
+MAX_VIOLATIONS = 10
 
 
 class CircuitEffect(enum.Enum):
@@ -246,9 +258,17 @@ def _packed(message: object) -> any_pb2.Any:
 def _status(
     code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str], *details: object
 ) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
+    """Every status is built here: the message and metadata scrubbed of secrets and cut to size."""
+    shown = scrub.outward().excerpt
+    info = error_details_pb2.ErrorInfo(
+        reason=reason,
+        domain=DOMAIN,
+        metadata={key: shown(value, MAX_METADATA_CHARS) for key, value in metadata.items()},
+    )
     return status_pb2.Status(
-        code=code.value[0], message=message, details=[_packed(info), *(_packed(d) for d in details)]
+        code=code.value[0],
+        message=shown(message, MAX_MESSAGE_CHARS),
+        details=[_packed(info), *(_packed(d) for d in details)],
     )
 
 
@@ -259,12 +279,15 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
 
 
 def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadRequest:
+    shown = scrub.outward().excerpt
     return error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(
-                field=v.field, description=v.description, reason=v.reason
+                field=shown(v.field, MAX_FIELD_CHARS),
+                description=shown(v.description, MAX_DESCRIPTION_CHARS),
+                reason=shown(v.reason, MAX_FIELD_CHARS),
             )
-            for v in violations
+            for v in violations[:MAX_VIOLATIONS]
         ]
     )
 
@@ -283,14 +306,16 @@ def _validation_status(error: ValidationError) -> status_pb2.Status:
 def _backend_status(failure: CallFailure) -> status_pb2.Status:
     error, backend = failure.error, failure.backend
     row = KIND_POLICIES[error.kind]
+    scrubber = scrub.outward()
     metadata = {"backend": backend, "attempts": str(failure.attempts)}
     if error.upstream_code:
-        metadata["upstream_code"] = error.upstream_code
+        metadata["upstream_code"] = scrubber.token(error.upstream_code, UPSTREAM_CODE)
     if error.request_id:
-        metadata["upstream_request_id"] = error.request_id
+        metadata["upstream_request_id"] = scrubber.token(error.request_id, REQUEST_ID)
     if row.operator_fault:
         message = (
-            f"backend {backend!r} refused the gateway's request ({error.upstream_code or error.kind.value}); "
+            f"backend {backend!r} refused the gateway's request "
+            f"({metadata.get('upstream_code') or error.kind.value}); "
             "this is a gateway configuration or account problem, not the caller's: contact its operators"
         )
     else:
@@ -304,7 +329,8 @@ def _backend_status(failure: CallFailure) -> status_pb2.Status:
             error_details_pb2.QuotaFailure(
                 violations=[
                     error_details_pb2.QuotaFailure.Violation(
-                        subject=f"backend:{backend}", description=error.message
+                        subject=scrubber.excerpt(f"backend:{backend}", MAX_METADATA_CHARS),
+                        description=scrubber.excerpt(error.message, MAX_DESCRIPTION_CHARS),
                     )
                 ]
             )
@@ -341,4 +367,17 @@ def unauthenticated_status() -> status_pb2.Status:
         "send `authorization: Bearer <token>` metadata with a token the gateway's operators gave you",
         "CALLER_UNAUTHENTICATED",
         {},
+    )
+
+
+def over_capacity_status(limit: int, *, per_caller: bool) -> status_pb2.Status:
+    """RESOURCE_EXHAUSTED for a call past the server's call cap, or past its caller's bulkhead."""
+    if per_caller:
+        message = f"this caller already has {limit} calls in flight, the most one caller may: retry later"
+        reason = "CALLER_OVER_CAPACITY"
+    else:
+        message = f"the gateway already runs {limit} calls, its limit: retry later or on another instance"
+        reason = "SERVER_OVER_CAPACITY"
+    return _status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, message, reason, {"limit": str(limit)}, _retry_info(1.0)
     )

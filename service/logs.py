@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
 
+from backends.scrub import REDACTED, Scrubber
+from service import scrub
 from service.auth import CALLER
 
-REDACTED = "[REDACTED]"
+__all__ = ["REDACTED", "JsonFormatter", "RedactSecrets", "TraceContext", "configure_logging", "log_access"]
+
 access_log = logging.getLogger("moderation.access")
 
 
 class RedactSecrets(logging.Filter):
     """Secrets are never logged on purpose; this makes sure they are not logged by accident either."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str] | Scrubber) -> None:
         super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
+        self._scrub = secrets if isinstance(secrets, Scrubber) else Scrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -34,13 +38,10 @@ class RedactSecrets(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         exc_text = record.exc_text or ""
         fields = json.dumps(getattr(record, "fields", {}), default=str)
-        if any(secret in message or secret in exc_text or secret in fields for secret in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, REDACTED)
-                exc_text = exc_text.replace(secret, REDACTED)
-                fields = fields.replace(secret, REDACTED)
-            record.msg, record.args, record.exc_text = message, None, exc_text or None
-            record.fields = json.loads(fields)
+        if any(self._scrub.holds_secret(text) for text in (message, exc_text, fields)):
+            record.msg, record.args = self._scrub(message), None
+            record.exc_text = self._scrub(exc_text) or None
+            record.fields = json.loads(self._scrub(fields))
         return True
 
 
@@ -74,6 +75,40 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class RateLimitedLog:
+    """At most one line per `interval` seconds for an event a client can repeat at will, each line
+    counting the occurrences since the last one, so a flood of bad calls cannot flood the log too."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None
+        self._unlogged = 0
+
+    def record(self, **fields: object) -> None:
+        """Counts one occurrence; logs it (a WARNING, with `fields`) when a line is due."""
+        self._unlogged += 1
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._last, count, self._unlogged = now, self._unlogged, 0
+        self._logger.warning(
+            "%s (%d since the last such line)",
+            self._message,
+            count,
+            extra={"fields": {**fields, "count": count}},
+        )
+
+
 def log_access(method: str, code: str, seconds: float, **fields: object) -> None:
     fields = {"caller": CALLER.get(), **fields}
     access_log.info(
@@ -100,7 +135,8 @@ def configure_logging(level: str, secrets: Iterable[str], *, json_format: bool =
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler.addFilter(TraceContext())
-    handler.addFilter(RedactSecrets(secrets))
+    # The same secrets leave answers, spans and metrics through the outward scrubber.
+    handler.addFilter(RedactSecrets(scrub.configure(secrets)))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # httpx logs every request at INFO; the access line and the spans already say what matters.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
 import grpc
+from google.rpc import status_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 from opentelemetry import trace
 
+from backends.scrub import LABEL, REQUEST_ID
+from service import scrub
 from service.auth import CALLER
 from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
 from service.governor import Priority
@@ -33,6 +37,25 @@ Outcome: TypeAlias = ModerateImageResponse | Failure
 Attributes: TypeAlias = dict[str, str | int]
 
 CODE_NAMES: Final[Mapping[grpc.StatusCode, str]] = MappingProxyType({c: c.name for c in grpc.StatusCode})
+CODES_BY_VALUE: Final[Mapping[int, grpc.StatusCode]] = MappingProxyType(
+    {c.value[0]: c for c in grpc.StatusCode}
+)
+
+
+@dataclass
+class StreamTally:
+    """A stream's items by outcome, and the status the server ended it with, if it did."""
+
+    items: int = 0
+    errors: int = 0
+    ending: grpc.StatusCode | None = None
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.items += 1
+        self.errors += not isinstance(outcome, ModerateImageResponse)
+
+    def ended_with(self, status: status_pb2.Status) -> None:
+        self.ending = CODES_BY_VALUE[status.code]
 
 
 def status_code_name(outcome: Outcome) -> str:
@@ -44,23 +67,29 @@ def status_code_name(outcome: Outcome) -> str:
 
 
 def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attributes:
-    """The documented `moderation.*` span attributes of one image."""
+    """The documented `moderation.*` span attributes of one image.
+
+    Scrubbed of the configured secrets and bounded: `biz_type` is the caller's (unvalidated when the
+    request was refused), the label and request id the backend's, and the label is a metric label too.
+    """
+    scrubber = scrub.outward()
+    biz_type = scrubber.excerpt(request.biz_type)
     if not isinstance(outcome, ModerateImageResponse):
         _, reason = code_and_reason(outcome)
         return {
-            "moderation.biz_type": request.biz_type,
+            "moderation.biz_type": biz_type,
             "moderation.status_code": status_code_name(outcome),
             "moderation.error.reason": reason,
             "moderation.backend": outcome.backend if isinstance(outcome, CallFailure) else "",
         }
     return {
-        "moderation.biz_type": request.biz_type,
+        "moderation.biz_type": biz_type,
         "moderation.status_code": status_code_name(outcome),
         "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
-        "moderation.label": outcome.label,
+        "moderation.label": scrubber.token(outcome.label, LABEL),
         "moderation.score": outcome.score,
         "moderation.backend": outcome.backend,
-        "moderation.backend_request_id": outcome.request_id,
+        "moderation.backend_request_id": scrubber.token(outcome.request_id, REQUEST_ID),
         "moderation.attempts": outcome.attempts,
         "moderation.fallback": str(outcome.fallback).lower(),
         "moderation.unmoderated": str(outcome.unmoderated).lower(),
@@ -72,7 +101,8 @@ def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, 
     attributes = outcome_attributes(request, outcome)
     return {
         "backend": attributes.get("moderation.backend", ""),
-        "data_id": request.data_id,
+        # The caller's, unvalidated when the request was refused.
+        "data_id": scrub.outward().excerpt(request.data_id),
         "backend_request_id": attributes.get("moderation.backend_request_id", ""),
         "suggestion": attributes.get("moderation.suggestion", ""),
         "attempts": attributes.get("moderation.attempts", 0),
@@ -107,26 +137,23 @@ class Observer:
         log_access(method, status_code_name(outcome), seconds, **access_fields(request, outcome))
 
     @contextmanager
-    def stream_call(self, method: str) -> Iterator[Callable[[Outcome], None]]:
+    def stream_call(self, method: str) -> Iterator[StreamTally]:
         """One access line per stream, however it ends, counting its items by outcome."""
         started = asyncio.get_running_loop().time()
-        counts = {"items": 0, "errors": 0}
-
-        def tally(outcome: Outcome) -> None:
-            counts["items"] += 1
-            counts["errors"] += not isinstance(outcome, ModerateImageResponse)
-
-        code = CODE_NAMES[grpc.StatusCode.OK]
+        tally = StreamTally()
         try:
             yield tally
         except (asyncio.CancelledError, GeneratorExit):
-            code = CODE_NAMES[grpc.StatusCode.CANCELLED]
+            tally.ending = tally.ending or grpc.StatusCode.CANCELLED
             raise
         except BaseException:
-            code = CODE_NAMES[grpc.StatusCode.UNKNOWN]
+            # The server's own end of a stream (draining, idle) raises through here with its code set.
+            tally.ending = tally.ending or grpc.StatusCode.UNKNOWN
             raise
         finally:
-            log_access(method, code, asyncio.get_running_loop().time() - started, **counts)
+            code = CODE_NAMES[tally.ending or grpc.StatusCode.OK]
+            seconds = asyncio.get_running_loop().time() - started
+            log_access(method, code, seconds, items=tally.items, errors=tally.errors)
 
     def _record(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
         _log_failure(outcome)

@@ -16,6 +16,8 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.base import Backend
 from backends.errors import BackendError, Kind
+from backends.scrub import REQUEST_ID, UPSTREAM_CODE
+from service import scrub
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure
 from service.governor import Governor, Priority
@@ -150,7 +152,9 @@ class Retrier:
                     loop.time() - started,
                     {"moderation.backend": self._backend.name, "moderation.outcome": outcome},
                 )
-            span.set_attribute("moderation.backend_request_id", result.request_id)
+            span.set_attribute(
+                "moderation.backend_request_id", scrub.outward().token(result.request_id, REQUEST_ID)
+            )
             return result
 
     async def _attempt(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
@@ -178,15 +182,18 @@ class Retrier:
 
 
 def _reason(error: BackendError) -> str:
-    return error.upstream_code or error.kind.value
+    """A metric label and span attribute: an upstream code only if it is one, holding no secret."""
+    if error.upstream_code:
+        return scrub.outward().token(error.upstream_code, UPSTREAM_CODE)
+    return error.kind.value
 
 
 def _error_attributes(error: BackendError) -> dict[str, str]:
     attributes = {"moderation.error.kind": error.kind.value}
     if error.upstream_code:
-        attributes["moderation.upstream_code"] = error.upstream_code
+        attributes["moderation.upstream_code"] = _reason(error)
     if error.request_id:
-        attributes["moderation.backend_request_id"] = error.request_id
+        attributes["moderation.backend_request_id"] = scrub.outward().token(error.request_id, REQUEST_ID)
     return attributes
 
 

@@ -19,6 +19,8 @@ from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from backends.base import Backend
+from service import scrub
+from service.admission import Admission
 from service.auth import CallerAuth
 from service.circuit import CircuitBreaker, CircuitState
 from service.governor import FleetConnection, build_governor, default_budget_key
@@ -29,6 +31,7 @@ from service.servicer import ModerationServicer
 from service.settings import Settings
 from service.streaming import Window
 from service.telemetry import Telemetry
+from service.undecodable import RejectUndecodable
 from service.validation import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,10 @@ SERVICE_NAME = moderation_service_pb2.DESCRIPTOR.services_by_name["ModerationSer
 # The largest image IMS accepts, plus room for the other fields and for sizes just over the limit,
 # which then get a clear INVALID_ARGUMENT instead of a bare RESOURCE_EXHAUSTED.
 MAX_RECEIVE_MESSAGE_BYTES = MAX_IMAGE_BYTES + 4 * 1024 * 1024
+# grpc's own call limiter sits this many times above MODERATION_MAX_CONCURRENT_RPCS (see build_server).
+BACKSTOP_FACTOR = 2
+# Calls C-core holds that grpc's Python loop has not picked up yet (a burst waits there).
+MAX_PENDING_CALLS = 10_000
 # How often health follows the backends' circuits.
 HEALTH_INTERVAL = 0.5
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -193,6 +200,8 @@ def build_server(
 ) -> Gateway:
     """The server bound to `settings.listen` (port 0 picks a free one), not yet started."""
     telemetry = telemetry or Telemetry.off()
+    # Answers, spans and metric labels leave through the outward scrubber: it must know these secrets.
+    scrub.configure(settings.secrets)
     interceptors = []
     if telemetry.tracing:
         # The server span per RPC, continuing the caller's W3C traceparent and baggage.
@@ -203,16 +212,31 @@ def build_server(
     if settings.auth_tokens or settings.tls_client_ca:
         # Inside the tracing interceptor, so a refused call still has its span.
         interceptors.append(CallerAuth(settings.auth_tokens, mutual_tls=settings.tls_client_ca is not None))
+    # Innermost, so the tolerant deserializer it installs is the one grpc calls (the others copy it).
+    interceptors.append(RejectUndecodable())
     server = grpc.aio.server(
         interceptors=interceptors,
-        # Past this many calls at once, new ones get RESOURCE_EXHAUSTED instead of queueing in memory.
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        # The call cap is `Admission`'s (a logged, counted RESOURCE_EXHAUSTED with an ErrorInfo); grpc's
+        # own limiter, which refuses before any interceptor runs, is only a backstop for the calls
+        # admission never counts (health, reflection, refusals being sent).
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs * BACKSTOP_FACTOR,
         options=[
             # Otherwise a second server silently shares the port with a leftover one.
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
             # Calls one connection may have open at once (HTTP/2 SETTINGS); more wait in the client.
             ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+            # On (C-core's default), the server also counts streams the client already saw closed but
+            # the server has not yet freed, and refuses new ones with RST_STREAM REFUSED_STREAM (the
+            # caller's UNAVAILABLE "RST_STREAM error code 7"), although the client kept to the limit it
+            # was told. Off, the limit is the one the client sees, and it queues calls beyond it.
+            ("grpc.http.overload_protection", 0),
+            # Calls that arrived but that grpc's Python loop has not picked up yet wait in C-core's
+            # pending queue; past `max_pending_requests` (1000 by default) C-core drops them at
+            # random, and their callers see CANCELLED without the gateway ever hearing of them.
+            # With room for a burst (2,000 calls at once measured), every call reaches admission.
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
         ],
     )
     router = build_router(
@@ -226,6 +250,11 @@ def build_server(
             settings.stream_max_in_flight_bytes,
         ),
         max_in_flight=settings.max_in_flight,
+        admission=Admission(
+            max_calls=settings.max_concurrent_rpcs,
+            per_caller=settings.caller_max_in_flight,
+            metrics=telemetry.metrics,
+        ),
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,
     )

@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from service import errors
+from service.admission import Admission, Ticket, caller_key
 from service.deadlines import Deadline
 from service.governor import Priority
 from service.observe import Observer, Outcome
@@ -47,10 +48,12 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         backend_timeout: float,
         stream_window: Window,
         max_in_flight: int,
+        admission: Admission,
         telemetry: Telemetry,
         stream_idle_timeout: float | None = None,
     ) -> None:
         self._router = router
+        self._admission = admission
         self._telemetry = telemetry
         self._stream_idle_timeout = stream_idle_timeout
         # Set when the server begins to shut down: streams stop reading, answer what they read, and end.
@@ -65,14 +68,22 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     def begin_drain(self) -> None:
         self._draining.set()
 
+    async def _admit(self, context: grpc.aio.ServicerContext[object, object], method: str) -> Ticket:
+        """The call's room in the server and in its caller's bulkhead, or RESOURCE_EXHAUSTED."""
+        ticket = self._admission.admit(method, caller_key(context))
+        if not isinstance(ticket, Ticket):
+            await _abort(context, ticket)
+        return ticket
+
     async def ModerateImage(
         self,
         request: ModerateImageRequest,
         context: grpc.aio.ServicerContext[ModerateImageRequest, ModerateImageResponse],
     ) -> ModerateImageResponse:
         started = asyncio.get_running_loop().time()
-        deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
-        outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
+        with await self._admit(context, "ModerateImage"):
+            deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
+            outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
         self._observer.unary_call(
             "ModerateImage", request, outcome, asyncio.get_running_loop().time() - started
         )
@@ -85,9 +96,10 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         request_iterator: AsyncIterator[StreamModerateImagesRequest],
         context: grpc.aio.ServicerContext[StreamModerateImagesRequest, StreamModerateImagesResponse],
     ) -> AsyncIterator[StreamModerateImagesResponse]:
-        items = _stream_items(request_iterator)
-        async for answer in self._answers(StreamModerateImagesResponse, items, context):
-            yield answer
+        with await self._admit(context, "StreamModerateImages") as ticket:
+            items = _stream_items(request_iterator)
+            async for answer in self._answers(StreamModerateImagesResponse, items, context, ticket):
+                yield answer
 
     async def BatchModerateImages(
         self,
@@ -102,17 +114,20 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 "BATCH_TOO_LARGE",
             )
             await _abort(context, errors.failure_status(ValidationError([violation])))
-        items = [
-            Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
-        ]
-        async for answer in self._answers(BatchModerateImagesResponse, aiter_items(items), context):
-            yield answer
+        with await self._admit(context, "BatchModerateImages") as ticket:
+            items = [
+                Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
+            ]
+            batch = aiter_items(items)
+            async for answer in self._answers(BatchModerateImagesResponse, batch, context, ticket):
+                yield answer
 
     async def _answers(
         self,
         message_type: type[ItemAnswer],
         items: AsyncIterator[Item],
         context: grpc.aio.ServicerContext[object, object],
+        ticket: Ticket,
     ) -> AsyncIterator[ItemAnswer]:
         """Both streaming RPCs: an answer per item read, one access line, a clear end if reading stops."""
         method = (
@@ -120,15 +135,21 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         )
         with self._observer.stream_call(method) as tally:
             try:
-                async for item, outcome in self._answer_items(items, context, method):
+                async for item, outcome in self._answer_items(items, context, method, ticket):
                     tally(outcome)
                     yield _item_answer(message_type, item, outcome)
             except ReadingStopped as stopped:
                 idle = self._stream_idle_timeout
-                await _abort(context, errors.stream_stopped_status(stopped.reason, stopped.items_read, idle))
+                status = errors.stream_stopped_status(stopped.reason, stopped.items_read, idle)
+                tally.ended_with(status)
+                await _abort(context, status)
 
     def _answer_items(
-        self, items: AsyncIterator[Item], context: grpc.aio.ServicerContext[object, object], method: str
+        self,
+        items: AsyncIterator[Item],
+        context: grpc.aio.ServicerContext[object, object],
+        method: str,
+        ticket: Ticket,
     ) -> AsyncIterator[tuple[Item, Outcome]]:
         # Each item gets a span of its own trace, linked to the stream's: a long stream must not grow
         # one trace without bound.
@@ -156,6 +177,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             answer,
             window=self._stream_window,
             server_slots=self._server_slots,
+            caller_slots=ticket.items,
             stop_reading=self._draining,
             idle_timeout=self._stream_idle_timeout,
         )

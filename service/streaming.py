@@ -95,10 +95,15 @@ async def answer_concurrently(
     *,
     window: Window,
     server_slots: asyncio.Semaphore,
+    caller_slots: asyncio.Semaphore | None = None,
     stop_reading: asyncio.Event | None = None,
     idle_timeout: float | None = None,
 ) -> AsyncIterator[tuple[Item, Answer]]:
     """Yields `(item, answer)` for every item read, in completion order.
+
+    Each item read holds one of `caller_slots` (its caller's bulkhead, across the caller's streams)
+    and one of `server_slots`; the caller's is taken first, so a caller at its limit waits without
+    holding a slot the other callers could use.
 
     Reading stops early when `stop_reading` is set (the server is draining) or when the client sends
     nothing for `idle_timeout` seconds while no item is in flight; the items read are still answered,
@@ -111,11 +116,25 @@ async def answer_concurrently(
     stopped: str | None = None
     stop = stop_reading or asyncio.Event()
 
+    slots = [caller_slots, server_slots] if caller_slots is not None else [server_slots]
+
+    async def acquire_slots() -> None:
+        for taken, slot in enumerate(slots):
+            try:
+                await slot.acquire()
+            except BaseException:
+                release_slots(slots[:taken])
+                raise
+
+    def release_slots(held: list[asyncio.Semaphore] = slots) -> None:
+        for slot in held:
+            slot.release()
+
     async def work(item: Item) -> None:
         try:
             finished.put_nowait(_Done(item, await answer(item)))
         finally:
-            server_slots.release()
+            release_slots()
 
     async def next_item() -> Item | str | None:
         """The next item, None at the end of input, or why reading stops."""
@@ -145,10 +164,15 @@ async def answer_concurrently(
         try:
             while True:
                 await budget.wait_for_room()
-                await server_slots.acquire()
-                item = await next_item()
+                await acquire_slots()
+                try:
+                    item = await next_item()
+                except BaseException:
+                    # A stream cancelled while waiting for its next item gives its slots back.
+                    release_slots()
+                    raise
                 if not isinstance(item, Item):
-                    server_slots.release()
+                    release_slots()
                     await budget.release(0)
                     stopped = item
                     return

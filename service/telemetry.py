@@ -76,6 +76,12 @@ class Metrics:
             unit="{call}",
             description="Calls refused because no slot could come before their deadline, by priority",
         )
+        self.admission_refusals = meter.create_counter(
+            "moderation.admission.refusals",
+            unit="{call}",
+            description="Calls refused on arrival, past the server's call cap or their caller's bulkhead, "
+            "by method and reason",
+        )
         # Counted in a plain dict and read when metrics are collected: two measurements fewer per call.
         self.in_flight: Counter[str] = Counter(unary=0, stream=0)
         meter.create_observable_up_down_counter(

@@ -14,8 +14,12 @@ import warnings
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image, UnidentifiedImageError
+
+from backends.hostnames import host_name_problem, parse_url
+from backends.image_limits import MAX_ASPECT_RATIO, MAX_SIDE, MIN_SIDE
 
 MIN_IMAGE_BYTES = 16
 # A TC3-signed IMS request carries at most 10 MiB in all, so the base64 image and the JSON around it
@@ -24,9 +28,6 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 JSON_ALLOWANCE = 64 * 1024
 MAX_IMAGE_BYTES = (MAX_REQUEST_BYTES - JSON_ALLOWANCE) // 4 * 3
 MAX_URL_LENGTH = 4096
-# Width and height must lie strictly between these, and the long side be less than 90x the short one.
-MIN_SIDE, MAX_SIDE = 50, 10_000
-MAX_ASPECT_RATIO = 90
 MAX_DESC_CHARS = 5000
 
 DATA_ID = re.compile(r"[A-Za-z0-9_\-@#]{1,64}")
@@ -112,8 +113,8 @@ def image_size(content: bytes) -> tuple[int, int]:
         raise ValueError(
             "not an image in a supported format (JPEG, PNG, GIF, WEBP, BMP, TIFF, ...)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ValueError(f"the image header cannot be read ({type(exc).__name__})") from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise ValueError("the image header is corrupt or truncated") from None
     if image_format not in _PILLOW_FORMATS:
         raise ValueError(f"{image_format} images are not accepted")
     return size
@@ -166,6 +167,15 @@ def _url_violations(field: str, url: str) -> list[FieldViolation]:
         parts = None
     if parts is None or parts.scheme not in {"http", "https"} or not has_host:
         return [FieldViolation(field, "must be an absolute http:// or https:// URL", "INVALID_URL")]
+    try:
+        # What the HTTP client would refuse (idna's A-label rules) or its resolver fail on (empty or
+        # over-long labels), refused here rather than surfacing as an unexpected error later.
+        host = parse_url(url).host
+    except httpx.InvalidURL:
+        return [FieldViolation(field, "not a valid URL", "INVALID_URL")]
+    problem = host_name_problem(host)
+    if problem is not None:
+        return [FieldViolation(field, problem, "INVALID_URL")]
     return []
 
 

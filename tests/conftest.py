@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -14,6 +16,7 @@ from backends.tencent.plugin import TencentOptions
 from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
+from service.logs import JsonFormatter
 from service.routes import BackendConfig
 from service.server import Gateway, build_server
 from service.settings import Settings
@@ -93,3 +96,16 @@ async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> moderation_service_pb2_grpc.ModerationServiceStub:
     return moderation_service_pb2_grpc.ModerationServiceStub(channel)
+
+
+@pytest.fixture
+def access_log() -> Iterator[io.StringIO]:
+    """The access log's JSON lines, as written while the test runs."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("moderation.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield buffer
+    logger.removeHandler(handler)

@@ -437,6 +437,15 @@ async def test_a_redirect_to_a_name_resolving_to_a_forbidden_address_is_refused(
     assert dns.asked == ["images.test", "internal.test"]
 
 
+@pytest.mark.parametrize("host", ["xn--a", "a..b", "a" * 64 + ".example"])
+async def test_a_redirect_to_a_host_idna_rejects_is_a_download_failure(
+    make_fetcher: FetcherFactory, server: ImageServer, host: str
+) -> None:
+    error = await download_failure(make_fetcher(LOOPBACK_V4), f"{server.url}/go?to=http://{host}/i.png")
+    assert "redirects to an invalid URL" in error.message
+    assert host not in error.message
+
+
 @pytest.mark.parametrize(
     "target", ["ftp://example.com/a.png", "file:///etc/passwd", "gopher://localhost:70/"]
 )

@@ -1,6 +1,7 @@
 """Property-based fuzzing: whatever arrives, every failure is a mapped, documented error.
 
 Thousands of cases a run: request messages through validation (and a sample through the real server),
+raw bytes, valid or not, on every method of the real server,
 the IMS response parser over random, truncated and mistyped JSON, and the image header reader over
 truncated and corrupted files of every accepted format.
 """
@@ -23,6 +24,7 @@ from backends.tencent.wire import parse_response, request_params
 from service.server import Gateway
 from service.validation import ValidationError, image_size, validate
 from tests.conftest import open_channel
+from tests.test_undecodable import EVERY_METHOD, UNDECODABLE, call_raw
 
 MANY = settings(max_examples=2000, deadline=None)
 # Statuses the gateway documents for a request; UNKNOWN and INTERNAL would mean an unmapped failure.
@@ -192,3 +194,26 @@ def test_header_reader_on_truncated_and_corrupted_images(
         size, refusal = (1, 1), str(error)
         assert refusal, "every refusal explains itself"
     assert min(size) > 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(EVERY_METHOD),
+    messages=st.lists(
+        st.binary(max_size=64) | st.sampled_from([UNDECODABLE, b"\x0a\x05ab", b"\x08\x96\x01", b"\xff"]),
+        min_size=1,
+        max_size=3,
+    ),
+)
+async def test_raw_bytes_on_every_method_never_get_unknown(
+    gateway: Gateway, method: str, messages: list[bytes]
+) -> None:
+    code = grpc.StatusCode.OK
+    async with open_channel(gateway) as channel:
+        try:
+            # Short: a Watch whose bytes happen to parse streams until its deadline.
+            await call_raw(channel, method, messages, timeout=1)
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+    # NOT_FOUND: a health check of a service name the random bytes spelled.
+    assert code is grpc.StatusCode.OK or code in {*DOCUMENTED_CODES, grpc.StatusCode.NOT_FOUND}, code

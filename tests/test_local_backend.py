@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,11 +14,14 @@ from PIL import Image
 
 from backends.errors import BackendError, Kind
 from backends.local.backend import LocalBackend
-from backends.local.frames import sample_frames
+from backends.local.cancel import CancelToken
+from backends.local.frames import DEFAULT_LIMITS, sample_frames
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
+from bench.fileserver import serve_files
 from bench.local_images import animated_gif, encode, near_duplicates, photo, qr_image, text_image
 
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
 
 
@@ -159,9 +164,10 @@ async def test_animated_images_sample_the_requested_frames(backend: LocalBackend
 def test_frame_sampling_indexes() -> None:
     frames = [photo("camera").resize((64, 64)).rotate(angle) for angle in range(0, 70, 10)]
     with Image.open(io.BytesIO(animated_gif(frames))) as image:
-        assert [i for i, _ in sample_frames(image, interval=0, max_frames=0)] == [0]
-        assert [i for i, _ in sample_frames(image, interval=3, max_frames=5)] == [0, 3, 6]
-        assert [i for i, _ in sample_frames(image, interval=2, max_frames=2)] == [0, 2]
+        sampled = functools.partial(sample_frames, image, limits=DEFAULT_LIMITS, token=CancelToken(60))
+        assert [i for i, _ in sampled(interval=0, max_frames=0)] == [0]
+        assert [i for i, _ in sampled(interval=3, max_frames=5)] == [0, 3, 6]
+        assert [i for i, _ in sampled(interval=2, max_frames=2)] == [0, 2]
 
 
 async def test_corrupt_image_is_an_invalid_request(backend: LocalBackend) -> None:
@@ -169,3 +175,41 @@ async def test_corrupt_image_is_an_invalid_request(backend: LocalBackend) -> Non
     with pytest.raises(BackendError) as caught:
         await moderate(backend, truncated)
     assert caught.value.kind is Kind.INVALID_REQUEST
+
+
+async def test_an_image_over_the_decode_budget_is_overloaded_and_a_waiting_one_gives_up_in_time(
+    models: Models,
+) -> None:
+    # 4000x3000 RGB: about 72 MB to decode (pixels and an RGB copy), over a 64 MiB budget.
+    budget = 64 * 1024 * 1024
+    local = LocalBackend(LocalSettings(decode_budget_bytes=budget), models=models)
+    await local.start()
+    try:
+        with pytest.raises(BackendError) as caught:
+            await moderate(local, encode(Image.new("RGB", (4000, 3000), "white"), "JPEG"))
+        assert caught.value.kind is Kind.OVERLOADED
+        assert "more than the whole decode budget (64 MiB)" in caught.value.message
+        # 3000x2000 fits alone (36 MB) but not twice: the second waits, then gives up before its deadline.
+        image = encode(Image.new("RGB", (3000, 2000), "white"), "JPEG")
+        held = await local._memory.acquire("someone", budget - 1, timeout=1)
+        with pytest.raises(BackendError) as waited:
+            await local.moderate(ModerateImageRequest(content=image), timeout=0.5)
+        held.release()
+        assert waited.value.kind is Kind.OVERLOADED
+        assert (await moderate(local, image)).suggestion == PASS
+    finally:
+        await local.aclose()
+
+
+async def test_a_downloaded_image_meets_the_header_limits_of_content(models: Models) -> None:
+    tiny = encode(Image.new("RGB", (40, 40), "white"), "PNG")
+    with serve_files({"/tiny.png": tiny}) as base:
+        local = LocalBackend(LocalSettings(fetch_allow_networks=LOOPBACK), models=models)
+        await local.start()
+        try:
+            with pytest.raises(BackendError) as caught:
+                await local.moderate(ModerateImageRequest(url=f"{base}/tiny.png"), timeout=10)
+        finally:
+            await local.aclose()
+    assert (caught.value.kind, caught.value.field) == (Kind.INVALID_REQUEST, "url")
+    assert "the image is 40x40; each side must be more than 50" in caught.value.message

@@ -124,8 +124,10 @@ async def test_make_run_without_credentials_serves_the_local_backend() -> None:
 
 async def test_a_long_stream_reads_no_further_ahead_than_the_workers_can_serve() -> None:
     # Each item's time budget starts when it is read: reading 128 ahead of two workers would let the
-    # last ones wait out their budget in the pool (and open the circuit for everyone).
-    settings = single_backend_settings("local", LocalSettings(), backend_timeout=2.0)
+    # last ones wait out their budget in the pool (and open the circuit for everyone). At ~0.5 s an
+    # image, 40 items read all at once would wait up to 10 s; 4 s leaves a loaded 2-core machine room
+    # to be twice as slow while still failing on unbounded read-ahead.
+    settings = single_backend_settings("local", LocalSettings(), backend_timeout=4.0)
     gateway = build_server(settings, build_backend(settings))
     await gateway.start()
     image = encode(text_image(["a line of text to read"]), "PNG")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +16,6 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamMod
 
 from emulator import ImsEmulator
 from emulator.images import make_png
-from service.logs import JsonFormatter
 from tests.conftest import GatewayFactory
 from tests.richstatus import rich_error
 
@@ -41,18 +38,6 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
     server.private_key_pem.write_to_path(str(files["key"]))
     ca.cert_pem.write_to_path(str(files["ca"]))
     return files
-
-
-@pytest.fixture
-def access_log() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("moderation.access")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield buffer
-    logger.removeHandler(handler)
 
 
 def callers(log: io.StringIO) -> list[str]:
@@ -143,3 +128,22 @@ async def test_a_caller_spends_only_its_share(make_gateway: GatewayFactory, emul
             )
         )
     assert emulator.stats.max_in_one_second <= 5
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["Bearer ", "Bearer", "Basic " + CHECKOUT_TOKEN, CHECKOUT_TOKEN, "Bearer " + "x" * 6000, "Bearer     "],
+    ids=["empty", "no-token", "not-bearer", "no-scheme", "huge", "blank"],
+)
+async def test_a_malformed_token_is_unauthenticated(
+    make_gateway: GatewayFactory, emulator: ImsEmulator, presented: str
+) -> None:
+    gateway = await make_gateway(auth_tokens={CHECKOUT_TOKEN: "checkout"})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await Stub(channel).ModerateImage(
+                ModerateImageRequest(content=IMAGE), metadata=(("authorization", presented),), timeout=5
+            )
+    error = rich_error(caught.value)
+    assert (error.code, error.info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
+    assert emulator.stats.requests == 0

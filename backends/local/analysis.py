@@ -1,6 +1,6 @@
 """One image through the checks its policy names, as IMS-shaped result structures.
 
-CPU-bound and synchronous: the backend runs it in its worker pool. Animated images are checked frame
+CPU-bound and synchronous: the backend runs it in a worker thread. Animated images are checked frame
 by frame (as sampled); the worst frame decides, and checking stops at the first Block.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 
 from moderation.v1.moderation_service_pb2 import (
@@ -27,7 +28,8 @@ from moderation.v1.moderation_service_pb2 import (
 )
 from PIL import Image
 
-from backends.local.frames import sample_frames
+from backends.local.cancel import CancelToken
+from backends.local.frames import DEFAULT_LIMITS, FrameLimits, sample_frames
 from backends.local.imagelib import ImageLibrary, Kind, Match
 from backends.local.keywords import KeywordMatcher
 from backends.local.models import Box, Models
@@ -54,11 +56,22 @@ def _severity(suggestion: Suggestion.ValueType, score: int) -> tuple[int, int]:
 
 
 def analyze_image(
-    content: bytes, *, interval: int, max_frames: int, policy: Policy, checks: Checks
+    content: bytes,
+    *,
+    interval: int,
+    max_frames: int,
+    policy: Policy,
+    checks: Checks,
+    limits: FrameLimits = DEFAULT_LIMITS,
+    token: CancelToken | None = None,
 ) -> ModerateImageResponse:
+    """Raises `LimitExceeded` before decoding a frame over a limit, `Cancelled` between frames once
+    `token` says the call is over, and Pillow's errors for undecodable data."""
     worst: ModerateImageResponse | None = None
+    token = token or CancelToken(math.inf)
     with Image.open(io.BytesIO(content)) as image:
-        for _, frame in sample_frames(image, interval=interval, max_frames=max_frames):
+        frames = sample_frames(image, interval=interval, max_frames=max_frames, limits=limits, token=token)
+        for _, frame in frames:
             result = analyze_frame(frame, policy, checks)
             if worst is None or _severity(result.suggestion, result.score) > _severity(
                 worst.suggestion, worst.score

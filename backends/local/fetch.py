@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
 from backends.errors import BackendError, Kind
+from backends.hostnames import host_name_problem, parse_url
 from backends.http import TRANSPORT_ERRORS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -203,6 +204,9 @@ class _VettingResolver(AbstractResolver):
         """Nothing to release: lookups hold no resources between calls."""
 
 
+_INVALID_REDIRECT = "could not download the image: it redirects to an invalid URL"
+
+
 class _AttemptFailed(Exception):
     """A failure another attempt may not repeat: an HTTP status other than 200."""
 
@@ -254,6 +258,9 @@ class ImageFetcher:
                     return await self._attempt(start)
             except _Forbidden as exc:
                 raise _refused(str(exc)) from None
+            except UnicodeError:
+                # httpx builds `next_request` from any Location header, and idna refuses its host.
+                raise BackendError(Kind.IMAGE_DOWNLOAD_FAILED, _INVALID_REDIRECT) from None
             except TimeoutError:
                 failure = f"no complete answer within {budget:.3g} s"
             except _AttemptFailed as exc:
@@ -300,14 +307,16 @@ class ImageFetcher:
     @staticmethod
     def _parse(raw: str, *, base: httpx.URL | None = None) -> httpx.URL:
         try:
-            return base.join(raw) if base is not None else httpx.URL(raw)
+            url = parse_url(raw, base=base)
+            problem = host_name_problem(url.host) if url.host else None
         except httpx.InvalidURL:
-            # Not quoted: the text may carry a token.
-            raise _refused(
-                "the image URL redirects to an invalid URL"
-                if base is not None
-                else "the image URL is not a valid URL"
-            ) from None
+            problem = "it cannot be parsed"
+        if problem is None:
+            return url
+        # Not quoted: the text may carry a token. A bad redirect is the image server's fault, not the URL's.
+        if base is not None:
+            raise BackendError(Kind.IMAGE_DOWNLOAD_FAILED, _INVALID_REDIRECT)
+        raise _refused(f"the image URL is not a valid URL: {problem}")
 
     def _checked(self, url: httpx.URL) -> httpx.URL:
         """`url` if the gateway may request it; the addresses its host resolves to are checked later."""

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, DirectoryPath, Field, FilePath
 from pydantic_settings import NoDecode
 
 from backends.local.fetch import FetchPolicy
+from backends.local.frames import DEFAULT_LIMITS, FrameLimits
 from backends.options import Declared
 
 __all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
@@ -61,12 +62,40 @@ class LocalSettings(Declared):
         validation_alias="MODERATION_LOCAL_WORKERS",
         description="threads analysing images (models run off the event loop).",
     )
+    max_frames: int = Field(
+        DEFAULT_LIMITS.max_frames,
+        ge=1,
+        le=1000,
+        validation_alias="MODERATION_LOCAL_MAX_FRAMES",
+        description="frames analysed at most per image (IMS's own limit is 5); a larger `max_frames` "
+        "is clamped to it.",
+    )
+    max_pixels: int = Field(
+        DEFAULT_LIMITS.max_pixels,
+        ge=1,
+        validation_alias="MODERATION_LOCAL_MAX_PIXELS",
+        description="decoded pixels per request, over every frame sampled or stepped through: by "
+        "default one frame of the largest size IMS accepts (9999x9999).",
+        json_schema_extra={"default_text": "`99980001` (9999x9999)"},
+    )
+    decode_budget_bytes: int = Field(
+        1024**3,
+        ge=64 * 1024**2,
+        validation_alias="MODERATION_LOCAL_DECODE_BUDGET_BYTES",
+        description="memory all images being decoded at once may take, estimated from their headers; "
+        "others wait within their deadlines or get RESOURCE_EXHAUSTED.",
+        json_schema_extra={"default_text": "`1073741824` (1 GiB)"},
+    )
     fetch_allow_networks: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] = Field(
         (),
         validation_alias="MODERATION_FETCH_ALLOW_NETWORKS",
         description="comma-separated networks (`10.1.0.0/16,::1/128`) the local backend may download "
         "image URLs from although they are not publicly routable.",
     )
+
+    @property
+    def limits(self) -> FrameLimits:
+        return FrameLimits(max_frames=self.max_frames, max_pixels=self.max_pixels)
 
     @property
     def fetch(self) -> FetchPolicy:

@@ -22,6 +22,11 @@ class Credentials:
     secret_key: str = field(repr=False)
     token: str = field(default="", repr=False)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be shown: an endpoint that echoes the request would show the key id too."""
+        return (self.secret_id, self.secret_key, self.token)
+
 
 class TC3Auth(httpx.Auth):
     """Signs each request over the exact bytes sent and the `Host` and `Content-Type` it carries."""

@@ -1,12 +1,15 @@
 """The IMS `ImageModeration` adapter: one pooled `httpx.AsyncClient`, one attempt per call.
 
 The body is serialised once and sent as those exact bytes, because the TC3 signature covers them.
-Transport failures become `BackendError`s; nothing here retries (the service's policy does).
+Transport failures become `BackendError`s; nothing here retries (the service's policy does). Answers
+are read as a stream and abandoned past `MAX_RESPONSE_BYTES`, so a hostile or broken endpoint cannot
+make the gateway buffer more than that per call.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -16,6 +19,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, pooled_transport
+from backends.scrub import Scrubber
 from backends.tencent import wire
 
 ACTION = "ImageModeration"
@@ -29,6 +33,9 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 CONTENT_TYPE = "application/json"
 # The connection pool to one endpoint, unless the caller sizes it.
 MAX_CONNECTIONS = 200
+# IMS answers are a few KB (a verdict with OCR text and a few hundred label details stays under
+# 100 KB); 1 MiB leaves ten times that room and bounds memory at 1 MiB per call in flight.
+MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,12 @@ class ImsBackend:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = MAX_CONNECTIONS,
         tracer_provider: trace.TracerProvider | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
+        """`secrets`: what `auth` sends (key id, key, token), removed from anything the endpoint echoes."""
         self._name = name
         self._endpoint = endpoint
+        self._scrubber = Scrubber(secrets)
         self._client = httpx.AsyncClient(
             auth=auth,
             transport=transport or pooled_transport(max_connections=max_connections),
@@ -97,11 +107,25 @@ class ImsBackend:
                 upstream_code="RequestSizeLimitExceeded",
             )
         try:
-            response = await self._client.post(
-                self._endpoint.url, content=body, timeout=httpx.Timeout(timeout)
-            )
+            async with self._client.stream(
+                "POST", self._endpoint.url, content=body, timeout=httpx.Timeout(timeout)
+            ) as response:
+                if response.status_code != 200:
+                    raise BackendError(
+                        Kind.UNAVAILABLE if response.status_code >= 500 else Kind.FAILED,
+                        f"IMS answered HTTP {response.status_code}",
+                        upstream_code=f"HTTP{response.status_code}",
+                    )
+                content = await _read_capped(response)
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise BackendError(Kind.TIMEOUT, f"IMS did not answer within {timeout:.3f} s") from None
+        except UnicodeError:
+            # httpx builds `next_request` from any Location header, and idna refuses its host.
+            raise BackendError(
+                Kind.UNAVAILABLE,
+                "IMS answered with a redirect to an invalid URL",
+                upstream_code=wire.MALFORMED,
+            ) from None
         except TRANSPORT_ERRORS as exc:
             # Errors without a RequestId never reached the API: a network fault, worth a retry.
             # httpx-aiohttp reports aiohttp's errors under httpx names (a reset mid-answer becomes
@@ -110,15 +134,28 @@ class ImsBackend:
             raise BackendError(
                 Kind.UNAVAILABLE, f"network error talking to IMS: {type(cause).__name__}"
             ) from None
-        if response.status_code != 200:
-            raise BackendError(
-                Kind.UNAVAILABLE if response.status_code >= 500 else Kind.FAILED,
-                f"IMS answered HTTP {response.status_code}",
-                upstream_code=f"HTTP{response.status_code}",
-            )
-        result = wire.parse_response(response.content)
+        result = wire.parse_response(content, self._scrubber)
         result.backend = self._name
         return result
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body, or the retryable MalformedResponse once it passes `MAX_RESPONSE_BYTES`."""
+    too_large = BackendError(
+        Kind.UNAVAILABLE,
+        f"IMS answered with more than {MAX_RESPONSE_BYTES} bytes",
+        upstream_code=wire.MALFORMED,
+    )
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise too_large
+    # Counted as it arrives (decoded): a missing or lying Content-Length must not let a body in.
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise too_large
+    return bytes(body)

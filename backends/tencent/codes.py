@@ -102,3 +102,20 @@ _FIELDS = {
 def field_of(code: str) -> str:
     """Every other invalid-request code is about the image."""
     return _FIELDS.get(code, "image")
+
+
+# What the gateway says of each kind of IMS error, in place of IMS's own message: that text may echo
+# the request (the key id, the caller's URL) and is logged, scrubbed and cut, but never relayed.
+KIND_TEXTS: dict[Kind, str] = {
+    Kind.INVALID_REQUEST: "IMS refused the image or a parameter",
+    Kind.IMAGE_DOWNLOAD_FAILED: "IMS could not download the image URL",
+    Kind.RATE_LIMITED: "IMS's request rate limit was exceeded",
+    Kind.QUOTA_EXHAUSTED: "the IMS quota or resource package is used up",
+    Kind.MISCONFIGURED: "IMS refused the gateway's credentials or settings",
+    Kind.ACCOUNT_UNAVAILABLE: "the gateway's IMS account cannot serve requests",
+    Kind.UNAVAILABLE: "IMS had a transient fault",
+    Kind.TIMEOUT: "IMS did not answer in time",
+    Kind.FAILED: "IMS refused the request",
+    Kind.THROTTLED: "no rate slot was free",
+    Kind.OVERLOADED: "the backend had no room for the image",
+}

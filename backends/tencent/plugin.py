@@ -65,6 +65,7 @@ def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
         auth=TC3Auth(options.credentials, service=SERVICE),
         transport=context.transport,
         tracer_provider=context.tracer_provider,
+        secrets=options.credentials.secrets,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import logging
 import re
 from typing import Any
 
@@ -24,7 +25,10 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
-from backends.tencent.codes import field_of, kind_of
+from backends.scrub import LABEL, REQUEST_ID, UPSTREAM_CODE, Scrubber
+from backends.tencent.codes import KIND_TEXTS, field_of, kind_of
+
+log = logging.getLogger(__name__)
 
 # IMS defaults conflict between its documentation pages, so both sampling parameters are always sent.
 DEFAULT_INTERVAL = 0
@@ -39,6 +43,13 @@ _SUGGESTIONS = {
     "review": Suggestion.Name(Suggestion.SUGGESTION_REVIEW),
     "block": Suggestion.Name(Suggestion.SUGGESTION_BLOCK),
 }
+# The code of every answer the gateway cannot read (the README's "unreadable responses").
+MALFORMED = "MalformedResponse"
+# IMS results nest five levels deep (Response, LabelResults, Details, ...); far more is hostile.
+MAX_NESTING = 32
+# The upstream's own text is logged only, scrubbed and cut to this.
+MAX_LOGGED_MESSAGE_CHARS = 200
+_NO_SECRETS = Scrubber()
 # PascalCase to snake_case, keeping acronyms whole: FileMD5 -> file_md5, LabelResults -> label_results.
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -108,31 +119,55 @@ def _ip_type(device: Device) -> int:
     return 1 if ipaddress.ip_address(device.ip).version == 6 else 0
 
 
-def parse_response(body: bytes) -> ModerateImageResponse:
-    """The result of a 200 response, or the `BackendError` its envelope carries."""
+# What each failure to read an envelope means, in words for a caller rather than exception names; the
+# first that matches, so subclasses come before their bases.
+_ENVELOPE_FAULTS: tuple[tuple[type[Exception], str], ...] = (
+    (json.JSONDecodeError, "not JSON"),
+    (UnicodeDecodeError, "not UTF-8 text"),
+    (RecursionError, "nested too deeply"),
+    (KeyError, "no Response object"),
+    (TypeError, "the Response is not an object"),
+    (ValueError, "not JSON"),
+)
+
+
+def _envelope_fault(exc: Exception) -> str:
+    return next(words for kind, words in _ENVELOPE_FAULTS if isinstance(exc, kind))
+
+
+def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateImageResponse:
+    """The result of a 200 response, or the `BackendError` its envelope carries.
+
+    Nothing the upstream wrote reaches the gateway's messages: error codes and request ids are held to
+    their grammar, messages are the gateway's own, and every string of a result has `scrubber`'s
+    secrets removed (an upstream may echo the request's headers, key id and signature among them).
+    """
     try:
         envelope = json.loads(body)
         payload = envelope["Response"]
         if not isinstance(payload, dict):
             raise TypeError("Response is not an object")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BackendError(
-            Kind.UNAVAILABLE, f"IMS answered with a malformed envelope ({type(exc).__name__})"
-        ) from None
-    request_id = payload.get("RequestId") or ""
-    if not isinstance(request_id, str):
-        request_id = str(request_id)
-    error = payload.get("Error")
-    if error is not None:
-        raise _error_from(error, request_id)
-    response = ModerateImageResponse()
-    try:
-        json_format.ParseDict(_snake_case(payload), response, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        payload = _snake_case(payload, scrubber)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack, before our own limit applies.
         raise BackendError(
             Kind.UNAVAILABLE,
-            f"IMS answered with a result the gateway cannot read: {exc}",
-            upstream_code="MalformedResponse",
+            f"IMS answered with a malformed envelope ({_envelope_fault(exc)})",
+            upstream_code=MALFORMED,
+        ) from None
+    request_id = scrubber.token(str(payload.get("request_id") or ""), REQUEST_ID)
+    error = payload.get("error")
+    if error is not None:
+        raise _error_from(error, request_id, scrubber)
+    response = ModerateImageResponse()
+    try:
+        json_format.ParseDict(payload, response, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError):
+        # Neither the exception's text (it quotes the upstream's values) nor its name (internals).
+        raise BackendError(
+            Kind.UNAVAILABLE,
+            "IMS answered with a result the gateway cannot read (a field of the wrong type or range)",
+            upstream_code=MALFORMED,
             request_id=request_id,
         ) from None
     if response.suggestion == Suggestion.SUGGESTION_UNSPECIFIED:
@@ -140,32 +175,56 @@ def parse_response(body: bytes) -> ModerateImageResponse:
         raise BackendError(
             Kind.UNAVAILABLE,
             "IMS answered without a recognisable Suggestion",
-            upstream_code="MalformedResponse",
+            upstream_code=MALFORMED,
             request_id=request_id,
         )
+    response.request_id = request_id
+    # The verdict's label becomes a metric label: a word of IMS's label grammar, or `unrecognised`.
+    response.label = scrubber.token(response.label, LABEL)
+    response.sub_label = scrubber.token(response.sub_label, LABEL)
     return response
 
 
-def _error_from(error: Any, request_id: str) -> BackendError:
+def _error_from(error: Any, request_id: str, scrubber: Scrubber) -> BackendError:
     if not isinstance(error, dict):
         error = {}
-    code = str(error.get("Code") or "")
-    message = str(error.get("Message") or "")
+    raw_code = str(error.get("code") or "")
+    # Classified by what IMS said; shown only if it is a code, so nothing else rides along.
+    kind = kind_of(raw_code)
+    code = scrubber.token(raw_code, UPSTREAM_CODE)
+    log.info(
+        "IMS answered %s (request id %s): %s",
+        code or "an error without a code",
+        request_id,
+        scrubber.excerpt(str(error.get("message") or ""), MAX_LOGGED_MESSAGE_CHARS),
+    )
     return BackendError(
-        kind_of(code),
-        f"IMS {code or 'error without a code'}: {message}".rstrip(": "),
+        kind,
+        f"IMS {code or 'error without a code'}: {KIND_TEXTS[kind]}",
         upstream_code=code,
         request_id=request_id,
         field=field_of(code),
     )
 
 
-def _snake_case(value: Any, key: str = "") -> Any:
-    """IMS JSON in the proto's JSON shape: snake_case keys, suggestions as enum names."""
+def _snake_key(key: str) -> str:
+    return _WORD_BOUNDARY.sub("_", key).lower()
+
+
+def _snake_case(value: Any, scrubber: Scrubber, key: str = "", depth: int = 0) -> Any:
+    """IMS JSON in the proto's JSON shape: snake_case keys, suggestions as enum names, secrets removed.
+
+    ValueError past `MAX_NESTING` levels: IMS answers nest five deep, a hostile one could nest
+    thousands deep and exhaust the stack of every recursive reader after this one.
+    """
+    if depth > MAX_NESTING:
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
     if isinstance(value, dict):
-        return {_WORD_BOUNDARY.sub("_", k).lower(): _snake_case(v, k) for k, v in value.items()}
+        return {_snake_key(k): _snake_case(v, scrubber, k, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_snake_case(item) for item in value]
-    if key == "Suggestion" and isinstance(value, str):
-        return _SUGGESTIONS.get(value.lower(), Suggestion.Name(Suggestion.SUGGESTION_UNSPECIFIED))
+        return [_snake_case(item, scrubber, depth=depth + 1) for item in value]
+    if isinstance(value, str):
+        if key == "Suggestion":
+            return _SUGGESTIONS.get(value.lower(), Suggestion.Name(Suggestion.SUGGESTION_UNSPECIFIED))
+        return scrubber(value)
     return value

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode, Tracer
 
 from backends.errors import BackendError, Kind
-from service.errors import CallFailure, Failure, InternalFailure, failure_status
+from service.errors import CallFailure, Failure, InternalFailure, failure_status, stream_stopped_status
 from service.governor import Priority
 from service.observe import CODE_NAMES, Observer, Outcome, access_fields, outcome_attributes
 from service.telemetry import Metrics, Telemetry, setup_telemetry
@@ -272,6 +272,22 @@ async def test_a_stream_writes_one_access_line_counting_items_and_errors(
     (line,) = access_lines(caplog)
     assert (line["rpc.method"], line["rpc.grpc.status_code"]) == ("StreamModerateImages", "OK")
     assert (line["items"], line["errors"]) == (4, 2)
+
+
+async def test_a_stream_the_server_ends_is_logged_with_the_status_it_ended_with(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    def drained(observer: Observer) -> None:
+        with observer.stream_call("StreamModerateImages") as tally:
+            tally(RESULT)
+            tally.ended_with(stream_stopped_status("draining", 1, None))
+            raise grpc.aio.AbortError
+
+    with caplog.at_level(logging.INFO, logger="moderation.access"), pytest.raises(grpc.aio.AbortError):
+        drained(Observer(metrics))
+
+    (line,) = access_lines(caplog)
+    assert (line["rpc.grpc.status_code"], line["items"]) == ("UNAVAILABLE", 1)
 
 
 def stream_ending_with(observer: Observer, ending: type[BaseException]) -> None:

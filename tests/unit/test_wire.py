@@ -336,3 +336,22 @@ def test_unusable_responses_fail_closed_and_retryable(body: bytes) -> None:
     with pytest.raises(BackendError) as caught:
         parse_response(body)
     assert caught.value.kind is Kind.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"Response": "\xff"}', "not UTF-8 text"),
+        (b'{"Other": {}}', "no Response object"),
+        (b'{"Response": []}', "the Response is not an object"),
+        (b'{"Response": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"Response": {"Suggestion": "Pass", "Score": "high"}}', "cannot read"),
+    ],
+)
+def test_an_unreadable_answer_is_described_without_internal_names(body: bytes, words: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        parse_response(body)
+    assert words in caught.value.message
+    assert "Error" not in caught.value.message
+    assert caught.value.kind is Kind.UNAVAILABLE
