@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backends.options import Declared, describe_errors, secret_values, unreadable
+from backends.options import Declared, describe_errors, unreadable
 from backends.registry import UnknownBackendType, backend_type
 
 __all__ = ["BUDGET_KEY_PATTERN", "BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
@@ -96,10 +96,6 @@ class RoutesConfig:
     backends: dict[str, BackendConfig]
     routes: tuple[RouteConfig, ...]
     default: RouteConfig
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(value for backend in self.backends.values() for value in secret_values(backend.options))
 
 
 def load_routes(path: Path, environ: Mapping[str, str]) -> RoutesConfig:

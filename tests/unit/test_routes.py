@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backends.options import secret_values
 from backends.private import PrivateOptions
 from service.circuit import CircuitBreaker, CircuitState
 from service.routes import RoutesError, load_routes
@@ -57,7 +58,8 @@ attempts = 2
     assert onprem.token is not None
     assert onprem.token.get_secret_value() == "on-prem-token"
     assert {name: b.qps for name, b in routes.backends.items()} == {"cloud": 80, "onprem": None}
-    assert set(routes.secrets) == {"AKIDcloud", "cloud-key", "on-prem-token"}
+    secrets = {value for backend in routes.backends.values() for value in secret_values(backend.options)}
+    assert secrets == {"AKIDcloud", "cloud-key", "on-prem-token"}
     assert "cloud-key" not in repr(routes)
 
 
