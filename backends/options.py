@@ -131,6 +131,11 @@ class Declared(BaseSettings):
         """ValidationError (locations are keys) if the table is invalid."""
         return cls.model_validate(dict(table), by_alias=False, by_name=True)
 
+    def account(self) -> str | None:
+        """What identifies the remote account whose rate budget these options spend (such as an API key
+        id), or None for a backend without one. Fleet mode hashes it into the default budget key."""
+        return None
+
     @classmethod
     def secret_fields(cls) -> tuple[str, ...]:
         return tuple(name for name, field in cls.model_fields.items() if is_secret(field))

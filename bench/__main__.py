@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import hostile_section, local_section, report, stream_section, telemetry_section
+from bench import fleet_section, hostile_section, local_section, report, stream_section, telemetry_section
 from bench.sections import Section
 
 SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
@@ -20,6 +20,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "local": local_section.section,
     "telemetry": telemetry_section.section,
     "hostile": hostile_section.section,
+    "fleet": fleet_section.section,
 }
 
 

@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every moderation")
     parser.add_argument("--latency-jitter", type=float, default=0.0, help="up to this many more seconds")
     parser.add_argument("--qps", type=int, default=None, help="per-SecretId requests per second")
+    parser.add_argument(
+        "--arrival-jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="each request reaches the rate limit after a varying 0..SECONDS network delay",
+    )
     for kind in FAULT_KINDS:
         flag = "--fault-" + kind.replace("_", "-")
         parser.add_argument(flag, dest=kind, type=float, default=0.0, metavar="P", help="probability 0..1")
@@ -73,8 +80,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key (client certificates need HTTPS)")
     if not args.path.startswith("/") or any(char in args.path for char in "?# "):
         parser.error(f"--path must be an absolute path without query or fragment, not {args.path!r}")
-    if args.latency < 0 or args.latency_jitter < 0:
-        parser.error("--latency and --latency-jitter must not be negative")
+    if args.latency < 0 or args.latency_jitter < 0 or args.arrival_jitter < 0:
+        parser.error("--latency, --latency-jitter and --arrival-jitter must not be negative")
     if args.qps is not None and args.qps <= 0:
         parser.error("--qps must be positive (leave it out for no limit)")
 
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency,
         latency_jitter=args.latency_jitter,
         qps_limit=args.qps,
+        arrival_jitter=args.arrival_jitter,
         faults=faults,
         auth=args.auth,
         bearer_token=args.bearer_token or "",
@@ -129,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     emulator = ImsEmulator(config, host=args.host, port=args.port, ssl_context=ssl_context).start()
     # No credential is logged: log scans in tests treat the key pair and the token as secrets.
     logging.info(
-        "auth %s, path %s, client certificates %s; latency %.3f s (+%.3f), qps limit %s, faults %s",
+        "auth %s, path %s, client certificates %s; latency %.3f s (+%.3f), arrival jitter %.3f s, "
+        "qps limit %s, faults %s",
         config.auth,
         config.path,
         "required" if args.tls_client_ca else "not asked for",
         config.latency,
         config.latency_jitter,
+        config.arrival_jitter,
         config.qps_limit,
         faults,
     )

@@ -33,6 +33,9 @@ class EmulatorConfig:
     latency_jitter: float = 0.0
     # Per SecretId, sliding one-second window; None means unlimited.
     qps_limit: int | None = None
+    # The varying network delay between a client and IMS: each request reaches the limiter after a
+    # uniform 0..arrival_jitter seconds, so requests sent evenly arrive unevenly.
+    arrival_jitter: float = 0.0
     regions: Set[str] = DEFAULT_REGIONS
     faults: Faults = field(default_factory=Faults)
     clock_skew_limit: float = 300.0

@@ -1,4 +1,5 @@
-"""The per-SecretId request-rate limit: a sliding one-second window, as IMS enforces it."""
+"""The per-SecretId request-rate limit: a strict sliding one-second window, as IMS enforces it (no
+request is admitted while `limit` others were admitted in the last second)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from backends.scrub import REQUEST_ID, UPSTREAM_CODE
 from service import scrub
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure
-from service.governor import Priority, RateGovernor
+from service.governor import Governor, Priority
 from service.telemetry import Metrics, Telemetry
 
 
@@ -57,7 +57,7 @@ class Retrier:
         backend: Backend,
         policy: RetryPolicy,
         *,
-        governor: RateGovernor | None = None,
+        governor: Governor | None = None,
         telemetry: Telemetry | None = None,
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -79,7 +79,7 @@ class Retrier:
         priority: Priority = Priority.INTERACTIVE,
         *,
         max_attempts: int | None = None,
-        shares: Sequence[RateGovernor] = (),
+        shares: Sequence[Governor] = (),
     ) -> ModerateImageResponse:
         """`shares`: slices of the backend's budget (a route's, a caller's), taken before its own.
 
@@ -119,9 +119,7 @@ class Retrier:
     def _failure(self, error: BackendError, attempts: int) -> CallFailure:
         return CallFailure(error, backend=self._backend.name, attempts=attempts)
 
-    async def _take_slot(
-        self, priority: Priority, deadline: Deadline, shares: Sequence[RateGovernor]
-    ) -> None:
+    async def _take_slot(self, priority: Priority, deadline: Deadline, shares: Sequence[Governor]) -> None:
         governors = [*shares, *([self._governor] if self._governor is not None else [])]
         if governors:
             with self._tracer.start_as_current_span(

@@ -3,6 +3,7 @@
     [backends.cloud]                  # any name; several of one type may coexist
     type = "..."                      # a type of backends.registry, with the keys that type declares
     qps = 100                         # this backend's own budget (default IMS_QPS)
+    budget_key = "ims-main"           # fleet mode: backends (and deployments) naming one key share it
 
     [[routes]]                        # first match wins: exact names, then glob patterns
     biz_types = ["kids_*", "avatars"]
@@ -14,7 +15,8 @@
     attempts = 3
     rate_share = 0.8                  # at most 80 % of each backend's qps for this route
 
-Each backend type declares its own keys (`backends.registry`); `type` and `qps` are everyone's. The
+Each backend type declares its own keys (`backends.registry`); `type`, `qps` and `budget_key` are
+everyone's. The
 file is validated whole at start; every problem is reported with where it is, never with a value.
 """
 
@@ -31,10 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backends.options import Declared, describe_errors, unreadable
 from backends.registry import UnknownBackendType, backend_type
 
-__all__ = ["BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
+__all__ = ["BUDGET_KEY_PATTERN", "BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
 
 # Keys every backend table may have, whatever its type.
-_COMMON_KEYS = ("type", "qps")
+_COMMON_KEYS = ("type", "qps", "budget_key")
 _SOURCES = ("env", "file")
 
 
@@ -52,6 +54,8 @@ class BackendConfig:
     type: str
     options: Declared
     qps: int | None = None
+    # Fleet mode's key of this backend's budget in Redis; None: derived from the account it spends.
+    budget_key: str | None = None
 
 
 class RouteConfig(BaseModel):
@@ -77,10 +81,14 @@ class _Document(BaseModel):
     default: RouteConfig
 
 
+BUDGET_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
 class _Qps(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     qps: int | None = Field(None, ge=1)
+    budget_key: str | None = Field(None, pattern=BUDGET_KEY_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -155,12 +163,12 @@ def _backend(
     options_table = {k: v for k, v in table.items() if k not in _COMMON_KEYS}
     resolved = _resolve_secrets(options_table, kind.options, environ, where, problems)
     try:
-        qps = _Qps.model_validate({"qps": table.get("qps")}).qps
+        common = _Qps.model_validate({"qps": table.get("qps"), "budget_key": table.get("budget_key")})
         options = kind.options_from_table(resolved, environ)
     except ValidationError as error:
         problems.extend(describe_errors(error, where, keys=kind.options.keys_by_variable()))
         return None
-    return BackendConfig(name, kind.name, options, qps)
+    return BackendConfig(name, kind.name, options, common.qps, common.budget_key)
 
 
 def _resolve_secrets(

@@ -23,7 +23,7 @@ from service.auth import CALLER
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure, CircuitEffect
-from service.governor import Priority, RateGovernor
+from service.governor import Governor, Priority
 from service.retry import Retrier
 from service.telemetry import Metrics, Telemetry
 
@@ -37,7 +37,7 @@ class Upstream:
     """One configured backend with its own rate budget, retry loop and circuit."""
 
     backend: Backend
-    governor: RateGovernor
+    governor: Governor
     retrier: Retrier
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
@@ -74,14 +74,14 @@ class Router:
         # A governor per (route, backend) for routes limited to a share of their backends' budgets,
         # passed before the backend's own governor, which keeps the account's total within its limit.
         self._shares = {
-            (id(route), name): self._slice(name, route.rate_share)
+            (id(route), name): self._slice(name, route.rate_share, f"route:{_route_name(route)}")
             for route in (*routes, default)
             if route.rate_share is not None
             for name in route.chain
         }
         # Per caller, made on a caller's first call: callers are few and named in the token file.
         self._caller_share = caller_share
-        self._caller_shares: dict[tuple[str, str], RateGovernor] = {}
+        self._caller_shares: dict[tuple[str, str], Governor] = {}
 
     @classmethod
     def single(
@@ -89,17 +89,16 @@ class Router:
     ) -> Router:
         return cls([upstream], [], Route((upstream.name,)), metrics=metrics, caller_share=caller_share)
 
-    def _slice(self, backend: str, share: float) -> RateGovernor:
-        governor = self.upstreams[backend].governor
-        return RateGovernor(max(1, int(governor.qps * share)), interactive_share=governor.interactive_share)
+    def _slice(self, backend: str, share: float, name: str) -> Governor:
+        return self.upstreams[backend].governor.share(share, name)
 
-    def _shares_for(self, route: Route, backend: str) -> list[RateGovernor]:
+    def _shares_for(self, route: Route, backend: str) -> list[Governor]:
         shares = [self._shares[(id(route), backend)]] if (id(route), backend) in self._shares else []
         caller = CALLER.get()
         if self._caller_share is not None and caller:
             key = (caller, backend)
             if key not in self._caller_shares:
-                self._caller_shares[key] = self._slice(backend, self._caller_share)
+                self._caller_shares[key] = self._slice(backend, self._caller_share, f"caller:{caller}")
             shares.append(self._caller_shares[key])
         return shares
 
@@ -202,6 +201,11 @@ class Router:
             upstream.breaker.record_failure()
         else:
             upstream.breaker.record_success()
+
+
+def _route_name(route: Route) -> str:
+    """The same on every replica reading the same routing file: a fleet's slices are keyed by it."""
+    return "+".join(route.biz_types) or "default"
 
 
 def _is_pattern(name: str) -> bool:

@@ -23,8 +23,9 @@ from service import scrub
 from service.admission import Admission
 from service.auth import CallerAuth
 from service.circuit import CircuitBreaker, CircuitState
-from service.governor import RateGovernor
+from service.governor import FleetConnection, build_governor, default_budget_key
 from service.retry import Retrier, RetryPolicy
+from service.routes import BackendConfig
 from service.routing import Route, Router, Upstream
 from service.servicer import ModerationServicer
 from service.settings import Settings
@@ -126,13 +127,22 @@ def _traced(details: grpc.HandlerCallDetails) -> bool:
 
 def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Telemetry) -> Router:
     """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says."""
-    qps = {b.name: b.qps for b in settings.backends if b.qps is not None}
+    configs = {b.name: b for b in settings.backends}
+    fleet = None
+    if settings.redis_url is not None:
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        ca_file = str(settings.redis_ca_file) if settings.redis_ca_file else None
+        fleet = FleetConnection(settings.redis_url.get_secret_value(), password=password, ca_file=ca_file)
     upstreams = []
     for backend in backends:
-        governor = RateGovernor(
-            qps.get(backend.name) or settings.qps,
+        config = configs.get(backend.name)
+        governor = build_governor(
+            (config.qps if config else None) or settings.qps,
+            name=backend.name,
             interactive_share=settings.interactive_share,
             metrics=telemetry.metrics,
+            fleet=fleet,
+            budget_key=_budget_key(settings, config),
         )
         retrier = Retrier(
             backend, RetryPolicy(max_attempts=settings.max_attempts), governor=governor, telemetry=telemetry
@@ -162,6 +172,16 @@ def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Tel
         metrics=telemetry.metrics,
         caller_share=settings.caller_share,
     )
+
+
+def _budget_key(settings: Settings, config: BackendConfig | None) -> str | None:
+    """A routing file's `budget_key`, the single backend's IMS_BUDGET_KEY, or one derived from the
+    account the backend spends; None for a backend with no account (it has no shared budget)."""
+    if config is None:
+        return None
+    given = config.budget_key if settings.routes is not None else settings.budget_key
+    account = config.options.account()
+    return given or (default_budget_key(config.type, account) if account else None)
 
 
 def _add_port(server: grpc.aio.Server, settings: Settings) -> int:

@@ -12,14 +12,23 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, FilePath, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
-from backends.options import Declared, describe_errors, secret_values, variable
+from backends.options import Declared, Secret, describe_errors, secret_values, variable
 from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, backend_type, default_type
 from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
-from service.routes import BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -57,6 +66,15 @@ def _lower(value: object) -> object:
 def _upper(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
 
+
+def _redis_url(value: SecretStr) -> SecretStr:
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+        raise ValueError("must be a redis:// or rediss:// URL with a host")
+    return value
+
+
+RedisUrl = Annotated[Secret, AfterValidator(_redis_url)]
 
 _TYPE_NAMES = ", ".join(f"`{name}`" for name in sorted(BACKEND_TYPES))
 _SELECTED_BY = "; ".join(
@@ -243,6 +261,31 @@ class Settings(Declared):
         validation_alias="MODERATION_CIRCUIT_RESET",
         description="seconds an open circuit waits before probing its backend again.",
     )
+    redis_url: RedisUrl | None = Field(
+        None,
+        validation_alias="MODERATION_REDIS_URL",
+        description="fleet mode: every replica's governor takes its slots from one schedule in this Redis "
+        "(`redis://` or `rediss://` for TLS, `[user:password@]host:port[/db]`), so replicas pointing at "
+        "one Redis and budget key share the budget. Unset, each process spends its budget alone.",
+        json_schema_extra={"default_text": "(one process, one budget)"},
+    )
+    redis_ca_file: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_REDIS_CA_FILE",
+        description="the CA (PEM) that signed a `rediss://` server's certificate; default the system's.",
+    )
+    redis_password: Secret | None = Field(
+        None,
+        validation_alias="MODERATION_REDIS_PASSWORD",
+        description="Redis's password, when not in the URL; never logged, never written to Redis.",
+    )
+    budget_key: Annotated[str | None, Field(pattern=BUDGET_KEY_PATTERN)] = Field(
+        None,
+        validation_alias="IMS_BUDGET_KEY",
+        description="fleet mode: the single backend's budget in Redis, so several keys of one account "
+        "share one budget (in a routing file: `budget_key` per backend).",
+        json_schema_extra={"default_text": "a hash of the account's SecretId"},
+    )
 
     # Built by `load_settings` from the variables above, never read from a variable of their own.
     backends: tuple[BackendConfig, ...] = ()
@@ -259,6 +302,19 @@ class Settings(Declared):
                 "MODERATION_TLS_CLIENT_CA_FILE (mutual TLS) needs MODERATION_TLS_CERT_FILE and _KEY_FILE"
             )
         return self
+
+    @model_validator(mode="after")
+    def _redis_consistent(self) -> Self:
+        tls = self.redis_url is not None and self.redis_url.get_secret_value().startswith("rediss://")
+        if self.redis_ca_file is not None and not tls:
+            raise ValueError("MODERATION_REDIS_CA_FILE needs a rediss:// MODERATION_REDIS_URL")
+        return self
+
+    @property
+    def redis_secrets(self) -> tuple[str, ...]:
+        """The URL, the password in it and the separate one: for the log filter that redacts them."""
+        url_password = urlsplit(self.redis_url.get_secret_value()).password if self.redis_url else None
+        return (*secret_values(self), *((url_password,) if url_password else ()))
 
     @property
     def log_json(self) -> bool:
@@ -291,7 +347,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     auth_tokens = _auth_tokens(settings, problems)
     if settings is None or problems:
         raise ConfigError(problems)
-    secrets = (*(s for backend in backends for s in secret_values(backend.options)), *auth_tokens)
+    secrets = (
+        *(s for backend in backends for s in secret_values(backend.options)),
+        *auth_tokens,
+        *settings.redis_secrets,
+    )
     return settings.model_copy(
         update={"backends": tuple(backends), "routes": routes, "auth_tokens": auth_tokens, "secrets": secrets}
     )

@@ -108,6 +108,50 @@ class Metrics:
             description="The rate governor's pace by backend (below the budget after upstream limits)",
         )
 
+        # Fleet mode (service.governor.fleet): each budget's view of the fleet.
+        self._fleets: list[Any] = []
+        self.fleet_transitions = meter.create_counter(
+            "moderation.fleet.transitions",
+            unit="{transition}",
+            description="Fleet governor switches, by backend and the mode entered (fallback, shared)",
+        )
+        self.fleet_redis_duration = meter.create_histogram(
+            "moderation.fleet.redis.duration",
+            unit="s",
+            description="Round-trip time of the fleet governor's Redis calls, by backend",
+            explicit_bucket_boundaries_advisory=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+        )
+        meter.create_observable_gauge(
+            "moderation.fleet.replicas",
+            callbacks=[self._observe_fleet("replicas")],
+            unit="{replica}",
+            description="Replicas sharing the backend's budget, as their heartbeats in Redis last said",
+        )
+        meter.create_observable_gauge(
+            "moderation.fleet.fallback",
+            callbacks=[self._observe_fleet("fallback")],
+            description="1 while Redis is unreachable and this replica spends only its share, else 0",
+        )
+        meter.create_observable_gauge(
+            "moderation.fleet.pace",
+            unit="{request}/s",
+            callbacks=[self._observe_fleet("rate")],
+            description="The fleet-wide pace of the backend's budget, as Redis last said",
+        )
+
+    def watch_fleet(self, governor: Any) -> None:
+        """Report a fleet governor's replicas, mode and pace (a `service.governor.FleetGovernor`)."""
+        self._fleets.append(governor)
+
+    def _observe_fleet(self, attribute: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(float(getattr(g, attribute)), {"moderation.backend": g.name})
+                for g in self._fleets
+            ]
+
+        return observe
+
     def watch_upstream(self, upstream: Any) -> None:
         """Report a backend's governor pace and circuit state (a `service.routing.Upstream`)."""
         self._upstreams.append(upstream)

@@ -13,6 +13,7 @@ from moderation.v1 import moderation_service_pb2_grpc
 
 from backends.options import Declared
 from backends.tencent.plugin import TencentOptions
+from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
 from service.logs import JsonFormatter
@@ -36,6 +37,13 @@ def emulator() -> Iterator[ImsEmulator]:
         EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY), host="127.0.0.1", port=0
     ) as emu:
         yield emu
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """Debian's redis-server on 127.0.0.1, a free port and a temporary directory; stopped at teardown."""
+    with redis_server() as server:
+        yield server
 
 
 def single_backend_settings(kind: str, options: Declared, **overrides: object) -> Settings:

@@ -48,6 +48,10 @@ class TencentOptions(Declared):
         "is lower-latency. Tests point it at the emulator over plain http.",
     )
 
+    def account(self) -> str:
+        # IMS's limit is per SecretId.
+        return self.secret_id.get_secret_value()
+
     @property
     def credentials(self) -> Credentials:
         token = self.token.get_secret_value() if self.token else ""

@@ -1,4 +1,4 @@
-"""The rate governor: spends a backend account's requests-per-second budget, and never more.
+"""The in-process rate governor: spends a backend account's requests-per-second budget, and never more.
 
 IMS allows `qps` requests per second per account and answers every excess with RequestLimitExceeded,
 a billed-for-nothing round trip. The governor sends instead at an even pace, so a burst is smoothed
@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 from collections import deque
 
-from backends.errors import BackendError, Kind
+from backends.errors import BackendError
 from service.deadlines import Deadline
+from service.governor.base import Priority, throttled
 from service.telemetry import Metrics
+
+__all__ = ["DECREASE_FACTOR", "INCREASE_STEP", "SAFETY_MARGIN", "RateGovernor"]
 
 # Our send times and IMS's arrival times differ by a few milliseconds per request; a 1 % longer window
 # (10 ms) keeps every IMS window under the limit at a cost of 1 % of throughput. The bench saw no
@@ -35,11 +37,6 @@ from service.telemetry import Metrics
 SAFETY_MARGIN = 0.01
 DECREASE_FACTOR = 0.7
 INCREASE_STEP = 0.05
-
-
-class Priority(enum.Enum):
-    INTERACTIVE = "interactive"
-    BATCH = "batch"
 
 
 class RateGovernor:
@@ -65,6 +62,17 @@ class RateGovernor:
     @property
     def spacing(self) -> float:
         return self.period / self.rate
+
+    def share(self, fraction: float, name: str) -> RateGovernor:
+        return RateGovernor(max(1, int(self.qps * fraction)), interactive_share=self.interactive_share)
+
+    def start_after(self, delay: float) -> None:
+        """No grant for `delay` seconds (a fleet replica's fallback waits out its reserved slots)."""
+        self._next_grant = max(self._next_grant, asyncio.get_running_loop().time() + delay)
+
+    def next_grant_in(self) -> float:
+        """Seconds until the next grant may come (0 when one may come now)."""
+        return max(0.0, self._next_grant - asyncio.get_running_loop().time())
 
     def waiting(self, priority: Priority) -> int:
         return sum(not f.done() for f in self._waiting[priority])
@@ -168,9 +176,4 @@ class RateGovernor:
         self.rejections += 1
         if self._metrics is not None:
             self._metrics.governor_rejections.add(1, {"moderation.priority": priority.value})
-        return BackendError(
-            Kind.THROTTLED,
-            f"the backend's rate budget ({self.qps}/s) has no slot before the deadline; "
-            f"retry in {retry_after:.2f} s",
-            retry_after=retry_after,
-        )
+        return throttled(self.qps, retry_after)

@@ -1,0 +1,53 @@
+"""What every rate governor shares: the priorities, the interface the retrier and router use, and the
+one THROTTLED error a call gets when no slot can come before its deadline."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from backends.errors import BackendError, Kind
+from service.deadlines import Deadline
+
+__all__ = ["Governor", "Priority", "throttled"]
+
+
+class Priority(enum.Enum):
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+class Governor(Protocol):
+    """Spends one budget of `qps` requests per second, and never more."""
+
+    qps: int
+    interactive_share: float
+    grants: int
+    rejections: int
+
+    @property
+    def rate(self) -> float:
+        """The pace now: `qps`, or less after the backend said RequestLimitExceeded."""
+        ...
+
+    async def acquire(self, priority: Priority, deadline: Deadline) -> None:
+        """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
+        ...
+
+    def upstream_rate_limited(self) -> None:
+        """The backend said RequestLimitExceeded: somebody else spends this account's budget too."""
+        ...
+
+    def share(self, fraction: float, name: str) -> Governor:
+        """A slice of this budget (a route's, a caller's), taken before this governor's own slot."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def throttled(qps: int, retry_after: float) -> BackendError:
+    return BackendError(
+        Kind.THROTTLED,
+        f"the backend's rate budget ({qps}/s) has no slot before the deadline; retry in {retry_after:.2f} s",
+        retry_after=retry_after,
+    )

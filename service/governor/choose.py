@@ -1,0 +1,59 @@
+"""Which governor a backend gets: the fleet's when Redis is configured and the backend spends an
+account's budget, else the in-process one."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from service.governor.base import Governor
+from service.governor.connect import redis_client
+from service.governor.fleet import fleet_governor
+from service.governor.local import RateGovernor
+from service.telemetry import Metrics
+
+__all__ = ["FleetConnection", "build_governor", "default_budget_key"]
+
+
+def default_budget_key(backend_type: str, account: str) -> str:
+    """The budget's key in Redis: a hash of the account, so no credential is ever written there."""
+    digest = hashlib.sha256(f"{backend_type}:{account}".encode()).hexdigest()
+    return f"{backend_type}-{digest[:32]}"
+
+
+class FleetConnection:
+    """Where fleet mode's Redis is; each backend's governor gets a client of its own from it."""
+
+    def __init__(self, url: str, *, password: str | None, ca_file: str | None) -> None:
+        self._url = url
+        self._password = password
+        self._ca_file = ca_file
+
+    def __repr__(self) -> str:
+        return "FleetConnection(<redacted>)"
+
+    def governor(
+        self, budget_key: str, qps: int, *, name: str, interactive_share: float, metrics: Metrics | None
+    ) -> Governor:
+        client = redis_client(
+            self._url, password=self._password, ca_file=Path(self._ca_file) if self._ca_file else None
+        )
+        return fleet_governor(
+            client, budget_key, qps, name=name, interactive_share=interactive_share, metrics=metrics
+        )
+
+
+def build_governor(
+    qps: int,
+    *,
+    name: str,
+    interactive_share: float,
+    metrics: Metrics | None,
+    fleet: FleetConnection | None,
+    budget_key: str | None,
+) -> Governor:
+    """The fleet's governor for a backend with a budget key (given, or derived from its account) when
+    `fleet` is set; else the in-process one."""
+    if fleet is None or budget_key is None:
+        return RateGovernor(qps, interactive_share=interactive_share, metrics=metrics)
+    return fleet.governor(budget_key, qps, name=name, interactive_share=interactive_share, metrics=metrics)

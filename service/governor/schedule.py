@@ -1,0 +1,226 @@
+"""The fleet's one schedule in Redis: atomic Lua scripts that reserve slots by Redis's clock.
+
+GCRA with a burst of 1: the schedule is a single time, the next free slot (`tat`), moved on by one
+spacing (`period / rate`) per slot reserved. A slot is a time, not a token held: a replica that dies
+leaves at most the few slots it reserved for its own waiters (never more than `horizon` ahead) unused,
+and nothing to release. Every time is Redis's (`TIME`, in microseconds); replicas only ever see
+offsets from "now", so their own clocks never enter the schedule.
+
+Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
+- `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule)
+- `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
+- `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
+- `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis.asyncio as redis
+
+__all__ = ["Reservation", "Schedule", "ScheduleParameters"]
+
+KEY_PREFIX = "moderation:budget:"
+MICROS = 1_000_000
+
+# Shared by both scripts: Redis's clock, then the pace after recovery (an increase of `step` of the
+# budget per period without a rate-limit error, after one quiet period): linear, so it never overshoots.
+_PACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local period, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat')
+local tat = tonumber(state[1]) or now
+local rate = tonumber(state[2]) or qps
+local changed = tonumber(state[3]) or 0
+local itat = tonumber(state[4]) or now
+-- A replica back from its fallback share has sent on it until not_before: the schedule (fresh, after a
+-- restart, or stale) starts no earlier, or IMS's sliding second would hold both.
+tat = math.max(tat, tonumber(ARGV[7]))
+if rate > qps then rate = qps end
+if rate < qps and now - changed >= 2 * period then
+  local periods = math.floor((now - changed) / period) - 1
+  rate = math.min(qps, rate + step * qps * periods)
+  changed = changed + periods * period
+end
+local ttl = tonumber(ARGV[4])
+local function alive(id, heartbeat)
+  redis.call('ZADD', KEYS[2], now, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - heartbeat)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  return redis.call('ZCARD', KEYS[2])
+end
+"""
+
+# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, count, interactive (0/1), horizon_us,
+# max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none reserved: when one
+# would fit), spacing, replicas, rate, now}: Redis's times in microseconds, the rate in thousandths a second.
+_RESERVE = (
+    _PACE
+    + """
+local replicas = alive(ARGV[5], tonumber(ARGV[6]))
+local count, interactive = tonumber(ARGV[8]), ARGV[9] == '1'
+local horizon, max_wait, share = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local spacing = period / rate
+local first = math.max(tat, now)
+-- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
+local last = now + math.min(max_wait, horizon)
+if not interactive then
+  -- Batch items reserve only what they will use soon, and each busy replica its part of that, so a
+  -- replica far from Redis gets its turn too.
+  redis.call('ZADD', KEYS[3], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - period)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  local quota = math.max(1, math.floor(horizon / spacing / redis.call('ZCARD', KEYS[3])))
+  count = math.min(count, quota - redis.call('ZCARD', KEYS[4]))
+  if count <= 0 then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    return {0, math.ceil(tonumber(oldest[2])), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+  end
+elseif share < 1 and redis.call('ZCOUNT', KEYS[3], now - period, '+inf') > 0 then
+  -- While batch items wait anywhere, interactive calls run ahead of them by their share only.
+  local ispacing = spacing / math.max(share, 0.001)
+  local allowed = math.floor((now + horizon - math.max(itat, now)) / ispacing) + 1
+  if allowed <= 0 then
+    return {0, math.ceil(itat - horizon), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+  end
+  count = math.min(count, allowed)
+  itat = math.max(itat, now) + count * ispacing
+end
+local reserved = 0
+while reserved < count and first + reserved * spacing <= last do
+  reserved = reserved + 1
+end
+if reserved == 0 then
+  -- Nothing fits yet: how long until the first free slot does.
+  return {0, math.ceil(now + first - last), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+end
+redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
+  'itat', itat)
+redis.call('PEXPIRE', KEYS[1], ttl)
+if not interactive then
+  for i = 0, reserved - 1 do
+    local slot = first + i * spacing
+    redis.call('ZADD', KEYS[4], slot, slot)
+  end
+  redis.call('PEXPIRE', KEYS[4], math.ceil((first + reserved * spacing - now) / 1000) + 1000)
+end
+return {reserved, math.ceil(first), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+"""
+)
+
+# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, decrease factor (0: only a heartbeat).
+# At most one decrease per period, whichever replica reports it. Returns {replicas, rate * 1000, now}.
+_HEARTBEAT = (
+    _PACE
+    + """
+local replicas = alive(ARGV[5], tonumber(ARGV[6]))
+local factor = tonumber(ARGV[8])
+if factor > 0 and now - changed >= period then
+  rate = math.max(1, rate * factor)
+  changed = now
+end
+redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {replicas, math.floor(rate * 1000), now}
+"""
+)
+
+
+@dataclass(frozen=True)
+class ScheduleParameters:
+    qps: int
+    # One second plus the safety margin, in seconds.
+    period: float
+    increase_step: float
+    decrease_factor: float
+    # A replica missing heartbeats this long is no longer counted alive.
+    heartbeat_timeout: float
+    # How far ahead batch items may reserve: what a killed replica can leave unused.
+    horizon: float
+    interactive_share: float
+
+    def common(self, replica: str, not_before: float) -> list[Any]:
+        ttl_ms = int((self.heartbeat_timeout + 60) * 1000)
+        period_us = int(self.period * MICROS)
+        return [
+            period_us,
+            self.qps,
+            self.increase_step,
+            ttl_ms,
+            replica,
+            int(self.heartbeat_timeout * MICROS),
+            int(not_before * MICROS),
+        ]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    count: int
+    # Redis's time of the first slot reserved (or of when to ask again if none was), in seconds.
+    first: float
+    spacing: float
+    replicas: int
+    rate: float
+    # Redis's clock when it reserved.
+    now: float
+
+
+class Schedule:
+    """One budget's schedule in one Redis; a replica's calls to it. Raises redis' errors as they come."""
+
+    def __init__(self, client: redis.Redis, budget_key: str, parameters: ScheduleParameters) -> None:
+        self._client = client
+        self.budget_key = budget_key
+        self.parameters = parameters
+        base = f"{KEY_PREFIX}{{{budget_key}}}"
+        self._keys = [f"{base}:pace", f"{base}:alive", f"{base}:batch"]
+        self._base = base
+        self._reserve = client.register_script(_RESERVE)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+
+    async def disconnect(self) -> None:
+        """Drop pooled connections: after an outage, a restarted Redis would fail each one once."""
+        await self._client.connection_pool.disconnect()
+
+    def slice(self, name: str, qps: int) -> Schedule:
+        """A schedule of its own for a slice of this budget (a route's, a caller's)."""
+        return Schedule(self._client, f"{self.budget_key}:{name}", replace(self.parameters, qps=qps))
+
+    async def reserve(
+        self, replica: str, count: int, *, interactive: bool, max_wait: float, not_before: float = 0.0
+    ) -> Reservation:
+        """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds)."""
+        p = self.parameters
+        args = [
+            *p.common(replica, not_before),
+            count,
+            int(interactive),
+            int(p.horizon * MICROS),
+            max(0, int(max_wait * MICROS)),
+            p.interactive_share,
+        ]
+        keys = [*self._keys, f"{self._base}:held:{replica}"]
+        reserved, first, spacing, replicas, rate, now = await self._reserve(keys=keys, args=args)
+        return Reservation(
+            int(reserved),
+            int(first) / MICROS,
+            int(spacing) / MICROS,
+            int(replicas),
+            int(rate) / 1000,
+            int(now) / MICROS,
+        )
+
+    async def heartbeat(
+        self, replica: str, *, rate_limited: bool = False, not_before: float = 0.0
+    ) -> tuple[int, float, float]:
+        """(replicas alive, the fleet's pace, Redis's now), after a decrease if the backend said
+        RequestLimitExceeded; the schedule's next slot no earlier than `not_before`."""
+        factor = self.parameters.decrease_factor if rate_limited else 0
+        replicas, rate, now = await self._heartbeat(
+            keys=self._keys, args=[*self.parameters.common(replica, not_before), factor]
+        )
+        return int(replicas), int(rate) / 1000, int(now) / MICROS
