@@ -20,14 +20,26 @@ CONTRACT_IMAGE := contract/moderation.binpb
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 # Debian's Redis: the fleet tests and bench start their own on loopback (the package's service is not used).
 REDIS_SERVER := redis-server
+# Debian's container and monitoring tools: the image is built and run with podman on runc, its test base
+# made with mmdebstrap; the alert rules are checked by promtool and the dashboard's queries by prometheus.
+DEPLOY_TOOLS := podman runc mmdebstrap prometheus
 
-.PHONY: run test proto lint bench soak system-deps settings-table clean
+# The container image. BASE_IMAGE empty: the Dockerfile's default (the official Python 3.11 slim image).
+IMAGE ?= moderation-gateway:dev
+BASE_IMAGE ?=
+IMAGE_BUILD := build/image
+# runc, since crun needs cgroup v2; file and process limits within any host's own.
+PODMAN_FLAGS := --runtime runc
+PODMAN_LIMITS := --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+
+.PHONY: run test proto lint bench soak system-deps settings-table clean image image-test
 
 run: $(STAMP) $(GENERATED)
 	$(BIN)/python -m service
 
 test: $(STAMP) $(GENERATED) system-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory image-test
 
 proto: $(GENERATED)
 
@@ -54,6 +66,25 @@ system-deps:
 	@command -v $(REDIS_SERVER) >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 		else echo "install Debian's redis-server (sudo apt-get install redis-server)"; exit 1; fi; }
+	@for tool in $(DEPLOY_TOOLS); do command -v $$tool >/dev/null || PATH="$$PATH:/usr/sbin" command -v $$tool \
+		>/dev/null || missing="$$missing $$tool"; done; test -z "$$missing" || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+		else echo "install Debian's$$missing (sudo apt-get install$$missing)"; exit 1; fi; }
+
+# The build machine's pip configuration and CA bundle go in as build secrets, never into a layer.
+image: system-deps
+	$(PYTHON) deploy/image/pip_secrets.py $(IMAGE_BUILD)
+	podman $(PODMAN_FLAGS) build $(PODMAN_LIMITS) --network host --tag $(IMAGE) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+		--secret id=pip.conf,src=$(IMAGE_BUILD)/pip.conf --secret id=ca.crt,src=$(IMAGE_BUILD)/ca.crt .
+	@podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE)
+
+# No registry is reachable here: the image is built on a Debian base made from Debian's packages
+# (cached under build/image/), then run and probed by tests/test_deploy_image.py.
+image-test: $(STAMP) $(GENERATED) system-deps
+	base=$$(deploy/image/debian-base.sh $(IMAGE_BUILD)) && $(MAKE) --no-print-directory image BASE_IMAGE=$$base
+	MODERATION_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_deploy_image.py
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
