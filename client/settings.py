@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from types import ModuleType
 
 import grpc
@@ -13,9 +14,14 @@ DEFAULT_TIMEOUT = 30.0  # the gateway spends at most IMS's 15 s; the rest is for
 # Above anything the gateway accepts (IMS's 7.45 MiB images, ~11.5 MiB messages), so a too-large
 # image gets the gateway's clear error rather than one made by this client's gRPC.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# The gRPC service config every channel uses (shipped for other languages' clients too): calls wait for
+# a connection instead of failing at once, per-method deadlines, and no retryPolicy, since a retried call
+# that reached IMS is billed again; the client's own retries (client.retry) know which were.
+SERVICE_CONFIG = (resources.files("client") / "service_config.json").read_text(encoding="utf-8")
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.service_config", SERVICE_CONFIG),
 )
 
 
