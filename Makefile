@@ -19,6 +19,7 @@ CONTRACT_IMAGE := contract/moderation.binpb
 # Debian's CJK font: the tests render Chinese text for the embedded backend's OCR.
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 # Debian's Redis: the fleet tests and bench start their own on loopback (the package's service is not used).
+# Debian's faketime runs a fleet test's replica with its clock seconds off.
 REDIS_SERVER := redis-server
 
 .PHONY: run test proto lint bench soak system-deps settings-table clean
@@ -54,6 +55,9 @@ system-deps:
 	@command -v $(REDIS_SERVER) >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 		else echo "install Debian's redis-server (sudo apt-get install redis-server)"; exit 1; fi; }
+	@command -v faketime >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq faketime; \
+		else echo "install Debian's faketime (sudo apt-get install faketime)"; exit 1; fi; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
