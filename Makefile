@@ -19,6 +19,7 @@ CONTRACT_IMAGE := contract/moderation.binpb
 # Debian's CJK font: the tests render Chinese text for the embedded backend's OCR.
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 # Debian's Redis: the fleet tests and bench start their own on loopback (the package's service is not used).
+# Debian's faketime runs a fleet test's replica with its clock seconds off.
 REDIS_SERVER := redis-server
 # Debian's container and monitoring tools: the image is built and run with podman on runc, its test base
 # made with mmdebstrap; the alert rules are checked by promtool and the dashboard's queries by prometheus.
@@ -70,6 +71,9 @@ system-deps:
 		>/dev/null || missing="$$missing $$tool"; done; test -z "$$missing" || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 		else echo "install Debian's$$missing (sudo apt-get install$$missing)"; exit 1; fi; }
+	@command -v faketime >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq faketime; \
+		else echo "install Debian's faketime (sudo apt-get install faketime)"; exit 1; fi; }
 
 # The build machine's pip configuration and CA bundle go in as build secrets, never into a layer.
 image: system-deps

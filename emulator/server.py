@@ -118,6 +118,11 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("ims-emulator failed on a request")
             self._send_error(ImsError("InternalError", "ims-emulator: unexpected failure, see its log."))
 
+    def parse_request(self) -> bool:
+        # The request line has just been read: the request's arrival, before any of our own work on it.
+        self._arrived = time.monotonic()
+        return super().parse_request()
+
     def _unsupported_method(self) -> None:
         self.emulator.stats.record_request()
         # Any body is left unread, so the connection cannot carry another request.
@@ -141,9 +146,11 @@ class _Handler(BaseHTTPRequestHandler):
             emulator.stats.record_received(time.time(), params)
         check_common_parameters(self.headers, config.regions)
         secret_id = auth.authenticate(self.headers, body=body, path=path, config=config, now=time.time())
-        if config.arrival_jitter:
-            time.sleep(random.uniform(0.0, config.arrival_jitter))
-        emulator._admit(secret_id, config.qps_limit)
+        # IMS judges the limit by when a request arrives: on the socket, plus the simulated network
+        # delay; how long this thread took to parse and verify it is no part of that.
+        arrival = self._arrived + random.uniform(0.0, config.arrival_jitter)
+        time.sleep(max(0.0, arrival - time.monotonic()))
+        emulator._admit(secret_id, config.qps_limit, arrival)
         subject = validate(params, config)
         hits = find_hits(subject.image)
         fault = emulator._draw_fault(config.faults)
@@ -440,11 +447,10 @@ class ImsEmulator:
             self._connections.discard(sock)
             self._connections_changed.notify_all()
 
-    def _admit(self, secret_id: str, qps_limit: int | None) -> None:
+    def _admit(self, secret_id: str, qps_limit: int | None, arrival: float) -> None:
         with self._admission:
-            now = time.monotonic()
-            self._limiter.admit(secret_id, qps_limit, now)
-            self.stats.record_admitted(now)
+            self._limiter.admit(secret_id, qps_limit, arrival)
+            self.stats.record_admitted(arrival)
 
     def _draw_fault(self, faults: Faults) -> Fault | None:
         with self._admission:

@@ -6,7 +6,7 @@ import threading
 from collections import Counter, deque
 from typing import Any
 
-from .ratelimit import WINDOW
+from .ratelimit import SlidingSecond
 
 RECEIVED_LIMIT = 1000
 
@@ -29,7 +29,7 @@ class Stats:
         self._aborted = 0
         self._errors_by_code: Counter[str] = Counter()
         self._faults_injected: Counter[str] = Counter()
-        self._admitted_window: deque[float] = deque()
+        self._admitted = SlidingSecond()
         self._max_in_one_second = 0
         self._in_flight = 0
         self._max_in_flight = 0
@@ -101,13 +101,11 @@ class Stats:
         with self._lock:
             self._received.append((when, params))
 
-    def record_admitted(self, now: float) -> None:
-        """`now` is monotonic time."""
+    def record_admitted(self, stamp: float) -> None:
+        """`stamp`: the request's arrival, in monotonic time."""
         with self._lock:
-            self._admitted_window.append(now)
-            while self._admitted_window[0] <= now - WINDOW:
-                self._admitted_window.popleft()
-            self._max_in_one_second = max(self._max_in_one_second, len(self._admitted_window))
+            self._max_in_one_second = max(self._max_in_one_second, self._admitted.busiest_with(stamp))
+            self._admitted.add(stamp)
 
     def record_billed(self) -> None:
         """A billed request starts; `record_finished` ends it."""

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,9 +25,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
+def start_service(
+    emulator: ImsEmulator, port: int, *, launcher: Sequence[str] = (), **extra: str
+) -> subprocess.Popen[str]:
     return spawn_service(
         port,
+        launcher=launcher,
         TENCENTCLOUD_SECRET_ID=SECRET_ID,
         TENCENTCLOUD_SECRET_KEY=SECRET_KEY,
         IMS_ENDPOINT=emulator.url,
@@ -35,10 +39,11 @@ def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.
     )
 
 
-def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
-    """`python -m service` on `port` with only `settings` (and PATH) in its environment."""
+def spawn_service(port: int, *, launcher: Sequence[str] = (), **settings: str) -> subprocess.Popen[str]:
+    """`python -m service` on `port` with only `settings` (and PATH) in its environment, run by
+    `launcher` (a command that runs the rest of its arguments, such as faketime) if given."""
     return subprocess.Popen(
-        [sys.executable, "-m", "service"],
+        [*launcher, sys.executable, "-m", "service"],
         env={"PATH": os.environ["PATH"], "MODERATION_LISTEN": f"127.0.0.1:{port}", **settings},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import pytest
 
@@ -36,10 +38,17 @@ def limited_emulator() -> Iterator[ImsEmulator]:
 
 
 @contextlib.asynccontextmanager
-async def replica(emulator: ImsEmulator, redis_url: str) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
+async def replica(
+    emulator: ImsEmulator, redis_url: str, *, launcher: Sequence[str] = ()
+) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     process = start_service(
-        emulator, port, IMS_QPS=str(BUDGET), MODERATION_REDIS_URL=redis_url, MODERATION_LOG_FORMAT="text"
+        emulator,
+        port,
+        launcher=launcher,
+        IMS_QPS=str(BUDGET),
+        MODERATION_REDIS_URL=redis_url,
+        MODERATION_LOG_FORMAT="text",
     )
     try:
         async with open_channel(f"127.0.0.1:{port}") as channel:
@@ -125,3 +134,36 @@ async def test_redis_down_then_restarted_empty_answers_everything_once(
         output = process.stdout.read() if process.stdout else ""
         assert output.count("Redis unreachable") == 1
         assert output.count("back on the fleet's schedule") == 1
+
+
+# Debian's faketime: the replica's wall clock 7 s ahead, and its monotonic clock (the event loop's)
+# hours off, as libfaketime moves both.
+SKEWED = ("faketime", "-f", "+7s")
+
+
+async def test_a_replica_whose_clock_is_seconds_off_keeps_to_the_one_budget(
+    limited_emulator: ImsEmulator, redis: RedisServer
+) -> None:
+    skew = await asyncio.to_thread(
+        subprocess.run,
+        [*SKEWED, sys.executable, "-c", "import time; print(time.time())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(skew.stdout) - time.time() > 6  # the launcher really moves the replica's clock
+    async with (
+        replica(limited_emulator, redis.url) as (_, honest),
+        replica(limited_emulator, redis.url, launcher=SKEWED) as (_, skewed),
+    ):
+        limited_emulator.reset_stats()
+        results = await asyncio.gather(stream(honest), stream(skewed))
+    never_over_the_budget(limited_emulator)
+    for result in results:
+        assert_exactly_once(result)
+    # One schedule by Redis's clock: the two spent the budget together, and both at the same pace.
+    started = min(r.started for r in results)
+    finished = max(r.last_answer for r in results)
+    assert (2 * ITEMS) / (finished - started) >= 0.75 * BUDGET
+    lasted = [r.last_answer - r.started for r in results]
+    assert max(lasted) <= 1.25 * min(lasted)

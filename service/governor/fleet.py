@@ -4,11 +4,13 @@
   no further than `HORIZON` ahead) and grants each at its time, to an interactive caller first while
   they are within their share. The pace is Redis's, so replicas' clocks never matter.
 - **Redis down or slow.** No Redis call waits longer than `REDIS_TIMEOUT` (or a few of its round
-  trips, for a far Redis); then the replica falls back
-  to its share of the budget (the budget over the replicas alive at last contact) on an in-process
-  governor, starting only after the slots it may already have reserved, and keeps probing. Once Redis
-  answers again it rejoins the schedule, keeping its share as a second cap for `SETTLE` seconds, while
-  the other replicas' probes bring them back too. One log line and a metric per transition.
+  trips, for a far Redis); then the replica falls back to its share of the budget (the budget over the
+  replicas alive at last contact) on an in-process governor, and keeps probing Redis's clock without a
+  heartbeat. Redis may still answer the others: once a replica has been silent for `SILENT_AFTER`,
+  their pace leaves its share to it until they count it dead, so the share starts only then, after
+  the slots reserved before. Once Redis answers again it rejoins the schedule, keeping its share as a
+  second cap for `SETTLE` seconds, while the other replicas' probes bring them back too. One log line
+  and a metric per transition.
 - **Backoff.** RequestLimitExceeded lowers the fleet's pace gently (`DECREASE_FACTOR`, at most once a
   period fleet-wide), and the pace climbs back linearly.
 """
@@ -40,19 +42,24 @@ __all__ = ["FLEET_MARGIN", "FleetGovernor", "fleet_governor", "fleet_parameters"
 log = logging.getLogger(__name__)
 
 # IMS sees our sends up to 20 ms apart from when we made them (0-20 ms of varying network delay), so a
-# second of its arrivals may hold a second and 20 ms of our sends: the pace's period is that plus 5 ms
-# for late event-loop wake-ups (STALE_SLOT) and the replicas' estimates of Redis's clock (see the README).
-FLEET_MARGIN = 0.025
+# second of its arrivals may hold a second and 20 ms of our sends: the pace's period is that plus 3 ms
+# for late event-loop wake-ups (STALE_SLOT) and 7 ms for the rest of the way from a grant to the wire
+# and the replicas' estimates of Redis's clock (see the README: 25 ms in all was measured too little).
+FLEET_MARGIN = 0.03
 # A lone RequestLimitExceeded costs 3 % of the pace for a few seconds, not a tenth of the budget.
 DECREASE_FACTOR = 0.97
 INCREASE_STEP = 0.01
 HEARTBEAT_INTERVAL = 0.5
 # Three missed heartbeats and a replica no longer counts toward the fallback share.
 HEARTBEAT_TIMEOUT = 1.5
+# A replica that missed a heartbeat may have lost Redis and be spending its share: the others' pace
+# leaves that share to it until HEARTBEAT_TIMEOUT counts it dead, and a replica that lost Redis waits
+# this long, and out the slots reserved meanwhile, before it spends the share.
+SILENT_AFTER = 2 * HEARTBEAT_INTERVAL
 HORIZON = 0.25
 # The longest a Redis call may take, or four of its best round trips lately if that is longer (a far
 # Redis); the first contact connects and loads the scripts, a few round trips more.
-REDIS_TIMEOUT = 0.25
+REDIS_TIMEOUT = 0.4
 ROUND_TRIPS = 4
 FIRST_CONTACT_TIMEOUT = 1.0
 SETTLE = 1.0
@@ -60,7 +67,7 @@ SETTLE = 1.0
 MAX_RESERVE = 32
 # A slot granted late crowds the next one as network jitter does: later than this it is dropped, so
 # lateness stays within the margin's allowance for it.
-STALE_SLOT = 0.005
+STALE_SLOT = 0.003
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
 T = TypeVar("T")
 
@@ -72,6 +79,7 @@ def fleet_parameters(qps: int, interactive_share: float) -> ScheduleParameters:
         increase_step=INCREASE_STEP,
         decrease_factor=DECREASE_FACTOR,
         heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        silent_after=SILENT_AFTER,
         horizon=HORIZON,
         interactive_share=interactive_share,
     )
@@ -250,11 +258,23 @@ class FleetGovernor:
             self._heartbeats = asyncio.create_task(self._heartbeat_forever())
 
     async def _heartbeat_forever(self) -> None:
+        # A steady beat, however long each takes, so a live replica never looks silent to the others.
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             await self._heartbeat()
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await asyncio.sleep(max(0.0, started + HEARTBEAT_INTERVAL - loop.time()))
 
     async def _heartbeat(self, *, rate_limited: bool = False) -> None:
+        if self.fallback:
+            # Only Redis's clock: a heartbeat would end the silence that holds the share back from the
+            # others' pace while this replica spends it. Once Redis answers, the heartbeat below rejoins
+            # with the time the share's next slot is due, both in one script.
+            try:
+                await self._redis(self._schedule.clock())
+            except _UNREACHABLE:
+                await self._lost()
+                return
         started = self._now()
         try:
             replicas, rate, redis_now = await self._redis(
@@ -303,10 +323,11 @@ class FleetGovernor:
                 share, interactive_share=self.interactive_share, window=self.period / (1 + LOCAL_MARGIN)
             )
         # else: still settling back from the last outage; that share, with its recent grants, goes on.
-        # Every replica may still spend the slots it reserved, none more than HORIZON ahead of Redis's
-        # last answer, so the share starts after them, and one of its own spacings after: then the
-        # shares and the shared pace fit together into any sliding second.
-        self._local.start_after(HORIZON + self._local.spacing)
+        # Redis may still answer the others: the share starts once it counts this replica silent (and
+        # paces them without it), after the slots they reserved before that, none more than HORIZON
+        # ahead, and one of its own spacings after: then the share and the others' pace fit together
+        # into any sliding second, as the shares of a fleet that all lost Redis do.
+        self._local.start_after(SILENT_AFTER + HORIZON + self._local.spacing)
         share = self._local.qps
         self._slots.clear()
         for queue in self._waiting.values():

@@ -46,24 +46,27 @@ if rate < qps and now - changed >= 2 * period then
   changed = changed + periods * period
 end
 local ttl = tonumber(ARGV[4])
-local function alive(id, heartbeat)
+-- The replicas alive, and how many of them have gone silent: each of those may be cut off from Redis and
+-- spending its fallback share, so the schedule holds that share back until it counts them dead.
+local function alive(id, heartbeat, silent_after)
   redis.call('ZADD', KEYS[2], now, id)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - heartbeat)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  return redis.call('ZCARD', KEYS[2])
+  return redis.call('ZCARD', KEYS[2]), redis.call('ZCOUNT', KEYS[2], '-inf', now - silent_after)
 end
 """
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, count, interactive (0/1), horizon_us,
-# max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none reserved: when one
-# would fit), spacing, replicas, rate, now}: Redis's times in microseconds, the rate in thousandths a second.
+# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, count, interactive (0/1),
+# horizon_us, max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
+# reserved: when one would fit), spacing, replicas, rate, now}: Redis's times in microseconds, the rate in
+# thousandths a second.
 _RESERVE = (
     _PACE
     + """
-local replicas = alive(ARGV[5], tonumber(ARGV[6]))
-local count, interactive = tonumber(ARGV[8]), ARGV[9] == '1'
-local horizon, max_wait, share = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local spacing = period / rate
+local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
+local count, interactive = tonumber(ARGV[9]), ARGV[10] == '1'
+local horizon, max_wait, share = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local spacing = period / (rate * (replicas - silent) / replicas)
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
 local last = now + math.min(max_wait, horizon)
@@ -112,13 +115,14 @@ return {reserved, math.ceil(first), math.floor(spacing), replicas, math.floor(ra
 """
 )
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, decrease factor (0: only a heartbeat).
+# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, decrease factor (0: only a
+# heartbeat).
 # At most one decrease per period, whichever replica reports it. Returns {replicas, rate * 1000, now}.
 _HEARTBEAT = (
     _PACE
     + """
-local replicas = alive(ARGV[5], tonumber(ARGV[6]))
-local factor = tonumber(ARGV[8])
+local replicas = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
+local factor = tonumber(ARGV[9])
 if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
@@ -139,6 +143,8 @@ class ScheduleParameters:
     decrease_factor: float
     # A replica missing heartbeats this long is no longer counted alive.
     heartbeat_timeout: float
+    # A replica not heard from this long may be spending its fallback share: the others' pace leaves it.
+    silent_after: float
     # How far ahead batch items may reserve: what a killed replica can leave unused.
     horizon: float
     interactive_share: float
@@ -154,6 +160,7 @@ class ScheduleParameters:
             replica,
             int(self.heartbeat_timeout * MICROS),
             int(not_before * MICROS),
+            int(self.silent_after * MICROS),
         ]
 
 
@@ -185,6 +192,11 @@ class Schedule:
     async def disconnect(self) -> None:
         """Drop pooled connections: after an outage, a restarted Redis would fail each one once."""
         await self._client.connection_pool.disconnect()
+
+    async def clock(self) -> float:
+        """Redis's clock, in seconds: a probe that leaves no trace in the schedule."""
+        seconds, micros = await self._client.time()
+        return seconds + micros / MICROS
 
     def slice(self, name: str, qps: int) -> Schedule:
         """A schedule of its own for a slice of this budget (a route's, a caller's)."""
