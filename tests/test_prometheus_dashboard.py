@@ -186,8 +186,7 @@ def start_replica(
 async def replicas(
     faulty_emulator: ImsEmulator, redis: RedisServer, tmp_path: Path
 ) -> AsyncIterator[list[Replica]]:
-    """One replica in fleet mode on Redis, one with the in-process governor (which alone records the
-    budget wait)."""
+    """One replica in fleet mode on Redis, one with the in-process governor: every panel sees both."""
     started = [
         start_replica("fleet", faulty_emulator, tmp_path, MODERATION_REDIS_URL=redis.url),
         start_replica("solo", faulty_emulator, tmp_path),

@@ -189,6 +189,7 @@ class FleetGovernor:
         if deadline.remaining() <= 0:
             raise self._throttled(self.spacing, priority)
         self._start()
+        started = self._now()
         while True:
             # In fallback the share alone grants; settling back, a slot needs the share and the fleet's
             # schedule both, whenever the share's slot came (a caller queued on the share during the
@@ -204,6 +205,8 @@ class FleetGovernor:
             except _Unreachable:
                 continue  # Redis was lost meanwhile: the slot comes from the fallback share instead
         self.grants += 1
+        if self._metrics is not None:
+            self._metrics.governor_wait.record(self._now() - started, {"moderation.priority": priority.value})
 
     def _current_share(self) -> RateGovernor | None:
         """The in-process share that caps this replica now: in fallback, and while settling back."""
