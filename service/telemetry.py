@@ -293,6 +293,7 @@ _SERVER_ERRORS = frozenset(
     }
 )
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 
 
 class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -310,9 +311,7 @@ class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._traced = traced
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         if handler is None or not self._traced(handler_call_details):

@@ -157,13 +157,17 @@ class ImsBackend:
 
 
 def _http_attributes(url: str) -> dict[str, str | int]:
-    """The HTTP client semantic-convention attributes every request to `url` shares."""
+    """The HTTP client semantic-convention attributes every request to `url` shares; `url.full` is
+    rebuilt from scheme, host, port and path, so nothing else the URL carries reaches a span."""
     parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    shown_host = f"[{host}]" if ":" in host else host
     return {
         "http.request.method": "POST",
-        "url.full": url,
-        "server.address": parts.hostname or "",
-        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "url.full": f"{parts.scheme}://{shown_host}:{port}{parts.path or '/'}",
+        "server.address": host,
+        "server.port": port,
     }
 
 
