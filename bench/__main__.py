@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import fleet_section, hostile_section, local_section, report, stream_section, telemetry_section
+from bench import (
+    efficiency_section,
+    fleet_section,
+    hostile_section,
+    local_section,
+    report,
+    stream_section,
+    telemetry_section,
+)
 from bench.sections import Section
 
 SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
@@ -21,6 +29,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "telemetry": telemetry_section.section,
     "hostile": hostile_section.section,
     "fleet": fleet_section.section,
+    "efficiency": efficiency_section.section,
 }
 
 

@@ -85,8 +85,7 @@ def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attri
     return {
         "moderation.biz_type": biz_type,
         "moderation.status_code": status_code_name(outcome),
-        "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
-        "moderation.label": scrubber.token(outcome.label, LABEL),
+        **_verdict_labels(outcome),
         "moderation.score": outcome.score,
         "moderation.backend": outcome.backend,
         "moderation.backend_request_id": scrubber.token(outcome.request_id, REQUEST_ID),
@@ -157,25 +156,32 @@ class Observer:
 
     def _record(self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float) -> None:
         _log_failure(outcome)
-        attributes = outcome_attributes(request, outcome)
         caller = CALLER.get()
-        if caller:
-            attributes["moderation.caller"] = caller
         span = trace.get_current_span()
-        span.set_attributes(attributes)
-        if not isinstance(outcome, ModerateImageResponse):
-            span.set_status(trace.StatusCode.ERROR, str(attributes["moderation.error.reason"]))
-        code = attributes["moderation.status_code"]
-        labels = {
-            "rpc.method": method,
-            "rpc.grpc.status_code": code,
-            "moderation.suggestion": attributes.get("moderation.suggestion", ""),
-            "moderation.label": attributes.get("moderation.label", ""),
-        }
+        if span.is_recording():
+            # Only a sampled call's span gets its attributes: an unsampled one computes none of them.
+            attributes = outcome_attributes(request, outcome)
+            if caller:
+                attributes["moderation.caller"] = caller
+            span.set_attributes(attributes)
+            if not isinstance(outcome, ModerateImageResponse):
+                span.set_status(trace.StatusCode.ERROR, str(attributes["moderation.error.reason"]))
+        code = status_code_name(outcome)
+        labels = {"rpc.method": method, "rpc.grpc.status_code": code, **_verdict_labels(outcome)}
         if caller:
             labels["moderation.caller"] = caller
         self._metrics.requests.add(1, labels)
         self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
+
+
+def _verdict_labels(outcome: Outcome) -> dict[str, str]:
+    """The verdict as metric labels (the label is one of IMS's words or `unrecognised`); empty on failure."""
+    if not isinstance(outcome, ModerateImageResponse):
+        return {"moderation.suggestion": "", "moderation.label": ""}
+    return {
+        "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
+        "moderation.label": scrub.outward().token(outcome.label, LABEL),
+    }
 
 
 def _log_failure(outcome: Outcome) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+from opentelemetry import trace
 
 from backends.base import Backend
 from backends.errors import BackendError, Kind
@@ -120,41 +121,53 @@ class Retrier:
         return CallFailure(error, backend=self._backend.name, attempts=attempts)
 
     async def _take_slot(self, priority: Priority, deadline: Deadline, shares: Sequence[Governor]) -> None:
+        """Waits for a slot of every governor; a sampled call's span gets the wait as an event."""
         governors = [*shares, *([self._governor] if self._governor is not None else [])]
-        if governors:
-            with self._tracer.start_as_current_span(
-                "moderation.governor.wait", attributes={"moderation.priority": priority.value}
-            ):
-                for governor in governors:
-                    await governor.acquire(priority, deadline)
+        if not governors:
+            return
+        span = trace.get_current_span()
+        started = asyncio.get_running_loop().time() if span.is_recording() else 0.0
+        try:
+            for governor in governors:
+                await governor.acquire(priority, deadline)
+        finally:
+            if span.is_recording():
+                waited = asyncio.get_running_loop().time() - started
+                span.add_event(
+                    "moderation.governor.wait",
+                    {"moderation.priority": priority.value, "moderation.duration_s": waited},
+                )
 
     async def _traced_attempt(
         self, request: ModerateImageRequest, deadline: Deadline, attempt: int, previous: BackendError | None
     ) -> ModerateImageResponse:
-        attributes: dict[str, str | int] = {
-            "moderation.backend": self._backend.name,
-            "moderation.attempt": attempt,
-        }
-        if previous is not None:
-            attributes["moderation.retry_reason"] = _reason(previous)
+        """One attempt in a CLIENT span of its own; its attributes are computed only if it is sampled
+        (a remote backend adds the HTTP request's)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         outcome = "ok"
-        with self._tracer.start_as_current_span("moderation.backend.attempt", attributes=attributes) as span:
+        with self._tracer.start_as_current_span(
+            "moderation.backend.attempt", kind=trace.SpanKind.CLIENT
+        ) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(_attempt_attributes(self._backend.name, attempt, previous))
             try:
                 result = await self._attempt(request, deadline)
             except BackendError as error:
                 outcome = error.kind.value
-                span.set_attributes(_error_attributes(error))
+                if recording:
+                    span.set_attributes(_error_attributes(error))
                 raise
             finally:
                 self._metrics.attempt_duration.record(
                     loop.time() - started,
                     {"moderation.backend": self._backend.name, "moderation.outcome": outcome},
                 )
-            span.set_attribute(
-                "moderation.backend_request_id", scrub.outward().token(result.request_id, REQUEST_ID)
-            )
+            if recording:
+                span.set_attribute(
+                    "moderation.backend_request_id", scrub.outward().token(result.request_id, REQUEST_ID)
+                )
             return result
 
     async def _attempt(self, request: ModerateImageRequest, deadline: Deadline) -> ModerateImageResponse:
@@ -188,8 +201,16 @@ def _reason(error: BackendError) -> str:
     return error.kind.value
 
 
+def _attempt_attributes(backend: str, attempt: int, previous: BackendError | None) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {"moderation.backend": backend, "moderation.attempt": attempt}
+    if previous is not None:
+        attributes["moderation.retry_reason"] = _reason(previous)
+    return attributes
+
+
 def _error_attributes(error: BackendError) -> dict[str, str]:
-    attributes = {"moderation.error.kind": error.kind.value}
+    # `error.type`: the semantic conventions' name for why a client call failed.
+    attributes = {"moderation.error.kind": error.kind.value, "error.type": error.kind.value}
     if error.upstream_code:
         attributes["moderation.upstream_code"] = _reason(error)
     if error.request_id:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from threading import Thread
-from typing import Any
+from typing import Any, TypeAlias
 from wsgiref.simple_server import WSGIServer
 
-from opentelemetry import metrics, trace
+import grpc
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -277,3 +279,103 @@ def _metric_readers(env: Mapping[str, str]) -> list[MetricReader]:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 
     return [PeriodicExportingMetricReader(HttpExporter())]
+
+
+# The codes that are the server's fault (the semantic conventions' rule for a gRPC server span's status).
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """One SERVER span per RPC that `traced` selects, continuing the caller's W3C `traceparent` and
+    `baggage`, with the `rpc.*` attributes.
+
+    In place of opentelemetry-instrumentation-grpc, which built every call's attributes (its peer's
+    address parsed among them) and wrapped its context in a proxy, sampled or not: with 1 call in 10
+    sampled that cost as much CPU as tracing them all (1.9 against 1.5 ms a call untraced). Here an
+    unsampled call pays for the propagators and a non-recording span only.
+    """
+
+    def __init__(self, tracer: trace.Tracer, traced: Callable[[grpc.HandlerCallDetails], bool]) -> None:
+        self._tracer = tracer
+        self._traced = traced
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self._traced(handler_call_details):
+            return handler
+        return self._wrapped(handler, handler_call_details.method)
+
+    def _wrapped(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        spanned = self._spanned
+        if handler.unary_unary or handler.stream_unary:
+            unary = handler.unary_unary or handler.stream_unary
+
+            async def answer(request: Any, context: Context) -> Any:
+                with spanned(method, context) as span:
+                    try:
+                        return await unary(request, context)
+                    finally:
+                        _record_code(span, context)
+
+            if handler.unary_unary:
+                return grpc.unary_unary_rpc_method_handler(answer, **serializers)
+            return grpc.stream_unary_rpc_method_handler(answer, **serializers)
+        streaming = handler.unary_stream or handler.stream_stream
+
+        async def answers(request: Any, context: Context) -> AsyncIterator[Any]:
+            with spanned(method, context) as span:
+                try:
+                    responses = streaming(request, context)
+                    if hasattr(responses, "__aiter__"):
+                        async for response in responses:
+                            yield response
+                    else:
+                        await responses
+                finally:
+                    _record_code(span, context)
+
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(answers, **serializers)
+        return grpc.stream_stream_rpc_method_handler(answers, **serializers)
+
+    @contextmanager
+    def _spanned(self, method: str, context: Context) -> Iterator[trace.Span]:
+        carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        # An abort is how a handler answers an error, not an exception worth a stack trace on the span.
+        with self._tracer.start_as_current_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            if span.is_recording():
+                service, _, name = method.lstrip("/").partition("/")
+                span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
+            yield span
+
+
+def _record_code(span: trace.Span, context: Context) -> None:
+    if not span.is_recording():
+        return
+    code = context.code() or grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_ERRORS:
+        span.set_status(trace.StatusCode.ERROR, code.name)

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+from typing import Any
 
 import grpc
 import httpx
@@ -24,6 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
+from service import observe, retry
 from service.logs import JsonFormatter, RedactSecrets, TraceContext
 from service.server import Gateway
 from service.telemetry import Telemetry, setup_telemetry
@@ -65,7 +67,11 @@ def children(spans: InMemorySpanExporter, parent: ReadableSpan) -> list[Readable
     return [s for s in spans.get_finished_spans() if s.parent is not None and s.parent.span_id == parent_id]
 
 
-async def test_unary_span_tree(traced: Gateway, spans: InMemorySpanExporter) -> None:
+def events(span: ReadableSpan) -> dict[str, dict[str, object]]:
+    return {event.name: dict(event.attributes or {}) for event in span.events}
+
+
+async def test_unary_span_tree(traced: Gateway, spans: InMemorySpanExporter, emulator: ImsEmulator) -> None:
     async with open_channel(traced) as channel:
         await Stub(channel).ModerateImage(
             ModerateImageRequest(content=IMAGE, biz_type="policy_a", data_id="d1")
@@ -78,14 +84,48 @@ async def test_unary_span_tree(traced: Gateway, spans: InMemorySpanExporter) -> 
     assert attributes["moderation.backend"] == "tencent"
     assert attributes["moderation.biz_type"] == "policy_a"
     assert attributes["moderation.backend_request_id"]
-    assert {s.name for s in children(spans, server)} == {
-        "moderation.validate",
-        "moderation.governor.wait",
-        "moderation.backend.attempt",
-    }
-    (attempt,) = named(spans, "moderation.backend.attempt")
-    (http_span,) = children(spans, attempt)
-    assert http_span.kind is SpanKind.CLIENT
+    # Two spans a call: validation and the governor's wait are events of the server span.
+    (attempt,) = children(spans, server)
+    assert len(spans.get_finished_spans()) == 2
+    assert set(events(server)) == {"moderation.validate", "moderation.governor.wait"}
+    validated, waited = events(server)["moderation.validate"], events(server)["moderation.governor.wait"]
+    assert 0 < float(validated["moderation.duration_s"]) < 1  # type: ignore[arg-type]
+    assert 0 <= float(waited["moderation.duration_s"]) < 1  # type: ignore[arg-type]
+    assert waited["moderation.priority"] == "interactive"
+    # The attempt is the HTTP request's CLIENT span: semantic conventions and moderation.* at once.
+    assert attempt.name == "moderation.backend.attempt"
+    assert attempt.kind is SpanKind.CLIENT
+    http = dict(attempt.attributes or {})
+    assert http["http.request.method"] == "POST"
+    assert http["http.response.status_code"] == 200
+    assert (http["server.address"], http["server.port"]) == ("127.0.0.1", emulator.port)
+    assert http["url.full"] == f"http://127.0.0.1:{emulator.port}/"
+    assert int(str(http["http.request.body.size"])) > len(IMAGE) * 4 // 3
+    assert (http["moderation.backend"], http["moderation.attempt"]) == ("tencent", 1)
+    assert http["moderation.backend_request_id"] == attributes["moderation.backend_request_id"]
+
+
+async def test_an_unsampled_call_computes_no_span_attributes(
+    make_gateway: GatewayFactory, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[str] = []
+    for module, name in ((observe, "outcome_attributes"), (retry, "_attempt_attributes")):
+        original = getattr(module, name)
+
+        def spy(*args: object, _original: Any = original, _name: str = name) -> Any:
+            computed.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, spy)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    telemetry = setup_telemetry({}, span_processors=[SimpleSpanProcessor(spans)])
+    gateway = await make_gateway(telemetry=telemetry)
+    requests = [StreamModerateImagesRequest(request=ModerateImageRequest(content=IMAGE)) for _ in range(2)]
+    async with open_channel(gateway) as channel:
+        answers = [a async for a in Stub(channel).StreamModerateImages(iter(requests))]
+    assert [a.WhichOneof("outcome") for a in answers] == ["result", "result"]
+    assert spans.get_finished_spans() == ()
+    assert computed == []
 
 
 async def test_health_checks_and_reflection_get_no_span(traced: Gateway, spans: InMemorySpanExporter) -> None:
@@ -113,7 +153,8 @@ async def test_a_retried_call_shows_every_attempt(
     assert dict(first.attributes or {})["moderation.upstream_code"] == "ResourceUnavailable.ModelCallFailed"
     assert dict(second.attributes or {})["moderation.retry_reason"] == "ResourceUnavailable.ModelCallFailed"
     assert dict(second.attributes or {})["moderation.attempt"] == 2
-    assert all(len(children(spans, attempt)) == 1 for attempt in (first, second))
+    assert first.kind is second.kind is SpanKind.CLIENT
+    assert dict(first.attributes or {})["error.type"] == "unavailable"
 
 
 async def test_a_failed_call_sets_error_status(
@@ -121,10 +162,11 @@ async def test_a_failed_call_sets_error_status(
 ) -> None:
     emulator.config.faults = Faults(fail_next=["UnauthorizedOperation.Unauthorized"])
     async with open_channel(traced) as channel:
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
             await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
     (server,) = named(spans, "/moderation.v1.ModerationService/ModerateImage")
     assert server.status.status_code is StatusCode.ERROR
+    assert dict(server.attributes or {})["rpc.grpc.status_code"] == caught.value.code().value[0] != 0
     assert dict(server.attributes or {})["moderation.error.reason"] == "BACKEND_ACCOUNT_UNAVAILABLE"
     everything = json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()])
     assert SECRET_KEY not in everything
@@ -148,10 +190,9 @@ async def test_stream_items_are_linked_spans_of_their_own(
     for item in items:
         assert item.parent is None
         assert [link.context.span_id for link in item.links] == [stream.context.span_id]
-        assert {s.name for s in children(spans, item)} >= {
-            "moderation.validate",
-            "moderation.backend.attempt",
-        }
+        assert [s.name for s in children(spans, item)] == ["moderation.backend.attempt"]
+        assert set(events(item)) == {"moderation.validate", "moderation.governor.wait"}
+        assert events(item)["moderation.governor.wait"]["moderation.priority"] == "batch"
 
 
 async def test_callers_traceparent_becomes_the_parent(traced: Gateway, spans: InMemorySpanExporter) -> None:

@@ -1,19 +1,28 @@
 """The IMS `ImageModeration` wire format: request parameters out, response envelope in.
 
-Responses are parsed tolerantly, as the API evolves: null or absent lists are empty, unknown fields are
-ignored. A response that says nothing usable (no envelope, no suggestion) is an error, never a pass.
+The request body is built once, as bytes around the base64 image: base64's alphabet needs no JSON
+escaping, and at 900 KiB `json.dumps` spent 3.7 ms escaping it where pybase64 encodes it in 22 µs.
+Responses are read straight into the proto, by a walk over the message descriptors (one pass, no
+intermediate snake-case document, no `json_format`), and tolerantly, as the API evolves: null or absent
+lists are empty, unknown fields are ignored. A response that says nothing usable (no envelope, no
+suggestion) is an error, never a pass.
 """
 
 from __future__ import annotations
 
-import base64
+import functools
 import ipaddress
 import json
 import logging
+import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
+import pybase64
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from moderation.v1.moderation_service_pb2 import (
     Device,
     IpType,
@@ -39,9 +48,9 @@ _MODERATION_TYPES = {
     ModerationType.MODERATION_TYPE_IMAGE_AIGC: "IMAGE_AIGC",
 }
 _SUGGESTIONS = {
-    "pass": Suggestion.Name(Suggestion.SUGGESTION_PASS),
-    "review": Suggestion.Name(Suggestion.SUGGESTION_REVIEW),
-    "block": Suggestion.Name(Suggestion.SUGGESTION_BLOCK),
+    "pass": Suggestion.SUGGESTION_PASS,
+    "review": Suggestion.SUGGESTION_REVIEW,
+    "block": Suggestion.SUGGESTION_BLOCK,
 }
 # The code of every answer the gateway cannot read (the README's "unreadable responses").
 MALFORMED = "MalformedResponse"
@@ -54,16 +63,27 @@ _NO_SECRETS = Scrubber()
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-def request_params(request: ModerateImageRequest) -> dict[str, Any]:
-    """The JSON parameters of one `ImageModeration` call; unset optional fields are omitted."""
+def request_body(request: ModerateImageRequest) -> bytes:
+    """The JSON body of one `ImageModeration` call, exactly as sent (and signed).
+
+    An image's base64 is spliced in as bytes, unescaped: `{"FileContent":"<base64>",<the rest>}`. It
+    is encoded on the event loop: 0.13 ms for 5 MB, less than two hops to a worker thread cost.
+    """
+    rest = json.dumps(_other_params(request), separators=(",", ":")).encode()
+    if request.WhichOneof("image") != "content":
+        return rest
+    # `rest` is never `{}`: the sampling parameters are always sent.
+    return b"".join((b'{"FileContent":"', pybase64.b64encode(request.content), b'",', rest[1:]))
+
+
+def _other_params(request: ModerateImageRequest) -> dict[str, Any]:
+    """Every parameter but the image's bytes; unset optional fields are omitted."""
     params: dict[str, Any] = {}
     if request.biz_type:
         params["BizType"] = request.biz_type
     if request.data_id:
         params["DataId"] = request.data_id
-    if request.WhichOneof("image") == "content":
-        params["FileContent"] = base64.b64encode(request.content).decode("ascii")
-    else:
+    if request.WhichOneof("image") != "content":
         params["FileUrl"] = request.url
     params["Interval"] = request.interval or DEFAULT_INTERVAL
     params["MaxFrames"] = request.max_frames or DEFAULT_MAX_FRAMES
@@ -147,22 +167,23 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
         payload = envelope["Response"]
         if not isinstance(payload, dict):
             raise TypeError("Response is not an object")
-        payload = _snake_case(payload, scrubber)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        # RecursionError: JSON nested deeper than the interpreter's stack, before our own limit applies.
+        # RecursionError: JSON nested deeper than the interpreter's stack.
         raise BackendError(
             Kind.UNAVAILABLE,
             f"IMS answered with a malformed envelope ({_envelope_fault(exc)})",
             upstream_code=MALFORMED,
         ) from None
-    request_id = scrubber.token(str(payload.get("request_id") or ""), REQUEST_ID)
-    error = payload.get("error")
+    named = {_snake_key(key): value for key, value in payload.items()}
+    request_id = named.get("request_id")
+    request_id = scrubber.token(scrubber(request_id) if isinstance(request_id, str) else "", REQUEST_ID)
+    error = named.get("error")
     if error is not None:
         raise _error_from(error, request_id, scrubber)
     response = ModerateImageResponse()
     try:
-        json_format.ParseDict(payload, response, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError):
+        _read(response, payload, scrubber, 0)
+    except (ValueError, TypeError, OverflowError):
         # Neither the exception's text (it quotes the upstream's values) nor its name (internals).
         raise BackendError(
             Kind.UNAVAILABLE,
@@ -186,9 +207,8 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
 
 
 def _error_from(error: Any, request_id: str, scrubber: Scrubber) -> BackendError:
-    if not isinstance(error, dict):
-        error = {}
-    raw_code = str(error.get("code") or "")
+    error = {_snake_key(k): v for k, v in error.items()} if isinstance(error, dict) else {}
+    raw_code = scrubber(str(error.get("code") or ""))
     # Classified by what IMS said; shown only if it is a code, so nothing else rides along.
     kind = kind_of(raw_code)
     code = scrubber.token(raw_code, UPSTREAM_CODE)
@@ -207,24 +227,138 @@ def _error_from(error: Any, request_id: str, scrubber: Scrubber) -> BackendError
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _snake_key(key: str) -> str:
+    """PascalCase to the proto's field names; cached, as the same few dozen keys come in every answer."""
     return _WORD_BOUNDARY.sub("_", key).lower()
 
 
-def _snake_case(value: Any, scrubber: Scrubber, key: str = "", depth: int = 0) -> Any:
-    """IMS JSON in the proto's JSON shape: snake_case keys, suggestions as enum names, secrets removed.
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    repeated: bool
+    # A message field's type, else the scalar's conversion.
+    message: Descriptor | None
+    convert: Callable[[Any, Scrubber], Any]
 
-    ValueError past `MAX_NESTING` levels: IMS answers nest five deep, a hostile one could nest
-    thousands deep and exhaust the stack of every recursive reader after this one.
+
+@functools.cache
+def _fields(descriptor: Descriptor) -> dict[str, _Field]:
+    """A message's fields by name, each with what reading its JSON value takes; built once per type."""
+    return {
+        field.name: _Field(
+            field.name,
+            field.is_repeated,
+            field.message_type if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE else None,
+            _CONVERSIONS.get(field.cpp_type, _unreadable),
+        )
+        for field in descriptor.fields
+    }
+
+
+def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth: int) -> None:
+    """Sets `message` from IMS JSON, by the proto's descriptors: keys to field names, suggestions to
+    the enum, strings scrubbed. TypeError or ValueError for a value the field cannot hold.
+
+    Unknown fields are skipped but held to `MAX_NESTING` levels, as everything the gateway reads:
+    IMS answers nest five deep, a hostile one could nest thousands deep.
     """
+    fields = _fields(message.DESCRIPTOR)
+    for key, value in document.items():
+        if value is None:
+            continue
+        field = fields.get(_snake_key(key))
+        if field is None:
+            _check_nesting(value, depth + 1)
+        elif field.repeated:
+            if not isinstance(value, list):
+                raise TypeError(f"{field.name} is not a list")
+            container = getattr(message, field.name)
+            if field.message is None:
+                container.extend([field.convert(item, scrubber) for item in value])
+            else:
+                for item in value:
+                    _read(container.add(), _object(item), scrubber, depth + 2)
+        elif field.message is not None:
+            child = getattr(message, field.name)
+            child.SetInParent()
+            _read(child, _object(value), scrubber, depth + 1)
+        else:
+            setattr(message, field.name, field.convert(value, scrubber))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("a message is not an object")
+    return value
+
+
+def _check_nesting(value: Any, depth: int) -> None:
     if depth > MAX_NESTING:
         raise ValueError(f"nested deeper than {MAX_NESTING} levels")
-    if isinstance(value, dict):
-        return {_snake_key(k): _snake_case(v, scrubber, k, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snake_case(item, scrubber, depth=depth + 1) for item in value]
-    if isinstance(value, str):
-        if key == "Suggestion":
-            return _SUGGESTIONS.get(value.lower(), Suggestion.Name(Suggestion.SUGGESTION_UNSPECIFIED))
-        return scrubber(value)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        _check_nesting(item, depth + 1)
+
+
+def _string(value: Any, scrubber: Scrubber) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return scrubber(value)
+
+
+def _suggestion(value: Any, scrubber: Scrubber) -> int:
+    # The one enum of a result; an unknown word is UNSPECIFIED, which fails the answer closed.
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return _SUGGESTIONS.get(value.lower(), Suggestion.SUGGESTION_UNSPECIFIED)
+
+
+def _integer(value: Any, scrubber: Scrubber) -> int:
+    # As protobuf's JSON mapping reads them: integral numbers, or decimal strings (64-bit ids).
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError("not an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("not an integer")
+    return int(value)
+
+
+def _float(value: Any, scrubber: Scrubber) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("not a number")
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        raise ValueError("out of range")
+    return number
+
+
+def _double(value: Any, scrubber: Scrubber) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("not a number")
+    if not math.isfinite(value):
+        raise ValueError("out of range")
+    return float(value)
+
+
+def _boolean(value: Any, scrubber: Scrubber) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not a boolean")
     return value
+
+
+def _unreadable(value: Any, scrubber: Scrubber) -> Any:
+    raise TypeError("a field of a type IMS never sends")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+_CONVERSIONS: dict[int, Callable[[Any, Scrubber], Any]] = {
+    FieldDescriptor.CPPTYPE_STRING: _string,
+    FieldDescriptor.CPPTYPE_ENUM: _suggestion,
+    FieldDescriptor.CPPTYPE_INT32: _integer,
+    FieldDescriptor.CPPTYPE_INT64: _integer,
+    FieldDescriptor.CPPTYPE_UINT32: _integer,
+    FieldDescriptor.CPPTYPE_UINT64: _integer,
+    FieldDescriptor.CPPTYPE_FLOAT: _float,
+    FieldDescriptor.CPPTYPE_DOUBLE: _double,
+    FieldDescriptor.CPPTYPE_BOOL: _boolean,
+}

@@ -19,8 +19,13 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
-from backends.tencent.wire import parse_response, request_params
+from backends.tencent.wire import parse_response, request_body
 from service.errors import KIND_POLICIES
+
+
+def request_params(request: ModerateImageRequest) -> dict[str, Any]:
+    params: dict[str, Any] = json.loads(request_body(request))
+    return params
 
 
 def test_every_request_field_is_sent_under_its_ims_name() -> None:
@@ -83,6 +88,13 @@ def test_every_request_field_is_sent_under_its_ims_name() -> None:
         "Type": "IMAGE_AIGC",
         "BizTag": "tag",
     }
+
+
+def test_the_image_is_spliced_in_as_base64_bytes_unescaped() -> None:
+    image = bytes(range(256)) * 40
+    body = request_body(ModerateImageRequest(content=image, biz_type="policy_a"))
+    encoded = base64.b64encode(image)
+    assert body == b'{"FileContent":"' + encoded + b'","BizType":"policy_a","Interval":0,"MaxFrames":1}'
 
 
 def test_minimal_url_request_sends_sampling_defaults_explicitly() -> None:
