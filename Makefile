@@ -50,8 +50,18 @@ lint: $(STAMP) $(GENERATED) $(NODE_STAMP)
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory contract-check
 
+# GNU make takes `--only` as its own option, so the bench's arguments come as variables
+# (`make bench ONLY=fleet RUNS=3`, QUICK=1) or after `--` (`make bench -- --only fleet --runs 3`).
+BENCH_ARGS := $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS)) $(if $(QUICK),--quick)
+ifeq (bench,$(firstword $(MAKECMDGOALS)))
+BENCH_WORDS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+BENCH_ARGS += $(BENCH_WORDS)
+# The words after `bench` are the bench's arguments, not targets.
+$(eval $(BENCH_WORDS):;@:)
+endif
+
 bench: $(STAMP) $(GENERATED) system-deps
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 soak: $(STAMP) $(GENERATED)
 	$(BIN)/python -m bench.soak
