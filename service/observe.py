@@ -18,7 +18,7 @@ from typing import Final, TypeAlias
 import grpc
 from google.rpc import status_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from backends.scrub import LABEL, REQUEST_ID
 from service import scrub
@@ -28,7 +28,15 @@ from service.governor import Priority
 from service.logs import log_access
 from service.telemetry import Metrics
 
-__all__ = ["CODE_NAMES", "Observer", "Outcome", "access_fields", "outcome_attributes", "status_code_name"]
+__all__ = [
+    "CODE_NAMES",
+    "CostMetrics",
+    "Observer",
+    "Outcome",
+    "access_fields",
+    "outcome_attributes",
+    "status_code_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,90 @@ CODE_NAMES: Final[Mapping[grpc.StatusCode, str]] = MappingProxyType({c: c.name f
 CODES_BY_VALUE: Final[Mapping[int, grpc.StatusCode]] = MappingProxyType(
     {c.value[0]: c for c in grpc.StatusCode}
 )
+# Distinct biz_type label values of the cost metrics; later ones are counted as `other`, so a caller
+# sending made-up biz_types cannot grow the series without bound.
+MAX_BIZ_TYPE_LABELS = 200
+
+
+class CostMetrics:
+    """What IMS bills and what the verdict cache saves (README: Verdict cache, Metrics).
+
+    The Prometheus names are contract (dashboards and alerts are written against them):
+    `moderation_billed_calls_total`, `moderation_estimated_cost_cny_total` (both by
+    `moderation_backend`, `moderation_caller`, `moderation_biz_type`), `moderation_cache_hits_total`
+    (by `moderation_store`), `moderation_cache_misses_total`, `moderation_cache_coalesced_total` (by
+    `moderation_scope`), `moderation_billed_calls_saved_total`, `moderation_cache_bypassed_total` (by
+    `moderation_reason`).
+    """
+
+    def __init__(self, meter: metrics.Meter, *, price_per_10k: float) -> None:
+        self._price_per_call = price_per_10k / 10_000
+        self._biz_types: set[str] = set()
+        self._billed = meter.create_counter(
+            "moderation.billed_calls",
+            unit="{call}",
+            description="Backend calls a paid backend (IMS) bills, by backend, caller and biz_type",
+        )
+        self._cost = meter.create_counter(
+            "moderation.estimated_cost_cny",
+            unit="{CNY}",
+            description="Billed calls priced at IMS_PRICE_PER_10K, by backend, caller and biz_type",
+        )
+        self._hits = meter.create_counter(
+            "moderation.cache.hits", unit="{call}", description="Answers from the verdict cache, by store"
+        )
+        self._misses = meter.create_counter(
+            "moderation.cache.misses",
+            unit="{call}",
+            description="Cache lookups that found no verdict (the backend was called)",
+        )
+        self._coalesced = meter.create_counter(
+            "moderation.cache.coalesced",
+            unit="{call}",
+            description="Answers shared from an identical request's call, by scope (process, fleet)",
+        )
+        self._saved = meter.create_counter(
+            "moderation.billed_calls_saved",
+            unit="{call}",
+            description="Backend calls not made: cache hits and coalesced answers",
+        )
+        self._bypassed = meter.create_counter(
+            "moderation.cache.bypassed",
+            unit="{call}",
+            description="Requests not looked up in the cache, by reason (user_fields, url, "
+            "store_unavailable: Redis unreachable or slow)",
+        )
+
+    def billed_call(self, backend: str, biz_type: str) -> None:
+        labels = {
+            "moderation.backend": backend,
+            "moderation.caller": CALLER.get(),
+            "moderation.biz_type": self._biz_type_label(biz_type),
+        }
+        self._billed.add(1, labels)
+        self._cost.add(self._price_per_call, labels)
+
+    def hit(self, store: str) -> None:
+        self._hits.add(1, {"moderation.store": store})
+        self._saved.add(1)
+
+    def coalesced(self, scope: str) -> None:
+        self._coalesced.add(1, {"moderation.scope": scope})
+        self._saved.add(1)
+
+    def miss(self) -> None:
+        self._misses.add(1)
+
+    def bypassed(self, reason: str) -> None:
+        self._bypassed.add(1, {"moderation.reason": reason})
+
+    def _biz_type_label(self, biz_type: str) -> str:
+        label = scrub.outward().excerpt(biz_type)
+        if label not in self._biz_types:
+            if len(self._biz_types) >= MAX_BIZ_TYPE_LABELS:
+                return "other"
+            self._biz_types.add(label)
+        return label
 
 
 @dataclass

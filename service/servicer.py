@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import NoReturn, TypeVar
 
@@ -23,6 +24,7 @@ from opentelemetry import trace
 
 from service import errors
 from service.admission import Admission, Ticket, caller_key
+from service.cache import VerdictCache
 from service.deadlines import Deadline
 from service.governor import Priority
 from service.observe import Observer, Outcome
@@ -45,6 +47,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self,
         router: Router,
         *,
+        cache: VerdictCache | None = None,
         backend_timeout: float,
         stream_window: Window,
         max_in_flight: int,
@@ -53,6 +56,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         stream_idle_timeout: float | None = None,
     ) -> None:
         self._router = router
+        self._cache = cache
         self._admission = admission
         self._telemetry = telemetry
         self._stream_idle_timeout = stream_idle_timeout
@@ -67,6 +71,10 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
 
     def begin_drain(self) -> None:
         self._draining.set()
+
+    async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
 
     async def _admit(self, context: grpc.aio.ServicerContext[object, object], method: str) -> Ticket:
         """The call's room in the server and in its caller's bulkhead, or RESOURCE_EXHAUSTED."""
@@ -196,8 +204,21 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         try:
             with self._tracer.start_as_current_span("moderation.validate"):
                 validate(request)
+            if self._cache is None:
+                return await self._routed(request, deadline, priority)
+            # A valid request, about to go to its route: the cache answers, or calls the router.
+            routed = functools.partial(self._routed, request, deadline, priority)
+            return await self._cache.moderate(request, deadline, routed)
+        except ValidationError as failure:
+            return failure
+        except Exception as error:
+            return errors.InternalFailure(error)
+
+    async def _routed(self, request: ModerateImageRequest, deadline: Deadline, priority: Priority) -> Outcome:
+        """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
+        try:
             return await self._router.moderate(request, deadline, priority)
-        except (ValidationError, errors.CallFailure) as failure:
+        except errors.CallFailure as failure:
             return failure
         except Exception as error:
             return errors.InternalFailure(error)

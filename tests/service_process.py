@@ -36,10 +36,16 @@ def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.
 
 
 def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
-    """`python -m service` on `port` with only `settings` (and PATH) in its environment."""
+    """`python -m service` on `port` with only `settings` (and PATH) in its environment; the verdict
+    cache off unless `settings` turn it on (most tests count the backend's calls of one image)."""
     return subprocess.Popen(
         [sys.executable, "-m", "service"],
-        env={"PATH": os.environ["PATH"], "MODERATION_LISTEN": f"127.0.0.1:{port}", **settings},
+        env={
+            "PATH": os.environ["PATH"],
+            "MODERATION_LISTEN": f"127.0.0.1:{port}",
+            "MODERATION_CACHE": "off",
+            **settings,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
