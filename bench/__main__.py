@@ -1,4 +1,4 @@
-"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile]`: measure each
+"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile,fleet,cache]`: measure each
 section's runs, print each run, then one table of medians per section."""
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import fleet_section, hostile_section, local_section, report, stream_section, telemetry_section
+from bench import (
+    cache_section,
+    fleet_section,
+    hostile_section,
+    local_section,
+    report,
+    stream_section,
+    telemetry_section,
+)
 from bench.sections import Section
 
 SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
@@ -21,6 +29,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "telemetry": telemetry_section.section,
     "hostile": hostile_section.section,
     "fleet": fleet_section.section,
+    "cache": cache_section.section,
 }
 
 

@@ -189,7 +189,9 @@ async def test_fallback_and_unmoderated_answers_are_never_cached(
         '[[routes]]\nbiz_types = ["closed"]\nchain = ["cloud"]\non_failure = "review"\nattempts = 1\n'
         '[default]\nchain = ["cloud", "onprem"]\nattempts = 1\n',
     )
-    gateways.append(gateway := await start_gateway(path, MODERATION_CIRCUIT_FAILURES="1000"))
+    gateways.append(
+        gateway := await start_gateway(path, MODERATION_CACHE="memory", MODERATION_CIRCUIT_FAILURES="1000")
+    )
     primary.config.faults = Faults(internal_error=1.0)
     for _ in range(3):
         fallback = await moderate(gateway, ModerateImageRequest(content=PASS))
@@ -216,7 +218,7 @@ async def test_a_route_may_cache_requests_with_user_fields(
         '[[routes]]\nbiz_types = ["avatars"]\nchain = ["cloud"]\ncache_user_fields = true\n'
         '[default]\nchain = ["cloud"]\n',
     )
-    gateways.append(gateway := await start_gateway(path))
+    gateways.append(gateway := await start_gateway(path, MODERATION_CACHE="memory"))
     for biz_type in ("avatars", "chat"):
         for user_id in ("u1", "u2"):
             request = ModerateImageRequest(content=PASS, biz_type=biz_type, user=User(user_id=user_id))
