@@ -8,6 +8,7 @@ never recorded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
@@ -67,9 +68,9 @@ class CostMetrics:
     def __init__(self, meter: metrics.Meter, *, price_per_10k: float) -> None:
         self._price_per_call = price_per_10k / 10_000
         self._biz_types: set[str] = set()
-        self._billed = meter.create_counter(
+        counter = functools.partial(meter.create_counter, unit="{call}")
+        self._billed = counter(
             "moderation.billed_calls",
-            unit="{call}",
             description="Backend calls a paid backend (IMS) bills, by backend, caller and biz_type",
         )
         self._cost = meter.create_counter(
@@ -77,27 +78,21 @@ class CostMetrics:
             unit="{CNY}",
             description="Billed calls priced at IMS_PRICE_PER_10K, by backend, caller and biz_type",
         )
-        self._hits = meter.create_counter(
-            "moderation.cache.hits", unit="{call}", description="Answers from the verdict cache, by store"
-        )
-        self._misses = meter.create_counter(
+        self._hits = counter("moderation.cache.hits", description="Answers from the verdict cache, by store")
+        self._misses = counter(
             "moderation.cache.misses",
-            unit="{call}",
             description="Cache lookups that found no verdict (the backend was called)",
         )
-        self._coalesced = meter.create_counter(
+        self._coalesced = counter(
             "moderation.cache.coalesced",
-            unit="{call}",
             description="Answers shared from an identical request's call, by scope (process, fleet)",
         )
-        self._saved = meter.create_counter(
+        self._saved = counter(
             "moderation.billed_calls_saved",
-            unit="{call}",
             description="Backend calls not made: cache hits and coalesced answers",
         )
-        self._bypassed = meter.create_counter(
+        self._bypassed = counter(
             "moderation.cache.bypassed",
-            unit="{call}",
             description="Requests not looked up in the cache, by reason (user_fields, url, "
             "store_unavailable: Redis unreachable or slow)",
         )

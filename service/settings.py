@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -82,6 +82,17 @@ def _redis_url(value: SecretStr) -> SecretStr:
 
 
 RedisUrl = Annotated[Secret, AfterValidator(_redis_url)]
+
+
+def _cache_ttl(suggestion: str, default: float, spelled: str) -> Any:
+    return Field(
+        default,
+        ge=0,
+        le=30 * 86_400,
+        validation_alias=f"MODERATION_CACHE_TTL_{suggestion}",
+        description=f"seconds a {suggestion} verdict is kept ({spelled}); 0: never cached.",
+    )
+
 
 _TYPE_NAMES = ", ".join(f"`{name}`" for name in sorted(BACKEND_TYPES))
 _SELECTED_BY = "; ".join(
@@ -308,27 +319,9 @@ class Settings(Declared):
         validation_alias="MODERATION_CACHE_MAX_ENTRIES",
         description="verdicts the in-process LRU holds (a verdict is 1-3 KB).",
     )
-    cache_ttl_pass: float = Field(
-        86_400,
-        ge=0,
-        le=30 * 86_400,
-        validation_alias="MODERATION_CACHE_TTL_PASS",
-        description="seconds a PASS verdict is kept (one day); 0: never cached.",
-    )
-    cache_ttl_review: float = Field(
-        3_600,
-        ge=0,
-        le=30 * 86_400,
-        validation_alias="MODERATION_CACHE_TTL_REVIEW",
-        description="seconds a REVIEW verdict is kept (one hour); 0: never cached.",
-    )
-    cache_ttl_block: float = Field(
-        7 * 86_400,
-        ge=0,
-        le=30 * 86_400,
-        validation_alias="MODERATION_CACHE_TTL_BLOCK",
-        description="seconds a BLOCK verdict is kept (a week); 0: never cached.",
-    )
+    cache_ttl_pass: float = _cache_ttl("PASS", 86_400, "one day")
+    cache_ttl_review: float = _cache_ttl("REVIEW", 3_600, "one hour")
+    cache_ttl_block: float = _cache_ttl("BLOCK", 7 * 86_400, "a week")
     cache_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
         "1",
         validation_alias="MODERATION_CACHE_VERSION",

@@ -4,6 +4,7 @@ what bypasses the cache, what is never cached, and streams answered from it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -158,40 +159,38 @@ async def test_a_stream_is_answered_from_the_cache(cached: Gateway, emulator: Im
 
 
 @pytest.fixture
-def primary() -> Iterator[ImsEmulator]:
-    emulator = start_emulator()
-    yield emulator
-    emulator.stop()
+def backends() -> Iterator[tuple[ImsEmulator, ImsEmulator]]:
+    """Two emulators: `cloud` and `onprem` of `tests.test_routing.routes_file`."""
+    first, second = start_emulator(), start_emulator()
+    yield first, second
+    first.stop()
+    second.stop()
 
 
-@pytest.fixture
-def secondary() -> Iterator[ImsEmulator]:
-    emulator = start_emulator()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-async def gateways() -> AsyncIterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
+@contextlib.asynccontextmanager
+async def routed(
+    tmp_path: Path, backends: tuple[ImsEmulator, ImsEmulator], routes: str, **env: str
+) -> AsyncIterator[Gateway]:
+    """A gateway with the memory cache and the routing file's `routes`."""
+    gateway = await start_gateway(routes_file(tmp_path, *backends, routes), MODERATION_CACHE="memory", **env)
+    try:
+        yield gateway
+    finally:
         await gateway.stop()
 
 
 async def test_fallback_and_unmoderated_answers_are_never_cached(
-    tmp_path: Path, primary: ImsEmulator, secondary: ImsEmulator, gateways: list[Gateway]
+    tmp_path: Path, backends: tuple[ImsEmulator, ImsEmulator]
 ) -> None:
-    path = routes_file(
-        tmp_path,
-        primary,
-        secondary,
+    routes = (
         '[[routes]]\nbiz_types = ["closed"]\nchain = ["cloud"]\non_failure = "review"\nattempts = 1\n'
-        '[default]\nchain = ["cloud", "onprem"]\nattempts = 1\n',
+        '[default]\nchain = ["cloud", "onprem"]\nattempts = 1\n'
     )
-    gateways.append(
-        gateway := await start_gateway(path, MODERATION_CACHE="memory", MODERATION_CIRCUIT_FAILURES="1000")
-    )
+    async with routed(tmp_path, backends, routes, MODERATION_CIRCUIT_FAILURES="1000") as gateway:
+        await fallback_then_first_choice(gateway, *backends)
+
+
+async def fallback_then_first_choice(gateway: Gateway, primary: ImsEmulator, secondary: ImsEmulator) -> None:
     primary.config.faults = Faults(internal_error=1.0)
     for _ in range(3):
         fallback = await moderate(gateway, ModerateImageRequest(content=PASS))
@@ -209,19 +208,16 @@ async def test_fallback_and_unmoderated_answers_are_never_cached(
 
 
 async def test_a_route_may_cache_requests_with_user_fields(
-    tmp_path: Path, primary: ImsEmulator, secondary: ImsEmulator, gateways: list[Gateway]
+    tmp_path: Path, backends: tuple[ImsEmulator, ImsEmulator]
 ) -> None:
-    path = routes_file(
-        tmp_path,
-        primary,
-        secondary,
+    routes = (
         '[[routes]]\nbiz_types = ["avatars"]\nchain = ["cloud"]\ncache_user_fields = true\n'
-        '[default]\nchain = ["cloud"]\n',
+        '[default]\nchain = ["cloud"]\n'
     )
-    gateways.append(gateway := await start_gateway(path, MODERATION_CACHE="memory"))
-    for biz_type in ("avatars", "chat"):
-        for user_id in ("u1", "u2"):
-            request = ModerateImageRequest(content=PASS, biz_type=biz_type, user=User(user_id=user_id))
-            await moderate(gateway, request)
+    async with routed(tmp_path, backends, routes) as gateway:
+        for biz_type in ("avatars", "chat"):
+            for user_id in ("u1", "u2"):
+                request = ModerateImageRequest(content=PASS, biz_type=biz_type, user=User(user_id=user_id))
+                await moderate(gateway, request)
     # avatars: once for both users; chat: once per call.
-    assert primary.stats.billed == 3
+    assert backends[0].stats.billed == 3
