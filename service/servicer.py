@@ -202,13 +202,17 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
     ) -> Outcome:
         try:
+            # The cache is asked first: a hit's image passed validation when its verdict was cached.
+            cache = self._cache
+            found = await cache.look_up(request) if cache is not None else None
             with self._tracer.start_as_current_span("moderation.validate"):
-                validate(request)
-            if self._cache is None:
+                validate(request, image_checked=found is not None and found.hit is not None)
+            if cache is None or found is None:
                 return await self._routed(request, deadline, priority)
-            # A valid request, about to go to its route: the cache answers, or calls the router.
+            if found.hit is not None:
+                return found.hit
             routed = functools.partial(self._routed, request, deadline, priority)
-            return await self._cache.moderate(request, deadline, routed)
+            return await cache.moderate(found, request, deadline, routed)
         except ValidationError as failure:
             return failure
         except Exception as error:

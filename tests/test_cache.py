@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
@@ -79,6 +80,16 @@ async def test_a_repeated_image_is_answered_from_the_cache_with_its_own_data_id(
         answer.ClearField("attempts")
         answer.ClearField("cached")
     assert again == first
+
+
+async def test_a_hit_still_checks_the_request_s_own_fields(cached: Gateway, emulator: ImsEmulator) -> None:
+    await moderate(cached, ModerateImageRequest(content=BLOCK))
+    async with open_channel(cached) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await Stub(channel).ModerateImage(ModerateImageRequest(content=BLOCK, data_id="no spaces"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "data_id" in (caught.value.details() or "")
+    assert emulator.stats.billed == 1
 
 
 async def test_other_images_and_other_request_fields_are_other_keys(

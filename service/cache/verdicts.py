@@ -31,7 +31,7 @@ from service.errors import CallFailure
 from service.observe import CostMetrics, Outcome
 from service.routing import Route, Router
 
-__all__ = ["Ttls", "VerdictCache"]
+__all__ = ["Lookup", "Ttls", "VerdictCache"]
 
 # A Redis call waits at most this long, and at most this share of the call's time left.
 REDIS_TIMEOUT = 0.25
@@ -78,6 +78,15 @@ class _Shared:
 Call = Callable[[], Awaitable[Outcome]]
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """A request's key (or why it has none), its route, and the verdict the LRU had for it."""
+
+    key: str | Bypass
+    route: Route
+    hit: ModerateImageResponse | None
+
+
 class VerdictCache:
     def __init__(
         self,
@@ -99,17 +108,26 @@ class VerdictCache:
         # Publishing and releasing in Redis happen after the answer, never delaying it.
         self._background: set[asyncio.Task[None]] = set()
 
-    async def moderate(self, request: ModerateImageRequest, deadline: Deadline, call: Call) -> Outcome:
-        """The cached verdict, the shared call's, or `call()`'s (the router's for this request)."""
+    async def look_up(self, request: ModerateImageRequest) -> Lookup:
+        """The request's key and route, and its verdict if the in-process LRU holds one.
+
+        Asked before the request is validated: a hit's image is one that passed validation before."""
         route = self._router.route_for(request.biz_type)
         key = await cache_key(request, route.chain, self._policy, user_fields=route.cache_user_fields)
+        value = self._lru.get(key) if isinstance(key, str) else None
+        if value is None:
+            return Lookup(key, route, None)
+        self._metrics.hit("memory")
+        return Lookup(key, route, _cached_answer(ModerateImageResponse.FromString(value), request))
+
+    async def moderate(
+        self, found: Lookup, request: ModerateImageRequest, deadline: Deadline, call: Call
+    ) -> Outcome:
+        """After a lookup without a hit: the shared call's verdict, or `call()`'s (the router's)."""
+        key, route = found.key, found.route
         if isinstance(key, Bypass):
             self._metrics.bypassed(key.value)
             return await call()
-        value = self._lru.get(key)
-        if value is not None:
-            self._metrics.hit("memory")
-            return _cached_answer(ModerateImageResponse.FromString(value), request)
         if not self._calls.running(key):
             shared, _ = await self._calls.run(key, lambda: self._lead(key, route, deadline, call))
             if shared.source == BACKEND:
@@ -219,7 +237,7 @@ class VerdictCache:
         return self._router.upstreams[route.chain[0]].retrier.latency.seconds or UNKNOWN_LATENCY
 
     def _count(self, source: str) -> None:
-        if source in (REDIS, "memory"):
+        if source == REDIS:
             self._metrics.hit(source)
         else:
             self._metrics.coalesced(source)

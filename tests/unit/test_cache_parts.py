@@ -1,12 +1,16 @@
-"""The verdict cache's parts on their own: keys, the LRU."""
+"""The verdict cache's parts on their own: keys, the LRU, the cost metrics' names."""
 
 from __future__ import annotations
 
 import pytest
 from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, User
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
 
 from service.cache import Bypass, KeyPolicy, MemoryLru, cache_key
 from service.cache.keys import HASH_OFF_LOOP_BYTES
+from service.observe import CostMetrics
 
 POLICY = KeyPolicy("1", urls=False)
 CHAIN = ("cloud",)
@@ -93,3 +97,31 @@ def test_the_lru_drops_the_least_recently_used_and_the_expired() -> None:
     assert (lru.get("a"), lru.get("c"), len(lru)) == (None, None, 0)
     lru.put("never", b"0", ttl=0)
     assert lru.get("never") is None
+
+
+def test_the_cost_metrics_keep_their_prometheus_names() -> None:
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry, scope_info_enabled=False)]
+    )
+    costs = CostMetrics(provider.get_meter("test"), price_per_10k=25)
+    costs.billed_call("tencent", "chat")
+    costs.billed_call("tencent", "chat")
+    for record in (lambda: costs.hit("memory"), lambda: costs.coalesced("fleet"), costs.miss):
+        record()
+    costs.bypassed("store_unavailable")
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("moderation_")
+    }
+    labels = 'moderation_backend="tencent",moderation_biz_type="chat",moderation_caller=""'
+    assert lines == {
+        f"moderation_billed_calls_total{{{labels}}}": 2,
+        f"moderation_estimated_cost_cny_total{{{labels}}}": 0.005,
+        'moderation_cache_hits_total{moderation_store="memory"}': 1,
+        'moderation_cache_coalesced_total{moderation_scope="fleet"}': 1,
+        "moderation_cache_misses_total": 1,
+        "moderation_billed_calls_saved_total": 2,
+        'moderation_cache_bypassed_total{moderation_reason="store_unavailable"}': 1,
+    }
