@@ -66,8 +66,8 @@ class CostMetrics:
     """What IMS bills and what the verdict cache saves (README: Verdict cache, Metrics).
 
     The Prometheus names are contract (dashboards and alerts are written against them):
-    `moderation_billed_calls_total`, `moderation_estimated_cost_cny_total` (both by
-    `moderation_backend`, `moderation_caller`, `moderation_biz_type`), `moderation_cache_hits_total`
+    `moderation_billed_calls_total`, `moderation_estimated_cost_cny_total` (both by `backend`,
+    `caller`, `biz_type`), `moderation_cache_hits_total`
     (by `moderation_store`), `moderation_cache_misses_total`, `moderation_cache_coalesced_total` (by
     `moderation_scope`), `moderation_billed_calls_saved_total`, `moderation_cache_bypassed_total` (by
     `moderation_reason`).
@@ -109,11 +109,8 @@ class CostMetrics:
             )
 
     def billed_call(self, backend: str, biz_type: str) -> None:
-        labels = {
-            "moderation.backend": backend,
-            "moderation.caller": CALLER.get(),
-            "moderation.biz_type": self._biz_type_label(biz_type),
-        }
+        # Labels as the issue names them (dashboards sum by them): no `moderation_` prefix here.
+        labels = {"backend": backend, "caller": CALLER.get(), "biz_type": self._biz_type_label(biz_type)}
         self._billed.add(1, labels)
         self._cost.add(self._price_per_call, labels)
 

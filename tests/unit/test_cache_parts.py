@@ -116,7 +116,7 @@ def test_the_cost_metrics_keep_their_prometheus_names() -> None:
         for line in generate_latest(registry).decode().splitlines()
         if line.startswith("moderation_")
     }
-    labels = 'moderation_backend="tencent",moderation_biz_type="chat",moderation_caller=""'
+    labels = 'backend="tencent",biz_type="chat",caller=""'
     assert lines == {
         f"moderation_billed_calls_total{{{labels}}}": 2,
         f"moderation_estimated_cost_cny_total{{{labels}}}": 0.005,
