@@ -1,4 +1,4 @@
-"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile]`: measure each
+"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile,fleet,cache]`: measure each
 section's runs, print each run, then one table of medians per section."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import (
     efficiency_section,
+    cache_section,
     fleet_section,
     hostile_section,
     local_section,
@@ -30,6 +31,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "hostile": hostile_section.section,
     "fleet": fleet_section.section,
     "efficiency": efficiency_section.section,
+    "cache": cache_section.section,
 }
 
 

@@ -201,9 +201,12 @@ def gateway(credentials: Credentials, emulator_url: str, **settings: str) -> Ite
 
 @contextlib.contextmanager
 def serve(**settings: str) -> Iterator[Running]:
-    """`python -m service` with default settings but `settings`; yields once health is SERVING."""
+    """`python -m service` with default settings but `settings`; yields once health is SERVING. The
+    verdict cache is off unless `settings` turn it on: the other sections send one image many times
+    and measure the backend's calls."""
     address = f"127.0.0.1:{free_port()}"
-    env = _environment(**{"MODERATION_LISTEN": address, "MODERATION_METRICS_LISTEN": "off", **settings})
+    defaults = {"MODERATION_LISTEN": address, "MODERATION_METRICS_LISTEN": "off", "MODERATION_CACHE": "off"}
+    env = _environment(**{**defaults, **settings})
     with _spawn(["service"], env, stdout=subprocess.DEVNULL) as (process, log):
         started = Running(process, address, log)
         wait_until_serving(started)

@@ -37,6 +37,10 @@ class Figure(Generic[R]):
             return f"{value:.1f}/s"
         if self.unit == ".1":
             return f"{value:.1f}"
+        if self.unit == ".3":
+            return f"{value:.3f}"
+        if self.unit == "s":
+            return f"{value:.1f} s"
         return f"{value:.0f}"
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -18,7 +19,8 @@ from typing import Final, TypeAlias
 import grpc
 from google.rpc import status_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from backends.scrub import LABEL, REQUEST_ID
 from service import scrub
@@ -28,7 +30,15 @@ from service.governor import Priority
 from service.logs import log_access
 from service.telemetry import Metrics
 
-__all__ = ["CODE_NAMES", "Observer", "Outcome", "access_fields", "outcome_attributes", "status_code_name"]
+__all__ = [
+    "CODE_NAMES",
+    "CostMetrics",
+    "Observer",
+    "Outcome",
+    "access_fields",
+    "outcome_attributes",
+    "status_code_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,91 @@ CODE_NAMES: Final[Mapping[grpc.StatusCode, str]] = MappingProxyType({c: c.name f
 CODES_BY_VALUE: Final[Mapping[int, grpc.StatusCode]] = MappingProxyType(
     {c.value[0]: c for c in grpc.StatusCode}
 )
+# Distinct biz_type label values of the cost metrics; later ones are counted as `other`, so a caller
+# sending made-up biz_types cannot grow the series without bound.
+MAX_BIZ_TYPE_LABELS = 200
+
+
+def _observe_counts(counts: Counter[tuple[str, str]]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {label: value} if label else {}) for (label, value), n in counts.items()]
+
+    return observe
+
+
+class CostMetrics:
+    """What IMS bills and what the verdict cache saves (README: Verdict cache, Metrics).
+
+    The Prometheus names are contract (dashboards and alerts are written against them):
+    `moderation_billed_calls_total`, `moderation_estimated_cost_cny_total` (both by `backend`,
+    `caller`, `biz_type`), `moderation_cache_hits_total`
+    (by `moderation_store`), `moderation_cache_misses_total`, `moderation_cache_coalesced_total` (by
+    `moderation_scope`), `moderation_billed_calls_saved_total`, `moderation_cache_bypassed_total` (by
+    `moderation_reason`).
+    """
+
+    def __init__(self, meter: metrics.Meter, *, price_per_10k: float) -> None:
+        self._price_per_call = price_per_10k / 10_000
+        self._biz_types: set[str] = set()
+        self._billed = meter.create_counter(
+            "moderation.billed_calls",
+            unit="{call}",
+            description="Backend calls a paid backend (IMS) bills, by backend, caller and biz_type",
+        )
+        self._cost = meter.create_counter(
+            "moderation.estimated_cost_cny",
+            unit="{CNY}",
+            description="Billed calls priced at IMS_PRICE_PER_10K, by backend, caller and biz_type",
+        )
+        # The cache's own counts happen on every hit: counted in plain dicts and read when metrics are
+        # collected (an SDK counter's `add` costs about as much as the rest of a hit's cache work).
+        self._counts: dict[str, Counter[tuple[str, str]]] = {}
+        for name, description in (
+            ("moderation.cache.hits", "Answers from the verdict cache, by store"),
+            ("moderation.cache.misses", "Cache lookups that found no verdict (the backend was called)"),
+            (
+                "moderation.cache.coalesced",
+                "Answers shared from an identical request's call, by scope (process, fleet)",
+            ),
+            ("moderation.billed_calls_saved", "Backend calls not made: cache hits and coalesced answers"),
+            (
+                "moderation.cache.bypassed",
+                "Requests not looked up in the cache, by reason (user_fields, url, "
+                "store_unavailable: Redis unreachable or slow)",
+            ),
+        ):
+            counts = self._counts[name] = Counter()
+            meter.create_observable_counter(
+                name, callbacks=[_observe_counts(counts)], unit="{call}", description=description
+            )
+
+    def billed_call(self, backend: str, biz_type: str) -> None:
+        # Labels as the issue names them (dashboards sum by them): no `moderation_` prefix here.
+        labels = {"backend": backend, "caller": CALLER.get(), "biz_type": self._biz_type_label(biz_type)}
+        self._billed.add(1, labels)
+        self._cost.add(self._price_per_call, labels)
+
+    def hit(self, store: str) -> None:
+        self._counts["moderation.cache.hits"]["moderation.store", store] += 1
+        self._counts["moderation.billed_calls_saved"]["", ""] += 1
+
+    def coalesced(self, scope: str) -> None:
+        self._counts["moderation.cache.coalesced"]["moderation.scope", scope] += 1
+        self._counts["moderation.billed_calls_saved"]["", ""] += 1
+
+    def miss(self) -> None:
+        self._counts["moderation.cache.misses"]["", ""] += 1
+
+    def bypassed(self, reason: str) -> None:
+        self._counts["moderation.cache.bypassed"]["moderation.reason", reason] += 1
+
+    def _biz_type_label(self, biz_type: str) -> str:
+        label = scrub.outward().excerpt(biz_type)
+        if label not in self._biz_types:
+            if len(self._biz_types) >= MAX_BIZ_TYPE_LABELS:
+                return "other"
+            self._biz_types.add(label)
+        return label
 
 
 @dataclass

@@ -14,6 +14,7 @@
     chain = ["cloud", "onprem"]
     attempts = 3
     rate_share = 0.8                  # at most 80 % of each backend's qps for this route
+    cache_user_fields = true          # user/device fields do not change this route's verdicts
 
 Each backend type declares its own keys (`backends.registry`); `type`, `qps` and `budget_key` are
 everyone's. The
@@ -67,6 +68,9 @@ class RouteConfig(BaseModel):
     on_failure: Literal["error", "review"] = "error"
     # The share of each chain backend's qps this route may spend (None: all of it).
     rate_share: float | None = Field(None, gt=0, le=1)
+    # Requests with `user` or `device` may be answered from the verdict cache: this route's policies
+    # do not use those fields (IMS may, so by default such requests always go to the backend).
+    cache_user_fields: bool = False
 
 
 class _Route(RouteConfig):

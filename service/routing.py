@@ -54,6 +54,8 @@ class Route:
     fail_closed: bool = False
     # The share of each backend's qps this route may spend, so one busy route cannot take it all.
     rate_share: float | None = None
+    # Requests with `user` or `device` may be answered from the verdict cache.
+    cache_user_fields: bool = False
 
 
 class Router:

@@ -21,15 +21,17 @@ from backends.base import Backend
 from service import scrub
 from service.admission import Admission
 from service.auth import CallerAuth
+from service.cache import build_cache, metered
 from service.circuit import CircuitBreaker, CircuitState
 from service.governor import FleetConnection, build_governor, default_budget_key
+from service.observe import CostMetrics
 from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
 from service.routing import Route, Router, Upstream
 from service.servicer import ModerationServicer
 from service.settings import Settings
 from service.streaming import Window
-from service.telemetry import ServerSpans, Telemetry
+from service.telemetry import SCOPE, ServerSpans, Telemetry
 from service.undecodable import RejectUndecodable
 from service.validation import MAX_IMAGE_BYTES
 
@@ -108,6 +110,7 @@ class Gateway:
         self.servicer.begin_drain()
         await self.server.stop(self.settings.shutdown_grace)
         await self.router.aclose()
+        await self.servicer.aclose()
         for upstream in self.router.upstreams.values():
             await upstream.governor.aclose()
             await upstream.backend.aclose()
@@ -122,17 +125,27 @@ def _traced(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith(_UNTRACED_METHOD_PREFIXES)
 
 
-def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Telemetry) -> Router:
-    """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says."""
+def fleet_connection(settings: Settings) -> FleetConnection | None:
+    """Where fleet mode's Redis is, when it is configured."""
+    if settings.redis_url is None:
+        return None
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    ca_file = str(settings.redis_ca_file) if settings.redis_ca_file else None
+    return FleetConnection(settings.redis_url.get_secret_value(), password=password, ca_file=ca_file)
+
+
+def build_router(
+    settings: Settings, backends: Sequence[Backend], telemetry: Telemetry, costs: CostMetrics | None = None
+) -> Router:
+    """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says; the
+    calls of paid backends counted in `costs`."""
     configs = {b.name: b for b in settings.backends}
-    fleet = None
-    if settings.redis_url is not None:
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
-        ca_file = str(settings.redis_ca_file) if settings.redis_ca_file else None
-        fleet = FleetConnection(settings.redis_url.get_secret_value(), password=password, ca_file=ca_file)
+    fleet = fleet_connection(settings)
     upstreams = []
     for backend in backends:
         config = configs.get(backend.name)
+        if costs is not None:
+            backend = metered(backend, config.type if config else None, costs)
         governor = build_governor(
             (config.qps if config else None) or settings.qps,
             name=backend.name,
@@ -156,7 +169,9 @@ def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Tel
     return Router(
         upstreams,
         [
-            Route(r.chain, r.biz_types, r.attempts, r.on_failure == "review", r.rate_share)
+            Route(
+                r.chain, r.biz_types, r.attempts, r.on_failure == "review", r.rate_share, r.cache_user_fields
+            )
             for r in routes.routes
         ],
         Route(
@@ -165,6 +180,7 @@ def build_router(settings: Settings, backends: Sequence[Backend], telemetry: Tel
             routes.default.attempts,
             routes.default.on_failure == "review",
             routes.default.rate_share,
+            routes.default.cache_user_fields,
         ),
         metrics=telemetry.metrics,
         caller_share=settings.caller_share,
@@ -233,11 +249,13 @@ def build_server(
             ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
         ],
     )
+    costs = CostMetrics(telemetry.meter_provider.get_meter(SCOPE), price_per_10k=settings.price_per_10k)
     router = build_router(
-        settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry
+        settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs
     )
     servicer = ModerationServicer(
         router,
+        cache=build_cache(settings, router, costs, fleet_connection(settings)),
         backend_timeout=settings.backend_timeout,
         stream_window=Window(
             min(settings.stream_max_in_flight, router.concurrency() or settings.stream_max_in_flight),

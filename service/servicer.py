@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import NoReturn, TypeVar
@@ -24,6 +25,7 @@ from opentelemetry import trace
 
 from service import errors
 from service.admission import Admission, Ticket, caller_key
+from service.cache import VerdictCache
 from service.deadlines import Deadline
 from service.governor import Priority
 from service.observe import Observer, Outcome
@@ -46,6 +48,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self,
         router: Router,
         *,
+        cache: VerdictCache | None = None,
         backend_timeout: float,
         stream_window: Window,
         max_in_flight: int,
@@ -54,6 +57,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         stream_idle_timeout: float | None = None,
     ) -> None:
         self._router = router
+        self._cache = cache
         self._admission = admission
         self._telemetry = telemetry
         self._stream_idle_timeout = stream_idle_timeout
@@ -68,6 +72,10 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
 
     def begin_drain(self) -> None:
         self._draining.set()
+
+    async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
 
     async def _admit(self, context: grpc.aio.ServicerContext[object, object], method: str) -> Ticket:
         """The call's room in the server and in its caller's bulkhead, or RESOURCE_EXHAUSTED."""
@@ -194,23 +202,40 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
     ) -> Outcome:
         try:
-            _validate_traced(request)
+            # The cache is asked first: a hit's image passed validation when its verdict was cached.
+            cache = self._cache
+            found = await cache.look_up(request) if cache is not None else None
+            _validate_traced(request, image_checked=found is not None and found.hit is not None)
+            if cache is None or found is None:
+                return await self._routed(request, deadline, priority)
+            if found.hit is not None:
+                return found.hit
+            routed = functools.partial(self._routed, request, deadline, priority)
+            return await cache.moderate(found, request, deadline, routed)
+        except ValidationError as failure:
+            return failure
+        except Exception as error:
+            return errors.InternalFailure(error)
+
+    async def _routed(self, request: ModerateImageRequest, deadline: Deadline, priority: Priority) -> Outcome:
+        """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
+        try:
             return await self._router.moderate(request, deadline, priority)
-        except (ValidationError, errors.CallFailure) as failure:
+        except errors.CallFailure as failure:
             return failure
         except Exception as error:
             return errors.InternalFailure(error)
 
 
-def _validate_traced(request: ModerateImageRequest) -> None:
+def _validate_traced(request: ModerateImageRequest, *, image_checked: bool) -> None:
     """`validate`, timed as an event on the call's span when it is sampled."""
     span = trace.get_current_span()
     if not span.is_recording():
-        validate(request)
+        validate(request, image_checked=image_checked)
         return
     started = time.perf_counter()
     try:
-        validate(request)
+        validate(request, image_checked=image_checked)
     finally:
         span.add_event("moderation.validate", {"moderation.duration_s": time.perf_counter() - started})
 

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -67,6 +67,13 @@ def _upper(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
 
 
+def _on_off(value: object) -> object:
+    """`on`/`off` (any case); pydantic's own spellings of a bool are accepted too."""
+    if isinstance(value, str) and value.strip().lower() in {"on", "off"}:
+        return value.strip().lower() == "on"
+    return value
+
+
 def _redis_url(value: SecretStr) -> SecretStr:
     parts = urlsplit(value.get_secret_value())
     if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
@@ -75,6 +82,17 @@ def _redis_url(value: SecretStr) -> SecretStr:
 
 
 RedisUrl = Annotated[Secret, AfterValidator(_redis_url)]
+
+
+def _cache_ttl(suggestion: str, default: float, spelled: str) -> Any:
+    return Field(
+        default,
+        ge=0,
+        le=30 * 86_400,
+        validation_alias=f"MODERATION_CACHE_TTL_{suggestion}",
+        description=f"seconds a {suggestion} verdict is kept ({spelled}); 0: never cached.",
+    )
+
 
 _TYPE_NAMES = ", ".join(f"`{name}`" for name in sorted(BACKEND_TYPES))
 _SELECTED_BY = "; ".join(
@@ -287,6 +305,45 @@ class Settings(Declared):
         json_schema_extra={"default_text": "a hash of the account's SecretId"},
     )
 
+    cache: Annotated[Literal["memory", "redis", "off"], BeforeValidator(_lower)] = Field(
+        "memory",
+        validation_alias="MODERATION_CACHE",
+        description="the verdict cache (see [Verdict cache](#verdict-cache-never-pay-twice-for-one-image)): "
+        "`memory` (a bounded in-process LRU), `redis` (shared by the fleet through `MODERATION_REDIS_URL`, "
+        "the LRU in front) or `off`.",
+    )
+    cache_max_entries: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        validation_alias="MODERATION_CACHE_MAX_ENTRIES",
+        description="verdicts the in-process LRU holds (a verdict is 1-3 KB).",
+    )
+    cache_ttl_pass: float = _cache_ttl("PASS", 86_400, "one day")
+    cache_ttl_review: float = _cache_ttl("REVIEW", 3_600, "one hour")
+    cache_ttl_block: float = _cache_ttl("BLOCK", 7 * 86_400, "a week")
+    cache_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
+        "1",
+        validation_alias="MODERATION_CACHE_VERSION",
+        description="the policy version in every cache key: bump it after changing a policy in the IMS "
+        "console, and no verdict cached before is used again.",
+    )
+    cache_urls: Annotated[bool, BeforeValidator(_on_off)] = Field(
+        False,
+        validation_alias="MODERATION_CACHE_URLS",
+        description="`on`: `url` images are cached too, keyed by the URL (the content behind a URL can "
+        "change); `off`: they always go to the backend.",
+        json_schema_extra={"default_text": "`off`"},
+    )
+    price_per_10k: float = Field(
+        25.0,
+        ge=0,
+        le=1_000_000,
+        validation_alias="IMS_PRICE_PER_10K",
+        description="CNY per 10,000 billed calls (IMS's pay-as-you-go price), for "
+        "`moderation_estimated_cost_cny_total`.",
+    )
+
     # Built by `load_settings` from the variables above, never read from a variable of their own.
     backends: tuple[BackendConfig, ...] = ()
     routes: RoutesConfig | None = None
@@ -308,6 +365,12 @@ class Settings(Declared):
         tls = self.redis_url is not None and self.redis_url.get_secret_value().startswith("rediss://")
         if self.redis_ca_file is not None and not tls:
             raise ValueError("MODERATION_REDIS_CA_FILE needs a rediss:// MODERATION_REDIS_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _cache_store_configured(self) -> Self:
+        if self.cache == "redis" and self.redis_url is None:
+            raise ValueError("MODERATION_CACHE=redis needs MODERATION_REDIS_URL")
         return self
 
     @property

@@ -52,9 +52,14 @@ class ValidationError(Exception):
         self.violations = violations
 
 
-def validate(request: ModerateImageRequest) -> None:
-    """Raise `ValidationError` listing everything wrong with the request, or return."""
-    violations = [*_image_violations(request), *_parameter_violations(request)]
+def validate(request: ModerateImageRequest, *, image_checked: bool = False) -> None:
+    """Raise `ValidationError` listing everything wrong with the request, or return.
+
+    `image_checked`: the image's bytes are known to have passed before (the verdict cache holds a
+    verdict for them), so their header is not read again.
+    """
+    image = [] if image_checked else _image_violations(request)
+    violations = [*image, *_parameter_violations(request)]
     if violations:
         raise ValidationError(violations)
 

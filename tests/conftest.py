@@ -47,8 +47,13 @@ def redis() -> Iterator[RedisServer]:
 
 
 def single_backend_settings(kind: str, options: Declared, **overrides: object) -> Settings:
-    """Settings on loopback's port 0 with one backend, as MODERATION_BACKEND would configure it."""
-    settings = Settings(listen="127.0.0.1:0", backend=kind, backends=(BackendConfig(kind, kind, options),))
+    """Settings on loopback's port 0 with one backend, as MODERATION_BACKEND would configure it.
+
+    The verdict cache is off unless a test turns it on: most tests count the backend's calls of one
+    image sent many times."""
+    settings = Settings(
+        listen="127.0.0.1:0", backend=kind, backends=(BackendConfig(kind, kind, options),), cache="off"
+    )
     return settings.model_copy(update=overrides)
 
 

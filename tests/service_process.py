@@ -41,10 +41,16 @@ def start_service(
 
 def spawn_service(port: int, *, launcher: Sequence[str] = (), **settings: str) -> subprocess.Popen[str]:
     """`python -m service` on `port` with only `settings` (and PATH) in its environment, run by
-    `launcher` (a command that runs the rest of its arguments, such as faketime) if given."""
+    `launcher` (a command that runs the rest of its arguments, such as faketime) if given; the verdict
+    cache off unless `settings` turn it on (most tests count the backend's calls of one image)."""
     return subprocess.Popen(
         [*launcher, sys.executable, "-m", "service"],
-        env={"PATH": os.environ["PATH"], "MODERATION_LISTEN": f"127.0.0.1:{port}", **settings},
+        env={
+            "PATH": os.environ["PATH"],
+            "MODERATION_LISTEN": f"127.0.0.1:{port}",
+            "MODERATION_CACHE": "off",
+            **settings,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,10 +1,12 @@
 """Which governor a backend gets: the fleet's when Redis is configured and the backend spends an
-account's budget, else the in-process one."""
+account's budget, else the in-process one. `FleetConnection` also gives the verdict cache its client."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
+import redis.asyncio as redis
 
 from service.governor.base import Governor
 from service.governor.connect import redis_client
@@ -32,14 +34,17 @@ class FleetConnection:
     def __repr__(self) -> str:
         return "FleetConnection(<redacted>)"
 
+    def client(self) -> redis.Redis:
+        """A client of its own (a connection pool), for a governor or the verdict cache."""
+        return redis_client(
+            self._url, password=self._password, ca_file=Path(self._ca_file) if self._ca_file else None
+        )
+
     def governor(
         self, budget_key: str, qps: int, *, name: str, interactive_share: float, metrics: Metrics | None
     ) -> Governor:
-        client = redis_client(
-            self._url, password=self._password, ca_file=Path(self._ca_file) if self._ca_file else None
-        )
         return fleet_governor(
-            client, budget_key, qps, name=name, interactive_share=interactive_share, metrics=metrics
+            self.client(), budget_key, qps, name=name, interactive_share=interactive_share, metrics=metrics
         )
 
 

@@ -1,0 +1,71 @@
+"""Cache keys: a SHA-256 over everything that can change a verdict, or the reason a request has none.
+
+The image's own bytes are hashed once (off the event loop when large), then the key is the hash of
+that digest with the route's backend chain, `biz_type`, `type`, `biz_tag`, `interval`, `max_frames`
+and the operator's policy version. Keys name nothing a caller sent: Redis sees hashes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+from dataclasses import dataclass
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+
+__all__ = ["HASH_OFF_LOOP_BYTES", "Bypass", "KeyPolicy", "cache_key"]
+
+# Measured on the 2-core bench machine: SHA-256 runs at ~1.7 GB/s (150 µs for 256 KiB) and a hand-off
+# to a thread costs ~70 µs; hashlib releases the GIL for inputs over 2 KiB, so above this size the
+# loop is better off waiting for a thread than blocking for the hash.
+HASH_OFF_LOOP_BYTES = 256 * 1024
+
+
+class Bypass(enum.Enum):
+    """Why a request is not looked up in the cache (a metric label)."""
+
+    USER_FIELDS = "user_fields"
+    URL = "url"
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    version: str
+    # MODERATION_CACHE_URLS: a URL image is keyed by its URL.
+    urls: bool
+
+
+async def cache_key(
+    request: ModerateImageRequest, chain: tuple[str, ...], policy: KeyPolicy, *, user_fields: bool
+) -> str | Bypass:
+    """The request's key (64 hex digits), or why it bypasses the cache.
+
+    `user_fields`: the route opted in to caching requests that carry `user` or `device`.
+    """
+    if not user_fields and (request.HasField("user") or request.HasField("device")):
+        return Bypass.USER_FIELDS
+    if request.WhichOneof("image") == "url":
+        if not policy.urls:
+            return Bypass.URL
+        image = b"url:" + request.url.encode()
+    else:
+        image = b"content:" + await _content_digest(request.content)
+    parts = (
+        policy.version,
+        ",".join(chain),
+        request.biz_type,
+        str(request.type),
+        request.biz_tag,
+        str(request.interval),
+        str(request.max_frames),
+    )
+    # Length-prefixed, so no two different sets of fields can spell the same bytes.
+    fields = b"".join(len(p).to_bytes(4, "big") + p for p in (*(p.encode() for p in parts), image))
+    return hashlib.sha256(fields).hexdigest()
+
+
+async def _content_digest(content: bytes) -> bytes:
+    if len(content) > HASH_OFF_LOOP_BYTES:
+        return (await asyncio.to_thread(hashlib.sha256, content)).digest()
+    return hashlib.sha256(content).digest()

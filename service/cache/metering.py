@@ -1,0 +1,66 @@
+"""Cost metering: every call a paid backend (IMS) bills, counted by backend, caller and biz_type.
+
+IMS cannot split its packages by caller; the gateway can. A backend attempt counts as billed when it
+may have reached moderation: it gave a verdict, timed out or was abandoned (IMS bills a call its
+client gave up on), or failed with an answer IMS bills (`InternalError`, `ModelCallFailed`,
+`FailedOperation`). Refusals in front of moderation (rate limit, quota, credentials, parameters) are
+not billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+from backends.base import Backend
+from backends.errors import BackendError, Kind
+from service.observe import CostMetrics
+
+__all__ = ["BILLED_FAILURES", "BILLING_TYPES", "BilledBackend", "metered"]
+
+# Backend types whose every call is paid for (a private deployment or the local backend is not).
+BILLING_TYPES: Final = frozenset({"tencent"})
+BILLED_FAILURES: Final = frozenset({Kind.TIMEOUT, Kind.UNAVAILABLE, Kind.FAILED})
+
+
+class BilledBackend:
+    """The backend as it is, each billed attempt counted."""
+
+    def __init__(self, backend: Backend, metrics: CostMetrics) -> None:
+        self._backend = backend
+        self._metrics = metrics
+
+    @property
+    def name(self) -> str:
+        return self._backend.name
+
+    @property
+    def concurrency(self) -> int | None:
+        return self._backend.concurrency
+
+    async def start(self) -> None:
+        await self._backend.start()
+
+    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+        try:
+            result = await self._backend.moderate(request, timeout=timeout)
+        except BackendError as error:
+            if error.kind in BILLED_FAILURES:
+                self._metrics.billed_call(self.name, request.biz_type)
+            raise
+        except asyncio.CancelledError:
+            # Abandoned in flight (the deadline's timeout, a cancelled call): IMS bills it all the same.
+            self._metrics.billed_call(self.name, request.biz_type)
+            raise
+        self._metrics.billed_call(self.name, request.biz_type)
+        return result
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+
+def metered(backend: Backend, backend_type: str | None, metrics: CostMetrics) -> Backend:
+    """`backend` counted by `metrics` when its type bills per call, else `backend` itself."""
+    return BilledBackend(backend, metrics) if backend_type in BILLING_TYPES else backend

@@ -1,0 +1,128 @@
+"""The verdict cache's parts on their own: keys, the LRU, the cost metrics' names."""
+
+from __future__ import annotations
+
+import pytest
+from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, User
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
+
+from service.cache import Bypass, KeyPolicy, MemoryLru, cache_key
+from service.cache.keys import HASH_OFF_LOOP_BYTES
+from service.observe import CostMetrics
+
+POLICY = KeyPolicy("1", urls=False)
+CHAIN = ("cloud",)
+
+
+async def key(request: ModerateImageRequest, **changes: object) -> str | Bypass:
+    policy = KeyPolicy(str(changes.pop("version", "1")), urls=bool(changes.pop("urls", False)))
+    chain = changes.pop("chain", CHAIN)
+    assert isinstance(chain, tuple)
+    return await cache_key(request, chain, policy, user_fields=bool(changes.pop("user_fields", False)))
+
+
+async def test_every_field_that_can_change_a_verdict_changes_the_key() -> None:
+    base = ModerateImageRequest(content=b"image bytes", biz_type="chat", data_id="a")
+    changed = []
+    for name, value in (
+        ("biz_tag", "x"),
+        ("interval", 2),
+        ("max_frames", 3),
+        ("type", 2),
+        ("content", b"image byteZ"),
+        ("biz_type", "chats"),
+    ):
+        request = ModerateImageRequest()
+        request.CopyFrom(base)
+        setattr(request, name, value)
+        changed.append(await key(request))
+    variants = [
+        await key(base, version="2"),
+        await key(base, chain=("onprem",)),
+        await key(base, chain=("cloud", "onprem")),
+        *changed,
+    ]
+    original = await key(base)
+    assert len({original, *variants}) == len(variants) + 1
+    # data_id is the caller's own: not part of the key.
+    assert await key(ModerateImageRequest(content=b"image bytes", biz_type="chat", data_id="b")) == original
+
+
+async def test_no_two_field_sets_spell_the_same_key() -> None:
+    assert await key(ModerateImageRequest(content=b"x", biz_type="ab", biz_tag="c")) != await key(
+        ModerateImageRequest(content=b"x", biz_type="a", biz_tag="bc")
+    )
+
+
+async def test_large_images_are_hashed_off_the_loop_to_the_same_key() -> None:
+    content = bytes(range(256)) * (HASH_OFF_LOOP_BYTES // 256 + 1)
+    large = await key(ModerateImageRequest(content=content))
+    assert large == await key(ModerateImageRequest(content=content))
+    assert large != await key(ModerateImageRequest(content=content[:-1]))
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ModerateImageRequest(content=b"x", user=User(user_id="u")),
+        ModerateImageRequest(content=b"x", device=Device()),
+    ],
+)
+async def test_user_and_device_bypass_unless_the_route_opts_in(request_: ModerateImageRequest) -> None:
+    assert await key(request_) is Bypass.USER_FIELDS
+    opted_in = await key(request_, user_fields=True)
+    # The user's fields are not part of the key: the route said they change nothing.
+    assert opted_in == await key(ModerateImageRequest(content=b"x"))
+
+
+async def test_urls_are_keyed_only_when_the_operator_opts_in() -> None:
+    request = ModerateImageRequest(url="https://cdn.example/a.png")
+    assert await key(request) is Bypass.URL
+    keyed = await key(request, urls=True)
+    assert isinstance(keyed, str)
+    assert keyed != await key(ModerateImageRequest(url="https://cdn.example/b.png"), urls=True)
+
+
+def test_the_lru_drops_the_least_recently_used_and_the_expired() -> None:
+    now = [0.0]
+    lru = MemoryLru(2, clock=lambda: now[0])
+    lru.put("a", b"1", ttl=10)
+    lru.put("b", b"2", ttl=1)
+    assert lru.get("a") == b"1"
+    lru.put("c", b"3", ttl=10)
+    assert (lru.get("b"), lru.get("a"), lru.get("c")) == (None, b"1", b"3")
+    now[0] = 10.0
+    assert (lru.get("a"), lru.get("c"), len(lru)) == (None, None, 0)
+    lru.put("never", b"0", ttl=0)
+    assert lru.get("never") is None
+
+
+def test_the_cost_metrics_keep_their_prometheus_names() -> None:
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry, scope_info_enabled=False)]
+    )
+    costs = CostMetrics(provider.get_meter("test"), price_per_10k=25)
+    costs.billed_call("tencent", "chat")
+    costs.billed_call("tencent", "chat")
+    costs.hit("memory")
+    costs.coalesced("fleet")
+    costs.miss()
+    costs.bypassed("store_unavailable")
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("moderation_")
+    }
+    labels = 'backend="tencent",biz_type="chat",caller=""'
+    assert lines == {
+        f"moderation_billed_calls_total{{{labels}}}": 2,
+        f"moderation_estimated_cost_cny_total{{{labels}}}": 0.005,
+        'moderation_cache_hits_total{moderation_store="memory"}': 1,
+        'moderation_cache_coalesced_total{moderation_scope="fleet"}': 1,
+        "moderation_cache_misses_total": 1,
+        "moderation_billed_calls_saved_total": 2,
+        'moderation_cache_bypassed_total{moderation_reason="store_unavailable"}': 1,
+    }
