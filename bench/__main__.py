@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import (
-    efficiency_section,
     cache_section,
+    efficiency_section,
     fleet_section,
     hostile_section,
     local_section,
