@@ -141,6 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             emulator.stats.record_received(time.time(), params)
         check_common_parameters(self.headers, config.regions)
         secret_id = auth.authenticate(self.headers, body=body, path=path, config=config, now=time.time())
+        emulator.stats.record_authenticated(secret_id)
         if config.arrival_jitter:
             time.sleep(random.uniform(0.0, config.arrival_jitter))
         emulator._admit(secret_id, config.qps_limit)

@@ -13,13 +13,7 @@ from collections.abc import Hashable
 import httpx
 
 from backends.tencent.credentials.model import CredentialError, Credentials
-from backends.tencent.credentials.remote import (
-    credential_client,
-    expiry_field,
-    json_object,
-    send,
-    text_field,
-)
+from backends.tencent.credentials.remote import credential_client, json_object, send, temporary_credentials
 
 __all__ = ["DEFAULT_METADATA_URL", "InstanceRole"]
 
@@ -52,12 +46,7 @@ class InstanceRole:
         answer = json_object(body, what=_WHAT)
         if answer.get("Code") != "Success":
             raise CredentialError(f"{_WHAT} did not answer Code Success for the instance's role")
-        return Credentials(
-            text_field(answer, "TmpSecretId", what=_WHAT),
-            text_field(answer, "TmpSecretKey", what=_WHAT),
-            text_field(answer, "Token", what=_WHAT),
-            expires_at=expiry_field(answer, "ExpiredTime", what=_WHAT),
-        )
+        return temporary_credentials(answer, answer, what=_WHAT)
 
     async def aclose(self) -> None:
         await self._client.aclose()

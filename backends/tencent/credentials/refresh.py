@@ -32,6 +32,7 @@ REFRESH_AHEAD_SECONDS = 300.0
 # Backoff after a failed refresh: 1 s doubling, capped; full jitter on the upper half.
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+BACKOFF_FLOOR_SECONDS = 0.5
 # How long `start` waits for the first credentials before serving without them (calls then fail as
 # misconfigured until the background task gets some).
 START_TIMEOUT_SECONDS = 10.0
@@ -77,6 +78,7 @@ class RefreshingCredentials:
         self._version: Hashable = source.version() if initial is not None else None
         self._loaded_at = clock() if initial is not None else 0.0
         self._failures = 0
+        self._retry_in = 0.0
         self._last_problem = "not loaded yet"
         self._last_reload = -RELOAD_INTERVAL_SECONDS
         self._reload_lock = asyncio.Lock()
@@ -103,7 +105,7 @@ class RefreshingCredentials:
         while True:
             if await self._refresh():
                 return
-            await asyncio.sleep(self._backoff())
+            await asyncio.sleep(self._retry_in)
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -144,7 +146,7 @@ class RefreshingCredentials:
 
     def _next_check(self) -> float:
         if self._failures:
-            return self._backoff()
+            return self._retry_in
         refresh_at = self._refresh_at()
         wait = POLL_SECONDS if refresh_at is None else min(POLL_SECONDS, refresh_at - self._clock())
         return max(wait, 0.0)
@@ -165,7 +167,12 @@ class RefreshingCredentials:
         return self._source.version() != self._version
 
     def _backoff(self) -> float:
+        """Capped exponential, and capped by half the time the credentials held have left, so that a
+        source that recovers before they expire is tried again before they do."""
         ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** max(self._failures - 1, 0))
+        held = self._current
+        if held is not None and held.expires_at is not None:
+            ceiling = min(ceiling, max((held.expires_at - self._clock()) / 2, BACKOFF_FLOOR_SECONDS))
         return random.uniform(ceiling / 2, ceiling)
 
     async def _refresh(self, reason: str = "") -> bool:
@@ -195,6 +202,7 @@ class RefreshingCredentials:
 
     def _failed(self, problem: str) -> None:
         self._failures += 1
+        self._retry_in = self._backoff()
         self._last_problem = problem
         self._metrics.failures.add(1, self._attributes)
         held = (
@@ -204,12 +212,12 @@ class RefreshingCredentials:
         )
         log.warning(
             "refreshing the credentials of backend %s from the %s source failed: %s; %s; "
-            "next try within %.0f s",
+            "next try within %.1f s",
             self._backend,
             self._source.name,
             problem,
             held,
-            min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (self._failures - 1)),
+            self._retry_in,
         )
 
     def _validity(self, credentials: Credentials) -> str:

@@ -13,16 +13,15 @@ from typing import Any
 import httpx
 
 from backends.http import TRANSPORT_ERRORS
-from backends.tencent.credentials.model import CredentialError
+from backends.tencent.credentials.model import CredentialError, Credentials
 
 __all__ = [
     "MAX_ANSWER_BYTES",
     "TIMEOUT",
     "credential_client",
-    "expiry_field",
     "json_object",
     "send",
-    "text_field",
+    "temporary_credentials",
 ]
 
 # A credential answer is a few hundred bytes; anything past this is not one.
@@ -64,14 +63,25 @@ def json_object(body: bytes, *, what: str) -> dict[str, Any]:
     return value
 
 
-def text_field(value: dict[str, Any], key: str, *, what: str) -> str:
+def temporary_credentials(fields: dict[str, Any], expiry: dict[str, Any], *, what: str) -> Credentials:
+    """`TmpSecretId`, `TmpSecretKey` and `Token` of `fields`, expiring at `ExpiredTime` of `expiry`
+    (the metadata service answers both in one object, STS in two)."""
+    return Credentials(
+        _text_field(fields, "TmpSecretId", what=what),
+        _text_field(fields, "TmpSecretKey", what=what),
+        _text_field(fields, "Token", what=what),
+        expires_at=_expiry_field(expiry, "ExpiredTime", what=what),
+    )
+
+
+def _text_field(value: dict[str, Any], key: str, *, what: str) -> str:
     field = value.get(key)
     if not isinstance(field, str) or not field.strip():
         raise CredentialError(f"{what} answered no {key}")
     return field.strip()
 
 
-def expiry_field(value: dict[str, Any], key: str, *, what: str) -> float:
+def _expiry_field(value: dict[str, Any], key: str, *, what: str) -> float:
     field = value.get(key)
     if isinstance(field, bool) or not isinstance(field, int | float) or field <= 0:
         raise CredentialError(f"{what} answered no {key}")

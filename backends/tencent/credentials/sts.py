@@ -20,13 +20,7 @@ import httpx
 
 from backends.scrub import UPSTREAM_CODE, bounded_token
 from backends.tencent.credentials.model import CredentialError, Credentials
-from backends.tencent.credentials.remote import (
-    credential_client,
-    expiry_field,
-    json_object,
-    send,
-    text_field,
-)
+from backends.tencent.credentials.remote import credential_client, json_object, send, temporary_credentials
 
 __all__ = ["ACTION", "DEFAULT_STS_ENDPOINT", "DURATION_SECONDS", "VERSION", "WebIdentity", "WebIdentityRole"]
 
@@ -101,12 +95,7 @@ class WebIdentityRole:
         credentials = answer.get("Credentials")
         if not isinstance(credentials, dict):
             raise CredentialError(f"{_WHAT} answered no Credentials")
-        return Credentials(
-            text_field(credentials, "TmpSecretId", what=_WHAT),
-            text_field(credentials, "TmpSecretKey", what=_WHAT),
-            text_field(credentials, "Token", what=_WHAT),
-            expires_at=expiry_field(answer, "ExpiredTime", what=_WHAT),
-        )
+        return temporary_credentials(credentials, answer, what=_WHAT)
 
     def _web_identity_token(self) -> str:
         try:
