@@ -138,10 +138,13 @@ class TencentOptions(Declared):
         return self
 
     def account(self) -> str:
-        # IMS's limit is per SecretId; a role's keys change, so the role names its budget.
+        # IMS's limit is per SecretId; a role's keys change, so the source names its budget, in the
+        # chain's order.
         if self.secret_id is not None:
             return self.secret_id.get_secret_value()
-        return self.oidc_role_arn or f"instance-role:{self.metadata_url or 'profile'}"
+        if profile_path() is not None:
+            return "profile"
+        return f"cvm-role:{self.metadata_url}" if self.metadata_url else f"oidc-role:{self.oidc_role_arn}"
 
     @property
     def credentials(self) -> Credentials:
