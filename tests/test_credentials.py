@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,6 +72,14 @@ def file_options(ims: ImsEmulator, root: Path) -> TencentOptions:
             "IMS_ENDPOINT": ims.url,
         }
     )
+
+
+async def until(condition: Callable[[], bool], seconds: float = 3.0) -> None:
+    async with asyncio.timeout(seconds):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.05)
 
 
 def make(options: TencentOptions) -> Backend:
@@ -382,3 +390,30 @@ chain = ["cloud", "role"]
     assert source.secret_key == tmp_path / "secret_key"
     assert source.read() == Credentials(OLD_ID, OLD_KEY)
     assert isinstance(credential_source(role.chain()), InstanceRole)
+
+
+async def test_credentials_that_expire_while_refreshes_fail_are_misconfigured_until_one_succeeds(
+    ims: ImsEmulator,
+) -> None:
+    issuer = KeyIssuer(ims, lifetime=1.5)
+    with MetadataEmulator(issuer) as metadata:
+        backend = make(TencentOptions(metadata_url=metadata.metadata_url, endpoint=ims.url))
+        await backend.start()
+        try:
+            assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
+            metadata.failing = True
+            await asyncio.sleep(2.0)  # past the expiry of the only key issued
+            with pytest.raises(BackendError) as expired:
+                await backend.moderate(REQUEST, timeout=5)
+            assert (expired.value.kind, expired.value.upstream_code) == (
+                Kind.MISCONFIGURED,
+                "AuthFailure.TokenFailure",
+            )
+            metadata.failing = False
+            # The next refresh (within half a second) gets a new key; calls succeed from then on.
+            await until(lambda: len(issuer.issued) >= 2)
+            await asyncio.sleep(0.2)
+            assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
+        finally:
+            await backend.aclose()
+    assert len(issuer.issued) >= 2

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -127,6 +127,15 @@ def ims() -> Iterator[ImsEmulator]:
         yield emulator
 
 
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    """A mounted Kubernetes Secret holding the old key pair."""
+    root = tmp_path / "secret"
+    root.mkdir()
+    write_secret_dir(root, OLD_ID, OLD_KEY)
+    return root
+
+
 def key_file_settings(ims: ImsEmulator, root: Path) -> dict[str, str]:
     return {
         "TENCENTCLOUD_SECRET_ID_FILE": str(root / "secret_id"),
@@ -139,12 +148,8 @@ def key_file_settings(ims: ImsEmulator, root: Path) -> dict[str, str]:
 
 
 async def test_key_file_rotated_mid_stream_then_the_old_key_revoked_no_item_fails(
-    ims: ImsEmulator, tmp_path: Path
+    ims: ImsEmulator, tmp_path: Path, secrets_dir: Path
 ) -> None:
-    secrets_dir = tmp_path / "secret"
-    secrets_dir.mkdir()
-    write_secret_dir(secrets_dir, OLD_ID, OLD_KEY)
-
     async def rotate(i: int) -> None:
         # Tencent's way: the new key is added (emulator.config.keys), the Secret updated, and once the
         # gateway signs with the new key the old one is revoked.
@@ -168,12 +173,8 @@ async def test_key_file_rotated_mid_stream_then_the_old_key_revoked_no_item_fail
 
 
 async def test_old_key_revoked_the_moment_the_file_rotates_no_item_fails(
-    ims: ImsEmulator, tmp_path: Path
+    ims: ImsEmulator, tmp_path: Path, secrets_dir: Path
 ) -> None:
-    secrets_dir = tmp_path / "secret"
-    secrets_dir.mkdir()
-    write_secret_dir(secrets_dir, OLD_ID, OLD_KEY)
-
     async def rotate_and_revoke(i: int) -> None:
         if i == 40:
             ims.config.revoked = {OLD_ID}
@@ -197,15 +198,22 @@ async def test_old_key_revoked_the_moment_the_file_rotates_no_item_fails(
 # --- the CVM instance role ----------------------------------------------------------------------
 
 
+def instance_role_gateway(
+    tmp_path: Path, metadata: MetadataEmulator, ims: ImsEmulator
+) -> AbstractAsyncContextManager[tuple[GatewayProcess, Stub]]:
+    """A gateway with no key pair: its credentials come from the CVM instance role."""
+    return gateway(
+        tmp_path,
+        MODERATION_BACKEND="tencent",
+        TENCENTCLOUD_METADATA_URL=metadata.metadata_url,
+        IMS_ENDPOINT=ims.url,
+    )
+
+
 async def test_cvm_role_tokens_expire_during_a_stream_no_item_fails(ims: ImsEmulator, tmp_path: Path) -> None:
     issuer = KeyIssuer(ims, lifetime=6)
     with MetadataEmulator(issuer) as metadata:
-        async with gateway(
-            tmp_path,
-            MODERATION_BACKEND="tencent",
-            TENCENTCLOUD_METADATA_URL=metadata.metadata_url,
-            IMS_ENDPOINT=ims.url,
-        ) as (process, stub):
+        async with instance_role_gateway(tmp_path, metadata, ims) as (process, stub):
             started = time.time()
             answers = await paced_stream(stub, count=200, per_second=10)
             elapsed = time.time() - started
@@ -237,12 +245,7 @@ async def test_cvm_metadata_failing_at_refresh_keeps_the_valid_token_then_recove
             issued_at = ims.config.temporary_keys[issuer.issued[0]].expires_at - issuer.lifetime
             metadata.failing = issued_at + 7 <= time.time() < issued_at + 9.5
 
-        async with gateway(
-            tmp_path,
-            MODERATION_BACKEND="tencent",
-            TENCENTCLOUD_METADATA_URL=metadata.metadata_url,
-            IMS_ENDPOINT=ims.url,
-        ) as (process, stub):
+        async with instance_role_gateway(tmp_path, metadata, ims) as (process, stub):
             answers = await paced_stream(stub, count=160, per_second=10, at=outage)
             metrics = await process.metrics()
     assert failed(answers) == []
