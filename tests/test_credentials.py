@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from backends.base import Backend
 from backends.errors import BackendError, Kind
 from backends.plugin import BuildContext
+from backends.registry import default_type
 from backends.tencent.credentials import (
     CredentialError,
     Credentials,
@@ -353,6 +354,14 @@ async def test_the_oidc_role_through_sts(ims: ImsEmulator, tmp_path: Path) -> No
 def test_an_incomplete_oidc_role_is_a_startup_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs all of TKE_REGION"):
         TencentOptions.from_environment({"TKE_REGION": "ap-guangzhou", "TKE_ROLE_ARN": "qcs::cam::x"})
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["TENCENTCLOUD_METADATA_URL", "TKE_ROLE_ARN", "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"],
+)
+def test_a_role_asked_for_selects_the_tencent_backend(variable: str) -> None:
+    assert default_type({variable: "http://127.0.0.1:1/"}) == "tencent"
 
 
 def test_a_metadata_endpoint_needs_no_key_pair() -> None:

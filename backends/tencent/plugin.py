@@ -206,5 +206,12 @@ TENCENT = BackendType(
     summary="Tencent Cloud IMS (`ImageModeration`, API 2020-12-29, TC3-HMAC-SHA256 signing)",
     options=TencentOptions,
     build=build,
-    selected_by=("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"),
+    # A key pair, or a role asked for: the metadata endpoint is set only on purpose, and TKE injects
+    # TKE_ROLE_ARN only into pods given an OIDC role.
+    selected_by=(
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TENCENTCLOUD_METADATA_URL",
+        "TKE_ROLE_ARN",
+    ),
 )
