@@ -283,6 +283,19 @@ async def test_refresh_runs_ahead_of_expiry_and_keeps_valid_credentials_through_
         assert not any(secret in line for line in lines)
 
 
+async def test_a_source_answering_the_same_credentials_again_is_not_asked_in_a_busy_loop() -> None:
+    # As a metadata service may until shortly before expiry: the same key, asked for again later.
+    same = Credentials("AKIDsame", "key-same-secret", "token-same", expires_at=time.time() + 1.5)
+    source = ScriptedSource([same])
+    provider = RefreshingCredentials(source, backend="cloud")
+    await provider.start()
+    await asyncio.sleep(2.0)
+    await provider.aclose()
+    assert provider.current() == same
+    # Renewal due at 1 s; asked again after a third of what is left, then every half second at least.
+    assert 2 <= source.loads <= 6
+
+
 async def test_a_source_with_no_credentials_at_start_leaves_calls_misconfigured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -76,7 +76,8 @@ class RefreshingCredentials:
         self._clock = clock
         self._current = initial
         self._version: Hashable = source.version() if initial is not None else None
-        self._loaded_at = clock() if initial is not None else 0.0
+        # When the held credentials are next renewed; None: only when the source changes.
+        self._renew_at = self._first_renewal(initial) if initial is not None else None
         self._failures = 0
         self._retry_in = 0.0
         self._last_problem = "not loaded yet"
@@ -147,22 +148,28 @@ class RefreshingCredentials:
     def _next_check(self) -> float:
         if self._failures:
             return self._retry_in
-        refresh_at = self._refresh_at()
-        wait = POLL_SECONDS if refresh_at is None else min(POLL_SECONDS, refresh_at - self._clock())
+        wait = POLL_SECONDS if self._renew_at is None else min(POLL_SECONDS, self._renew_at - self._clock())
         return max(wait, 0.0)
 
-    def _refresh_at(self) -> float | None:
-        held = self._current
-        if held is None or held.expires_at is None:
+    def _first_renewal(self, credentials: Credentials) -> float | None:
+        """Ahead of expiry by REFRESH_AHEAD_SECONDS, or a third of the lifetime left when shorter."""
+        if credentials.expires_at is None:
             return None
-        ahead = min(REFRESH_AHEAD_SECONDS, (held.expires_at - self._loaded_at) / 3)
-        return held.expires_at - ahead
+        ahead = min(REFRESH_AHEAD_SECONDS, (credentials.expires_at - self._clock()) / 3)
+        return credentials.expires_at - ahead
+
+    def _renewal_again(self, credentials: Credentials) -> float | None:
+        """The source answered the credentials held once more: ask again after a third of the time they
+        have left (at least BACKOFF_FLOOR_SECONDS), never in a busy loop."""
+        if credentials.expires_at is None:
+            return None
+        left = credentials.expires_at - self._clock()
+        return self._clock() + max(left / 3, BACKOFF_FLOOR_SECONDS)
 
     def _due(self) -> bool:
         if self._current is None or self._failures:
             return True
-        refresh_at = self._refresh_at()
-        if refresh_at is not None and self._clock() >= refresh_at:
+        if self._renew_at is not None and self._clock() >= self._renew_at:
             return True
         return self._source.version() != self._version
 
@@ -185,10 +192,12 @@ class RefreshingCredentials:
             return False
         self._failures = 0
         self._version = version
-        self._loaded_at = self._clock()
-        if loaded != self._current:
+        if loaded == self._current:
+            self._renew_at = self._renewal_again(loaded)
+        else:
             first = self._current is None
             self._current = loaded
+            self._renew_at = self._first_renewal(loaded)
             self._metrics.rotations.add(1, self._attributes)
             log.info(
                 "credentials of backend %s %s from the %s source%s; %s",
