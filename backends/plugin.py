@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import httpx
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from backends.base import Backend
 from backends.options import Declared
@@ -22,6 +22,8 @@ class BuildContext:
     """What the gateway lends every backend it builds."""
 
     tracer_provider: trace.TracerProvider | None = None
+    # Where a backend's own instruments go (the gateway's /metrics); None: they count nowhere.
+    meter_provider: metrics.MeterProvider | None = None
     # Tests route a backend's HTTP through their own transport; None means the backend's own pool.
     transport: httpx.AsyncBaseTransport | None = None
 

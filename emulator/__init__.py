@@ -21,6 +21,14 @@ handshake); `EmulatorConfig.auth` is "tc3" (the default), "bearer" (`Authorizati
 token) or "none"; `EmulatorConfig.path` is the one path served (HTTP 404 elsewhere), signed as the
 canonical URI under TC3.
 
+Credentials
+-----------
+`EmulatorConfig.keys` holds more long-term pairs of the account and `revoked` the SecretIds deleted
+since (`AuthFailure.SecretIdNotFound`), so a key rotation runs as in CAM: add, switch, revoke.
+`temporary_keys` are accepted only with their `X-TC-Token` and until they expire
+(`AuthFailure.TokenFailure`). `KeyIssuer` issues them; `MetadataEmulator` (the CVM instance role) and
+`StsEmulator` (`AssumeRoleWithWebIdentity`) hand them out on loopback.
+
 Choosing the result: markers
 ----------------------------
 The verdict is chosen by ASCII markers anywhere in the image bytes (after the image data, in a PNG
@@ -57,9 +65,21 @@ also adds a RecognitionResults tag. FileMD5 is the MD5 of the image bytes, DataI
 echoed (BizType defaults to TencentCloudDefault) and Extra is a JSON string.
 """
 
-from .config import EmulatorConfig
+from .config import EmulatorConfig, TemporaryKey
 from .faults import Faults
+from .issuer import KeyIssuer
+from .metadata import MetadataEmulator
 from .server import ImsEmulator
 from .stats import Stats
+from .sts import StsEmulator
 
-__all__ = ["EmulatorConfig", "Faults", "ImsEmulator", "Stats"]
+__all__ = [
+    "EmulatorConfig",
+    "Faults",
+    "ImsEmulator",
+    "KeyIssuer",
+    "MetadataEmulator",
+    "Stats",
+    "StsEmulator",
+    "TemporaryKey",
+]

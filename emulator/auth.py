@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from . import tc3
-from .config import EmulatorConfig
+from .config import EmulatorConfig, TemporaryKey
 from .errors import ImsError
 from .headers import Headers, required
 
@@ -92,8 +92,8 @@ def _verify_bearer(value: str | None, expected: str) -> None:
 def verify(headers: Headers, *, body: bytes, path: str, config: EmulatorConfig, now: float) -> str:
     """Check the request's credentials and signature; return the SecretId it was signed with."""
     auth = _parse_authorization(headers.get("Authorization"))
-    if auth.secret_id != config.secret_id:
-        raise ImsError("AuthFailure.SecretIdNotFound")
+    temporary = config.temporary_keys.get(auth.secret_id)
+    secret_key = _secret_key(auth.secret_id, config, temporary)
     timestamp = _timestamp(headers)
     if abs(now - timestamp) > config.clock_skew_limit:
         raise ImsError(
@@ -123,14 +123,43 @@ def verify(headers: Headers, *, body: bytes, path: str, config: EmulatorConfig, 
         headers=[(name, _signed_header(headers, name)) for name in auth.signed_headers],
         payload=_UNSIGNED_PAYLOAD.encode() if unsigned else body,
     )
-    key = tc3.derived_key(secret_key=config.secret_key, date=auth.date, service=SERVICE)
+    key = tc3.derived_key(secret_key=secret_key, date=auth.date, service=SERVICE)
     to_sign = tc3.string_to_sign(timestamp=timestamp, scope=expected_scope, canonical=canonical)
     if not hmac.compare_digest(tc3.signature(key=key, to_sign=to_sign).encode(), auth.signature.encode()):
         raise ImsError("AuthFailure.SignatureFailure")
-    token = headers.get("X-TC-Token")
-    if token is not None and token not in config.tokens:
-        raise ImsError("AuthFailure.TokenFailure")
+    _verify_token(headers.get("X-TC-Token"), config, temporary, now)
     return auth.secret_id
+
+
+def _secret_key(secret_id: str, config: EmulatorConfig, temporary: TemporaryKey | None) -> str:
+    """The key the SecretId signs with; a revoked or unknown SecretId is not found, as in CAM."""
+    if secret_id in config.revoked:
+        raise ImsError("AuthFailure.SecretIdNotFound")
+    if temporary is not None:
+        return temporary.secret_key
+    if secret_id and secret_id == config.secret_id:
+        return config.secret_key
+    if secret_id in config.keys:
+        return config.keys[secret_id]
+    raise ImsError("AuthFailure.SecretIdNotFound")
+
+
+def _verify_token(
+    token: str | None, config: EmulatorConfig, temporary: TemporaryKey | None, now: float
+) -> None:
+    """Temporary credentials need their own token, until they expire; a long-term pair may carry one of
+    `config.tokens`."""
+    if temporary is None:
+        if token is not None and token not in config.tokens:
+            raise ImsError("AuthFailure.TokenFailure")
+        return
+    if token is None or not hmac.compare_digest(token.encode(), temporary.token.encode()):
+        raise ImsError("AuthFailure.TokenFailure", "The X-TC-Token is missing or not this key's token.")
+    if now > temporary.expires_at:
+        raise ImsError(
+            "AuthFailure.TokenFailure",
+            f"The token expired at {int(temporary.expires_at)}, {int(now - temporary.expires_at)} s ago.",
+        )
 
 
 def _signed_header(headers: Headers, name: str) -> str:

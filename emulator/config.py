@@ -2,12 +2,12 @@
 
 The handler reads `ImsEmulator.config` once per request and each field once, so tests may assign
 fields (or a whole new `Faults`) while requests are in flight: every request sees either the old or
-the new value, never a torn one.
+the new value, never a torn one. Mappings and sets are replaced whole, never changed in place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 
 from .faults import Faults
@@ -22,12 +22,29 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 AUTH_MODES = frozenset({"tc3", "bearer", "none"})
 
 
+@dataclass(frozen=True)
+class TemporaryKey:
+    """Temporary credentials (STS, a CVM role): the pair is accepted only with its token, until expiry."""
+
+    secret_key: str = field(repr=False)
+    token: str = field(repr=False)
+    # Unix seconds; after it, requests get AuthFailure.TokenFailure.
+    expires_at: float
+
+
 @dataclass
 class EmulatorConfig:
     # The TC3 key pair requests must be signed with (auth "tc3").
     secret_id: str = ""
-    secret_key: str = ""
-    # Session tokens accepted in X-TC-Token (temporary credentials); a request without one is fine.
+    secret_key: str = field(default="", repr=False)
+    # More long-term pairs of the account (SecretId -> SecretKey): Tencent allows two per account, so
+    # keys are rotated by adding the new one, switching to it, then revoking the old one.
+    keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # SecretIds revoked (deleted in CAM): refused with AuthFailure.SecretIdNotFound.
+    revoked: Set[str] = frozenset()
+    # Temporary credentials, by their SecretId (the metadata and STS emulators issue them here).
+    temporary_keys: Mapping[str, TemporaryKey] = field(default_factory=dict, repr=False)
+    # Session tokens accepted in X-TC-Token beside a long-term pair; a request without one is fine.
     tokens: Set[str] = frozenset()
     latency: float = 0.0
     latency_jitter: float = 0.0
@@ -56,8 +73,10 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth {self.auth!r} is not one of {sorted(AUTH_MODES)}")
-        if self.auth == "tc3" and not (self.secret_id and self.secret_key):
-            raise ValueError("auth 'tc3' needs secret_id and secret_key")
+        if self.auth == "tc3" and not (
+            (self.secret_id and self.secret_key) or self.keys or self.temporary_keys
+        ):
+            raise ValueError("auth 'tc3' needs secret_id and secret_key (or keys, or temporary_keys)")
         if self.auth == "bearer" and not self.bearer_token:
             raise ValueError("auth 'bearer' needs bearer_token")
         if self.hostile and self.hostile not in HOSTILE_MODES:

@@ -146,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             emulator.stats.record_received(time.time(), params)
         check_common_parameters(self.headers, config.regions)
         secret_id = auth.authenticate(self.headers, body=body, path=path, config=config, now=time.time())
+        emulator.stats.record_authenticated(secret_id)
         # IMS judges the limit by when a request arrives: on the socket, plus the simulated network
         # delay; how long this thread took to parse and verify it is no part of that.
         arrival = self._arrived + random.uniform(0.0, config.arrival_jitter)

@@ -29,6 +29,7 @@ class Stats:
         self._aborted = 0
         self._errors_by_code: Counter[str] = Counter()
         self._faults_injected: Counter[str] = Counter()
+        self._authenticated: Counter[str] = Counter()
         self._admitted = SlidingSecond()
         self._max_in_one_second = 0
         self._in_flight = 0
@@ -68,6 +69,12 @@ class Stats:
             return dict(self._errors_by_code)
 
     @property
+    def authenticated(self) -> dict[str, int]:
+        """Requests that passed authentication, by the identity they counted against (a SecretId)."""
+        with self._lock:
+            return dict(self._authenticated)
+
+    @property
     def faults_injected(self) -> dict[str, int]:
         """Injected faults, by kind ("error_code" for bare codes from `fail_next`)."""
         with self._lock:
@@ -100,6 +107,10 @@ class Stats:
     def record_received(self, when: float, params: dict[str, Any]) -> None:
         with self._lock:
             self._received.append((when, params))
+
+    def record_authenticated(self, identity: str) -> None:
+        with self._lock:
+            self._authenticated[identity] += 1
 
     def record_admitted(self, stamp: float) -> None:
         """`stamp`: the request's arrival, in monotonic time."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from backends.base import Backend
 from backends.plugin import BuildContext
@@ -18,9 +18,12 @@ def build_backends(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
 ) -> list[Backend]:
     """Every backend the settings name: those of the routing file, or the one of MODERATION_BACKEND."""
-    context = BuildContext(tracer_provider=tracer_provider, transport=transport)
+    context = BuildContext(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, transport=transport
+    )
     return [backend_type(b.type).make(b.name, b.options, context) for b in settings.backends]
 
 

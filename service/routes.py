@@ -201,4 +201,7 @@ def _resolve_secrets(
                 resolved[key] = Path(str(references["file"])).read_text(encoding="utf-8")
             except OSError as exc:
                 resolved[key] = unreadable(f"cannot read {key}_file ({exc.strerror})")
+            if f"{key}_file" in options.model_fields:
+                # The type watches the file for rotation: it gets the path beside the value.
+                resolved[f"{key}_file"] = references["file"]
     return resolved

@@ -82,6 +82,12 @@ ERROR_KINDS: dict[str, Kind] = {
 }
 
 
+# Codes that mean "this key pair is not (or no longer) valid": after a rotation, the key a call was
+# signed with may have been revoked since. IMS refuses these before any moderation, so a call that got
+# one was not billed and may be sent once more with newer credentials. Their kind stays MISCONFIGURED.
+REVOKED_KEY_CODES = frozenset({"AuthFailure.SecretIdNotFound", "AuthFailure.SignatureFailure"})
+
+
 def kind_of(code: str) -> Kind:
     if code in ERROR_KINDS:
         return ERROR_KINDS[code]
