@@ -11,6 +11,7 @@ from opentelemetry import metrics, trace
 
 from backends.base import Backend
 from backends.options import Declared
+from backends.scrub import Scrubber
 
 __all__ = ["BackendType", "BuildContext"]
 
@@ -26,6 +27,9 @@ class BuildContext:
     meter_provider: metrics.MeterProvider | None = None
     # Tests route a backend's HTTP through their own transport; None means the backend's own pool.
     transport: httpx.AsyncBaseTransport | None = None
+    # The gateway's outward scrubber (answers, spans, metrics, logs): a backend adds to it the secrets
+    # it learns after start, such as rotated or temporary keys. None: nothing outside it to tell.
+    scrubber: Scrubber | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, pooled_transport
 from backends.options import Declared, Secret
 from backends.plugin import BackendType, BuildContext
+from backends.scrub import Scrubber
 from backends.tencent.auth import Credentials, TC3Auth
 from backends.tencent.client import (
     ACTION,
@@ -124,7 +125,7 @@ def private_backend(
         auth=auth,
         transport=transport,
         tracer_provider=tracer_provider,
-        secrets=secrets,
+        scrubber=Scrubber(secrets),
     )
 
 

@@ -62,8 +62,15 @@ class Scrubber:
     """Removes the configured secrets (key ids, keys, tokens) from strings bound for the outside."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another is removed whole.
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._secrets: tuple[str, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """More secrets to remove, such as keys rotated in after start; what it held it keeps."""
+        # Longest first, so a secret containing another is removed whole; one tuple swapped in whole,
+        # so a reader on another thread sees the old set or the new one.
+        held = {*self._secrets, *(s for s in secrets if s)}
+        self._secrets = tuple(sorted(held, key=len, reverse=True))
 
     def __repr__(self) -> str:
         return f"Scrubber({len(self._secrets)} secrets)"

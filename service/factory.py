@@ -8,6 +8,7 @@ from opentelemetry import metrics, trace
 from backends.base import Backend
 from backends.plugin import BuildContext
 from backends.registry import backend_type
+from service import scrub
 from service.settings import Settings
 
 __all__ = ["build_backend", "build_backends"]
@@ -22,7 +23,10 @@ def build_backends(
 ) -> list[Backend]:
     """Every backend the settings name: those of the routing file, or the one of MODERATION_BACKEND."""
     context = BuildContext(
-        tracer_provider=tracer_provider, meter_provider=meter_provider, transport=transport
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        transport=transport,
+        scrubber=scrub.outward(),
     )
     return [backend_type(b.type).make(b.name, b.options, context) for b in settings.backends]
 

@@ -19,9 +19,9 @@ _outward = Scrubber()
 
 def configure(secrets: Iterable[str]) -> Scrubber:
     """Adds secrets to the process's scrubber and returns it. Secrets only accumulate: every gateway
-    built in this process (tests build several) keeps its own out of what any of them shows."""
-    global _outward
-    _outward = Scrubber((*_outward.secrets, *secrets))
+    built in this process (tests build several) keeps its own out of what any of them shows, and the
+    one scrubber grows with the keys backends rotate in (`BuildContext.scrubber`)."""
+    _outward.add(secrets)
     return _outward
 
 

@@ -20,6 +20,7 @@ from backends.base import Backend
 from backends.errors import BackendError, Kind
 from backends.plugin import BuildContext
 from backends.registry import default_type
+from backends.scrub import Scrubber
 from backends.tencent.credentials import (
     CredentialError,
     Credentials,
@@ -439,3 +440,25 @@ async def test_credentials_that_expire_while_refreshes_fail_are_misconfigured_un
         finally:
             await backend.aclose()
     assert len(issuer.issued) >= 2
+
+
+async def test_a_temporary_key_echoed_by_the_upstream_is_scrubbed_like_a_configured_one(
+    ims: ImsEmulator,
+) -> None:
+    # Role keys are never configured: the backend learns them at run time, and so must both scrubbers.
+    ims.config.hostile = "echo_headers_result"
+    gateway = Scrubber()
+    with MetadataEmulator(KeyIssuer(ims, lifetime=7200)) as metadata:
+        options = TencentOptions.from_environment(
+            {"TENCENTCLOUD_METADATA_URL": metadata.metadata_url, "IMS_ENDPOINT": ims.url}
+        )
+        backend = TENCENT.make("cloud", options, BuildContext(scrubber=gateway))
+        await backend.start()
+        try:
+            answer = await backend.moderate(REQUEST, timeout=5)
+        finally:
+            await backend.aclose()
+    (key_id,) = (identity for identity in ims.stats.authenticated if identity.startswith("AKIDtmp"))
+    assert key_id not in str(answer)
+    assert gateway.holds_secret(f"label {key_id}")
+    assert len(gateway.secrets) == 3  # the key id, the key and the session token

@@ -11,7 +11,7 @@ semantic-convention attributes, when it is sampled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -67,16 +67,17 @@ class ImsBackend:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = MAX_CONNECTIONS,
         tracer_provider: trace.TracerProvider | None = None,
-        secrets: Iterable[str] = (),
+        scrubber: Scrubber | None = None,
     ) -> None:
-        """`secrets`: what `auth` sends (key id, key, token), removed from anything the endpoint echoes.
+        """`scrubber`: removes what `auth` sends (key id, key, token) from anything the endpoint echoes;
+        it grows as keys rotate in.
 
         `tracer_provider` is unused (the plugins still pass it): no span is made here, the service's
         attempt span is the request's CLIENT span and gets its HTTP attributes from `moderate`.
         """
         self._name = name
         self._endpoint = endpoint
-        self._scrubber = Scrubber(secrets)
+        self._scrubber = scrubber or Scrubber()
         self._http_attributes = _http_attributes(endpoint.url)
         self._client = httpx.AsyncClient(
             auth=auth if auth is None else SignsLargeBodiesOffLoop(auth),

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, FilePath, model_validator
 from backends.base import Backend
 from backends.options import Declared, Secret, secret_values, unreadable
 from backends.plugin import BackendType, BuildContext
+from backends.scrub import Scrubber
 from backends.tencent.auth import Credentials, TC3Auth
 from backends.tencent.client import DEFAULT_REGION, DEFAULT_URL, SERVICE, ImsBackend, ImsEndpoint
 from backends.tencent.credentials import (
@@ -189,14 +190,24 @@ def _value(data: dict[str, Any], key: str) -> Any:
 
 def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
     meter = context.meter_provider.get_meter("moderation-gateway") if context.meter_provider else None
-    credentials = credential_provider(options.chain(), backend=name, meter=meter)
+    scrubber = Scrubber(secret_values(options))
+    gateway_scrubber = context.scrubber
+
+    def learn(credentials: Credentials) -> None:
+        """Rotated and temporary keys leave echoes and the gateway's outward strings as configured ones do."""
+        secrets = (credentials.secret_id, credentials.secret_key, credentials.token)
+        scrubber.add(secrets)
+        if gateway_scrubber is not None:
+            gateway_scrubber.add(secrets)
+
+    credentials = credential_provider(options.chain(), backend=name, meter=meter, on_new=learn)
     inner = ImsBackend(
         name=name,
         endpoint=ImsEndpoint(url=options.endpoint, region=options.region),
         auth=TC3Auth(credentials, service=SERVICE),
         transport=context.transport,
         tracer_provider=context.tracer_provider,
-        secrets=secret_values(options),
+        scrubber=scrubber,
     )
     return RekeyedBackend(inner, credentials)
 

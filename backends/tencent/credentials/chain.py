@@ -13,6 +13,7 @@ configured fails at start naming what to set (`SourceChoice` is what the options
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,14 @@ def credential_source(
 
 
 def credential_provider(
-    chain: ChainSettings, *, backend: str, meter: metrics.Meter | None = None
+    chain: ChainSettings,
+    *,
+    backend: str,
+    meter: metrics.Meter | None = None,
+    on_new: Callable[[Credentials], None] | None = None,
 ) -> CredentialProvider:
-    """Fixed credentials as they are, any other source behind a `RefreshingCredentials`."""
+    """Fixed credentials as they are, any other source behind a `RefreshingCredentials` (which tells
+    `on_new` of every credentials it loads after the first)."""
     source = credential_source(chain)
     if source is None:
         raise ValueError(f"the tencent backend {backend!r} has no credential source configured")
@@ -75,4 +81,4 @@ def credential_provider(
         return source
     # What start-up validation already read from the files is the first credentials held.
     initial = chain.given if isinstance(source, KeyFiles) else None
-    return RefreshingCredentials(source, backend=backend, meter=meter, initial=initial)
+    return RefreshingCredentials(source, backend=backend, meter=meter, initial=initial, on_new=on_new)

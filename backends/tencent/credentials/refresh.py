@@ -67,13 +67,17 @@ class RefreshingCredentials:
         meter: metrics.Meter | None = None,
         initial: Credentials | None = None,
         clock: Callable[[], float] = time.time,
+        on_new: Callable[[Credentials], None] | None = None,
     ) -> None:
-        """`initial`: credentials already read (at start-up validation) from the source as it is now."""
+        """`initial`: credentials already read (at start-up validation) from the source as it is now.
+        `on_new` is told of every credentials loaded after those, before any request is signed with them
+        (so that scrubbers learn the new secrets)."""
         self._source = source
         self._backend = backend
         self._metrics = CredentialMetrics(meter or metrics.NoOpMeter("moderation-gateway"))
         self._attributes = {"moderation.backend": backend, "moderation.credential_source": source.name}
         self._clock = clock
+        self._on_new = on_new
         self._current = initial
         self._version: Hashable = source.version() if initial is not None else None
         # When the held credentials are next renewed; None: only when the source changes.
@@ -196,6 +200,8 @@ class RefreshingCredentials:
             self._renew_at = self._renewal_again(loaded)
         else:
             first = self._current is None
+            if self._on_new is not None:
+                self._on_new(loaded)
             self._current = loaded
             self._renew_at = self._first_renewal(loaded)
             self._metrics.rotations.add(1, self._attributes)
