@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,12 +24,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_service(
-    emulator: ImsEmulator, port: int, *, launcher: Sequence[str] = (), **extra: str
-) -> subprocess.Popen[str]:
+def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
     return spawn_service(
         port,
-        launcher=launcher,
         TENCENTCLOUD_SECRET_ID=SECRET_ID,
         TENCENTCLOUD_SECRET_KEY=SECRET_KEY,
         IMS_ENDPOINT=emulator.url,
@@ -39,12 +35,11 @@ def start_service(
     )
 
 
-def spawn_service(port: int, *, launcher: Sequence[str] = (), **settings: str) -> subprocess.Popen[str]:
-    """`python -m service` on `port` with only `settings` (and PATH) in its environment, run by
-    `launcher` (a command that runs the rest of its arguments, such as faketime) if given; the verdict
+def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
+    """`python -m service` on `port` with only `settings` (and PATH) in its environment; the verdict
     cache off unless `settings` turn it on (most tests count the backend's calls of one image)."""
     return subprocess.Popen(
-        [*launcher, sys.executable, "-m", "service"],
+        [sys.executable, "-m", "service"],
         env={
             "PATH": os.environ["PATH"],
             "MODERATION_LISTEN": f"127.0.0.1:{port}",

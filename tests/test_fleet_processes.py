@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -39,16 +40,16 @@ def limited_emulator() -> Iterator[ImsEmulator]:
 
 @contextlib.asynccontextmanager
 async def replica(
-    emulator: ImsEmulator, redis_url: str, *, launcher: Sequence[str] = ()
+    emulator: ImsEmulator, redis_url: str, **extra: str
 ) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     process = start_service(
         emulator,
         port,
-        launcher=launcher,
         IMS_QPS=str(BUDGET),
         MODERATION_REDIS_URL=redis_url,
         MODERATION_LOG_FORMAT="text",
+        **extra,
     )
     try:
         async with open_channel(f"127.0.0.1:{port}") as channel:
@@ -136,9 +137,10 @@ async def test_redis_down_then_restarted_empty_answers_everything_once(
         assert output.count("back on the fleet's schedule") == 1
 
 
-# Debian's faketime: the replica's wall clock 7 s ahead, and its monotonic clock (the event loop's)
-# hours off, as libfaketime moves both.
-SKEWED = ("faketime", "-f", "+7s")
+# Debian's libfaketime, preloaded into the replica itself (the `faketime` wrapper would stand between
+# the test and the process it must stop): its wall clock 7 s ahead, its monotonic clock (the event
+# loop's) hours off, as libfaketime moves both.
+SKEWED = {"LD_PRELOAD": "/usr/$LIB/faketime/libfaketime.so.1", "FAKETIME": "+7s"}
 
 
 async def test_a_replica_whose_clock_is_seconds_off_keeps_to_the_one_budget(
@@ -146,7 +148,8 @@ async def test_a_replica_whose_clock_is_seconds_off_keeps_to_the_one_budget(
 ) -> None:
     skew = await asyncio.to_thread(
         subprocess.run,
-        [*SKEWED, sys.executable, "-c", "import time; print(time.time())"],
+        [sys.executable, "-c", "import time; print(time.time())"],
+        env={"PATH": os.environ["PATH"], **SKEWED},
         capture_output=True,
         text=True,
         check=True,
@@ -154,7 +157,7 @@ async def test_a_replica_whose_clock_is_seconds_off_keeps_to_the_one_budget(
     assert float(skew.stdout) - time.time() > 6  # the launcher really moves the replica's clock
     async with (
         replica(limited_emulator, redis.url) as (_, honest),
-        replica(limited_emulator, redis.url, launcher=SKEWED) as (_, skewed),
+        replica(limited_emulator, redis.url, **SKEWED) as (_, skewed),
     ):
         limited_emulator.reset_stats()
         results = await asyncio.gather(stream(honest), stream(skewed))
