@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import httpx
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 
 from backends.base import Backend
 from backends.options import Declared
@@ -22,7 +22,6 @@ OptionsT = TypeVar("OptionsT", bound=Declared)
 class BuildContext:
     """What the gateway lends every backend it builds."""
 
-    tracer_provider: trace.TracerProvider | None = None
     # Where a backend's own instruments go (the gateway's /metrics); None: they count nowhere.
     meter_provider: metrics.MeterProvider | None = None
     # Tests route a backend's HTTP through their own transport; None means the backend's own pool.

@@ -20,7 +20,6 @@ from typing import Literal, Self
 import aiohttp
 import certifi
 import httpx
-from opentelemetry import trace
 from pydantic import Field, FilePath, model_validator
 
 from backends.base import Backend
@@ -100,9 +99,7 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
-def private_backend(
-    settings: PrivateSettings, *, name: str = "private", tracer_provider: trace.TracerProvider | None = None
-) -> ImsBackend:
+def private_backend(settings: PrivateSettings, *, name: str = "private") -> ImsBackend:
     """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded."""
     auth: httpx.Auth | None = None
     # PrivateSettings has tied credentials to auth "tc3" and a token to "bearer".
@@ -124,7 +121,6 @@ def private_backend(
         endpoint=endpoint,
         auth=auth,
         transport=transport,
-        tracer_provider=tracer_provider,
         scrubber=Scrubber(secrets),
     )
 
@@ -246,7 +242,7 @@ class PrivateOptions(Declared):
 
 
 def _build(name: str, options: PrivateOptions, context: BuildContext) -> Backend:
-    return private_backend(options.settings(), name=name, tracer_provider=context.tracer_provider)
+    return private_backend(options.settings(), name=name)
 
 
 PRIVATE = BackendType(

@@ -25,9 +25,7 @@ async def serve() -> None:
     except OSError as exc:
         raise PortInUseError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}") from None
     try:
-        backends = build_backends(
-            settings, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
-        )
+        backends = build_backends(settings, meter_provider=telemetry.meter_provider)
     except ValueError as exc:
         telemetry.shutdown()
         raise ConfigError([str(exc)]) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 
 from backends.base import Backend
 from backends.plugin import BuildContext
@@ -18,12 +18,10 @@ def build_backends(
     settings: Settings,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> list[Backend]:
     """Every backend the settings name: those of the routing file, or the one of MODERATION_BACKEND."""
     context = BuildContext(
-        tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         transport=transport,
         scrubber=scrub.outward(),
@@ -35,9 +33,8 @@ def build_backend(
     settings: Settings,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    tracer_provider: trace.TracerProvider | None = None,
 ) -> Backend:
     """The one backend of a gateway without a routing file."""
     if len(settings.backends) != 1:
         raise ValueError(f"expected one configured backend, found {len(settings.backends)}")
-    return build_backends(settings, transport=transport, tracer_provider=tracer_provider)[0]
+    return build_backends(settings, transport=transport)[0]

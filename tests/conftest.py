@@ -72,8 +72,7 @@ async def make_gateway(emulator: ImsEmulator) -> AsyncIterator[GatewayFactory]:
 
     async def make(telemetry: Telemetry | None = None, **overrides: object) -> Gateway:
         settings = gateway_settings(emulator, **overrides)
-        tracer_provider = telemetry.tracer_provider if telemetry else None
-        gateway = build_server(settings, build_backend(settings, tracer_provider=tracer_provider), telemetry)
+        gateway = build_server(settings, build_backend(settings), telemetry)
         await gateway.start()
         started.append(gateway)
         return gateway

@@ -66,14 +66,11 @@ class ImsBackend:
         auth: httpx.Auth | None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = MAX_CONNECTIONS,
-        tracer_provider: trace.TracerProvider | None = None,
         scrubber: Scrubber | None = None,
     ) -> None:
         """`scrubber`: removes what `auth` sends (key id, key, token) from anything the endpoint echoes;
-        it grows as keys rotate in.
-
-        `tracer_provider` is unused (the plugins still pass it): no span is made here, the service's
-        attempt span is the request's CLIENT span and gets its HTTP attributes from `moderate`.
+        it grows as keys rotate in. No span is made here: the service's attempt span is the request's
+        CLIENT span and gets its HTTP attributes from `moderate`.
         """
         self._name = name
         self._endpoint = endpoint

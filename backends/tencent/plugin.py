@@ -206,7 +206,6 @@ def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
         endpoint=ImsEndpoint(url=options.endpoint, region=options.region),
         auth=TC3Auth(credentials, service=SERVICE),
         transport=context.transport,
-        tracer_provider=context.tracer_provider,
         scrubber=scrubber,
     )
     return RekeyedBackend(inner, credentials)

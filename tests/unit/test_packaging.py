@@ -18,3 +18,10 @@ def test_every_source_package_is_installed() -> None:
         for init in (ROOT / top).rglob("__init__.py")
     }
     assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
+
+
+def test_the_image_generates_code_with_the_pinned_grpcio_tools() -> None:
+    # The Dockerfile's throwaway tool environment repeats the pin; generated code must match the runtime.
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    (pin,) = (spec for spec in dev if spec.startswith("grpcio-tools"))
+    assert f"'{pin}'" in (ROOT / "Dockerfile").read_text()
