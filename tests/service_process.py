@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,12 +53,16 @@ def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
     )
 
 
-async def wait_serving(channel: grpc.aio.Channel) -> None:
+async def wait_serving(channel: grpc.aio.Channel, *, within: float = 60.0) -> None:
+    """Until health says SERVING; NOT_SERVING (models still loading) and refused connections alike wait
+    and ask again, up to `within` seconds."""
     health = health_pb2_grpc.HealthStub(channel)
-    for _ in range(100):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         try:
             if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == SERVING:
                 return
         except grpc.aio.AioRpcError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("the service never became SERVING")
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the service did not become SERVING within {within:.0f} s")
