@@ -45,7 +45,8 @@ EXCERPT_CHARS: Final = 64
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """`text` as printable ASCII (others escaped), cut to `limit` characters with a marker saying so."""
     shown = text.encode("ascii", "backslashreplace").decode("ascii")
-    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
     if len(shown) <= limit:
         return shown
     return f"{shown[: max(limit - 16, 0)]}...({len(text)} chars)"

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -20,7 +19,6 @@ import grpc
 from google.rpc import status_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from backends.scrub import LABEL, REQUEST_ID
 from service import scrub
@@ -28,7 +26,7 @@ from service.auth import CALLER
 from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
 from service.governor import Priority
 from service.logs import log_access
-from service.telemetry import Metrics
+from service.telemetry import DictCounter, Labels, Metrics
 
 __all__ = [
     "CODE_NAMES",
@@ -50,16 +48,13 @@ CODE_NAMES: Final[Mapping[grpc.StatusCode, str]] = MappingProxyType({c: c.name f
 CODES_BY_VALUE: Final[Mapping[int, grpc.StatusCode]] = MappingProxyType(
     {c.value[0]: c for c in grpc.StatusCode}
 )
+# `PASS`, `REVIEW`, `BLOCK`, `UNSPECIFIED` by the enum's value: how logs and metric labels name them.
+SUGGESTION_NAMES: Final[Mapping[int, str]] = MappingProxyType(
+    {value: name.removeprefix("SUGGESTION_") for name, value in Suggestion.items()}
+)
 # Distinct biz_type label values of the cost metrics; later ones are counted as `other`, so a caller
 # sending made-up biz_types cannot grow the series without bound.
 MAX_BIZ_TYPE_LABELS = 200
-
-
-def _observe_counts(counts: Counter[tuple[str, str]]) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    def observe(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {label: value} if label else {}) for (label, value), n in counts.items()]
-
-    return observe
 
 
 class CostMetrics:
@@ -86,27 +81,38 @@ class CostMetrics:
             unit="{CNY}",
             description="Billed calls priced at IMS_PRICE_PER_10K, by backend, caller and biz_type",
         )
-        # The cache's own counts happen on every hit: counted in plain dicts and read when metrics are
-        # collected (an SDK counter's `add` costs about as much as the rest of a hit's cache work).
-        self._counts: dict[str, Counter[tuple[str, str]]] = {}
-        for name, description in (
-            ("moderation.cache.hits", "Answers from the verdict cache, by store"),
-            ("moderation.cache.misses", "Cache lookups that found no verdict (the backend was called)"),
-            (
-                "moderation.cache.coalesced",
-                "Answers shared from an identical request's call, by scope (process, fleet)",
-            ),
-            ("moderation.billed_calls_saved", "Backend calls not made: cache hits and coalesced answers"),
-            (
-                "moderation.cache.bypassed",
-                "Requests not looked up in the cache, by reason (user_fields, url, "
-                "store_unavailable: Redis unreachable or slow)",
-            ),
-        ):
-            counts = self._counts[name] = Counter()
-            meter.create_observable_counter(
-                name, callbacks=[_observe_counts(counts)], unit="{call}", description=description
-            )
+        # The cache's own counts happen on every hit.
+        self._hits = DictCounter(
+            meter,
+            "moderation.cache.hits",
+            unit="{call}",
+            description="Answers from the verdict cache, by store",
+        )
+        self._misses = DictCounter(
+            meter,
+            "moderation.cache.misses",
+            unit="{call}",
+            description="Cache lookups that found no verdict (the backend was called)",
+        )
+        self._coalesced = DictCounter(
+            meter,
+            "moderation.cache.coalesced",
+            unit="{call}",
+            description="Answers shared from an identical request's call, by scope (process, fleet)",
+        )
+        self._saved = DictCounter(
+            meter,
+            "moderation.billed_calls_saved",
+            unit="{call}",
+            description="Backend calls not made: cache hits and coalesced answers",
+        )
+        self._bypassed = DictCounter(
+            meter,
+            "moderation.cache.bypassed",
+            unit="{call}",
+            description="Requests not looked up in the cache, by reason (user_fields, url, "
+            "store_unavailable: Redis unreachable or slow)",
+        )
 
     def billed_call(self, backend: str, biz_type: str) -> None:
         # Labels as the issue names them (dashboards sum by them): no `moderation_` prefix here.
@@ -115,18 +121,18 @@ class CostMetrics:
         self._cost.add(self._price_per_call, labels)
 
     def hit(self, store: str) -> None:
-        self._counts["moderation.cache.hits"]["moderation.store", store] += 1
-        self._counts["moderation.billed_calls_saved"]["", ""] += 1
+        self._hits.add((("moderation.store", store),))
+        self._saved.add(())
 
     def coalesced(self, scope: str) -> None:
-        self._counts["moderation.cache.coalesced"]["moderation.scope", scope] += 1
-        self._counts["moderation.billed_calls_saved"]["", ""] += 1
+        self._coalesced.add((("moderation.scope", scope),))
+        self._saved.add(())
 
     def miss(self) -> None:
-        self._counts["moderation.cache.misses"]["", ""] += 1
+        self._misses.add(())
 
     def bypassed(self, reason: str) -> None:
-        self._counts["moderation.cache.bypassed"]["moderation.reason", reason] += 1
+        self._bypassed.add((("moderation.reason", reason),))
 
     def _biz_type_label(self, biz_type: str) -> str:
         label = scrub.outward().excerpt(biz_type)
@@ -191,16 +197,24 @@ def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attri
 
 
 def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, object]:
-    """A unary call's access-log fields beyond method, code and duration."""
-    attributes = outcome_attributes(request, outcome)
+    """A unary call's access-log fields beyond method, code and duration: those of `outcome_attributes`
+    a log reader needs, built directly (this runs on every call, a cache hit's included)."""
+    scrubber = scrub.outward()
+    # The caller's, unvalidated when the request was refused.
+    data_id = scrubber.excerpt(request.data_id)
+    if not isinstance(outcome, ModerateImageResponse):
+        _, reason = code_and_reason(outcome)
+        backend = outcome.backend if isinstance(outcome, CallFailure) else ""
+        fields: dict[str, object] = {"backend": backend, "data_id": data_id, "backend_request_id": ""}
+        return {**fields, "suggestion": "", "attempts": 0, "reason": reason, "cached": False}
     return {
-        "backend": attributes.get("moderation.backend", ""),
-        # The caller's, unvalidated when the request was refused.
-        "data_id": scrub.outward().excerpt(request.data_id),
-        "backend_request_id": attributes.get("moderation.backend_request_id", ""),
-        "suggestion": attributes.get("moderation.suggestion", ""),
-        "attempts": attributes.get("moderation.attempts", 0),
-        "reason": attributes.get("moderation.error.reason", ""),
+        "backend": outcome.backend,
+        "data_id": data_id,
+        "backend_request_id": scrubber.token(outcome.request_id, REQUEST_ID),
+        "suggestion": SUGGESTION_NAMES[outcome.suggestion],
+        "attempts": outcome.attempts,
+        "reason": "",
+        "cached": outcome.cached,
     }
 
 
@@ -262,21 +276,30 @@ class Observer:
             if not isinstance(outcome, ModerateImageResponse):
                 span.set_status(trace.StatusCode.ERROR, str(attributes["moderation.error.reason"]))
         code = status_code_name(outcome)
-        labels = {"rpc.method": method, "rpc.grpc.status_code": code, **_verdict_labels(outcome)}
+        suggestion, label = _verdict(outcome)
+        labels: Labels = (
+            ("rpc.method", method),
+            ("rpc.grpc.status_code", code),
+            ("moderation.suggestion", suggestion),
+            ("moderation.label", label),
+        )
         if caller:
-            labels["moderation.caller"] = caller
-        self._metrics.requests.add(1, labels)
+            labels += (("moderation.caller", caller),)
+        self._metrics.requests.add(labels)
         self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
 
 
-def _verdict_labels(outcome: Outcome) -> dict[str, str]:
-    """The verdict as metric labels (the label is one of IMS's words or `unrecognised`); empty on failure."""
+def _verdict(outcome: Outcome) -> tuple[str, str]:
+    """The suggestion and label as metric labels (the label is one of IMS's words or `unrecognised`);
+    both empty on failure."""
     if not isinstance(outcome, ModerateImageResponse):
-        return {"moderation.suggestion": "", "moderation.label": ""}
-    return {
-        "moderation.suggestion": Suggestion.Name(outcome.suggestion).removeprefix("SUGGESTION_"),
-        "moderation.label": scrub.outward().token(outcome.label, LABEL),
-    }
+        return "", ""
+    return SUGGESTION_NAMES[outcome.suggestion], scrub.outward().token(outcome.label, LABEL)
+
+
+def _verdict_labels(outcome: Outcome) -> dict[str, str]:
+    suggestion, label = _verdict(outcome)
+    return {"moderation.suggestion": suggestion, "moderation.label": label}
 
 
 def _log_failure(outcome: Outcome) -> None:

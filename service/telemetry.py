@@ -38,11 +38,36 @@ DEFAULT_SERVICE_NAME = "moderation-gateway"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20)
 
 
+# A counter's attributes as `DictCounter` keys them: (name, value) pairs, always in the same order.
+Labels: TypeAlias = tuple[tuple[str, str], ...]
+
+
+class DictCounter:
+    """A monotonic counter kept in a plain dict and read when metrics are collected.
+
+    For counts taken on every call: an SDK counter's `add` costs about 6 µs (measured), more than
+    the cache's whole lookup, while a dict increment costs a tenth of a microsecond.
+    """
+
+    def __init__(self, meter: metrics.Meter, name: str, *, unit: str, description: str) -> None:
+        self._counts: Counter[Labels] = Counter()
+        meter.create_observable_counter(name, callbacks=[self._observe], unit=unit, description=description)
+
+    def add(self, labels: Labels, amount: int = 1) -> None:
+        self._counts[labels] += amount
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Collection runs on the exporter's thread: `copy` is one step under the GIL, so the loop
+        # adding a new label set meanwhile cannot break the iteration.
+        return [Observation(count, dict(labels)) for labels, count in self._counts.copy().items()]
+
+
 class Metrics:
     """Every instrument the gateway records, documented in the README's metrics table."""
 
     def __init__(self, meter: metrics.Meter) -> None:
-        self.requests = meter.create_counter(
+        self.requests = DictCounter(
+            meter,
             "moderation.requests",
             unit="{image}",
             description="Images moderated, by RPC method, status code, suggestion and label",

@@ -61,6 +61,9 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, *, log_interval: float = LOG_INTERVAL) -> None:
         self._log = RateLimitedLog(log, "undecodable request bytes refused", interval=log_interval)
+        # Each method's handler as grpc found it, and its wrapper: built once, not on every call. Only
+        # registered methods are kept (an unknown one has no handler), so the map stays small.
+        self._wrappers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -69,7 +72,14 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
-        return None if handler is None else _wrapped(handler, method, self._refuse)
+        if handler is None:
+            return None
+        known = self._wrappers.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapper = _wrapped(handler, method, self._refuse)
+        self._wrappers[method] = (handler, wrapper)
+        return wrapper
 
     async def _refuse(
         self, context: grpc.aio.ServicerContext[Any, Any], method: str, messages_read: int | None

@@ -64,7 +64,15 @@ def test_a_result_records_its_verdict_and_who_answered() -> None:
         "suggestion": "BLOCK",
         "attempts": 2,
         "reason": "",
+        "cached": False,
     }
+
+
+def test_a_cache_hit_says_so_in_the_access_line() -> None:
+    hit = ModerateImageResponse()
+    hit.CopyFrom(RESULT)
+    hit.attempts, hit.cached = 0, True
+    assert access_fields(REQUEST, hit) == {**access_fields(REQUEST, RESULT), "attempts": 0, "cached": True}
 
 
 @pytest.mark.parametrize(
@@ -91,6 +99,7 @@ def test_a_failure_records_its_code_reason_and_backend(
         "suggestion": "",
         "attempts": 0,
         "reason": reason,
+        "cached": False,
     }
 
 
