@@ -81,36 +81,25 @@ class CostMetrics:
             unit="{CNY}",
             description="Billed calls priced at IMS_PRICE_PER_10K, by backend, caller and biz_type",
         )
+
         # The cache's own counts happen on every hit.
-        self._hits = DictCounter(
-            meter,
-            "moderation.cache.hits",
-            unit="{call}",
-            description="Answers from the verdict cache, by store",
+        def calls(name: str, description: str) -> DictCounter:
+            return DictCounter(meter, name, unit="{call}", description=description)
+
+        self._hits = calls("moderation.cache.hits", "Answers from the verdict cache, by store")
+        self._misses = calls(
+            "moderation.cache.misses", "Cache lookups that found no verdict (the backend was called)"
         )
-        self._misses = DictCounter(
-            meter,
-            "moderation.cache.misses",
-            unit="{call}",
-            description="Cache lookups that found no verdict (the backend was called)",
-        )
-        self._coalesced = DictCounter(
-            meter,
+        self._coalesced = calls(
             "moderation.cache.coalesced",
-            unit="{call}",
-            description="Answers shared from an identical request's call, by scope (process, fleet)",
+            "Answers shared from an identical request's call, by scope (process, fleet)",
         )
-        self._saved = DictCounter(
-            meter,
-            "moderation.billed_calls_saved",
-            unit="{call}",
-            description="Backend calls not made: cache hits and coalesced answers",
+        self._saved = calls(
+            "moderation.billed_calls_saved", "Backend calls not made: cache hits and coalesced answers"
         )
-        self._bypassed = DictCounter(
-            meter,
+        self._bypassed = calls(
             "moderation.cache.bypassed",
-            unit="{call}",
-            description="Requests not looked up in the cache, by reason (user_fields, url, "
+            "Requests not looked up in the cache, by reason (user_fields, url, "
             "store_unavailable: Redis unreachable or slow)",
         )
 
