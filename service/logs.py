@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 
 from backends.scrub import REDACTED, Scrubber
@@ -24,6 +25,16 @@ from service.auth import CALLER
 __all__ = ["REDACTED", "JsonFormatter", "RedactSecrets", "TraceContext", "configure_logging", "log_access"]
 
 access_log = logging.getLogger("moderation.access")
+_stdlib_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def _encode(entry: dict[str, Any]) -> str:
+    """One JSON line; what orjson refuses (a non-string key, an integer past 64 bits) goes through the
+    standard library's encoder instead, so a line is never lost to its content."""
+    try:
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return _stdlib_encode(entry)
 
 
 class RedactSecrets(logging.Filter):
@@ -62,9 +73,6 @@ class TraceContext(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    # One encoder for every line (`json.dumps` would build one per call when given options).
-    _encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
-
     def __init__(self) -> None:
         super().__init__()
         # The last second formatted, and its ISO 8601 text up to the fraction: lines come in bursts.
@@ -98,7 +106,7 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return self._encode(entry)
+        return _encode(entry)
 
 
 class RateLimitedLog:

@@ -51,18 +51,19 @@ async def cache_key(
         image = b"url:" + request.url.encode()
     else:
         image = b"content:" + await _content_digest(request.content)
-    parts = (
+    # A tuple's repr spells each field unambiguously (strings and bytes quoted and escaped), so no two
+    # sets of fields give the same text; one call instead of encoding each field.
+    fields = (
         policy.version,
-        ",".join(chain),
+        chain,
         request.biz_type,
-        str(request.type),
+        request.type,
         request.biz_tag,
-        str(request.interval),
-        str(request.max_frames),
+        request.interval,
+        request.max_frames,
+        image,
     )
-    # Length-prefixed, so no two different sets of fields can spell the same bytes.
-    fields = b"".join(len(p).to_bytes(4, "big") + p for p in (*(p.encode() for p in parts), image))
-    return hashlib.sha256(fields).hexdigest()
+    return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
 async def _content_digest(content: bytes) -> bytes:

@@ -52,3 +52,8 @@ def test_a_line_without_secrets_is_left_as_it_was() -> None:
     before = JsonFormatter().format(clean)
     assert RedactSecrets([SECRET]).filter(clean)
     assert JsonFormatter().format(clean) == before
+
+
+def test_fields_any_encoder_refuses_still_make_a_line() -> None:
+    line = json.loads(JsonFormatter().format(record("m", big=2**70, nested={1: "one"}, kind=ValueError("x"))))
+    assert (line["big"], line["nested"], line["kind"]) == (2**70, {"1": "one"}, "x")
