@@ -7,9 +7,9 @@ process (800 ms, 100 requests/s strict sliding second), whose counters say what 
 answer is checked against the verdict the emulator's marker in that image asks for. The same stream
 again with `MODERATION_CACHE=off` is the baseline for the wall time.
 
-Hit path: closed-loop unary calls of one cached image on a gateway (`MODERATION_CACHE=memory`), in
-turns with a bare grpc.aio server answering the same messages (`bench.cache_echo`), the gateway's CPU
-read from /proc.
+Hit path: closed-loop unary calls of one cached image on a gateway (`MODERATION_CACHE=memory`, on its
+default uvloop), the same gateway on the asyncio loop, and a bare grpc.aio server answering the same
+messages (`bench.cache_echo`, on asyncio), in turns; the gateways' CPU read from /proc.
 """
 
 from __future__ import annotations
@@ -126,26 +126,46 @@ class StreamPhase:
         return errors + (self.items - answered) + sum(s.call_error is not None for s in self.streams)
 
 
+# The hit path's targets: the gateway as it runs by default (MODERATION_EVENT_LOOP=uvloop), the gateway
+# on the standard library's loop (the same loop as the yardstick), and the bare grpc.aio yardstick.
+GATEWAY, ON_ASYNCIO, ECHO = "gateway", "gateway on asyncio", "bare server"
+
+
+@dataclass
+class Served:
+    calls: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_call(self) -> float:
+        return self.cpu / self.calls if self.calls else 0.0
+
+
 @dataclass(frozen=True)
 class HitPath:
-    gateway_calls: int
-    gateway_seconds: float
-    gateway_cpu: float
-    echo_calls: int
-    echo_seconds: float
+    served: dict[str, Served]
     failures: int
 
     @property
     def gateway_rate(self) -> float:
-        return self.gateway_calls / self.gateway_seconds
+        return self.served[GATEWAY].rate
+
+    @property
+    def asyncio_rate(self) -> float:
+        return self.served[ON_ASYNCIO].rate
 
     @property
     def echo_rate(self) -> float:
-        return self.echo_calls / self.echo_seconds
+        return self.served[ECHO].rate
 
     @property
     def cpu_per_hit(self) -> float:
-        return self.gateway_cpu / self.gateway_calls
+        return self.served[GATEWAY].cpu_per_call
 
 
 @dataclass(frozen=True)
@@ -216,13 +236,15 @@ async def _stream_phase(
 
 async def _hit_path(sizes: Sizes, credentials: Credentials, progress: Callable[[str], None]) -> HitPath:
     image = make_png(64, 64, "IMSEMU:Review:Terror:Knife:93")
+    hit_settings = {"MODERATION_CACHE": "memory", "IMS_QPS": "100000"}
     with (
         processes.emulator(credentials, latency=0.0, qps=None) as emulator,
+        processes.gateway(credentials, emulator.address, **hit_settings) as gateway,
         processes.gateway(
-            credentials, emulator.address, MODERATION_CACHE="memory", IMS_QPS="100000"
-        ) as gateway,
+            credentials, emulator.address, **hit_settings, MODERATION_EVENT_LOOP="asyncio"
+        ) as on_asyncio,
     ):
-        async with open_channel(gateway.address) as channel:
+        async with open_channel(gateway.address) as channel, open_channel(on_asyncio.address) as other:
             # The first call fills the cache; its answer, as a hit gives it, is what the echo server sends.
             first = await stub(channel).ModerateImage(ModerateImageRequest(content=image), timeout=10)
             hit: ModerateImageResponse = await stub(channel).ModerateImage(
@@ -230,50 +252,45 @@ async def _hit_path(sizes: Sizes, credentials: Credentials, progress: Callable[[
             )
             assert hit.cached
             assert hit.request_id == first.request_id
+            await stub(other).ModerateImage(ModerateImageRequest(content=image), timeout=10)
             port = processes.free_port()
             with processes.worker(
                 ["bench.cache_echo", str(port), hit.SerializeToString().hex()], "ready"
             ) as _:
                 async with open_channel(f"127.0.0.1:{port}") as echo_channel:
-                    return await _alternate(
-                        sizes, gateway, stub(channel), stub(echo_channel), image, progress
-                    )
+                    targets = {
+                        GATEWAY: (stub(channel), gateway),
+                        ON_ASYNCIO: (stub(other), on_asyncio),
+                        ECHO: (stub(echo_channel), None),
+                    }
+                    return await _alternate(sizes, targets, image, progress)
 
 
 async def _alternate(
     sizes: Sizes,
-    gateway: Running,
-    gateway_stub: Stub,
-    echo_stub: Stub,
+    targets: dict[str, tuple[Stub, Running | None]],
     image: bytes,
     progress: Callable[[str], None],
 ) -> HitPath:
-    totals = {"gateway": [0, 0.0], "echo": [0, 0.0]}
+    """Each target in turn, window by window, the order reversed every round so a drift weighs on all
+    alike; a gateway's CPU read from /proc around its own windows."""
+    served = {name: Served() for name in targets}
     failures = 0
-    cpu = 0.0
-    # Warm-up on both, then gateway, echo, echo, gateway, ...: a drift weighs on both alike.
-    for target in (gateway_stub, echo_stub):
+    for target, _ in targets.values():
         await closed_loop(target, image, HIT_CONCURRENCY, 1.0)
     progress(f"cache: hit path, {sizes.hit_rounds} rounds of {sizes.hit_window:.0f} s per server")
+    names = list(targets)
     for round_number in range(sizes.hit_rounds):
-        order = ("gateway", "echo") if round_number % 2 == 0 else ("echo", "gateway")
-        for name in order:
-            target = gateway_stub if name == "gateway" else echo_stub
-            before = gateway.cpu_seconds()
+        for name in names if round_number % 2 == 0 else reversed(names):
+            target, process = targets[name]
+            before = process.cpu_seconds() if process else 0.0
             calls, failed, seconds = await closed_loop(target, image, HIT_CONCURRENCY, sizes.hit_window)
-            if name == "gateway":
-                cpu += gateway.cpu_seconds() - before
-            totals[name][0] += calls
-            totals[name][1] += seconds
+            tally = served[name]
+            tally.cpu += (process.cpu_seconds() - before) if process else 0.0
+            tally.calls += calls
+            tally.seconds += seconds
             failures += failed
-    return HitPath(
-        int(totals["gateway"][0]),
-        totals["gateway"][1],
-        cpu,
-        int(totals["echo"][0]),
-        totals["echo"][1],
-        failures,
-    )
+    return HitPath(served, failures)
 
 
 async def measure(sizes: Sizes, number: int, progress: Callable[[str], None]) -> CacheResult:

@@ -39,7 +39,8 @@ def _header(sizes: Sizes) -> str:
             "marker asks of the emulator",
             f"hit path: {cache.HIT_CONCURRENCY} unary calls in flight on one cached image, "
             f"{sizes.hit_rounds} x {sizes.hit_window:.0f} s windows each on the gateway "
-            "(MODERATION_CACHE=memory) and a bare grpc.aio server sending the same answer, alternating",
+            "(MODERATION_CACHE=memory, on its default uvloop), the same gateway on the asyncio loop, and "
+            "a bare grpc.aio server (asyncio) sending the same answer, alternating",
         ]
     )
 
@@ -69,6 +70,12 @@ def figures(sizes: Sizes) -> list[Figure[CacheResult]]:
             ">= 70 %",
             lambda v: v >= 0.70,
         ),
+        Figure("hit path: gateway on asyncio calls/s", "/s", lambda r: r.hits.asyncio_rate),
+        Figure(
+            "hit path: gateway on asyncio / bare server",
+            "%",
+            lambda r: ratio(r.hits.asyncio_rate, r.hits.echo_rate),
+        ),
         Figure("hit path: gateway CPU per hit", "ms", lambda r: r.hits.cpu_per_hit),
         Figure("load average (1 min) at the start of the run", ".1", lambda r: r.load[0]),
     ]
@@ -94,10 +101,13 @@ def run_details(number: int, result: CacheResult) -> str:
             f"run {number}:",
             _phase_line(result.cached),
             _phase_line(result.uncached),
-            f"  hit path: gateway {hits.gateway_calls} calls in {hits.gateway_seconds:.1f} s "
-            f"({hits.gateway_rate:.0f}/s, {hits.cpu_per_hit * 1000:.2f} ms CPU each), bare server "
-            f"{hits.echo_calls} in {hits.echo_seconds:.1f} s ({hits.echo_rate:.0f}/s), "
-            f"{hits.failures} failed",
+            "  hit path: "
+            + ", ".join(
+                f"{name} {s.calls} calls in {s.seconds:.1f} s ({s.rate:.0f}/s"
+                + (f", {s.cpu_per_call * 1000:.2f} ms CPU each)" if s.cpu else ")")
+                for name, s in hits.served.items()
+            )
+            + f", {hits.failures} failed",
             f"  load average (1 min): {result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end",
         ]
     )

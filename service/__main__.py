@@ -8,17 +8,18 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from service.factory import build_backends
 from service.logs import configure_logging
 from service.server import PortInUseError, build_server
-from service.settings import ConfigError, load_settings
+from service.settings import ConfigError, Settings, load_settings
 from service.telemetry import setup_telemetry
 
 log = logging.getLogger("service")
 
 
-async def serve() -> None:
-    settings = load_settings()
+async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.secrets, json_format=settings.log_json)
     try:
         telemetry = setup_telemetry(metrics_listen=settings.metrics_listen)
@@ -46,10 +47,11 @@ async def serve() -> None:
     gc.collect()
     gc.freeze()
     log.info(
-        "serving moderation.v1.ModerationService on %s (port %d), backends %s",
+        "serving moderation.v1.ModerationService on %s (port %d), backends %s, on the %s event loop",
         settings.listen,
         gateway.port,
         ", ".join(b.name for b in backends),
+        type(loop).__module__.partition(".")[0],
     )
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.0f s", settings.shutdown_grace)
@@ -59,7 +61,11 @@ async def serve() -> None:
 
 def main() -> int:
     try:
-        asyncio.run(serve())
+        # Read before the loop starts: they choose it.
+        settings = load_settings()
+        loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
     except ConfigError as exc:
         print(f"moderation gateway: {exc}", file=sys.stderr)
         return 2

@@ -73,9 +73,12 @@ def slow_emulator() -> Iterator[ImsEmulator]:
         yield emulator
 
 
-async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator) -> None:
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_loop: str) -> None:
     port = free_port()
-    process = start_service(slow_emulator, port, MODERATION_DRAIN_DELAY="0.5")
+    process = start_service(
+        slow_emulator, port, MODERATION_DRAIN_DELAY="0.5", MODERATION_EVENT_LOOP=event_loop
+    )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await wait_serving(channel)
@@ -97,6 +100,7 @@ async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator) -> Non
     finally:
         process.kill()
     assert returncode == 0, output
+    assert f"on the {event_loop} event loop" in output
     assert "shutting down" in output
     assert SECRET_KEY not in output
 
