@@ -50,7 +50,14 @@ async def cache_key(
             return Bypass.URL
         image = b"url:" + request.url.encode()
     else:
-        image = b"content:" + await _content_digest(request.content)
+        content = request.content
+        # Small images inline: awaiting a coroutine that never suspends still costs a frame per call.
+        digest = (
+            hashlib.sha256(content)
+            if len(content) <= HASH_OFF_LOOP_BYTES
+            else await asyncio.to_thread(hashlib.sha256, content)
+        )
+        image = b"content:" + digest.digest()
     # A tuple's repr spells each field unambiguously (strings and bytes quoted and escaped), so no two
     # sets of fields give the same text; one call instead of encoding each field.
     fields = (
@@ -64,9 +71,3 @@ async def cache_key(
         image,
     )
     return hashlib.sha256(repr(fields).encode()).hexdigest()
-
-
-async def _content_digest(content: bytes) -> bytes:
-    if len(content) > HASH_OFF_LOOP_BYTES:
-        return (await asyncio.to_thread(hashlib.sha256, content)).digest()
-    return hashlib.sha256(content).digest()
