@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,7 +182,7 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
         raise _error_from(error, request_id, scrubber)
     response = ModerateImageResponse()
     try:
-        _read(response, payload, scrubber, 0)
+        _read(response, payload, scrubber if _may_hold_secret(body, scrubber) else _NO_SECRETS, 0)
     except (ValueError, TypeError, OverflowError):
         # Neither the exception's text (it quotes the upstream's values) nor its name (internals).
         raise BackendError(
@@ -227,6 +227,13 @@ def _error_from(error: Any, request_id: str, scrubber: Scrubber) -> BackendError
     )
 
 
+def _may_hold_secret(body: bytes, scrubber: Scrubber) -> bool:
+    """Whether any string of `body` may hold one of `scrubber`'s secrets; when not, its strings are
+    read without being searched one by one. Exact only without escapes, which could spell a secret
+    that the raw bytes do not: a body with a backslash is searched string by string."""
+    return b"\\" in body or scrubber.holds_secret(body.decode("utf-8", "replace"))
+
+
 @functools.lru_cache(maxsize=1024)
 def _snake_key(key: str) -> str:
     """PascalCase to the proto's field names; cached, as the same few dozen keys come in every answer."""
@@ -256,6 +263,25 @@ def _fields(descriptor: Descriptor) -> dict[str, _Field]:
     }
 
 
+@functools.cache
+def _fields_by_key(descriptor: Descriptor) -> dict[str, _Field]:
+    """A message's fields by the JSON keys seen naming them (`LabelResults`), filled as they come."""
+    return {}
+
+
+# Spellings of field names `_fields_by_key` keeps per message type: IMS uses one each; an upstream
+# varying the case of every key gets the slower lookup, not an unbounded map.
+MAX_KEY_SPELLINGS = 256
+
+
+def _learn(descriptor: Hashable, known: dict[str, _Field], key: str) -> _Field | None:
+    """The field a key not seen before names, if any; remembered in `known` while there is room."""
+    field = _fields(descriptor).get(_snake_key(key))
+    if field is not None and len(known) < MAX_KEY_SPELLINGS:
+        known[key] = field
+    return field
+
+
 def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth: int) -> None:
     """Sets `message` from IMS JSON, by the proto's descriptors: keys to field names, suggestions to
     the enum, strings scrubbed. TypeError or ValueError for a value the field cannot hold.
@@ -263,11 +289,12 @@ def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth:
     Unknown fields are skipped but held to `MAX_NESTING` levels, as everything the gateway reads:
     IMS answers nest five deep, a hostile one could nest thousands deep.
     """
-    fields = _fields(message.DESCRIPTOR)
+    descriptor = message.DESCRIPTOR
+    known = _fields_by_key(descriptor)
     for key, value in document.items():
         if value is None:
             continue
-        field = fields.get(_snake_key(key))
+        field = known.get(key) or _learn(descriptor, known, key)
         if field is None:
             _check_nesting(value, depth + 1)
         elif field.repeated:

@@ -19,6 +19,7 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
+from backends.scrub import REDACTED, Scrubber
 from backends.tencent.wire import parse_response, request_body
 from service.errors import KIND_POLICIES
 
@@ -367,3 +368,28 @@ def test_an_unreadable_answer_is_described_without_internal_names(body: bytes, w
     assert words in caught.value.message
     assert "Error" not in caught.value.message
     assert caught.value.kind is Kind.UNAVAILABLE
+
+
+ECHOED_SECRET = "AKIDechoedKeyId0123"
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        ECHOED_SECRET,
+        # JSON escapes spell the same string with other bytes: the raw body holds no secret.
+        "".join(f"\\u{ord(c):04x}" for c in ECHOED_SECRET),
+        "\\/" + ECHOED_SECRET,
+    ],
+)
+def test_an_echoed_secret_is_scrubbed_however_the_json_spells_it(spelled: str) -> None:
+    body = (
+        '{"Response": {"Suggestion": "Pass", "RequestId": "r", "FileMD5": "ok", "Extra": "key '
+        + spelled
+        + '"}}'
+    ).encode()
+    result = parse_response(body, Scrubber([ECHOED_SECRET]))
+    assert ECHOED_SECRET not in str(result)
+    assert result.file_md5 == "ok"
+    assert result.extra.startswith("key ")
+    assert result.extra.endswith(REDACTED)
