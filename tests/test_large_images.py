@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
@@ -44,3 +46,19 @@ async def test_a_large_image_is_signed_off_the_loop_and_verified(
         )
     assert result.suggestion == Suggestion.SUGGESTION_PASS
     assert hops == (["next"] if threaded else [])
+
+
+async def test_a_finished_call_lets_go_of_its_body_without_the_collector(gateway: Gateway) -> None:
+    # httpx ties a streamed response to its stream in a cycle; left alone, each request (a large image's
+    # body in it) would live until a full collection, and a stream of large images would pile them up.
+    async with open_channel(gateway) as channel:
+        stub = moderation_service_pb2_grpc.ModerationServiceStub(channel)
+        await stub.ModerateImage(ModerateImageRequest(content=jpeg_of(2_000_000)), timeout=30)
+        gc.collect()
+        gc.disable()
+        try:
+            await stub.ModerateImage(ModerateImageRequest(content=jpeg_of(2_000_000)), timeout=30)
+            alive = [o for o in gc.get_objects() if isinstance(o, (httpx.Request, httpx.Response))]
+        finally:
+            gc.enable()
+    assert alive == []

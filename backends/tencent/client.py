@@ -11,7 +11,8 @@ semantic-convention attributes, when it is sampled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -117,9 +118,7 @@ class ImsBackend:
                 upstream_code="RequestSizeLimitExceeded",
             )
         try:
-            async with self._client.stream(
-                "POST", self._endpoint.url, content=body, timeout=httpx.Timeout(timeout)
-            ) as response:
+            async with _exchange(self._client, self._endpoint.url, body, timeout) as response:
                 if span.is_recording():
                     span.set_attribute("http.response.status_code", response.status_code)
                 if response.status_code != 200:
@@ -201,6 +200,30 @@ class SignsLargeBodiesOffLoop(httpx.Auth):
                 signed = steps.send(response)
             except StopIteration:
                 return
+
+
+# What a finished response's stream becomes (see `_exchange`).
+_SPENT = httpx.ByteStream(b"")
+
+
+@contextlib.asynccontextmanager
+async def _exchange(
+    client: httpx.AsyncClient, url: str, body: bytes, timeout: float
+) -> AsyncIterator[httpx.Response]:
+    """`client.stream` of one POST, the response then let go of at once.
+
+    httpx ties a streamed response and its stream in a reference cycle, so each finished exchange, the
+    request's body with it, waited for the collector's next full pass: 23 bodies of 6.7 MB were alive
+    where 13 calls were in flight (measured, streaming 5 MB images). Replacing the stream once the
+    response is closed breaks the cycle, and the body goes when the call returns.
+    """
+    response = None
+    try:
+        async with client.stream("POST", url, content=body, timeout=httpx.Timeout(timeout)) as response:
+            yield response
+    finally:
+        if response is not None:
+            response.stream = _SPENT
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
