@@ -72,6 +72,9 @@ class Admission:
         self._max_calls = max_calls
         self._per_caller = per_caller
         self._metrics = metrics
+        # Built once: under a flood every call gets one of these (and nothing in them changes).
+        self._server_full = _Refusal(errors.over_capacity_status(max_calls, per_caller=False))
+        self._caller_full = _Refusal(errors.over_capacity_status(per_caller, per_caller=True))
         self._calls = 0
         # Only callers with a call in flight have an entry, so the map is bounded by `max_calls`.
         self._bulkheads: dict[str, _Bulkhead] = {}
@@ -80,9 +83,9 @@ class Admission:
         """The call's ticket, or the status refusing it (already logged and counted)."""
         bulkhead = self._bulkheads.get(key)
         if self._calls >= self._max_calls:
-            return self._refused(method, errors.over_capacity_status(self._max_calls, per_caller=False))
+            return self._refused(method, self._server_full)
         if bulkhead is not None and bulkhead.calls >= self._per_caller:
-            return self._refused(method, errors.over_capacity_status(self._per_caller, per_caller=True))
+            return self._refused(method, self._caller_full)
         if bulkhead is None:
             bulkhead = self._bulkheads[key] = _Bulkhead(asyncio.Semaphore(self._per_caller))
         bulkhead.calls += 1
@@ -97,15 +100,20 @@ class Admission:
             # Its items are all answered: they belong to its calls, which have all ended.
             del self._bulkheads[key]
 
-    def _refused(self, method: str, status: status_pb2.Status) -> status_pb2.Status:
-        reason = _reason(status)
-        self._metrics.admission_refusals.add(1, {"rpc.method": method, "moderation.error.reason": reason})
+    def _refused(self, method: str, refusal: _Refusal) -> status_pb2.Status:
+        reason = refusal.reason
+        self._metrics.admission_refusals.add((("rpc.method", method), ("moderation.error.reason", reason)))
         log_access(method, RESOURCE_EXHAUSTED, 0.0, reason=reason)
-        return status
+        return refusal.status
 
 
-def _reason(status: status_pb2.Status) -> str:
-    """The `ErrorInfo` reason the status carries (its first detail, as every gateway status has)."""
-    info = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(info)
-    return str(info.reason)
+@dataclass(frozen=True)
+class _Refusal:
+    status: status_pb2.Status
+    reason: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The `ErrorInfo` reason the status carries (its first detail, as every gateway status has).
+        info = error_details_pb2.ErrorInfo()
+        self.status.details[0].Unpack(info)
+        object.__setattr__(self, "reason", str(info.reason))

@@ -103,7 +103,9 @@ class Metrics:
             unit="{call}",
             description="Calls refused because no slot could come before their deadline, by priority",
         )
-        self.admission_refusals = meter.create_counter(
+        # A flood's every call is refused: counted in a dict, as the requests are.
+        self.admission_refusals = DictCounter(
+            meter,
             "moderation.admission.refusals",
             unit="{call}",
             description="Calls refused on arrival, past the server's call cap or their caller's bulkhead, "
