@@ -33,6 +33,7 @@ from moderation.v1.moderation_service_pb2 import (
 
 from bench import processes
 from bench.client import error_label, open_channel, stub
+from bench.local_perf import Throughput
 from bench.processes import BUDGET_QPS, EMULATOR_LATENCY, Credentials, Running
 from bench.redis_server import redis_server
 from bench.telemetry_overhead import closed_loop
@@ -131,24 +132,10 @@ class StreamPhase:
 GATEWAY, ON_ASYNCIO, ECHO = "gateway", "gateway on asyncio", "bare server"
 
 
-@dataclass
-class Served:
-    calls: int = 0
-    seconds: float = 0.0
-    cpu: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-    @property
-    def cpu_per_call(self) -> float:
-        return self.cpu / self.calls if self.calls else 0.0
-
-
 @dataclass(frozen=True)
 class HitPath:
-    served: dict[str, Served]
+    # Each target's calls (one image each), seconds and, for a gateway, CPU.
+    served: dict[str, Throughput]
     failures: int
 
     @property
@@ -165,7 +152,7 @@ class HitPath:
 
     @property
     def cpu_per_hit(self) -> float:
-        return self.served[GATEWAY].cpu_per_call
+        return self.served[GATEWAY].cpu_per_image
 
 
 @dataclass(frozen=True)
@@ -274,7 +261,7 @@ async def _alternate(
 ) -> HitPath:
     """Each target in turn, window by window, the order reversed every round so a drift weighs on all
     alike; a gateway's CPU read from /proc around its own windows."""
-    served = {name: Served() for name in targets}
+    served = {name: Throughput() for name in targets}
     failures = 0
     for target, _ in targets.values():
         await closed_loop(target, image, HIT_CONCURRENCY, 1.0)
@@ -286,8 +273,8 @@ async def _alternate(
             before = process.cpu_seconds() if process else 0.0
             calls, failed, seconds = await closed_loop(target, image, HIT_CONCURRENCY, sizes.hit_window)
             tally = served[name]
-            tally.cpu += (process.cpu_seconds() - before) if process else 0.0
-            tally.calls += calls
+            tally.cpu_seconds += (process.cpu_seconds() - before) if process else 0.0
+            tally.images += calls
             tally.seconds += seconds
             failures += failed
     return HitPath(served, failures)

@@ -103,8 +103,8 @@ def run_details(number: int, result: CacheResult) -> str:
             _phase_line(result.uncached),
             "  hit path: "
             + ", ".join(
-                f"{name} {s.calls} calls in {s.seconds:.1f} s ({s.rate:.0f}/s"
-                + (f", {s.cpu_per_call * 1000:.2f} ms CPU each)" if s.cpu else ")")
+                f"{name} {s.images} calls in {s.seconds:.1f} s ({s.rate:.0f}/s"
+                + (f", {s.cpu_per_image * 1000:.2f} ms CPU each)" if s.cpu_seconds else ")")
                 for name, s in hits.served.items()
             )
             + f", {hits.failures} failed",

@@ -67,6 +67,10 @@ class Throughput:
     def cores(self) -> float:
         return self.cpu_seconds / self.seconds if self.seconds else 0.0
 
+    @property
+    def cpu_per_image(self) -> float:
+        return self.cpu_seconds / self.images if self.images else 0.0
+
 
 @dataclass
 class PerfResult:

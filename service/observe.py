@@ -193,9 +193,15 @@ def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, 
     data_id = scrubber.excerpt(request.data_id)
     if not isinstance(outcome, ModerateImageResponse):
         _, reason = code_and_reason(outcome)
-        backend = outcome.backend if isinstance(outcome, CallFailure) else ""
-        fields: dict[str, object] = {"backend": backend, "data_id": data_id, "backend_request_id": ""}
-        return {**fields, "suggestion": "", "attempts": 0, "reason": reason, "cached": False}
+        return {
+            "backend": outcome.backend if isinstance(outcome, CallFailure) else "",
+            "data_id": data_id,
+            "backend_request_id": "",
+            "suggestion": "",
+            "attempts": 0,
+            "reason": reason,
+            "cached": False,
+        }
     return {
         "backend": outcome.backend,
         "data_id": data_id,
