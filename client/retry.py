@@ -24,7 +24,7 @@ class RetryPolicy:
     max_backoff: float = 2.0
     multiplier: float = 2.0
     # The gateway asks for about 1 s; a longer RetryInfo is cut to this, whatever the server says.
-    max_server_delay: float = 10.0
+    max_server_delay: float = 5.0
 
     def backoff(self, retry: int) -> float:
         """Full jitter: uniform up to the exponential bound of the `retry`-th retry (1-based)."""

@@ -109,6 +109,10 @@ class HostileModeration(ModerationServiceServicer):
         self.streams += 1
         misbehaviour = self.misbehaviour
         if misbehaviour is Misbehaviour.DRAINS_FOREVER and self.streams == 1:
+            # Every item read and none answered, so the client sends them all again. Read to the end
+            # first: grpc.aio reports a status that ends a stream mid-write as INTERNAL.
+            async for _ in requests:
+                pass
             status = draining_status()
             trailers = ((STATUS_DETAILS_KEY, status.SerializeToString()),)
             await context.abort(grpc.StatusCode.UNAVAILABLE, status.message, trailers)
@@ -137,7 +141,6 @@ class HostileModeration(ModerationServiceServicer):
             if misbehaviour is Misbehaviour.ENDS_EARLY:
                 return
             index += 1
-
 
     async def BatchModerateImages(
         self, request: pb.BatchModerateImagesRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,43 @@
+"""The `moderate` command's output as it runs: rows or JSON lines on stdout, a progress bar on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tqdm import tqdm  # tqdm ships no type information
+
+from client.output import Outcome, Tally, json_record, table
+
+
+class Report:
+    """Shows each outcome: at once with --json, else as a table once all are in; tallies them.
+
+    The progress bar stays under the rows. The table waits for the last answer so that its columns
+    fit their contents and none is empty; it is printed even when the run is interrupted.
+    """
+
+    def __init__(self, images: int, *, json_lines: bool, progress: bool) -> None:
+        self.tally = Tally()
+        self._json = json_lines
+        self._outcomes: list[Outcome] = []
+        self._bar = tqdm(total=images, unit="image", file=sys.stderr, disable=not progress)
+
+    def add(self, outcome: Outcome) -> None:
+        self.tally.add(outcome.answer)
+        self._bar.update()  # first, so the bar redrawn under the row already counts it
+        if self._json:
+            self._write(json.dumps(json_record(outcome)))
+        else:
+            self._outcomes.append(outcome)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._outcomes:
+            self._write("\n".join(table(self._outcomes)))
+
+    @staticmethod
+    def _write(text: str) -> None:
+        # tqdm.write lifts the bar off the terminal first; flushing lets a pipe see each row at once.
+        tqdm.write(text, file=sys.stdout)
+        sys.stdout.flush()
