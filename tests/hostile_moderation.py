@@ -25,8 +25,7 @@ from moderation.v1.moderation_service_pb2_grpc import (
     ModerationServiceServicer,
     add_ModerationServiceServicer_to_server,
 )
-
-from client.errors import DOMAIN, SERVER_DRAINING, STATUS_DETAILS_KEY
+from moderation_client.errors import DOMAIN, SERVER_DRAINING, STATUS_DETAILS_KEY
 
 # A terminal escape (clear screen, red), a bell and a right-to-left override: raw, they rewrite the
 # terminal a table is shown on.

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moderation_client import cli
 
 from bench.fileserver import serve_files
-from client import cli
 from emulator import ImsEmulator
 from emulator.images import make_jpeg, make_png
 from service.server import Gateway
@@ -46,7 +46,7 @@ async def moderate(server: str, *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "client",
+        "moderation_client",
         *command,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from moderation_client import cli
 
-from client import cli
 from tests.hostile_moderation import ESCAPES, HostileServer, Misbehaviour, hostile_server
 from tests.test_cli import PASS_IMAGE, moderate, write
 

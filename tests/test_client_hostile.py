@@ -12,8 +12,14 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+from moderation_client import (
+    ModerationClient,
+    ModerationError,
+    RetryPolicy,
+    StreamResult,
+    SyncModerationClient,
+)
 
-from client import ModerationClient, ModerationError, RetryPolicy, StreamResult, SyncModerationClient
 from tests.hostile_moderation import HostileServer, Misbehaviour, hostile_server, hostile_server_thread
 
 IMAGES = [ModerateImageRequest(content=bytes([ord("a") + i]) * 64) for i in range(3)]

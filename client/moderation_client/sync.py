@@ -14,10 +14,10 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesRequest,
 )
 
-from client.errors import ModerationError, ServerUnreachable
-from client.health import HealthCheckRequest, status_name
-from client.settings import HEALTH_TIMEOUT, ClientBase
-from client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
+from moderation_client.errors import ModerationError, ServerUnreachable
+from moderation_client.health import HealthCheckRequest, status_name
+from moderation_client.settings import HEALTH_TIMEOUT, ClientBase
+from moderation_client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
 
 
 class SyncModerationClient(ClientBase):

@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from client.aio import ModerationClient
-from client.errors import ModerationError, ServerUnreachable
-from client.health import SERVING
-from client.output import BLOCK, ERROR, PASS, Failure, Outcome, printable, summary
-from client.settings import DEFAULT_TIMEOUT, HEALTH_TIMEOUT
-from client.stream import StreamResult
+from moderation_client.aio import ModerationClient
+from moderation_client.errors import ModerationError, ServerUnreachable
+from moderation_client.health import SERVING
+from moderation_client.output import BLOCK, ERROR, PASS, Failure, Outcome, printable, summary
+from moderation_client.settings import DEFAULT_TIMEOUT, HEALTH_TIMEOUT
+from moderation_client.stream import StreamResult
 
 if TYPE_CHECKING:
-    from client.report import Report
+    from moderation_client.report import Report
 
 Number = TypeVar("Number", int, float)
 
@@ -319,7 +319,7 @@ async def moderate_folder_images(
 
 async def run(options: Options, plan: Plan) -> int:
     # Imported here: the progress bar is the [cli] extra's, and `moderate health` must not need it.
-    from client.report import Report
+    from moderation_client.report import Report
 
     async with ModerationClient(
         options.server, timeout=options.call_timeout, stream_timeout=options.stream_timeout

@@ -25,7 +25,7 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
-from client.errors import ModerationError
+from moderation_client.errors import ModerationError
 
 # One item of the caller's input: a request (its correlation id is then its index, as text), or a
 # `(correlation_id, request)` pair.

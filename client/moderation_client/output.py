@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from google.protobuf.json_format import MessageToDict
 from moderation.v1.moderation_service_pb2 import ModerateImageResponse, Suggestion
 
-from client.errors import ModerationError
+from moderation_client.errors import ModerationError
 
 # The proto's own names, as the library, its text format and every other client print them.
 PASS = Suggestion.Name(Suggestion.SUGGESTION_PASS)

@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from client.errors import SERVER_DRAINING, ModerationError
+from moderation_client.errors import SERVER_DRAINING, ModerationError
 
 
 @dataclass(frozen=True)

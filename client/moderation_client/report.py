@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm  # tqdm ships no type information
 
-from client.output import Outcome, Tally, json_record, table
+from moderation_client.output import Outcome, Tally, json_record, table
 
 
 class Report:
