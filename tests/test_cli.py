@@ -142,6 +142,7 @@ async def test_an_error_outranks_a_review(server: str, tmp_path: Path) -> None:
     run = await moderate(server, str(review), str(broken))
     assert run.status == cli.EXIT_ERROR, run.stderr
     rows = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
+    assert list(rows) == [str(review), str(broken)]  # in the order given, whichever answered first
     assert rows[str(review)].split()[1:4] == ["SUGGESTION_REVIEW", "Terror", "Knife"]
     assert rows[str(broken)].split()[1:3] == ["ERROR", "INVALID_ARGUMENT:"]
     assert "2 images" in run.stderr

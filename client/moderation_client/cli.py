@@ -325,8 +325,8 @@ async def run(options: Options, plan: Plan) -> int:
         options.server, timeout=options.call_timeout, stream_timeout=options.stream_timeout
     ) as client:
         await wait_until_reachable(client)
-        images = len(plan.singles) + len(plan.streamed)
-        report = Report(images, json_lines=options.json_lines, progress=options.progress)
+        targets = [*plan.singles, *map(str, plan.streamed)]
+        report = Report(targets, json_lines=options.json_lines, progress=options.progress)
         limit = asyncio.Semaphore(options.concurrency)
         try:
             await asyncio.gather(

@@ -14,14 +14,16 @@ class Report:
     """Shows each outcome: at once with --json, else as a table once all are in; tallies them.
 
     The progress bar stays under the rows. The table waits for the last answer so that its columns
-    fit their contents and none is empty; it is printed even when the run is interrupted.
+    fit their contents and none is empty, and lists the images in the order of `targets` (as given,
+    each folder's sorted); it is printed even when the run is interrupted.
     """
 
-    def __init__(self, images: int, *, json_lines: bool, progress: bool) -> None:
+    def __init__(self, targets: list[str], *, json_lines: bool, progress: bool) -> None:
         self.tally = Tally()
         self._json = json_lines
+        self._order = {target: position for position, target in enumerate(targets)}
         self._outcomes: list[Outcome] = []
-        self._bar = tqdm(total=images, unit="image", file=sys.stderr, disable=not progress)
+        self._bar = tqdm(total=len(targets), unit="image", file=sys.stderr, disable=not progress)
 
     def add(self, outcome: Outcome) -> None:
         self.tally.add(outcome.answer)
@@ -34,7 +36,8 @@ class Report:
     def close(self) -> None:
         self._bar.close()
         if self._outcomes:
-            self._write("\n".join(table(self._outcomes)))
+            in_order = sorted(self._outcomes, key=lambda outcome: self._order[outcome.target])
+            self._write("\n".join(table(in_order)))
 
     @staticmethod
     def _write(text: str) -> None:

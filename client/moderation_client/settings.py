@@ -19,7 +19,7 @@ HEALTH_TIMEOUT = 5.0
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # The gRPC service config every channel uses (shipped for other languages' clients too): calls wait for
 # a connection instead of failing at once, per-method deadlines, and no retryPolicy, since a retried call
-# that reached IMS is billed again; the client's own retries (client.retry) know which were.
+# that reached IMS is billed again; the client's own retries (moderation_client.retry) know which were.
 SERVICE_CONFIG = (resources.files("moderation_client") / "service_config.json").read_text(encoding="utf-8")
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
