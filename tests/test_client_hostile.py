@@ -139,3 +139,11 @@ async def test_a_retry_delay_of_a_billion_seconds_is_capped(hostile: HostileServ
 
 def test_the_default_cap_is_seconds_not_years() -> None:
     assert 1.0 <= RetryPolicy().max_server_delay <= 10.0
+
+
+def test_the_blocking_client_reads_the_health_status(hostile_thread: HostileServer) -> None:
+    with SyncModerationClient(hostile_thread.address) as client:
+        assert client.health() == "SERVING"
+        with pytest.raises(ModerationError) as caught:
+            client.health("no.such.Service")
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
