@@ -17,7 +17,8 @@ reason the google.rpc.ErrorInfo reason, or null. An image the server never answe
 stderr gets the progress bar (when it is a terminal, or with --progress) and, for more than one
 image, a summary by suggestion, label and error code. Control characters are shown escaped.
 
-`moderate health` checks the server instead (grpc.health.v1; see `moderate health --help`).
+`moderate health` checks the server instead (grpc.health.v1; see `moderate health --help`); a file or
+folder named `health` is `./health`.
 
 exit status (the most severe outcome wins: BLOCK, then an error, then REVIEW):
   0  every image SUGGESTION_PASS (or there was nothing to moderate)
@@ -146,6 +147,7 @@ def _add_server(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="moderate",
+        usage="%(prog)s [options] TARGET [TARGET ...]\n       %(prog)s health [options]",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -235,7 +237,7 @@ def stream_answer(answer: StreamResult) -> ModerateImageResponse | Failure:
     return answer.result
 
 
-# --- output ---------------------------------------------------------------------------------------
+# --- exit status ----------------------------------------------------------------------------------
 
 
 def exit_status(verdicts: Set[str]) -> int:
@@ -343,16 +345,22 @@ async def run(options: Options, plan: Plan) -> int:
 # --- health ---------------------------------------------------------------------------------------
 
 
+HEALTH_DESCRIPTION = """\
+Asks the gateway's standard gRPC health service (grpc.health.v1) whether it serves, and prints its
+answer: SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN. Quick (no wait for a connection, no
+progress bar, no [cli] extra needed), for a container's or Kubernetes exec probe.
+
+exit status:
+  0  SERVING
+  3  the server answered, but not SERVING (or the check failed there)
+  4  usage error, or the server could not be reached within the timeout
+"""
+
+
 def build_health_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="moderate health",
-        description="Asks the gateway's standard gRPC health service (grpc.health.v1) whether it "
-        "serves, and prints its answer (SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN). Quick and "
-        "dependency-free, for a container or Kubernetes exec probe.\n\n"
-        "exit status:\n"
-        "  0  SERVING\n"
-        "  3  the server answered, but not SERVING (or the check failed)\n"
-        "  4  usage error, or the server could not be reached within the timeout",
+        description=HEALTH_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_server(parser)
