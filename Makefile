@@ -100,10 +100,16 @@ image-test: $(STAMP) $(GENERATED) system-deps
 	base=$$(deploy/image/debian-base.sh $(IMAGE_BUILD)) && $(MAKE) --no-print-directory image BASE_IMAGE=$$base
 	MODERATION_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_deploy_image.py
 
-$(STAMP): pyproject.toml
+# The client is its own distribution (client/), which the gateway requires by name: one pip call
+# installs both, so pip takes it from client/ (where its build generates moderation.v1's stubs from
+# $(PROTOS)), never from an index.
+$(STAMP): pyproject.toml client/pyproject.toml client/setup.py $(PROTOS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]'
+	@# A venv made before the split: replacing the old gateway, which listed bin/moderate, deletes the
+	@# script the client has just installed.
+	test -x $(BIN)/moderate || $(BIN)/python -m pip install --quiet --force-reinstall --no-deps -e ./client
 	touch $@
 
 # grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto.
@@ -118,6 +124,7 @@ $(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(GENERATED) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py) $(PROTOS:.proto=_pb2_grpc.pyi)
+	rm -rf client/generated client/build client/*.egg-info
 	rm -rf node_modules $(CONTRACT_BUILD)
 
 # The image is rebuilt on every check (it takes a fraction of a second): a deleted .proto would leave no

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moderation_client import cli
 
 from bench.fileserver import serve_files
-from client import cli
 from emulator import ImsEmulator
 from emulator.images import make_jpeg, make_png
 from service.server import Gateway
+from tests.conftest import GatewayFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS_IMAGE = make_png(256, 256)
@@ -38,13 +39,15 @@ class Run:
 
 async def moderate(server: str, *args: str) -> Run:
     # The gateway serves on this test's event loop: the CLI must run beside it, never block it.
+    # `moderate health` takes its own options after the word `health`.
+    command = (
+        [*args[:1], "--server", server, *args[1:]] if args[:1] == ("health",) else ["--server", server, *args]
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "client",
-        "--server",
-        server,
-        *args,
+        "moderation_client",
+        *command,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -77,10 +80,31 @@ async def test_a_passing_file_is_a_table_row_and_exit_0(server: str, tmp_path: P
     run = await moderate(server, str(image))
     assert run.status == cli.EXIT_PASS, run.stderr
     header, row = run.stdout.splitlines()
-    assert header.split() == ["TARGET", "SUGGESTION", "LABEL", "SUB_LABEL", "SCORE", "BACKEND", "REQUEST_ID"]
-    assert row.split()[:4] == [str(image), "PASS", "Normal", "0"]
+    # No PASS has a sub-label and the cache is off: those columns are left out.
+    assert header.split() == ["TARGET", "SUGGESTION", "LABEL", "SCORE", "BACKEND", "REQUEST_ID"]
+    assert row.split()[:3] == [str(image), "SUGGESTION_PASS", "Normal"]
     assert "tencent" in row
     assert run.stderr == ""
+
+
+async def test_a_pass_shows_the_models_highest_score_and_json_keeps_zero_values(
+    server: str, tmp_path: Path
+) -> None:
+    image = write(tmp_path / "cat.png", PASS_IMAGE)
+    table, json_lines = await moderate(server, str(image)), await moderate(server, "--json", str(image))
+    [record] = json_lines.records()
+    result = record["result"]
+    highest = max(scene["score"] for scene in result["label_results"])
+    assert highest > 0
+    assert (record["score"], result["score"]) == (highest, 0)
+    assert table.stdout.splitlines()[1].split()[3] == str(highest)
+    # Zero values are fields too: a PASS's own score, no fallback, not cached, no sub-label.
+    assert (result["fallback"], result["cached"], result["sub_label"], record["cached"]) == (
+        False,
+        False,
+        "",
+        False,
+    )
 
 
 async def test_a_blocked_file_exits_2_with_the_full_result_in_json(server: str, tmp_path: Path) -> None:
@@ -90,7 +114,7 @@ async def test_a_blocked_file_exits_2_with_the_full_result_in_json(server: str, 
     [record] = run.records()
     assert {k: record[k] for k in ("target", "suggestion", "label", "sub_label", "score", "backend")} == {
         "target": str(image),
-        "suggestion": "BLOCK",
+        "suggestion": "SUGGESTION_BLOCK",
         "label": "Porn",
         "sub_label": "SexBehavior",
         "score": 97,
@@ -118,7 +142,8 @@ async def test_an_error_outranks_a_review(server: str, tmp_path: Path) -> None:
     run = await moderate(server, str(review), str(broken))
     assert run.status == cli.EXIT_ERROR, run.stderr
     rows = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
-    assert rows[str(review)].split()[1:4] == ["REVIEW", "Terror", "Knife"]
+    assert list(rows) == [str(review), str(broken)]  # in the order given, whichever answered first
+    assert rows[str(review)].split()[1:4] == ["SUGGESTION_REVIEW", "Terror", "Knife"]
     assert rows[str(broken)].split()[1:3] == ["ERROR", "INVALID_ARGUMENT:"]
     assert "2 images" in run.stderr
 
@@ -146,14 +171,19 @@ async def test_a_folder_goes_through_one_stream_and_every_image_is_answered_once
     records = {record["target"]: record for record in run.records()}
     assert len(run.stdout.splitlines()) == len(records) == 5
     assert sorted(records) == [str(path) for path in [gone, *expected]]
-    assert [records[str(path)].get("suggestion") for path in expected] == ["PASS", None, "PASS", "BLOCK"]
+    assert [records[str(path)].get("suggestion") for path in expected] == [
+        "SUGGESTION_PASS",
+        None,
+        "SUGGESTION_PASS",
+        "SUGGESTION_BLOCK",
+    ]
     error = records[str(expected[1])]["error"]
     assert error["code"] == "INVALID_ARGUMENT"
     assert error["reason"].startswith("IMAGE_")
     assert records[str(gone)]["error"]["code"] == "FILE_UNREADABLE"
     assert emulator.stats.billed == 3
     assert "5/5" in run.stderr  # the progress bar, on stderr only
-    assert "5 images: 2 ERROR, 2 PASS, 1 BLOCK" in run.stderr
+    assert "5 images: 2 ERROR, 2 SUGGESTION_PASS, 1 SUGGESTION_BLOCK" in run.stderr
     assert "labels: 2 Normal, 1 Porn" in run.stderr
     assert "errors: 1 FILE_UNREADABLE, 1 INVALID_ARGUMENT" in run.stderr
 
@@ -198,11 +228,11 @@ def test_usage_errors_exit_4_not_2(argv: list[str], capsys: pytest.CaptureFixtur
     ("verdicts", "status"),
     [
         (set(), cli.EXIT_PASS),
-        ({"PASS"}, cli.EXIT_PASS),
-        ({"PASS", "REVIEW"}, cli.EXIT_REVIEW),
-        ({"PASS", "UNSPECIFIED"}, cli.EXIT_REVIEW),
-        ({"REVIEW", "ERROR"}, cli.EXIT_ERROR),
-        ({"REVIEW", "ERROR", "BLOCK"}, cli.EXIT_BLOCK),
+        ({"SUGGESTION_PASS"}, cli.EXIT_PASS),
+        ({"SUGGESTION_PASS", "SUGGESTION_REVIEW"}, cli.EXIT_REVIEW),
+        ({"SUGGESTION_PASS", "SUGGESTION_UNSPECIFIED"}, cli.EXIT_REVIEW),
+        ({"SUGGESTION_REVIEW", "ERROR"}, cli.EXIT_ERROR),
+        ({"SUGGESTION_REVIEW", "ERROR", "SUGGESTION_BLOCK"}, cli.EXIT_BLOCK),
     ],
 )
 def test_exit_status_is_the_most_severe_outcome(verdicts: set[str], status: int) -> None:
@@ -213,3 +243,41 @@ def test_folder_discovery_is_recursive_sorted_and_skips_hidden_and_other_files(t
     for name in ("z.webp", "a/b.JPEG", "a/.c.png", ".git/d.png", "e.txt", "f.svg"):
         write(tmp_path / name, b"x")
     assert cli.find_images(tmp_path) == [tmp_path / "a" / "b.JPEG", tmp_path / "f.svg", tmp_path / "z.webp"]
+
+
+async def test_cached_answers_are_marked(make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    gateway = await make_gateway(cache="memory")
+    server = f"127.0.0.1:{gateway.port}"
+    image = write(tmp_path / "knife.png", REVIEW_IMAGE)
+    first, second = await moderate(server, str(image)), await moderate(server, str(image))
+    assert "CACHED" not in first.stdout  # nothing cached: the column is left out
+    header, row = second.stdout.splitlines()
+    assert header.split() == [
+        "TARGET",
+        "SUGGESTION",
+        "LABEL",
+        "SUB_LABEL",
+        "SCORE",
+        "BACKEND",
+        "CACHED",
+        "REQUEST_ID",
+    ]
+    # The cached answer carries the request id of the call that produced it.
+    assert row.split()[-2:] == ["cached", first.stdout.splitlines()[1].split()[-1]]
+    [record] = (await moderate(server, "--json", str(image))).records()
+    assert (record["cached"], record["attempts"]) == (True, 0)
+
+
+async def test_health_is_serving_exit_0(server: str) -> None:
+    run = await moderate(server, "health", "--timeout", "2")
+    assert (run.status, run.stdout, run.stderr) == (cli.EXIT_PASS, "SERVING\n", "")
+
+
+async def test_health_of_a_server_that_is_not_there_is_exit_4() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    run = await moderate(address, "health")
+    assert run.status == cli.EXIT_CANNOT_RUN
+    assert run.stdout == ""
+    assert "UNAVAILABLE" in run.stderr

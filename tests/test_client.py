@@ -9,8 +9,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
+from moderation_client import ModerationClient, ModerationError, StreamItem, StreamResult
 
-from client import ModerationClient, ModerationError, StreamItem, StreamResult
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway

@@ -9,8 +9,14 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
+from moderation_client import (
+    ModerationError,
+    ServerUnreachable,
+    StreamItem,
+    StreamResult,
+    SyncModerationClient,
+)
 
-from client import ModerationError, ServerUnreachable, StreamItem, StreamResult, SyncModerationClient
 from emulator import Faults, ImsEmulator
 from service.server import Gateway
 from tests.conftest import GatewayFactory

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from moderation.v1 import moderation_service_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+from moderation_client import ModerationClient, RetryPolicy
+from moderation_client.settings import CHANNEL_OPTIONS
 
-from client import ModerationClient, RetryPolicy
-from client.settings import CHANNEL_OPTIONS
 from emulator.images import make_png
 from service.deadlines import BACKEND_TIMEOUT
 from service.server import SERVICE_NAME
@@ -47,7 +47,9 @@ def istio(kind: str) -> dict[str, Any]:
 
 
 def service_config() -> dict[str, Any]:
-    config: dict[str, Any] = json.loads((ROOT / "client" / "service_config.json").read_text())
+    config: dict[str, Any] = json.loads(
+        (ROOT / "client" / "moderation_client" / "service_config.json").read_text()
+    )
     return config
 
 

@@ -14,9 +14,10 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesRequest,
 )
 
-from client.errors import ModerationError, ServerUnreachable
-from client.settings import ClientBase
-from client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
+from moderation_client.errors import ModerationError, ServerUnreachable
+from moderation_client.health import HealthCheckRequest, status_name
+from moderation_client.settings import HEALTH_TIMEOUT, ClientBase
+from moderation_client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
 
 
 class SyncModerationClient(ClientBase):
@@ -44,6 +45,16 @@ class SyncModerationClient(ClientBase):
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise ServerUnreachable(f"no connection within {timeout:g} s") from None
+
+    def health(self, service: str = "", *, timeout: float = HEALTH_TIMEOUT) -> str:
+        """The server's grpc.health.v1 status; see ModerationClient.health."""
+        try:
+            response = self._health_check(
+                HealthCheckRequest(service=service), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise ModerationError.from_rpc_error(exc) from None
+        return status_name(response)
 
     def moderate(
         self, request: ModerateImageRequest, *, timeout: float | None = None
@@ -75,6 +86,7 @@ class SyncModerationClient(ClientBase):
             try:
                 for answer in call:
                     yield ledger.answered(answer)
+                ledger.stream_ended()
                 break
             except grpc.RpcError as exc:
                 ledger.end_stream()

@@ -1,13 +1,19 @@
-"""`ModerationError`: a failed call or stream item, read once from the gateway's rich status."""
+"""`ModerationError`: a failed call or stream item, read once from the gateway's rich status.
+
+The status comes from a server this client does not control: details that do not decode, or that
+contradict the status they ride on, are ignored, and the error is the bare status. Reading one never
+raises anything but what it describes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 DOMAIN = "moderation-gateway"
 # The gateway sent nothing upstream (its rate governor had no slot), so a retry is not billed twice.
@@ -17,6 +23,10 @@ SERVER_DRAINING = "SERVER_DRAINING"
 # The only reasons this client retries. BACKEND_RATE_LIMITED and BACKEND_UNAVAILABLE are not among
 # them: the gateway already retried those, and every retry of theirs was a billed call.
 RETRYABLE_REASONS = frozenset({RATE_BUDGET_EXHAUSTED, SERVER_DRAINING})
+# Where gRPC carries a status's google.rpc.Status, details included (the gRPC over HTTP/2 spec).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+Detail = TypeVar("Detail", error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo)
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -56,34 +66,59 @@ class ModerationError(Exception):
 
     @classmethod
     def from_status(cls, status: status_pb2.Status) -> ModerationError:
-        """From a `google.rpc.Status`: a stream item's `error`, or a call's rich status."""
-        info: error_details_pb2.ErrorInfo | None = None
-        retry: error_details_pb2.RetryInfo | None = None
-        for detail in status.details:
-            if info is None and detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-            elif retry is None and detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                retry = error_details_pb2.RetryInfo()
-                detail.Unpack(retry)
+        """From a `google.rpc.Status`: a stream item's `error`, or a call's rich status.
+
+        An error must not say OK: a status with code 0 (or a code gRPC does not define) is UNKNOWN.
+        """
+        code = _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+        if code is grpc.StatusCode.OK:
+            code = grpc.StatusCode.UNKNOWN
+        info = _unpack(status, error_details_pb2.ErrorInfo)
+        retry = _unpack(status, error_details_pb2.RetryInfo)
         return cls(
-            _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN),
+            code,
             status.message,
             reason=info.reason if info else None,
             domain=info.domain if info else None,
             metadata=dict(info.metadata) if info else None,
-            retry_delay=retry.retry_delay.ToNanoseconds() / 1e9 if retry else None,
+            retry_delay=max(0.0, retry.retry_delay.ToNanoseconds() / 1e9) if retry else None,
             status=status,
         )
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> ModerationError:
         """From a failed call of either the blocking or the asyncio API."""
-        status = rpc_status.from_call(error)
-        if status is None:
-            # Statuses gRPC made itself (no connection, message too large) carry no details.
-            return cls(error.code(), error.details() or "")
+        code: grpc.StatusCode = error.code()
+        message: str = error.details() or ""
+        status = _rich_status(error.trailing_metadata() or ())
+        # Details that name another status than the call's belong to no status of this call.
+        if status is None or status.code != code.value[0] or code is grpc.StatusCode.OK:
+            return cls(code, message)
         return cls.from_status(status)
+
+
+def _rich_status(trailers: Iterable[tuple[str, str | bytes]]) -> status_pb2.Status | None:
+    """The call's google.rpc.Status, or None when there is none or it does not decode."""
+    for key, value in trailers:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None
+    return None
+
+
+def _unpack(status: status_pb2.Status, kind: type[Detail]) -> Detail | None:
+    """The first detail of `kind` that decodes; any that do not are skipped."""
+    for detail in status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            message = kind()
+            try:
+                if detail.Unpack(message):
+                    return message
+            except DecodeError:
+                continue
+    return None
 
 
 class ServerUnreachable(Exception):

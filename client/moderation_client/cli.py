@@ -5,18 +5,27 @@ call; the backend downloads it) or a folder: every image file in it, recursively
 (hidden files and folders skipped; extensions jpg jpeg png gif webp bmp tif tiff ico avif heic heif
 svg), sent through one StreamModerateImages call that reads the files only as the server asks for them.
 
-stdout gets one row per image as it is answered: a table, or with --json one JSON object per line,
-either {"target", "suggestion", "label", "sub_label", "score", "backend", "request_id", "attempts",
-"result"} or {"target", "error": {"code", "message", "reason"}}. The error code is the gRPC status
-name (FILE_UNREADABLE when the file could not be read here) and reason the google.rpc.ErrorInfo
-reason, or null. stderr gets the progress bar (when it is a terminal, or with --progress) and, for
-more than one image, a summary by suggestion, label and error code.
+stdout gets a table with one row per image once all are answered (columns that no image fills are
+left out; SCORE is the label's score, or for a PASS the highest score any model gave; CACHED marks an
+answer from the gateway's cache, whose REQUEST_ID is that of the call that first produced it), or with
+--json one JSON object per line as each image is answered, either {"target", "suggestion", "label",
+"sub_label", "score", "backend", "request_id", "attempts", "cached", "result"} (result: the whole
+response, zero values included) or {"target", "error": {"code", "message", "reason"}}. Suggestions are
+the proto's names (SUGGESTION_PASS, SUGGESTION_REVIEW, SUGGESTION_BLOCK), as the library prints them.
+The error code is the gRPC status name (FILE_UNREADABLE when the file could not be read here) and
+reason the google.rpc.ErrorInfo reason, or null. An image the server never answered is an error row.
+stderr gets the progress bar (when it is a terminal, or with --progress) and, for more than one
+image, a summary by suggestion, label and error code. Control characters are shown escaped.
+
+`moderate health` checks the server instead (grpc.health.v1; see `moderate health --help`); a file or
+folder named `health` is `./health`.
 
 exit status (the most severe outcome wins: BLOCK, then an error, then REVIEW):
-  0  every image PASS (or there was nothing to moderate)
-  1  some image REVIEW (or a verdict this client does not know), none BLOCK, no error
-  2  some image BLOCK
-  3  some image could not be moderated (per-image error or failed call), none BLOCK
+  0  every image SUGGESTION_PASS (or there was nothing to moderate)
+  1  some image SUGGESTION_REVIEW (or a verdict this client does not know), none BLOCK, no error
+  2  some image SUGGESTION_BLOCK
+  3  some image could not be moderated (per-image error, failed call, or a server that broke the
+     protocol), none BLOCK; also any failure of this program itself
   4  usage error, or the server could not be reached
   130, 141  interrupted (Ctrl-C), or stdout closed before every row was written (`| head`)
 """
@@ -25,23 +34,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Set
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Set
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from google.protobuf.json_format import MessageToDict
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
-from tqdm import tqdm  # tqdm ships no type information
+import grpc
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from client.aio import ModerationClient
-from client.errors import ModerationError, ServerUnreachable
-from client.settings import DEFAULT_TIMEOUT
-from client.stream import StreamResult
+from moderation_client.aio import ModerationClient
+from moderation_client.errors import ModerationError, ServerUnreachable
+from moderation_client.health import SERVING
+from moderation_client.output import BLOCK, ERROR, PASS, Failure, Outcome, printable, summary
+from moderation_client.settings import DEFAULT_TIMEOUT, HEALTH_TIMEOUT
+from moderation_client.stream import StreamResult
+
+if TYPE_CHECKING:
+    from moderation_client.report import Report
 
 Number = TypeVar("Number", int, float)
 
@@ -58,6 +69,8 @@ DEFAULT_SERVER = "localhost:50051"
 DEFAULT_CALL_TIMEOUT = DEFAULT_TIMEOUT
 # A live server connects within milliseconds; this bounds the wait on an address that drops packets.
 CONNECT_TIMEOUT = 5.0
+# A health check failing with these never reached a server's health service.
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 IMAGE_EXTENSIONS = frozenset(
     {
         ".jpg",
@@ -75,11 +88,6 @@ IMAGE_EXTENSIONS = frozenset(
         ".svg",
     }
 )
-
-PASS, BLOCK, ERROR = "PASS", "BLOCK", "ERROR"
-# Table columns and their widths; a longer value pushes its row right rather than being cut.
-_COLUMNS = {"SUGGESTION": 10, "LABEL": 12, "SUB_LABEL": 16, "SCORE": 5, "BACKEND": 8, "REQUEST_ID": 0}
-_VERDICTS = {value: name.removeprefix("SUGGESTION_") for name, value in Suggestion.items()}
 
 
 class UsageError(Exception):
@@ -105,19 +113,6 @@ class Plan:
     streamed: list[Path]  # images found in folders: all in one StreamModerateImages call
 
 
-@dataclass(frozen=True)
-class Failure:
-    code: str  # gRPC status code name, or FILE_UNREADABLE
-    message: str
-    reason: str | None  # google.rpc.ErrorInfo reason, when the status carried one
-
-
-@dataclass(frozen=True)
-class Outcome:
-    target: str
-    answer: ModerateImageResponse | Failure
-
-
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -140,19 +135,24 @@ def _positive(kind: Callable[[str], Number]) -> Callable[[str], Number]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="moderate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("targets", nargs="+", metavar="TARGET", help="image file, http(s) URL or folder")
+def _add_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
         default=os.environ.get("MODERATION_SERVER", DEFAULT_SERVER),
         metavar="HOST:PORT",
         help=f"gateway address (default: $MODERATION_SERVER, else {DEFAULT_SERVER})",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="moderate",
+        usage="%(prog)s [options] TARGET [TARGET ...]\n       %(prog)s health [options]",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("targets", nargs="+", metavar="TARGET", help="image file, http(s) URL or folder")
+    _add_server(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument(
         "--timeout",
@@ -226,122 +226,18 @@ def plan_targets(targets: list[str]) -> Plan:
 # --- answers and errors ---------------------------------------------------------------------------
 
 
-def verdict(answer: ModerateImageResponse | Failure) -> str:
-    if isinstance(answer, Failure):
-        return ERROR
-    return _VERDICTS.get(answer.suggestion, str(answer.suggestion))
-
-
-def failure(error: ModerationError) -> Failure:
-    return Failure(error.code.name, error.message, error.reason)
-
-
 def unreadable(target: str, error: OSError) -> Outcome:
     return Outcome(target, Failure("FILE_UNREADABLE", str(error), None))
 
 
 def stream_answer(answer: StreamResult) -> ModerateImageResponse | Failure:
     if answer.error is not None:
-        return failure(answer.error)
+        return Failure.of(answer.error)
     assert answer.result is not None, "a stream answer has a result or an error"
     return answer.result
 
 
-# --- output ---------------------------------------------------------------------------------------
-
-
-def json_record(outcome: Outcome) -> dict[str, object]:
-    answer = outcome.answer
-    if isinstance(answer, Failure):
-        error = {"code": answer.code, "message": answer.message, "reason": answer.reason}
-        return {"target": outcome.target, "error": error}
-    return {
-        "target": outcome.target,
-        "suggestion": verdict(answer),
-        "label": answer.label,
-        "sub_label": answer.sub_label,
-        "score": answer.score,
-        "backend": answer.backend,
-        "request_id": answer.request_id,
-        "attempts": answer.attempts,
-        "result": MessageToDict(answer, preserving_proto_field_name=True),
-    }
-
-
-def _row(target: str, width: int, cells: Iterable[str]) -> str:
-    # An error row has fewer cells: its message runs on past the column widths.
-    padded = (f"{cell:<{size}}" for cell, size in zip(cells, _COLUMNS.values(), strict=False))
-    return "  ".join([f"{target:<{width}}", *padded]).rstrip()
-
-
-def table_header(width: int) -> str:
-    return _row("TARGET", width, _COLUMNS)
-
-
-def table_row(outcome: Outcome, width: int) -> str:
-    answer = outcome.answer
-    if isinstance(answer, Failure):
-        reason = f" [{answer.reason}]" if answer.reason else ""
-        return _row(outcome.target, width, [ERROR, f"{answer.code}: {answer.message}{reason}"])
-    cells = [verdict(answer), answer.label, answer.sub_label, str(answer.score), answer.backend]
-    return _row(outcome.target, width, [*cells, answer.request_id])
-
-
-@dataclass
-class Tally:
-    verdicts: Counter[str] = field(default_factory=Counter)
-    labels: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-
-    def add(self, answer: ModerateImageResponse | Failure) -> None:
-        self.verdicts[verdict(answer)] += 1
-        if isinstance(answer, Failure):
-            self.errors[answer.code] += 1
-        else:
-            self.labels[answer.label or "(none)"] += 1
-
-
-def _counts(counter: Counter[str]) -> str:
-    # Most frequent first; names break ties, so the order does not depend on which answer came first.
-    names = sorted(counter, key=lambda name: (-counter[name], name))
-    return ", ".join(f"{counter[name]} {name}" for name in names)
-
-
-def summary(tally: Tally) -> str:
-    lines = [f"{tally.verdicts.total()} images: {_counts(tally.verdicts)}"]
-    if tally.labels:
-        lines.append(f"labels: {_counts(tally.labels)}")
-    if tally.errors:
-        lines.append(f"errors: {_counts(tally.errors)}")
-    return "\n".join(lines)
-
-
-class Report:
-    """Shows each outcome as it is answered, keeps the progress bar under the rows and tallies."""
-
-    def __init__(self, options: Options, plan: Plan) -> None:
-        targets = [*plan.singles, *map(str, plan.streamed)]
-        self.tally = Tally()
-        self._json = options.json_lines
-        self._width = max(map(len, targets), default=0)
-        self._bar = tqdm(total=len(targets), unit="image", file=sys.stderr, disable=not options.progress)
-        if not self._json:
-            self._write(table_header(self._width))
-
-    def add(self, outcome: Outcome) -> None:
-        line = json.dumps(json_record(outcome)) if self._json else table_row(outcome, self._width)
-        self.tally.add(outcome.answer)
-        self._bar.update()  # first, so the bar redrawn under the row already counts it
-        self._write(line)
-
-    def close(self) -> None:
-        self._bar.close()
-
-    @staticmethod
-    def _write(line: str) -> None:
-        # tqdm.write lifts the bar off the terminal first; flushing lets a pipe see each row at once.
-        tqdm.write(line, file=sys.stdout)
-        sys.stdout.flush()
+# --- exit status ----------------------------------------------------------------------------------
 
 
 def exit_status(verdicts: Set[str]) -> int:
@@ -388,7 +284,7 @@ async def moderate_single(
         try:
             result = await client.moderate(request)
         except ModerationError as exc:
-            report.add(Outcome(target, failure(exc)))
+            report.add(Outcome(target, Failure.of(exc)))
             return
         report.add(Outcome(target, result))
 
@@ -420,15 +316,19 @@ async def moderate_folder_images(
         # The stream failed as a whole (deadline, server gone): every image it left unanswered gets
         # that status, so each image is still reported exactly once.
         for target in unanswered.values():
-            report.add(Outcome(target, failure(exc)))
+            report.add(Outcome(target, Failure.of(exc)))
 
 
 async def run(options: Options, plan: Plan) -> int:
+    # Imported here: the progress bar is the [cli] extra's, and `moderate health` must not need it.
+    from moderation_client.report import Report
+
     async with ModerationClient(
         options.server, timeout=options.call_timeout, stream_timeout=options.stream_timeout
     ) as client:
         await wait_until_reachable(client)
-        report = Report(options, plan)
+        targets = [*plan.singles, *map(str, plan.streamed)]
+        report = Report(targets, json_lines=options.json_lines, progress=options.progress)
         limit = asyncio.Semaphore(options.concurrency)
         try:
             await asyncio.gather(
@@ -442,17 +342,72 @@ async def run(options: Options, plan: Plan) -> int:
     return exit_status(set(report.tally.verdicts))
 
 
+# --- health ---------------------------------------------------------------------------------------
+
+
+HEALTH_DESCRIPTION = """\
+Asks the gateway's standard gRPC health service (grpc.health.v1) whether it serves, and prints its
+answer: SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN. Quick (no wait for a connection, no
+progress bar, no [cli] extra needed), for a container's or Kubernetes exec probe.
+
+exit status:
+  0  SERVING
+  3  the server answered, but not SERVING (or the check failed there)
+  4  usage error, or the server could not be reached within the timeout
+"""
+
+
+def build_health_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="moderate health",
+        description=HEALTH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_server(parser)
+    parser.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=HEALTH_TIMEOUT,
+        metavar="SECONDS",
+        help=f"deadline of the check, connection included (default {HEALTH_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--service", default="", metavar="NAME", help='the service to ask about (default "": the server)'
+    )
+    return parser
+
+
+async def check_health(server: str, service: str, timeout: float) -> int:
+    async with ModerationClient(server) as client:
+        try:
+            status = await client.health(service, timeout=timeout)
+        except ModerationError as exc:
+            print(f"moderate health: {server}: {printable(str(exc))}", file=sys.stderr)
+            return EXIT_CANNOT_RUN if exc.code in UNREACHABLE else EXIT_ERROR
+    print(status)
+    return EXIT_PASS if status == SERVING else EXIT_ERROR
+
+
+def health_main(argv: list[str]) -> int:
+    args = build_health_parser().parse_args(argv)
+    return asyncio.run(check_health(args.server, args.service, args.timeout))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    prog = "moderate"
     try:
-        plan = plan_targets(args.targets)
-    except UsageError as exc:
-        parser.error(str(exc))
-    try:
+        if argv[:1] == ["health"]:
+            return health_main(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            plan = plan_targets(args.targets)
+        except UsageError as exc:
+            parser.error(str(exc))
         return asyncio.run(run(options_from(args), plan))
     except ServerUnreachable as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -461,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         # from failing again and printing a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_STDOUT_CLOSED
+    except Exception as exc:
+        # Whatever went wrong (a bug here, a server breaking the protocol in a way not foreseen), it
+        # must not read as an exit status that means a verdict.
+        print(f"{prog}: error: {type(exc).__name__}: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

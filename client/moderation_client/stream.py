@@ -4,6 +4,10 @@ Items are taken from the caller's iterable only as gRPC asks for the next one, s
 items sent and not yet answered (bounded by the gateway's read-ahead window), never the whole input.
 When a stream ends with SERVER_DRAINING, the items it left unanswered are carried over and sent first
 on the next stream, in their original order; an item is forgotten as soon as its answer arrives.
+
+The server is not trusted to keep the protocol: an answer to an item not sent (or already answered),
+an answer with no outcome, or a stream that ends OK before answering every item fails the helper call
+with a ModerationError, like any other broken stream, so no item is ever silently left unanswered.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TypeAlias
 
+import grpc
 from moderation.v1.moderation_service_pb2 import (
     ModerateImageRequest,
     ModerateImageResponse,
@@ -20,7 +25,7 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
-from client.errors import ModerationError
+from moderation_client.errors import ModerationError
 
 # One item of the caller's input: a request (its correlation id is then its index, as text), or a
 # `(correlation_id, request)` pair.
@@ -112,14 +117,34 @@ class StreamLedger:
             self._taken += 1
 
     def answered(self, answer: StreamModerateImagesResponse) -> StreamResult:
+        """The caller's result for `answer`; raises ModerationError when it answers no item in flight."""
         with self._lock:
-            entry = self._sent.pop(answer.index)
-        if answer.HasField("result"):
+            entry = self._sent.pop(answer.index, None)
+        if entry is None:
+            raise _broken(f"the server answered item {answer.index}, which is not awaiting an answer")
+        outcome = answer.WhichOneof("outcome")
+        if outcome == "result":
             return StreamResult(entry.index, entry.message.correlation_id, answer.result, None)
-        error = ModerationError.from_status(answer.error)
+        if outcome is None:
+            error = _broken(f"the server answered item {answer.index} with neither a result nor an error")
+        else:
+            error = ModerationError.from_status(answer.error)
         return StreamResult(entry.index, entry.message.correlation_id, None, error)
+
+    def stream_ended(self) -> None:
+        """The stream ended OK: raises ModerationError unless every item of the input was answered."""
+        with self._lock:
+            unanswered = len(self._sent) + len(self._outbox)
+            if unanswered or self._ended is None:
+                left = f"{unanswered} items unanswered" if unanswered else "the input not fully read"
+                raise _broken(f"the server ended the stream early, with {left}")
 
     def raise_input_error(self) -> None:
         """Once every item sent is answered: the caller's input failed, so say so rather than end."""
         if self._ended is not None and self._ended.error is not None:
             raise self._ended.error
+
+
+def _broken(message: str) -> ModerationError:
+    # INTERNAL is gRPC's code for a peer that broke the protocol; like any failed stream, not resent.
+    return ModerationError(grpc.StatusCode.INTERNAL, message)

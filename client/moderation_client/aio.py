@@ -13,9 +13,10 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesRequest,
 )
 
-from client.errors import ModerationError, ServerUnreachable
-from client.settings import ClientBase
-from client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
+from moderation_client.errors import ModerationError, ServerUnreachable
+from moderation_client.health import HealthCheckRequest, status_name
+from moderation_client.settings import HEALTH_TIMEOUT, ClientBase
+from moderation_client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
 
 
 class ModerationClient(ClientBase):
@@ -46,6 +47,19 @@ class ModerationClient(ClientBase):
                     state = self._channel.get_state(try_to_connect=True)
         except TimeoutError:
             raise ServerUnreachable(f"no connection within {timeout:g} s") from None
+
+    async def health(self, service: str = "", *, timeout: float = HEALTH_TIMEOUT) -> str:
+        """The server's grpc.health.v1 status for `service` ("": the whole server), e.g. SERVING.
+
+        Raises ModerationError when the check fails (UNAVAILABLE at once when nothing listens).
+        """
+        try:
+            response = await self._health_check(
+                HealthCheckRequest(service=service), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ModerationError.from_rpc_error(exc) from None
+        return status_name(response)
 
     async def moderate(
         self, request: ModerateImageRequest, *, timeout: float | None = None
@@ -84,6 +98,7 @@ class ModerationClient(ClientBase):
                 try:
                     async for answer in call:
                         yield ledger.answered(answer)
+                    ledger.stream_ended()
                     break
                 except grpc.aio.AioRpcError as exc:
                     ledger.end_stream()

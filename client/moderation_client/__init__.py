@@ -5,12 +5,12 @@ retryable is retried: RATE_BUDGET_EXHAUSTED (nothing was sent upstream) and SERV
 ended by a shutdown, resent with the items it left unanswered), each wait honouring RetryInfo.
 """
 
-from client.aio import ModerationClient
-from client.errors import RETRYABLE_REASONS, ModerationError, ServerUnreachable
-from client.retry import RetryPolicy
-from client.settings import DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES
-from client.stream import StreamItem, StreamResult
-from client.sync import SyncModerationClient
+from moderation_client.aio import ModerationClient
+from moderation_client.errors import RETRYABLE_REASONS, ModerationError, ServerUnreachable
+from moderation_client.retry import RetryPolicy
+from moderation_client.settings import DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES
+from moderation_client.stream import StreamItem, StreamResult
+from moderation_client.sync import SyncModerationClient
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -1,7 +1,8 @@
 """When to retry, how long to wait, and how long each attempt may take, for one call's deadline.
 
 Only what the gateway marks retryable is retried (see `errors.RETRYABLE_REASONS`). Each wait is the
-longer of the gateway's `RetryInfo` and a full-jitter exponential backoff; a retry whose wait would
+longer of the gateway's `RetryInfo` (capped: a server cannot park the client) and a full-jitter
+exponential backoff; a retry whose wait would
 reach the caller's deadline is not made, and the last error is raised at once instead. Each attempt's
 timeout shrinks toward the deadline.
 """
@@ -12,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from client.errors import SERVER_DRAINING, ModerationError
+from moderation_client.errors import SERVER_DRAINING, ModerationError
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class RetryPolicy:
     initial_backoff: float = 0.1
     max_backoff: float = 2.0
     multiplier: float = 2.0
+    # The gateway asks for about 1 s; a longer RetryInfo is cut to this, whatever the server says.
+    max_server_delay: float = 5.0
 
     def backoff(self, retry: int) -> float:
         """Full jitter: uniform up to the exponential bound of the `retry`-th retry (1-based)."""
@@ -59,7 +62,8 @@ class CallBudget:
         if not retryable or self._retries >= limit:
             raise error
         self._retries += 1
-        delay = max(error.retry_delay or 0.0, self._policy.backoff(self._retries))
+        asked = min(error.retry_delay or 0.0, self._policy.max_server_delay)
+        delay = max(asked, self._policy.backoff(self._retries))
         remaining = self.remaining()
         if remaining is not None and delay >= remaining:
             raise error

@@ -8,16 +8,19 @@ from types import ModuleType
 import grpc
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 
-from client.retry import CallBudget, RetryPolicy
+from moderation_client.health import CHECK_METHOD, HealthCheckRequest, HealthCheckResponse
+from moderation_client.retry import CallBudget, RetryPolicy
 
 DEFAULT_TIMEOUT = 30.0  # the gateway spends at most IMS's 15 s; the rest is for its rate budget
+# A health check answers at once when the server is up; a probe should know quickly when it is not.
+HEALTH_TIMEOUT = 5.0
 # Above anything the gateway accepts (IMS's 7.45 MiB images, ~11.5 MiB messages), so a too-large
 # image gets the gateway's clear error rather than one made by this client's gRPC.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # The gRPC service config every channel uses (shipped for other languages' clients too): calls wait for
 # a connection instead of failing at once, per-method deadlines, and no retryPolicy, since a retried call
-# that reached IMS is billed again; the client's own retries (client.retry) know which were.
-SERVICE_CONFIG = (resources.files("client") / "service_config.json").read_text(encoding="utf-8")
+# that reached IMS is billed again; the client's own retries (moderation_client.retry) know which were.
+SERVICE_CONFIG = (resources.files("moderation_client") / "service_config.json").read_text(encoding="utf-8")
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -61,6 +64,11 @@ class ClientBase:
             self._channel = self._grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         # The generated stub serves both APIs: its methods are blocking or awaitable as the channel is.
         self._stub = ModerationServiceStub(self._channel)
+        self._health_check = self._channel.unary_unary(
+            CHECK_METHOD,
+            request_serializer=HealthCheckRequest.SerializeToString,
+            response_deserializer=HealthCheckResponse.FromString,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r})"

@@ -1,0 +1,7 @@
+"""`python -m moderation_client`: the `moderate` command line."""
+
+import sys
+
+from moderation_client.cli import main
+
+sys.exit(main())
