@@ -122,6 +122,9 @@ def private_backend(settings: PrivateSettings, *, name: str = "private") -> ImsB
         auth=auth,
         transport=transport,
         scrubber=Scrubber(secrets),
+        backend_type="private",
+        # The deployment's key id names its account; bearer and unauthenticated ones have none.
+        account=settings.credentials.secret_id if settings.credentials else None,
     )
 
 
