@@ -249,7 +249,11 @@ def build_server(
             ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
         ],
     )
-    costs = CostMetrics(telemetry.meter_provider.get_meter(SCOPE), price_per_10k=settings.price_per_10k)
+    costs = CostMetrics(
+        telemetry.meter_provider.get_meter(SCOPE),
+        price_per_10k=settings.price_per_10k,
+        callers=telemetry.metrics.callers,
+    )
     router = build_router(
         settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs
     )

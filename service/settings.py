@@ -29,6 +29,7 @@ from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, b
 from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
 from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.telemetry import DEFAULT_MAX_CALLERS
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -200,6 +201,14 @@ class Settings(Declared):
         "[::]:9464",
         validation_alias="MODERATION_METRICS_LISTEN",
         description="`HOST:PORT` serving `/metrics` for Prometheus, or `off`.",
+    )
+    metrics_max_callers: int = Field(
+        DEFAULT_MAX_CALLERS,
+        ge=1,
+        le=10_000,
+        validation_alias="MODERATION_METRICS_MAX_CALLERS",
+        description="distinct `caller` label values the metrics keep; callers past this number are "
+        "counted as `other`.",
     )
     stream_idle_timeout: float = Field(
         60.0,
