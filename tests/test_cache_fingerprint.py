@@ -27,26 +27,32 @@ VERDICT_KEYS = "moderation:cache:verdict:*"
 @contextlib.asynccontextmanager
 async def gateway(redis_url: str, **settings: str) -> AsyncIterator[str]:
     """A gateway process with the Redis cache; yields its address, stops it on exit."""
+    async with gateway_process(redis_url, **settings) as (address, _):
+        yield address
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(
+    redis_url: str, **settings: str
+) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
+    """A gateway process with the Redis cache and text logs; yields its address and process."""
     port = free_port()
     process = spawn_service(
         port,
         MODERATION_CACHE="redis",
         MODERATION_REDIS_URL=redis_url,
         MODERATION_METRICS_LISTEN="off",
+        MODERATION_LOG_FORMAT="text",
         **settings,
     )
     try:
         async with open_channel(f"127.0.0.1:{port}") as channel:
             await wait_serving(channel)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process
     finally:
-        await stopped(process)
-
-
-async def stopped(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-    await asyncio.to_thread(process.wait, 30)
+        if process.poll() is None:
+            process.terminate()
+        await asyncio.to_thread(process.wait, 30)
 
 
 async def moderate(address: str, image: bytes) -> ModerateImageResponse:
