@@ -63,6 +63,17 @@ async def moderate(address: str, image: bytes) -> ModerateImageResponse:
         return answer
 
 
+def tencent_routes(name: str, url: str, *default: str) -> str:
+    """A routing file with one tencent backend, `name`, keyed by the TENCENTCLOUD_* variables; `default`:
+    more lines of its [default] route."""
+    table = (
+        'type = "tencent"\nsecret_id_env = "TENCENTCLOUD_SECRET_ID"\n'
+        'secret_key_env = "TENCENTCLOUD_SECRET_KEY"'
+    )
+    route = "\n".join((f'chain = ["{name}"]', *default))
+    return f'[backends.{name}]\n{table}\nendpoint = "{url}"\n\n[default]\n{route}\n'
+
+
 def verdict_keys(server: RedisServer) -> list[str]:
     with redis.Redis.from_url(server.url) as client:
         return sorted(key.decode() for key in client.keys(VERDICT_KEYS))
@@ -79,11 +90,7 @@ async def test_a_routing_file_that_redefines_a_backend_gets_its_verdict_not_the_
         first = await moderate(local, image)
         assert (first.suggestion, first.backend, first.cached) == (PASS, "main", False)
         assert (await moderate(local, image)).cached
-    routes.write_text(
-        '[backends.main]\ntype = "tencent"\nsecret_id_env = "TENCENTCLOUD_SECRET_ID"\n'
-        f'secret_key_env = "TENCENTCLOUD_SECRET_KEY"\nendpoint = "{emulator.url}"\n\n'
-        '[default]\nchain = ["main"]\n'
-    )
+    routes.write_text(tencent_routes("main", emulator.url))
     async with gateway(
         redis.url,
         MODERATION_ROUTES=str(routes),
