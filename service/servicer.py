@@ -208,7 +208,11 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 # after the cache is asked: a hit's image passed when its verdict was cached.
                 validate_fields(request)
             found = await cache.look_up(request) if cache is not None else None
-            _validate_traced(request, image_checked=found is not None and found.hit is not None)
+            _validate_traced(
+                request,
+                image_checked=found is not None and found.hit is not None,
+                fields_checked=cache is not None,
+            )
             if cache is None or found is None:
                 return await self._routed(request, deadline, priority)
             if found.hit is not None:
@@ -230,15 +234,15 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             return errors.InternalFailure(error)
 
 
-def _validate_traced(request: ModerateImageRequest, *, image_checked: bool) -> None:
+def _validate_traced(request: ModerateImageRequest, *, image_checked: bool, fields_checked: bool) -> None:
     """`validate`, timed as an event on the call's span when it is sampled."""
     span = trace.get_current_span()
     if not span.is_recording():
-        validate(request, image_checked=image_checked)
+        validate(request, image_checked=image_checked, fields_checked=fields_checked)
         return
     started = time.perf_counter()
     try:
-        validate(request, image_checked=image_checked)
+        validate(request, image_checked=image_checked, fields_checked=fields_checked)
     finally:
         span.add_event("moderation.validate", {"moderation.duration_s": time.perf_counter() - started})
 

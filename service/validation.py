@@ -56,24 +56,27 @@ class ValidationError(Exception):
         self.violations = violations
 
 
-def validate(request: ModerateImageRequest, *, image_checked: bool = False) -> None:
+def validate(
+    request: ModerateImageRequest, *, image_checked: bool = False, fields_checked: bool = False
+) -> None:
     """Raise `ValidationError` listing everything wrong with the request, or return.
 
     `image_checked`: the image's bytes are known to have passed before (the verdict cache holds a
-    verdict for them), so their header is not read again.
+    verdict for them), so their header is not read again. `fields_checked`: `validate_fields` passed.
     """
     image = [] if image_checked else _image_violations(request)
-    violations = [*image, *_parameter_violations(request)]
-    if violations:
-        raise ValidationError(violations)
+    fields = [] if fields_checked else _parameter_violations(request)
+    if image or fields:
+        raise ValidationError([*image, *fields])
 
 
 def validate_fields(request: ModerateImageRequest) -> None:
     """`validate`'s refusal when a field other than the image is invalid, else nothing: such requests
     are refused before the verdict cache hashes their image. The image itself is checked by `validate`
     (after a cache miss only: a hit's image passed when its verdict was cached)."""
-    if _parameter_violations(request):
-        validate(request)
+    fields = _parameter_violations(request)
+    if fields:
+        raise ValidationError([*_image_violations(request), *fields])
 
 
 def _image_violations(request: ModerateImageRequest) -> list[FieldViolation]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ from service.observe import CostMetrics, Outcome
 from service.routing import Route, Router
 
 __all__ = ["Lookup", "Ttls", "VerdictCache"]
+
+log = logging.getLogger(__name__)
 
 # A Redis call waits at most this long, and at most this share of the call's time left.
 REDIS_TIMEOUT = 0.25
@@ -119,7 +122,8 @@ class VerdictCache:
 
         Asked before the request is validated: a hit's image is one that passed validation before."""
         route = self._router.route_for(request.biz_type)
-        chain = tuple(self._router.upstreams[name].backend.fingerprint for name in route.chain)
+        # Read per request: a backend's fingerprint changes when it reloads a file its verdicts depend on.
+        chain = tuple([self._router.upstreams[name].backend.fingerprint for name in route.chain])
         key = await cache_key(request, chain, self._policy, user_fields=route.cache_user_fields)
         value = self._lru.get(key) if isinstance(key, str) else None
         if value is None:
@@ -237,7 +241,13 @@ class VerdictCache:
     def _later(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A background task never dies silently (Redis trouble is already StoreUnavailable, suppressed)."""
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("verdict cache: publishing to Redis failed unexpectedly (%s)", type(error).__name__)
 
     def _reserve(self, route: Route) -> float:
         """The time a call of this request's own would take on the route's first backend."""
@@ -250,9 +260,9 @@ class VerdictCache:
             self._metrics.coalesced(source)
 
     async def aclose(self) -> None:
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._background:
+            # Their failures are logged as they end (`_finished`): waiting raises none of them.
+            await asyncio.wait(list(self._background))
         if self._fleet is not None:
             await self._fleet.aclose()
 
