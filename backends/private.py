@@ -99,8 +99,11 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
-def private_backend(settings: PrivateSettings, *, name: str = "private") -> ImsBackend:
-    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded."""
+def private_backend(
+    settings: PrivateSettings, *, name: str = "private", account: str | None = None
+) -> ImsBackend:
+    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded. `account`: the
+    name of the account it spends (a budget key), by default its TC3 key id if it has one."""
     auth: httpx.Auth | None = None
     # PrivateSettings has tied credentials to auth "tc3" and a token to "bearer".
     if settings.credentials is not None:
@@ -123,8 +126,8 @@ def private_backend(settings: PrivateSettings, *, name: str = "private") -> ImsB
         transport=transport,
         scrubber=Scrubber(secrets),
         backend_type="private",
-        # The deployment's key id names its account; bearer and unauthenticated ones have none.
-        account=settings.credentials.secret_id if settings.credentials else None,
+        # Bearer and unauthenticated deployments have no account unless the operator names one.
+        account=account or (settings.credentials.secret_id if settings.credentials else None),
     )
 
 
@@ -245,7 +248,7 @@ class PrivateOptions(Declared):
 
 
 def _build(name: str, options: PrivateOptions, context: BuildContext) -> Backend:
-    return private_backend(options.settings(), name=name)
+    return private_backend(options.settings(), name=name, account=context.budget_key)
 
 
 PRIVATE = BackendType(

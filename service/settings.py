@@ -388,6 +388,11 @@ class Settings(Declared):
             raise ValueError("MODERATION_CACHE=redis needs MODERATION_REDIS_URL")
         return self
 
+    def given_budget_key(self, backend: BackendConfig) -> str | None:
+        """The budget key the operator gave `backend` (its routing-file `budget_key`, or IMS_BUDGET_KEY
+        for the single backend), which names the account it spends; None when not given."""
+        return backend.budget_key if self.routes is not None else self.budget_key
+
     @property
     def redis_secrets(self) -> tuple[str, ...]:
         """The URL, the password in it and the separate one: for the log filter that redacts them."""

@@ -208,7 +208,7 @@ def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
         transport=context.transport,
         scrubber=scrubber,
         backend_type="tencent",
-        account=options.account(),
+        account=context.budget_key or options.account(),
     )
     return RekeyedBackend(inner, credentials)
 
