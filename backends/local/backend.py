@@ -59,7 +59,7 @@ class LocalBackend:
         self._name = name
         self._models = models
         self._settings = settings
-        # Of the files read here and at start; they are read once.
+        # What the verdict cache keys by: the policy and library files (read here and at start) and limits.
         self._fingerprint = local_fingerprint(settings)
         # Configuration errors surface at construction, before the server starts.
         self._policies: Policies = load_policies(settings.policy_file)

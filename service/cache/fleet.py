@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from moderation.v1.moderation_service_pb2 import ModerateImageResponse, Suggestion
 from redis.commands.core import AsyncScript
 
-__all__ = ["RETRY_AFTER", "Claimed", "FleetStore", "Held", "Hit", "StoreUnavailable", "parse_verdict"]
+__all__ = ["RETRY_AFTER", "Claimed", "FleetStore", "Held", "Hit", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

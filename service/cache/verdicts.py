@@ -120,7 +120,8 @@ class VerdictCache:
     async def look_up(self, request: ModerateImageRequest) -> Lookup:
         """The request's key and route, and its verdict if the in-process LRU holds one.
 
-        Asked before the request is validated: a hit's image is one that passed validation before."""
+        Asked once the request's fields passed validation, before its image is checked: a hit's image is
+        one that passed before."""
         route = self._router.route_for(request.biz_type)
         # Read per request: a backend's fingerprint changes when it reloads a file its verdicts depend on.
         chain = tuple([self._router.upstreams[name].backend.fingerprint for name in route.chain])
