@@ -4,19 +4,57 @@ A backend takes the request message and returns the response message (the proto 
 model), filling the result fields, `backend` and `request_id`; the service fills `attempts`. A
 backend makes exactly one attempt per call: retries, deadlines and rate limits are the caller's policy,
 so every backend gets them alike. Backends raise only `BackendError` and never import grpc.
+
+Each backend declares its `Fingerprint`: what its verdicts depend on, as hashes. The verdict cache keys
+by the fingerprints of a route's chain, so a backend that changes (another type, endpoint, region or
+account, another policy or library file) never answers from verdicts the old one gave.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Protocol
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+__all__ = ["Backend", "Fingerprint"]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a backend's verdicts depend on, hashed: no secret, no file content, only digests.
+
+    `account`: whose account the backend spends (a hash of it; "" for a backend without one), the
+    namespace of its verdicts in Redis. `digest`: the backend type, the account and every other part
+    that can change a verdict (endpoint, region, policy and library files' content, limits).
+    """
+
+    account: str
+    digest: str
+
+    @classmethod
+    def of(cls, backend_type: str, *parts: object, account: str | None = None) -> Fingerprint:
+        """`parts` must spell themselves the same in every process (str, bytes, numbers, tuples)."""
+        hashed_account = _digest(backend_type, account)[:32] if account else ""
+        return cls(hashed_account, _digest(backend_type, hashed_account, *parts))
+
+
+def _digest(*parts: object) -> str:
+    # A tuple's repr quotes and escapes each string and bytes, so no two tuples spell the same text.
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 class Backend(Protocol):
     @property
     def name(self) -> str:
         """A stable, configured name, reported to callers as the `backend` that answered."""
+        ...
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """What this backend's verdicts depend on; computed when it is built and when it reloads a file
+        its verdicts depend on, never per call."""
         ...
 
     @property

@@ -26,6 +26,9 @@ class BuildContext:
     meter_provider: metrics.MeterProvider | None = None
     # Tests route a backend's HTTP through their own transport; None means the backend's own pool.
     transport: httpx.AsyncBaseTransport | None = None
+    # The budget key the operator gave this backend (`budget_key`, IMS_BUDGET_KEY): it names the account
+    # the backend spends, in place of its credentials (several keys of one account share one name).
+    budget_key: str | None = None
     # The gateway's outward scrubber (answers, spans, metrics, logs): a backend adds to it the secrets
     # it learns after start, such as rotated or temporary keys. None: nothing outside it to tell.
     scrubber: Scrubber | None = None

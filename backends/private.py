@@ -99,8 +99,11 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
-def private_backend(settings: PrivateSettings, *, name: str = "private") -> ImsBackend:
-    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded."""
+def private_backend(
+    settings: PrivateSettings, *, name: str = "private", account: str | None = None
+) -> ImsBackend:
+    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded. `account`: the
+    name of the account it spends (a budget key), by default its TC3 key id if it has one."""
     auth: httpx.Auth | None = None
     # PrivateSettings has tied credentials to auth "tc3" and a token to "bearer".
     if settings.credentials is not None:
@@ -122,6 +125,9 @@ def private_backend(settings: PrivateSettings, *, name: str = "private") -> ImsB
         auth=auth,
         transport=transport,
         scrubber=Scrubber(secrets),
+        backend_type="private",
+        # Bearer and unauthenticated deployments have no account unless the operator names one.
+        account=account or (settings.credentials.secret_id if settings.credentials else None),
     )
 
 
@@ -242,7 +248,7 @@ class PrivateOptions(Declared):
 
 
 def _build(name: str, options: PrivateOptions, context: BuildContext) -> Backend:
-    return private_backend(options.settings(), name=name)
+    return private_backend(options.settings(), name=name, account=context.budget_key)
 
 
 PRIVATE = BackendType(

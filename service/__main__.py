@@ -22,7 +22,9 @@ log = logging.getLogger("service")
 async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.secrets, json_format=settings.log_json)
     try:
-        telemetry = setup_telemetry(metrics_listen=settings.metrics_listen)
+        telemetry = setup_telemetry(
+            metrics_listen=settings.metrics_listen, max_callers=settings.metrics_max_callers
+        )
     except OSError as exc:
         raise PortInUseError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}") from None
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 from opentelemetry import metrics
 
@@ -26,7 +28,12 @@ def build_backends(
         transport=transport,
         scrubber=scrub.outward(),
     )
-    return [backend_type(b.type).make(b.name, b.options, context) for b in settings.backends]
+    return [
+        backend_type(b.type).make(
+            b.name, b.options, replace(context, budget_key=settings.given_budget_key(b))
+        )
+        for b in settings.backends
+    ]
 
 
 def build_backend(

@@ -26,7 +26,7 @@ from service.auth import CALLER
 from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
 from service.governor import Priority
 from service.logs import log_access
-from service.telemetry import DictCounter, Labels, Metrics
+from service.telemetry import DEFAULT_MAX_CALLERS, BoundedLabel, DictCounter, Labels, Metrics
 
 __all__ = [
     "CODE_NAMES",
@@ -68,9 +68,13 @@ class CostMetrics:
     `moderation_reason`).
     """
 
-    def __init__(self, meter: metrics.Meter, *, price_per_10k: float) -> None:
+    def __init__(
+        self, meter: metrics.Meter, *, price_per_10k: float, callers: BoundedLabel | None = None
+    ) -> None:
+        """`callers`: the `caller` label's values, shared with the other metrics that have one."""
         self._price_per_call = price_per_10k / 10_000
-        self._biz_types: set[str] = set()
+        self._callers = callers or BoundedLabel(DEFAULT_MAX_CALLERS)
+        self._biz_types = BoundedLabel(MAX_BIZ_TYPE_LABELS)
         self._billed = meter.create_counter(
             "moderation.billed_calls",
             unit="{call}",
@@ -105,7 +109,11 @@ class CostMetrics:
 
     def billed_call(self, backend: str, biz_type: str) -> None:
         # Labels as the issue names them (dashboards sum by them): no `moderation_` prefix here.
-        labels = {"backend": backend, "caller": CALLER.get(), "biz_type": self._biz_type_label(biz_type)}
+        labels = {
+            "backend": backend,
+            "caller": self._callers(CALLER.get()),
+            "biz_type": self._biz_types(scrub.outward().excerpt(biz_type)),
+        }
         self._billed.add(1, labels)
         self._cost.add(self._price_per_call, labels)
 
@@ -122,14 +130,6 @@ class CostMetrics:
 
     def bypassed(self, reason: str) -> None:
         self._bypassed.add((("moderation.reason", reason),))
-
-    def _biz_type_label(self, biz_type: str) -> str:
-        label = scrub.outward().excerpt(biz_type)
-        if label not in self._biz_types:
-            if len(self._biz_types) >= MAX_BIZ_TYPE_LABELS:
-                return "other"
-            self._biz_types.add(label)
-        return label
 
 
 @dataclass
@@ -279,7 +279,7 @@ class Observer:
             ("moderation.label", label),
         )
         if caller:
-            labels += (("moderation.caller", caller),)
+            labels += (("moderation.caller", self._metrics.callers(caller)),)
         self._metrics.requests.add(labels)
         self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
 

@@ -192,7 +192,7 @@ def _budget_key(settings: Settings, config: BackendConfig | None) -> str | None:
     account the backend spends; None for a backend with no account (it has no shared budget)."""
     if config is None:
         return None
-    given = config.budget_key if settings.routes is not None else settings.budget_key
+    given = settings.given_budget_key(config)
     account = config.options.account()
     return given or (default_budget_key(config.type, account) if account else None)
 
@@ -249,7 +249,11 @@ def build_server(
             ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
         ],
     )
-    costs = CostMetrics(telemetry.meter_provider.get_meter(SCOPE), price_per_10k=settings.price_per_10k)
+    costs = CostMetrics(
+        telemetry.meter_provider.get_meter(SCOPE),
+        price_per_10k=settings.price_per_10k,
+        callers=telemetry.metrics.callers,
+    )
     router = build_router(
         settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs
     )

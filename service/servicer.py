@@ -32,7 +32,7 @@ from service.observe import Observer, Outcome
 from service.routing import Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
-from service.validation import FieldViolation, ValidationError, validate
+from service.validation import FieldViolation, ValidationError, validate, validate_fields
 
 MAX_BATCH_ITEMS = 1000
 # Kept back from a stream item's budget (the stream's deadline, or the backend timeout from reading
@@ -202,10 +202,17 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
     ) -> Outcome:
         try:
-            # The cache is asked first: a hit's image passed validation when its verdict was cached.
             cache = self._cache
+            if cache is not None:
+                # Invalid fields are refused before the image is hashed; the image itself is checked
+                # after the cache is asked: a hit's image passed when its verdict was cached.
+                validate_fields(request)
             found = await cache.look_up(request) if cache is not None else None
-            _validate_traced(request, image_checked=found is not None and found.hit is not None)
+            _validate_traced(
+                request,
+                image_checked=found is not None and found.hit is not None,
+                fields_checked=cache is not None,
+            )
             if cache is None or found is None:
                 return await self._routed(request, deadline, priority)
             if found.hit is not None:
@@ -227,15 +234,15 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             return errors.InternalFailure(error)
 
 
-def _validate_traced(request: ModerateImageRequest, *, image_checked: bool) -> None:
+def _validate_traced(request: ModerateImageRequest, *, image_checked: bool, fields_checked: bool) -> None:
     """`validate`, timed as an event on the call's span when it is sampled."""
     span = trace.get_current_span()
     if not span.is_recording():
-        validate(request, image_checked=image_checked)
+        validate(request, image_checked=image_checked, fields_checked=fields_checked)
         return
     started = time.perf_counter()
     try:
-        validate(request, image_checked=image_checked)
+        validate(request, image_checked=image_checked, fields_checked=fields_checked)
     finally:
         span.add_event("moderation.validate", {"moderation.duration_s": time.perf_counter() - started})
 

@@ -29,6 +29,7 @@ from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, b
 from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
 from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.telemetry import DEFAULT_MAX_CALLERS
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -200,6 +201,14 @@ class Settings(Declared):
         "[::]:9464",
         validation_alias="MODERATION_METRICS_LISTEN",
         description="`HOST:PORT` serving `/metrics` for Prometheus, or `off`.",
+    )
+    metrics_max_callers: int = Field(
+        DEFAULT_MAX_CALLERS,
+        ge=1,
+        le=10_000,
+        validation_alias="MODERATION_METRICS_MAX_CALLERS",
+        description="distinct `caller` label values the metrics keep; callers past this number are "
+        "counted as `other`.",
     )
     stream_idle_timeout: float = Field(
         60.0,
@@ -378,6 +387,11 @@ class Settings(Declared):
         if self.cache == "redis" and self.redis_url is None:
             raise ValueError("MODERATION_CACHE=redis needs MODERATION_REDIS_URL")
         return self
+
+    def given_budget_key(self, backend: BackendConfig) -> str | None:
+        """The budget key the operator gave `backend` (its routing-file `budget_key`, or IMS_BUDGET_KEY
+        for the single backend), which names the account it spends; None when not given."""
+        return backend.budget_key if self.routes is not None else self.budget_key
 
     @property
     def redis_secrets(self) -> tuple[str, ...]:

@@ -38,6 +38,27 @@ DEFAULT_SERVICE_NAME = "moderation-gateway"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20)
 
 
+# Distinct `caller` label values (MODERATION_METRICS_MAX_CALLERS' default).
+DEFAULT_MAX_CALLERS = 100
+OTHER = "other"
+
+
+class BoundedLabel:
+    """A metric label's values: the first `limit` distinct ones as themselves, any later one as `other`,
+    so callers (or made-up values) cannot grow a metric's series without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value not in self._seen:
+            if len(self._seen) >= self._limit:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
 # A counter's attributes as `DictCounter` keys them: (name, value) pairs, always in the same order.
 Labels: TypeAlias = tuple[tuple[str, str], ...]
 
@@ -65,7 +86,9 @@ class DictCounter:
 class Metrics:
     """Every instrument the gateway records, documented in the README's metrics table."""
 
-    def __init__(self, meter: metrics.Meter) -> None:
+    def __init__(self, meter: metrics.Meter, *, max_callers: int = DEFAULT_MAX_CALLERS) -> None:
+        # The `caller` label of every metric that has one.
+        self.callers = BoundedLabel(max_callers)
         self.requests = DictCounter(
             meter,
             "moderation.requests",
@@ -235,6 +258,7 @@ def setup_telemetry(
     metrics_listen: str | None = None,
     span_processors: Iterable[SpanProcessor] = (),
     metric_readers: Iterable[MetricReader] = (),
+    max_callers: int = DEFAULT_MAX_CALLERS,
 ) -> Telemetry:
     """Providers built from the environment; tests add their own in-memory processors and readers."""
     env = os.environ if environ is None else environ
@@ -257,7 +281,12 @@ def setup_telemetry(
         port = server[0].server_port
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Telemetry(
-        tracer_provider, meter_provider, Metrics(meter_provider.get_meter(SCOPE)), port, server, readers
+        tracer_provider,
+        meter_provider,
+        Metrics(meter_provider.get_meter(SCOPE), max_callers=max_callers),
+        port,
+        server,
+        readers,
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+from moderation.v1.moderation_service_pb2 import Gender, IpType, ModerateImageRequest, UserLevel
 from PIL import Image, UnidentifiedImageError
 
 from backends.hostnames import host_name_problem, parse_url
@@ -33,6 +33,10 @@ MAX_DESC_CHARS = 5000
 DATA_ID = re.compile(r"[A-Za-z0-9_\-@#]{1,64}")
 BIZ_TYPE = re.compile(r"[A-Za-z0-9_]{3,32}")
 IMEI = re.compile(r"[0-9]{15,17}")
+# IMS's `User.AccountType`: 1 WeChat uin, 2 QQ number, 3 WeChat group uin, 4 QQ group number,
+# 5 WeChat openid, 6 QQ openid, 7 any other string id.
+ACCOUNT_TYPES = frozenset("1234567")
+_IP_VERSIONS = {IpType.IP_TYPE_IPV4: 4, IpType.IP_TYPE_IPV6: 6}
 
 # What Pillow reads, as IMS names the formats it accepts.
 _PILLOW_FORMATS = frozenset({"BMP", "DIB", "ICO", "JPEG", "MPO", "PNG", "TIFF", "GIF", "WEBP", "AVIF"})
@@ -52,16 +56,27 @@ class ValidationError(Exception):
         self.violations = violations
 
 
-def validate(request: ModerateImageRequest, *, image_checked: bool = False) -> None:
+def validate(
+    request: ModerateImageRequest, *, image_checked: bool = False, fields_checked: bool = False
+) -> None:
     """Raise `ValidationError` listing everything wrong with the request, or return.
 
     `image_checked`: the image's bytes are known to have passed before (the verdict cache holds a
-    verdict for them), so their header is not read again.
+    verdict for them), so their header is not read again. `fields_checked`: `validate_fields` passed.
     """
     image = [] if image_checked else _image_violations(request)
-    violations = [*image, *_parameter_violations(request)]
-    if violations:
-        raise ValidationError(violations)
+    fields = [] if fields_checked else _parameter_violations(request)
+    if image or fields:
+        raise ValidationError([*image, *fields])
+
+
+def validate_fields(request: ModerateImageRequest) -> None:
+    """`validate`'s refusal when a field other than the image is invalid, else nothing: such requests
+    are refused before the verdict cache hashes their image. The image itself is checked by `validate`
+    (after a cache miss only: a hit's image passed when its verdict was cached)."""
+    fields = _parameter_violations(request)
+    if fields:
+        raise ValidationError([*_image_violations(request), *fields])
 
 
 def _image_violations(request: ModerateImageRequest) -> list[FieldViolation]:
@@ -208,6 +223,15 @@ def _parameter_violations(request: ModerateImageRequest) -> list[FieldViolation]
 def _user_violations(request: ModerateImageRequest) -> list[FieldViolation]:
     user = request.user
     violations: list[FieldViolation] = []
+    if user.account_type and user.account_type not in ACCOUNT_TYPES:
+        violations.append(
+            FieldViolation("user.account_type", 'one of "1" to "7" (IMS\'s account types)', "INVALID_USER")
+        )
+    # Enums are open in proto3: a number no value names arrives as itself.
+    if user.gender not in Gender.values():
+        violations.append(FieldViolation("user.gender", "one of the Gender values", "INVALID_USER"))
+    if user.level not in UserLevel.values():
+        violations.append(FieldViolation("user.level", "one of the UserLevel values", "INVALID_USER"))
     if len(user.desc) > MAX_DESC_CHARS:
         violations.append(FieldViolation("user.desc", f"at most {MAX_DESC_CHARS} characters", "INVALID_USER"))
     if user.head_url:
@@ -218,11 +242,18 @@ def _user_violations(request: ModerateImageRequest) -> list[FieldViolation]:
 def _device_violations(request: ModerateImageRequest) -> list[FieldViolation]:
     device = request.device
     violations: list[FieldViolation] = []
+    if device.ip_type not in IpType.values():
+        violations.append(FieldViolation("device.ip_type", "one of the IpType values", "INVALID_DEVICE"))
     if device.ip:
         try:
-            ipaddress.ip_address(device.ip)
+            version = ipaddress.ip_address(device.ip).version
         except ValueError:
             violations.append(FieldViolation("device.ip", "not an IPv4 or IPv6 address", "INVALID_DEVICE"))
+        else:
+            if _IP_VERSIONS.get(device.ip_type, version) != version:
+                violations.append(
+                    FieldViolation("device.ip_type", f"`ip` is an IPv{version} address", "INVALID_DEVICE")
+                )
     if device.imei and not IMEI.fullmatch(device.imei):
         violations.append(FieldViolation("device.imei", "15 to 17 digits", "INVALID_DEVICE"))
     return violations

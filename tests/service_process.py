@@ -31,8 +31,8 @@ def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.
         TENCENTCLOUD_SECRET_ID=SECRET_ID,
         TENCENTCLOUD_SECRET_KEY=SECRET_KEY,
         IMS_ENDPOINT=emulator.url,
-        MODERATION_METRICS_LISTEN="127.0.0.1:0",
-        **extra,
+        # `extra` may name its own metrics address.
+        **{"MODERATION_METRICS_LISTEN": "127.0.0.1:0", **extra},
     )
 
 

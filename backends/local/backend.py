@@ -22,12 +22,14 @@ from collections.abc import Hashable
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 from PIL import Image, UnidentifiedImageError
 
+from backends.base import Fingerprint
 from backends.calls import CALLER
 from backends.errors import BackendError, Kind
 from backends.local.admission import FairBudget, Grant, NoRoom
 from backends.local.analysis import Checks, analyze_image
 from backends.local.cancel import Cancelled, CancelToken
 from backends.local.fetch import ImageFetcher
+from backends.local.fingerprint import local_fingerprint
 from backends.local.frames import LimitExceeded, decoded_bytes
 from backends.local.header import open_header
 from backends.local.imagelib import ImageLibrary, load_samples
@@ -57,6 +59,8 @@ class LocalBackend:
         self._name = name
         self._models = models
         self._settings = settings
+        # What the verdict cache keys by: the policy and library files (read here and at start) and limits.
+        self._fingerprint = local_fingerprint(settings)
         # Configuration errors surface at construction, before the server starts.
         self._policies: Policies = load_policies(settings.policy_file)
         self._keywords = KeywordMatcher(load_libraries(settings.keyword_dir) if settings.keyword_dir else [])
@@ -72,6 +76,10 @@ class LocalBackend:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
 
     @property
     def concurrency(self) -> int:

@@ -20,6 +20,7 @@ import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 from opentelemetry import trace
 
+from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, pooled_transport
 from backends.scrub import Scrubber
@@ -68,13 +69,20 @@ class ImsBackend:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = MAX_CONNECTIONS,
         scrubber: Scrubber | None = None,
+        backend_type: str = "tencent",
+        account: str | None = None,
     ) -> None:
         """`scrubber`: removes what `auth` sends (key id, key, token) from anything the endpoint echoes;
         it grows as keys rotate in. No span is made here: the service's attempt span is the request's
-        CLIENT span and gets its HTTP attributes from `moderate`.
+        CLIENT span and gets its HTTP attributes from `moderate`. `account`: whose account the calls
+        spend (such as the key id), hashed into the fingerprint only.
         """
         self._name = name
         self._endpoint = endpoint
+        # The account's policies (BizTypes, libraries) and the endpoint's models decide the verdicts.
+        self._fingerprint = Fingerprint.of(
+            backend_type, endpoint.url, endpoint.region, endpoint.version, endpoint.action, account=account
+        )
         self._scrubber = scrubber or Scrubber()
         self._http_attributes = _http_attributes(endpoint.url)
         self._client = httpx.AsyncClient(
@@ -96,6 +104,10 @@ class ImsBackend:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
 
     @property
     def concurrency(self) -> None:

@@ -207,6 +207,8 @@ def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
         auth=TC3Auth(credentials, service=SERVICE),
         transport=context.transport,
         scrubber=scrubber,
+        backend_type="tencent",
+        account=context.budget_key or options.account(),
     )
     return RekeyedBackend(inner, credentials)
 

@@ -7,7 +7,7 @@ import time
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from backends.base import Backend
+from backends.base import Backend, Fingerprint
 from backends.errors import BackendError, Kind
 from backends.tencent.codes import REVOKED_KEY_CODES
 from backends.tencent.credentials import CredentialError, CredentialProvider, RefreshingCredentials
@@ -30,6 +30,10 @@ class RekeyedBackend:
     @property
     def name(self) -> str:
         return self._inner.name
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._inner.fingerprint
 
     @property
     def concurrency(self) -> int | None:

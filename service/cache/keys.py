@@ -1,8 +1,11 @@
 """Cache keys: a SHA-256 over everything that can change a verdict, or the reason a request has none.
 
 The image's own bytes are hashed once (off the event loop when large), then the key is the hash of
-that digest with the route's backend chain, `biz_type`, `type`, `biz_tag`, `interval`, `max_frames`
-and the operator's policy version. Keys name nothing a caller sent: Redis sees hashes only.
+that digest with the fingerprint of each backend of the route's chain (`Backend.fingerprint`: type,
+endpoint, region, account, policy and library files), `biz_type`, `type`, `biz_tag`, `interval`,
+`max_frames` and the operator's policy version. The key starts with the hashed account of the chain's
+first backend, the only one whose verdicts are stored, so each account's verdicts have their own
+namespace in Redis. Keys name nothing a caller sent: Redis sees hashes only.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from dataclasses import dataclass
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
+from backends.base import Fingerprint
+
 __all__ = ["HASH_OFF_LOOP_BYTES", "Bypass", "KeyPolicy", "cache_key"]
 
+# The namespace of backends without an account (local ones, private deployments without a key id).
+NO_ACCOUNT = "no-account"
 # Measured on the 2-core bench machine: SHA-256 runs at ~1.7 GB/s (150 µs for 256 KiB) and a hand-off
 # to a thread costs ~70 µs; hashlib releases the GIL for inputs over 2 KiB, so above this size the
 # loop is better off waiting for a thread than blocking for the hash.
@@ -37,9 +44,9 @@ class KeyPolicy:
 
 
 async def cache_key(
-    request: ModerateImageRequest, chain: tuple[str, ...], policy: KeyPolicy, *, user_fields: bool
+    request: ModerateImageRequest, chain: tuple[Fingerprint, ...], policy: KeyPolicy, *, user_fields: bool
 ) -> str | Bypass:
-    """The request's key (64 hex digits), or why it bypasses the cache.
+    """The request's key (`<account>:<64 hex digits>`), or why it bypasses the cache.
 
     `user_fields`: the route opted in to caching requests that carry `user` or `device`.
     """
@@ -62,7 +69,7 @@ async def cache_key(
     # sets of fields give the same text; one call instead of encoding each field.
     fields = (
         policy.version,
-        chain,
+        tuple(backend.digest for backend in chain),
         request.biz_type,
         request.type,
         request.biz_tag,
@@ -70,4 +77,4 @@ async def cache_key(
         request.max_frames,
         image,
     )
-    return hashlib.sha256(repr(fields).encode()).hexdigest()
+    return f"{chain[0].account or NO_ACCOUNT}:{hashlib.sha256(repr(fields).encode()).hexdigest()}"

@@ -14,7 +14,7 @@ from typing import Final
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from backends.base import Backend
+from backends.base import Backend, Fingerprint
 from backends.errors import BackendError, Kind
 from service.observe import CostMetrics
 
@@ -35,6 +35,10 @@ class BilledBackend:
     @property
     def name(self) -> str:
         return self._backend.name
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._backend.fingerprint
 
     @property
     def concurrency(self) -> int | None:

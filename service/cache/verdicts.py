@@ -7,14 +7,21 @@ its verdict (polled with a capped backoff) while this request's own call could s
 a lease taken means this replica calls the backend and publishes the verdict.
 
 Only a first-choice verdict is stored: never a failure, an answer of a later backend of the chain
-(`fallback`) or a fail-closed `unmoderated` REVIEW. Redis trouble is never an error: the request goes
-to the backend as if there were no cache, and `moderation_cache_bypassed_total` counts it.
+(`fallback`) or a fail-closed `unmoderated` REVIEW. Redis trouble of any kind (no answer, an error, a
+reply or value that does not parse) is never an error: the request goes to the backend as if there
+were no cache, and `moderation_cache_bypassed_total` counts it. What Redis holds is parsed before the
+LRU keeps it, and kept no longer than this replica's own TTL for its suggestion.
+
+Waiters share a failure only when it is about the image itself (its bytes, or its URL's): any other
+failure may be about the first caller's own fields (`user`, `device`, `data_id`) or moment, so each
+waiter then calls for itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +40,8 @@ from service.routing import Route, Router
 
 __all__ = ["Lookup", "Ttls", "VerdictCache"]
 
+log = logging.getLogger(__name__)
+
 # A Redis call waits at most this long, and at most this share of the call's time left.
 REDIS_TIMEOUT = 0.25
 REDIS_TIMEOUT_SHARE = 0.1
@@ -45,8 +54,8 @@ LEASE_MARGIN = 0.5
 # The time a request keeps for a call of its own when it waits for another's; until a backend has
 # answered once, its latency is unknown.
 UNKNOWN_LATENCY = 1.0
-# Failures about the request itself, the same whoever calls: a waiter shares them rather than calling.
-_ABOUT_THE_REQUEST = frozenset({Kind.INVALID_REQUEST, Kind.IMAGE_DOWNLOAD_FAILED})
+# The request fields a refusal about the image itself names (see `_about_the_image`).
+_IMAGE_FIELDS = frozenset({"image", "content", "url"})
 
 BACKEND, REDIS, FLEET = "backend", "redis", "fleet"
 
@@ -111,9 +120,12 @@ class VerdictCache:
     async def look_up(self, request: ModerateImageRequest) -> Lookup:
         """The request's key and route, and its verdict if the in-process LRU holds one.
 
-        Asked before the request is validated: a hit's image is one that passed validation before."""
+        Asked once the request's fields passed validation, before its image is checked: a hit's image is
+        one that passed before."""
         route = self._router.route_for(request.biz_type)
-        key = await cache_key(request, route.chain, self._policy, user_fields=route.cache_user_fields)
+        # Read per request: a backend's fingerprint changes when it reloads a file its verdicts depend on.
+        chain = tuple([self._router.upstreams[name].backend.fingerprint for name in route.chain])
+        key = await cache_key(request, chain, self._policy, user_fields=route.cache_user_fields)
         value = self._lru.get(key) if isinstance(key, str) else None
         if value is None:
             return Lookup(key, route, None)
@@ -151,7 +163,7 @@ class VerdictCache:
         if isinstance(outcome, ModerateImageResponse) and not outcome.unmoderated:
             self._count("process")
             return _answer_from(outcome, request)
-        if isinstance(outcome, CallFailure) and outcome.error.kind in _ABOUT_THE_REQUEST:
+        if isinstance(outcome, CallFailure) and _about_the_image(outcome):
             return outcome
         # The shared call failed (or failed closed): this request's own call may fare better.
         return await self._call_and_store(key, call, None)
@@ -180,8 +192,8 @@ class VerdictCache:
                 self._metrics.bypassed("store_unavailable")
                 return None
             if isinstance(claim, Hit):
-                self._lru.put(key, claim.value, claim.ttl)
-                return _Shared(ModerateImageResponse.FromString(claim.value), source)
+                self._lru.put(key, claim.value, min(claim.ttl, self._ttls.of(claim.verdict.suggestion)))
+                return _Shared(claim.verdict, source)
             if isinstance(claim, Claimed):
                 return claim.owner
             # Another replica calls the backend for this key: wait for its verdict.
@@ -230,7 +242,13 @@ class VerdictCache:
     def _later(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A background task never dies silently (Redis trouble is already StoreUnavailable, suppressed)."""
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("verdict cache: publishing to Redis failed unexpectedly (%s)", type(error).__name__)
 
     def _reserve(self, route: Route) -> float:
         """The time a call of this request's own would take on the route's first backend."""
@@ -243,11 +261,17 @@ class VerdictCache:
             self._metrics.coalesced(source)
 
     async def aclose(self) -> None:
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._background:
+            # Their failures are logged as they end (`_finished`): waiting raises none of them.
+            await asyncio.wait(list(self._background))
         if self._fleet is not None:
             await self._fleet.aclose()
+
+
+def _about_the_image(failure: CallFailure) -> bool:
+    """A refusal of the image's bytes (undecodable, too small, a URL refused), which any
+    caller sending them would get: nothing of the caller's own is in it."""
+    return failure.error.kind is Kind.INVALID_REQUEST and failure.error.field in _IMAGE_FIELDS
 
 
 def _redis_timeout(deadline: Deadline) -> float:

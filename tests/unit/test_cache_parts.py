@@ -8,12 +8,16 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
+from backends.base import Fingerprint
 from service.cache import Bypass, KeyPolicy, MemoryLru, cache_key
 from service.cache.keys import HASH_OFF_LOOP_BYTES
 from service.observe import CostMetrics
 
 POLICY = KeyPolicy("1", urls=False)
-CHAIN = ("cloud",)
+CLOUD_URL = "https://ims.tencentcloudapi.com/"
+CLOUD = Fingerprint.of("tencent", CLOUD_URL, account="AKID-a")
+ONPREM = Fingerprint.of("private", "https://ims.internal/")
+CHAIN = (CLOUD,)
 
 
 async def key(request: ModerateImageRequest, **changes: object) -> str | Bypass:
@@ -40,8 +44,10 @@ async def test_every_field_that_can_change_a_verdict_changes_the_key() -> None:
         changed.append(await key(request))
     variants = [
         await key(base, version="2"),
-        await key(base, chain=("onprem",)),
-        await key(base, chain=("cloud", "onprem")),
+        await key(base, chain=(ONPREM,)),
+        await key(base, chain=(CLOUD, ONPREM)),
+        await key(base, chain=(Fingerprint.of("tencent", CLOUD_URL, account="AKID-b"),)),
+        await key(base, chain=(Fingerprint.of("tencent", "https://ims.intl.example/", account="AKID-a"),)),
         *changed,
     ]
     original = await key(base)
@@ -126,3 +132,30 @@ def test_the_cost_metrics_keep_their_prometheus_names() -> None:
         "moderation_billed_calls_saved_total": 2,
         'moderation_cache_bypassed_total{moderation_reason="store_unavailable"}': 1,
     }
+
+
+async def test_keys_are_namespaced_by_the_first_backends_hashed_account() -> None:
+    request = ModerateImageRequest(content=b"image bytes")
+    cloud = await key(request)
+    assert isinstance(cloud, str)
+    namespace, _, digest = cloud.partition(":")
+    assert namespace == CLOUD.account
+    assert len(namespace) == 32
+    assert "AKID" not in cloud
+    assert len(digest) == 64
+    assert str(await key(request, chain=(ONPREM, CLOUD))).startswith("no-account:")
+
+
+def test_a_fingerprint_hashes_the_account_and_changes_with_every_part() -> None:
+    base = Fingerprint.of("tencent", "https://a/", "ap-guangzhou", account="AKID-a")
+    assert "AKID" not in repr(base)
+    assert base == Fingerprint.of("tencent", "https://a/", "ap-guangzhou", account="AKID-a")
+    others = {
+        Fingerprint.of("private", "https://a/", "ap-guangzhou", account="AKID-a"),
+        Fingerprint.of("tencent", "https://b/", "ap-guangzhou", account="AKID-a"),
+        Fingerprint.of("tencent", "https://a/", "ap-beijing", account="AKID-a"),
+        Fingerprint.of("tencent", "https://a/", "ap-guangzhou", account="AKID-b"),
+        Fingerprint.of("tencent", "https://a/", "ap-guangzhou"),
+    }
+    assert len({base.digest, *(other.digest for other in others)}) == len(others) + 1
+    assert Fingerprint.of("local").account == ""

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
+from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
 from service.errors import CallFailure
@@ -20,6 +21,7 @@ class ScriptedBackend:
     """Answers each attempt from a script: an error to raise, or a delay before passing."""
 
     name = "scripted"
+    fingerprint = Fingerprint.of("scripted")
     concurrency = None
 
     def __init__(self, *script: BackendError | float) -> None:

@@ -6,10 +6,10 @@ import io
 import zlib
 
 import pytest
-from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, User
+from moderation.v1.moderation_service_pb2 import Device, Gender, IpType, ModerateImageRequest, User, UserLevel
 from PIL import Image
 
-from service.validation import MAX_IMAGE_BYTES, ValidationError, image_size, validate
+from service.validation import MAX_IMAGE_BYTES, ValidationError, image_size, validate, validate_fields
 
 
 def encoded(width: int, height: int, image_format: str = "PNG") -> bytes:
@@ -42,8 +42,14 @@ def test_valid_request_with_every_field() -> None:
             data_id="a-Z_0@#",
             interval=2,
             max_frames=5,
-            user=User(desc="x" * 5000, head_url="http://a.example/h.png"),
-            device=Device(ip="192.0.2.1", imei="12345678901234567"),
+            user=User(
+                desc="x" * 5000,
+                head_url="http://a.example/h.png",
+                account_type="7",
+                gender=Gender.GENDER_FEMALE,
+                level=UserLevel.USER_LEVEL_HIGH,
+            ),
+            device=Device(ip="2001:db8::1", ip_type=IpType.IP_TYPE_IPV6, imei="12345678901234567"),
         )
     )
 
@@ -92,6 +98,36 @@ def test_valid_request_with_every_field() -> None:
             "device.imei",
             "INVALID_DEVICE",
         ),
+        *(
+            (
+                ModerateImageRequest(url="https://a.example/x", user=User(account_type=v)),
+                "user.account_type",
+                "INVALID_USER",
+            )
+            for v in ("9", "0", "17", " 1")
+        ),
+        (
+            ModerateImageRequest(url="https://a.example/x", user=User(gender=Gender.ValueType(3))),
+            "user.gender",
+            "INVALID_USER",
+        ),
+        (
+            ModerateImageRequest(url="https://a.example/x", user=User(level=UserLevel.ValueType(4))),
+            "user.level",
+            "INVALID_USER",
+        ),
+        (
+            ModerateImageRequest(url="https://a.example/x", device=Device(ip_type=IpType.ValueType(3))),
+            "device.ip_type",
+            "INVALID_DEVICE",
+        ),
+        (
+            ModerateImageRequest(
+                url="https://a.example/x", device=Device(ip="192.0.2.1", ip_type=IpType.IP_TYPE_IPV6)
+            ),
+            "device.ip_type",
+            "INVALID_DEVICE",
+        ),
     ],
 )
 def test_violations(request_: ModerateImageRequest, field: str, reason: str) -> None:
@@ -125,3 +161,11 @@ def test_decompression_bomb_is_refused_without_decoding() -> None:
 )
 def test_formats_pillow_cannot_read_are_left_to_the_backend(content: bytes) -> None:
     validate(ModerateImageRequest(content=content))
+
+
+def test_fields_are_checked_apart_from_the_image_and_refused_with_every_problem() -> None:
+    # Only the image wrong: left to `validate`, after the cache lookup.
+    validate_fields(ModerateImageRequest(content=b"tiny"))
+    with pytest.raises(ValidationError) as caught:
+        validate_fields(ModerateImageRequest(content=b"tiny", user=User(account_type="9")))
+    assert [v.field for v in caught.value.violations] == ["content", "user.account_type"]
