@@ -41,7 +41,12 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except (ValueError, *_TOO_BIG) as exc:
+        # A backend found what it was configured with unusable as it loaded it (a sample library).
+        await gateway.stop()
+        raise ConfigError([_problem(exc)]) from None
     # What start-up made lives as long as the process: kept out of the collector's sight, a full
     # collection under load pauses the event loop for about 30 ms instead of 80 (bench.soak).
     gc.collect()

@@ -105,6 +105,24 @@ def test_a_routed_secret_file_that_is_a_fifo_exits_2(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "file", "problem"),
+    [
+        ("MODERATION_LOCAL_DENY_DIR", "x.png", "the deny library's sample {}: not a regular file but a FIFO"),
+        ("MODERATION_LOCAL_KEYWORDS", "ads.toml", "{}: not a regular file but a FIFO"),
+    ],
+    ids=["deny_sample", "keyword_library"],
+)
+def test_a_local_library_file_that_is_a_fifo_exits_2(
+    tmp_path: Path, variable: str, file: str, problem: str
+) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    os.mkfifo(library / file)
+    output = start_up_failure(tmp_path, MODERATION_BACKEND="local", **{variable: str(library)})
+    assert problem.format(library / file) in output
+
+
 # --- a watched key file swapped at run time -----------------------------------------------------
 
 

@@ -82,12 +82,16 @@ def load_samples(folder: Path | None, kind: Kind) -> list[Sample]:
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
         label = path.parent.name if path.parent != folder else ("Allow" if kind is Kind.ALLOW else "Deny")
+        where = f"the {kind.value} library's sample {path}"
         try:
             content = read_regular_file(path, SAMPLE_FILE_LIMIT)
         except UnreadableFile as problem:
-            raise SampleLibraryError(f"{path}: {problem}") from None
-        with Image.open(io.BytesIO(content)) as image:
-            samples.append(Sample(kind, path.stem, label, fingerprint(image)))
+            raise SampleLibraryError(f"{where}: {problem}") from None
+        try:
+            with Image.open(io.BytesIO(content)) as image:
+                samples.append(Sample(kind, path.stem, label, fingerprint(image)))
+        except (OSError, Image.DecompressionBombError):
+            raise SampleLibraryError(f"{where}: not an image the library can read") from None
     return samples
 
 
