@@ -133,8 +133,9 @@ async def stalled_then_healed(ims: ImsEmulator, tmp_path: Path, source: Source, 
             recovered_in = await first_answer_after(stub, healed, within=30)
             metrics = await process.metrics()
     # A refresh stalled when the endpoint healed ends by its deadline; the next comes within a backoff
-    # step (the key held has expired), and answers at once; then the circuit lets calls through.
-    bound = LOAD_DEADLINE_SECONDS + BACKOFF_FLOOR_SECONDS + CIRCUIT_RESET_SECONDS + 1
+    # step (the key held has expired), and answers at once; then the circuit lets calls through (3 s of
+    # slack for a loaded machine).
+    bound = LOAD_DEADLINE_SECONDS + BACKOFF_FLOOR_SECONDS + CIRCUIT_RESET_SECONDS + 3
     assert recovered_in < bound, process.output
     assert metric(metrics, "moderation_credentials_failures_total", name) >= 2
     line = next(line for line in process.output.splitlines() if STALLED in line)
