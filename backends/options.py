@@ -23,6 +23,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 
+from backends.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
+
 __all__ = [
     "Declared",
     "Secret",
@@ -92,11 +94,9 @@ class _DeclaredVariables(EnvSettingsSource):
 
 def _read_secret_file(name: str, path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        return unreadable(f"cannot read {name}_FILE ({exc.strerror})")
-    except UnicodeDecodeError:
-        return unreadable(f"{name}_FILE is not UTF-8 text")
+        return read_text_file(path, SECRET_FILE_LIMIT).strip()
+    except UnreadableFile as problem:
+        return unreadable(f"cannot read {name}_FILE ({problem})")
 
 
 class Declared(BaseSettings):

@@ -1,13 +1,15 @@
 """A small threaded HTTP server on loopback for the credential emulators (CVM metadata, STS).
 
 Subclasses answer in `respond`; `failing` makes every request get HTTP 500 instead, so tests can
-break a refresh and mend it while the gateway runs.
+break a refresh and mend it while the gateway runs. `trickle_seconds` above 0 sends each answer's body
+one byte at a time, that many seconds apart: an endpoint that never times out a read, yet never answers.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +26,7 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
         # Read once per request: tests may flip it while requests are in flight.
         self.failing = False
+        self.trickle_seconds = 0.0
         self._lock = threading.Lock()
         self._requests = 0
 
@@ -62,7 +65,17 @@ class LoopbackServer:
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                pause = owner.trickle_seconds
+                if pause <= 0:
+                    self.wfile.write(payload)
+                    return
+                try:
+                    for offset in range(len(payload)):
+                        self.wfile.write(payload[offset : offset + 1])
+                        time.sleep(pause)
+                except OSError:
+                    # The client gave up waiting: the point of trickling.
+                    self.close_connection = True
 
             do_GET = do_POST = _answer
 

@@ -29,12 +29,12 @@ async def serve(settings: Settings) -> None:
         raise PortInUseError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}") from None
     try:
         backends = build_backends(settings, meter_provider=telemetry.meter_provider)
-    except ValueError as exc:
+    except (ValueError, *_TOO_BIG) as exc:
         telemetry.shutdown()
-        raise ConfigError([str(exc)]) from None
+        raise ConfigError([_problem(exc)]) from None
     try:
         gateway = build_server(settings, backends, telemetry)
-    except PortInUseError:
+    except (PortInUseError, ConfigError):
         for backend in backends:
             await backend.aclose()
         telemetry.shutdown()
@@ -43,7 +43,12 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except (ValueError, *_TOO_BIG) as exc:
+        # A backend found what it was configured with unusable as it loaded it (a sample library).
+        await gateway.stop()
+        raise ConfigError([_problem(exc)]) from None
     # What start-up made lives as long as the process: kept out of the collector's sight, a full
     # collection under load pauses the event loop for about 30 ms instead of 80 (bench.soak).
     gc.collect()
@@ -61,10 +66,28 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+# What a configuration too large or too deeply nested to load raises, wherever it is read: a problem
+# of the configuration like any other (exit status 2), never a traceback.
+_TOO_BIG = (MemoryError, RecursionError)
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, _TOO_BIG):
+        return f"the configuration is too large or too deeply nested to load ({type(exc).__name__})"
+    return str(exc)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except _TOO_BIG as exc:
+        raise ConfigError([_problem(exc)]) from None
+
+
 def main() -> int:
     try:
         # Read before the loop starts: they choose it.
-        settings = load_settings()
+        settings = _settings()
         loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(settings))

@@ -20,8 +20,11 @@ from grpc_status import rpc_status
 
 # Re-exported: the access log, spans, metrics and router read it from here.
 from backends.calls import CALLER as CALLER
+from backends.files import MIB, UnreadableFile, read_text_file
 from service import errors
 
+# Thousands of callers' lines; a larger file holds something else.
+TOKEN_FILE_LIMIT = MIB
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -33,9 +36,9 @@ def load_tokens(path: Path) -> dict[str, str]:
     """token -> caller name."""
     tokens: dict[str, str] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TokenFileError(f"{path}: {exc.strerror}") from None
+        lines = read_text_file(path, TOKEN_FILE_LIMIT).splitlines()
+    except UnreadableFile as problem:
+        raise TokenFileError(f"{path}: {problem}") from None
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):

@@ -31,11 +31,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from backends.files import MIB, SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 from backends.options import Declared, describe_errors, unreadable
 from backends.registry import UnknownBackendType, backend_type
 
 __all__ = ["BUDGET_KEY_PATTERN", "BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
 
+# A routing file of a thousand backends is a few hundred KB.
+ROUTES_FILE_LIMIT = MIB
 # Keys every backend table may have, whatever its type.
 _COMMON_KEYS = ("type", "qps", "budget_key")
 _SOURCES = ("env", "file")
@@ -104,11 +107,21 @@ class RoutesConfig:
 
 def load_routes(path: Path, environ: Mapping[str, str]) -> RoutesConfig:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RoutesError([f"cannot read the file ({exc.strerror})"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return _validated(_parsed(path), environ)
+    except RecursionError:
+        raise RoutesError(["nested too deeply"]) from None
+
+
+def _parsed(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(read_text_file(path, ROUTES_FILE_LIMIT))
+    except UnreadableFile as problem:
+        raise RoutesError([f"cannot read the file ({problem})"]) from None
+    except tomllib.TOMLDecodeError as exc:
         raise RoutesError([f"not valid TOML: {exc}"]) from None
+
+
+def _validated(raw: dict[str, Any], environ: Mapping[str, str]) -> RoutesConfig:
     problems: list[str] = []
     document: _Document | None = None
     try:
@@ -198,9 +211,9 @@ def _resolve_secrets(
             resolved[key] = environ.get(variable, "") or unreadable(f"the variable {variable} is not set")
         elif "file" in references:
             try:
-                resolved[key] = Path(str(references["file"])).read_text(encoding="utf-8")
-            except OSError as exc:
-                resolved[key] = unreadable(f"cannot read {key}_file ({exc.strerror})")
+                resolved[key] = read_text_file(Path(str(references["file"])), SECRET_FILE_LIMIT)
+            except UnreadableFile as problem:
+                resolved[key] = unreadable(f"cannot read {key}_file ({problem})")
             if f"{key}_file" in options.model_fields:
                 # The type watches the file for rotation: it gets the path beside the value.
                 resolved[f"{key}_file"] = references["file"]

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 
 from backends.base import Backend
+from backends.files import MIB, UnreadableFile, read_regular_file
 from service import scrub
 from service.admission import Admission
 from service.auth import CallerAuth
@@ -29,7 +31,7 @@ from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
 from service.routing import Route, Router, Upstream
 from service.servicer import ModerationServicer
-from service.settings import Settings
+from service.settings import ConfigError, Settings
 from service.streaming import Window
 from service.telemetry import SCOPE, ServerSpans, Telemetry
 from service.undecodable import RejectUndecodable
@@ -47,6 +49,8 @@ BACKSTOP_FACTOR = 2
 MAX_PENDING_CALLS = 10_000
 # How often health follows the backends' circuits.
 HEALTH_INTERVAL = 0.5
+# A certificate chain or a key is a few KB.
+PEM_FILE_LIMIT = MIB
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -197,12 +201,20 @@ def _budget_key(settings: Settings, config: BackendConfig | None) -> str | None:
     return given or (default_budget_key(config.type, account) if account else None)
 
 
+def _pem(path: Path) -> bytes:
+    """A TLS file's content; ConfigError if it is not a regular file of at most PEM_FILE_LIMIT bytes."""
+    try:
+        return read_regular_file(path, PEM_FILE_LIMIT)
+    except UnreadableFile as problem:
+        raise ConfigError([f"{path}: {problem}"]) from None
+
+
 def _add_port(server: grpc.aio.Server, settings: Settings) -> int:
     if settings.tls_cert is None or settings.tls_key is None:
         return int(server.add_insecure_port(settings.listen))
     credentials = grpc.ssl_server_credentials(
-        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
-        root_certificates=settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None,
+        [(_pem(settings.tls_key), _pem(settings.tls_cert))],
+        root_certificates=_pem(settings.tls_client_ca) if settings.tls_client_ca else None,
         require_client_auth=settings.tls_client_ca is not None,
     )
     return int(server.add_secure_port(settings.listen, credentials))

@@ -274,7 +274,8 @@ class Settings(Declared):
         validation_alias="MODERATION_CALLER_SHARE",
         description="the share (0 to 1) of each backend's rate budget one authenticated caller may spend.",
     )
-    routes_file: FilePath | None = Field(
+    # A Path, not a FilePath: `load_routes` reads it and reports what is wrong with it, once.
+    routes_file: Path | None = Field(
         None,
         validation_alias="MODERATION_ROUTES",
         description="a routing file: several named backends and the BizType routes between them (see "

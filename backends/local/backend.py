@@ -92,14 +92,15 @@ class LocalBackend:
         self._checks = await self._threads.run(self._load, on_exit=lambda: None)
 
     def _load(self) -> Checks:
-        models = self._models
-        if models is None:
-            models = Models()
-            models.warm_up()
+        # The samples first: an unusable one is a configuration problem, found before the models load.
         samples = [
             *load_samples(self._settings.allow_dir, SampleKind.ALLOW),
             *load_samples(self._settings.deny_dir, SampleKind.DENY),
         ]
+        models = self._models
+        if models is None:
+            models = Models()
+            models.warm_up()
         log.info("local backend ready: %d library samples", len(samples))
         return Checks(models, self._keywords, ImageLibrary(samples))
 

@@ -10,6 +10,7 @@ name is the label the match reports (deny/Porn/x.jpg reports Porn).
 from __future__ import annotations
 
 import enum
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from backends.files import MIB, UnreadableFile, read_regular_file
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 MAX_PHASH_DISTANCE = 12
 MAX_DHASH_DISTANCE = 16
+# Past IMS's own 10 MB image limit: a sample larger than this is not an image worth hashing.
+SAMPLE_FILE_LIMIT = 64 * MIB
+
+
+class SampleLibraryError(ValueError):
+    pass
 
 
 class Kind(enum.Enum):
@@ -73,8 +82,16 @@ def load_samples(folder: Path | None, kind: Kind) -> list[Sample]:
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
         label = path.parent.name if path.parent != folder else ("Allow" if kind is Kind.ALLOW else "Deny")
-        with Image.open(path) as image:
-            samples.append(Sample(kind, path.stem, label, fingerprint(image)))
+        where = f"the {kind.value} library's sample {path}"
+        try:
+            content = read_regular_file(path, SAMPLE_FILE_LIMIT)
+        except UnreadableFile as problem:
+            raise SampleLibraryError(f"{where}: {problem}") from None
+        try:
+            with Image.open(io.BytesIO(content)) as image:
+                samples.append(Sample(kind, path.stem, label, fingerprint(image)))
+        except (OSError, Image.DecompressionBombError):
+            raise SampleLibraryError(f"{where}: not an image the library can read") from None
     return samples
 
 

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import ahocorasick
 
+from backends.files import MIB, UnreadableFile, read_text_file
+
+# A library of a hundred thousand words is a few MB.
+KEYWORD_LIBRARY_LIMIT = 16 * MIB
+
 
 class KeywordLibraryError(ValueError):
     pass
@@ -46,7 +51,11 @@ def load_libraries(folder: Path) -> list[KeywordLibrary]:
     libraries = []
     for path in sorted(folder.glob("*.toml")):
         try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = read_text_file(path, KEYWORD_LIBRARY_LIMIT)
+        except UnreadableFile as problem:
+            raise KeywordLibraryError(f"{path}: {problem}") from None
+        try:
+            document = tomllib.loads(text)
             words = document["words"]
             library = KeywordLibrary(
                 str(document["id"]),
@@ -54,7 +63,7 @@ def load_libraries(folder: Path) -> list[KeywordLibrary]:
                 str(document["label"]),
                 tuple(str(w) for w in words),
             )
-        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, RecursionError) as exc:
             raise KeywordLibraryError(f"{path}: needs id, name, label and a words list ({exc})") from None
         libraries.append(library)
     ids = [library.id for library in libraries]

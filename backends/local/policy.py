@@ -22,8 +22,11 @@ from typing import Any
 
 from moderation.v1.moderation_service_pb2 import Suggestion
 
+from backends.files import MIB, UnreadableFile, read_text_file
 from backends.local.settings import DEFAULT_POLICY_FILE
 
+# A policy for each of thousands of BizTypes is well under this.
+POLICY_FILE_LIMIT = MIB
 CHECKS = frozenset({"porn", "ocr", "qrcode", "library"})
 
 
@@ -68,9 +71,11 @@ class Policies:
 
 def load_policies(path: Path = DEFAULT_POLICY_FILE) -> Policies:
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        document = tomllib.loads(read_text_file(path, POLICY_FILE_LIMIT))
+    except (UnreadableFile, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise PolicyError(f"{path}: nested too deeply") from None
     default = _policy(document.get("default", {}), Policy(), f"{path} [default]")
     by_biz_type = {
         name: _policy(table, default, f"{path} [biz_types.{name}]")

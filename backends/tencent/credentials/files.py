@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 from backends.tencent.credentials.model import CredentialError, Credentials
 
-__all__ = ["PROFILE_PATHS", "KeyFiles", "ProfileFile", "profile_path"]
+__all__ = ["PROFILE_PATHS", "KeyFiles", "ProfileFile", "profile_path", "read_credential_file"]
 
 # Where the official SDK looks for its profile, in order (ProfileCredential).
 PROFILE_PATHS = (Path("~/.tencentcloud/credentials"), Path("/etc/tencentcloud/credentials"))
@@ -34,13 +35,13 @@ def _fingerprint(paths: Sequence[Path]) -> Fingerprint:
     return tuple(one(path) for path in paths)
 
 
-def _read(path: Path, what: str) -> str:
+def read_credential_file(path: Path, what: str) -> str:
+    """The text of a key, token or profile file, stripped; CredentialError naming `what` if it cannot
+    be read (not a regular file, too large, not UTF-8) or is empty."""
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise CredentialError(f"cannot read the {what} file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise CredentialError(f"the {what} file is not UTF-8 text") from None
+        value = read_text_file(path, SECRET_FILE_LIMIT).strip()
+    except UnreadableFile as problem:
+        raise CredentialError(f"cannot read the {what} file ({problem})") from None
     if not value:
         raise CredentialError(f"the {what} file is empty")
     return value
@@ -77,9 +78,13 @@ class KeyFiles:
         for _ in range(3):
             before = self.version()
             credentials = Credentials(
-                _read(self.secret_id, "secret id") if self.secret_id else self.values.secret_id,
-                _read(self.secret_key, "secret key") if self.secret_key else self.values.secret_key,
-                _read(self.token, "token") if self.token else self.values.token,
+                read_credential_file(self.secret_id, "secret id")
+                if self.secret_id
+                else self.values.secret_id,
+                read_credential_file(self.secret_key, "secret key")
+                if self.secret_key
+                else self.values.secret_key,
+                read_credential_file(self.token, "token") if self.token else self.values.token,
             )
             if self.version() == before:
                 return credentials
@@ -113,12 +118,10 @@ class ProfileFile:
 
     def read(self) -> Credentials:
         parser = configparser.ConfigParser(interpolation=None)
+        text = read_credential_file(self.path, "profile")
         try:
-            with self.path.open(encoding="utf-8") as handle:
-                parser.read_file(handle)
-        except OSError as exc:
-            raise CredentialError(f"cannot read the profile file ({exc.strerror})") from None
-        except (configparser.Error, UnicodeDecodeError):
+            parser.read_string(text)
+        except configparser.Error:
             # configparser's messages quote the offending line, which may hold the key.
             raise CredentialError("the profile file is not a valid INI file") from None
         section = parser["default"] if parser.has_section("default") else None

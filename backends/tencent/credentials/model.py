@@ -57,7 +57,8 @@ class Source(Protocol):
         ...
 
     async def load(self) -> Credentials:
-        """The source's credentials now; CredentialError if it has none to give."""
+        """The source's credentials now; CredentialError if it has none to give. Cancelled when it
+        misses the refresh's deadline, so it must hold nothing that outlives the cancellation."""
         ...
 
     async def aclose(self) -> None: ...

@@ -2,7 +2,8 @@
 
 `RefreshingCredentials` holds the credentials requests are signed with. A task, started and stopped
 with the backend, loads them again when the source changes (a key file rewritten) and ahead of their
-expiry (temporary credentials); a request only ever reads what is held. A failed refresh keeps the
+expiry (temporary credentials); a request only ever reads what is held. Each load has an overall
+deadline, and one that misses it is a failed refresh like any other. A failed refresh keeps the
 credentials held, still valid or not, and is tried again with capped exponential backoff. Each
 rotation and each failure is one log line and one count, by backend and source; neither shows a secret.
 """
@@ -33,6 +34,10 @@ REFRESH_AHEAD_SECONDS = 300.0
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 BACKOFF_FLOOR_SECONDS = 0.5
+# Every load of a source, whole: httpx's timeout bounds each read, so an endpoint trickling a byte a
+# second would otherwise hold a refresh (and with it every later one) forever. Under START_TIMEOUT_SECONDS,
+# so a stalled first load is logged and counted before start-up goes on without credentials.
+LOAD_DEADLINE_SECONDS = 6.0
 # How long `start` waits for the first credentials before serving without them (calls then fail as
 # misconfigured until the background task gets some).
 START_TIMEOUT_SECONDS = 10.0
@@ -190,9 +195,13 @@ class RefreshingCredentials:
         """Load once; True if the source answered (whether or not its credentials were new)."""
         version = self._source.version()
         try:
-            loaded = await self._source.load()
+            async with asyncio.timeout(LOAD_DEADLINE_SECONDS):
+                loaded = await self._source.load()
         except CredentialError as problem:
             self._failed(str(problem))
+            return False
+        except TimeoutError:
+            self._failed(f"no credentials within {LOAD_DEADLINE_SECONDS:.0f} s (the source stalled)")
             return False
         self._failures = 0
         self._version = version

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from backends.scrub import UPSTREAM_CODE, bounded_token
+from backends.tencent.credentials.files import read_credential_file
 from backends.tencent.credentials.model import CredentialError, Credentials
 from backends.tencent.credentials.remote import credential_client, json_object, send, temporary_credentials
 
@@ -62,7 +63,7 @@ class WebIdentityRole:
         return None
 
     async def load(self) -> Credentials:
-        token = await asyncio.to_thread(self._web_identity_token)
+        token = await asyncio.to_thread(read_credential_file, self._identity.token_file, "web identity token")
         now = self._clock()
         params = {
             "ProviderId": self._identity.provider_id,
@@ -96,17 +97,6 @@ class WebIdentityRole:
         if not isinstance(credentials, dict):
             raise CredentialError(f"{_WHAT} answered no Credentials")
         return temporary_credentials(credentials, answer, what=_WHAT)
-
-    def _web_identity_token(self) -> str:
-        try:
-            token = self._identity.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CredentialError(f"cannot read the web identity token file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise CredentialError("the web identity token file is not UTF-8 text") from None
-        if not token:
-            raise CredentialError("the web identity token file is empty")
-        return token
 
     async def aclose(self) -> None:
         await self._client.aclose()
