@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -161,6 +162,9 @@ async def test_a_folder_goes_through_one_stream_and_every_image_is_answered_once
     # Sorted first, and never sent: the stream's indexes no longer match the files' positions.
     gone = folder / "0-gone.png"
     gone.symlink_to(folder / "deleted.png")
+    # A FIFO under an image's name: reading it as a file would wait forever for a writer.
+    fifo = folder / "0-fifo.png"
+    os.mkfifo(fifo)
     write(folder / ".hidden.png", BLOCK_IMAGE)
     write(folder / ".cache" / "d.png", BLOCK_IMAGE)
     write(folder / "notes.txt", b"not an image extension")
@@ -169,8 +173,8 @@ async def test_a_folder_goes_through_one_stream_and_every_image_is_answered_once
 
     assert run.status == cli.EXIT_BLOCK, run.stderr
     records = {record["target"]: record for record in run.records()}
-    assert len(run.stdout.splitlines()) == len(records) == 5
-    assert sorted(records) == [str(path) for path in [gone, *expected]]
+    assert len(run.stdout.splitlines()) == len(records) == 6
+    assert sorted(records) == [str(path) for path in [fifo, gone, *expected]]
     assert [records[str(path)].get("suggestion") for path in expected] == [
         "SUGGESTION_PASS",
         None,
@@ -181,11 +185,13 @@ async def test_a_folder_goes_through_one_stream_and_every_image_is_answered_once
     assert error["code"] == "INVALID_ARGUMENT"
     assert error["reason"].startswith("IMAGE_")
     assert records[str(gone)]["error"]["code"] == "FILE_UNREADABLE"
+    assert records[str(fifo)]["error"]["code"] == "FILE_UNREADABLE"
+    assert "not a regular file" in records[str(fifo)]["error"]["message"]
     assert emulator.stats.billed == 3
-    assert "5/5" in run.stderr  # the progress bar, on stderr only
-    assert "5 images: 2 ERROR, 2 SUGGESTION_PASS, 1 SUGGESTION_BLOCK" in run.stderr
+    assert "6/6" in run.stderr  # the progress bar, on stderr only
+    assert "6 images: 3 ERROR, 2 SUGGESTION_PASS, 1 SUGGESTION_BLOCK" in run.stderr
     assert "labels: 2 Normal, 1 Porn" in run.stderr
-    assert "errors: 1 FILE_UNREADABLE, 1 INVALID_ARGUMENT" in run.stderr
+    assert "errors: 2 FILE_UNREADABLE, 1 INVALID_ARGUMENT" in run.stderr
 
 
 async def test_a_folder_stream_past_its_deadline_still_reports_each_image_once(

@@ -47,6 +47,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from moderation_client.aio import ModerationClient
 from moderation_client.errors import ModerationError, ServerUnreachable
 from moderation_client.health import SERVING
+from moderation_client.images import read_image
 from moderation_client.output import BLOCK, ERROR, PASS, Failure, Outcome, printable, summary
 from moderation_client.settings import DEFAULT_TIMEOUT, HEALTH_TIMEOUT
 from moderation_client.stream import StreamResult
@@ -268,7 +269,7 @@ async def wait_until_reachable(client: ModerationClient) -> None:
 async def single_request(target: str, biz_type: str) -> ModerateImageRequest:
     if is_url(target):
         return ModerateImageRequest(url=target, biz_type=biz_type)
-    content = await asyncio.to_thread(Path(target).read_bytes)
+    content = await asyncio.to_thread(read_image, Path(target))
     return ModerateImageRequest(content=content, biz_type=biz_type)
 
 
@@ -301,7 +302,7 @@ async def moderate_folder_images(
         for position, path in enumerate(paths):
             target = unanswered[position]
             try:
-                content = await asyncio.to_thread(path.read_bytes)
+                content = await asyncio.to_thread(read_image, path)
             except OSError as exc:
                 del unanswered[position]
                 report.add(unreadable(target, exc))
