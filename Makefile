@@ -48,9 +48,11 @@ PODMAN_LIMITS := --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
 
 # On loopback unless MODERATION_LISTEN (or MODERATION_METRICS_LISTEN) says otherwise: no TLS or
 # authentication is configured here. The image and the manifests listen on every interface.
+# exec: the gateway replaces the shell, so a signal to it (SIGTERM, Ctrl-C) reaches the gateway itself.
 run: $(RUNTIME_STAMP) $(GENERATED)
-	MODERATION_LISTEN="$${MODERATION_LISTEN:-127.0.0.1:50051}" \
-	MODERATION_METRICS_LISTEN="$${MODERATION_METRICS_LISTEN:-127.0.0.1:9464}" $(BIN)/python -m service
+	export MODERATION_LISTEN="$${MODERATION_LISTEN:-127.0.0.1:50051}" \
+		MODERATION_METRICS_LISTEN="$${MODERATION_METRICS_LISTEN:-127.0.0.1:9464}"; \
+	exec $(BIN)/python -m service
 
 test: $(STAMP) $(GENERATED) system-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest

@@ -42,3 +42,19 @@ def test_the_readme_is_short_and_starts_with_the_two_commands() -> None:
     assert len(readme) <= 150
     first_block = readme[readme.index("```sh") + 1 : readme.index("```")]
     assert [line.split()[:2] for line in first_block] == [["make", "run"], ["make", "test"]]
+
+
+def test_the_readme_links_into_pages_that_exist() -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)", (ROOT / "README.md").read_text())
+    assert links
+    assert [link for link in links if not (ROOT / link).is_file()] == []
+
+
+def test_the_readme_runs_the_container_as_the_deploying_guide_does() -> None:
+    def run_line(text: str) -> str:
+        match = re.search(r"^podman run (?:[^\n]*\\\n)*[^\n]*", text, flags=re.MULTILINE)
+        assert match is not None
+        return " ".join(match.group(0).replace("\\\n", " ").split())
+
+    guide = (ROOT / "docs" / "guides" / "deploying.md").read_text()
+    assert run_line((ROOT / "README.md").read_text()) == run_line(guide)
