@@ -11,30 +11,39 @@ __all__ = ["GATEWAY_REASONS", "WHEN", "backend_errors", "gateway_errors"]
 # When each kind happens: the one thing its row cannot say. A new Kind without an entry fails the docs
 # build's drift test.
 WHEN: dict[Kind, str] = {
-    Kind.INVALID_REQUEST: "IMS refused the image or a parameter (`InvalidParameter*`, "
-    "`InvalidParameterValue*`, "
-    "`MissingParameter`, `RequestSizeLimitExceeded`, `ResourceUnavailable.InvalidImageContent`)",
-    Kind.IMAGE_DOWNLOAD_FAILED: "IMS (or the local backend) could not download `url` (it already retried "
-    "once)",
+    Kind.INVALID_REQUEST: (
+        "IMS refused the image or a parameter (`InvalidParameter*`, `InvalidParameterValue*`, "
+        "`MissingParameter`, `RequestSizeLimitExceeded`, `ResourceUnavailable.InvalidImageContent`)"
+    ),
+    Kind.IMAGE_DOWNLOAD_FAILED: (
+        "IMS (or the local backend) could not download `url` (it already retried once)"
+    ),
     Kind.RATE_LIMITED: "`RequestLimitExceeded*` on every attempt; `RetryInfo` says when to retry",
     Kind.QUOTA_EXHAUSTED: "`LimitExceeded`, `ResourceInsufficient`, `ResourcesSoldOut`; `QuotaFailure`",
-    Kind.MISCONFIGURED: "the **gateway's** keys, clock, region or network identity were refused "
-    "(`AuthFailure.*`, "
-    "`UnsupportedRegion`, `IpNotInWhitelist`, ...). Never reported as the caller's `UNAUTHENTICATED`.",
-    Kind.ACCOUNT_UNAVAILABLE: "the gateway's Tencent account cannot serve: not activated, no package, "
-    "arrears "
-    "(`UnauthorizedOperation*`)",
-    Kind.UNAVAILABLE: "transient faults on every attempt: `ModelCallFailed`, `InternalError*`, "
-    "`ServiceUnavailable`, network errors, HTTP 5xx, unreadable responses (`upstream_code` "
-    "`MalformedResponse`: not JSON, no verdict, nested over 32 levels, over 1 MiB); `RetryInfo`",
-    Kind.TIMEOUT: "no answer before the caller's deadline or the 15 s backend timeout (the message says "
-    "which)",
+    Kind.MISCONFIGURED: (
+        "the **gateway's** keys, clock, region or network identity were refused (`AuthFailure.*`, "
+        "`UnsupportedRegion`, `IpNotInWhitelist`, ...). Never reported as the caller's `UNAUTHENTICATED`."
+    ),
+    Kind.ACCOUNT_UNAVAILABLE: (
+        "the gateway's Tencent account cannot serve: not activated, no package, arrears "
+        "(`UnauthorizedOperation*`)"
+    ),
+    Kind.UNAVAILABLE: (
+        "transient faults on every attempt: `ModelCallFailed`, `InternalError*`, `ServiceUnavailable`, "
+        "network errors, HTTP 5xx, unreadable responses (`upstream_code` `MalformedResponse`: not JSON, "
+        "no verdict, nested over 32 levels, over 1 MiB); `RetryInfo`"
+    ),
+    Kind.TIMEOUT: (
+        "no answer before the caller's deadline or the 15 s backend timeout (the message says which)"
+    ),
     Kind.FAILED: "other refusals (`FailedOperation`, `OperationDenied`, ...)",
-    Kind.THROTTLED: "the gateway's rate governor had no slot before the call's deadline; nothing was sent; "
-    "`RetryInfo`",
-    Kind.OVERLOADED: "the embedded backend had no room (its decoded-image memory budget or a fair share "
-    "of its "
-    "workers) for the image before the deadline; nothing was analysed; `RetryInfo`",
+    Kind.THROTTLED: (
+        "the gateway's rate governor had no slot before the call's deadline; nothing was sent; `RetryInfo`"
+    ),
+    Kind.OVERLOADED: (
+        "the embedded backend had no room (its decoded-image memory budget or a fair share of its workers) "
+        "for the image before the deadline; nothing was analysed; `RetryInfo`"
+    ),
 }
 
 # The gateway's own refusals, before or beside any backend: (gRPC code, reasons, when). The drift test
@@ -56,9 +65,8 @@ GATEWAY_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
             "INVALID_USER",
             "INVALID_DEVICE",
         ),
-        "the gateway's own checks failed (reason of the first violation; all are in `BadRequest`); no "
-        "backend "
-        "call was made",
+        "the gateway's own checks failed (reason of the first violation; all are in `BadRequest`); "
+        "no backend call was made",
     ),
     ("INVALID_ARGUMENT", ("BATCH_TOO_LARGE",), "`BatchModerateImages` with more than 1000 items"),
     (
@@ -87,9 +95,8 @@ GATEWAY_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "RESOURCE_EXHAUSTED",
         ("SERVER_OVER_CAPACITY",),
-        "more than `MODERATION_MAX_CONCURRENT_RPCS` moderation calls at once; refused on arrival, nothing "
-        "was "
-        "read; `RetryInfo`; metadata `limit`",
+        "more than `MODERATION_MAX_CONCURRENT_RPCS` moderation calls at once; refused on arrival, "
+        "nothing was read; `RetryInfo`; metadata `limit`",
     ),
     (
         "RESOURCE_EXHAUSTED",
