@@ -131,7 +131,7 @@ image: system-deps
 	@podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE)
 	@echo "what takes the space (MB):"
 	@podman $(PODMAN_FLAGS) run $(PODMAN_LIMITS) --rm --entrypoint sh $(IMAGE) -c \
-		'du -sm /usr /opt/venv /opt/venv/lib/python3*/site-packages/* 2>/dev/null | sort -rn | head -14'
+		'du -sm /usr /opt/venv; du -sm /opt/venv/lib/python3*/site-packages/* | sort -rn | head -12'
 
 # No registry is reachable here: the image is built on a Debian base made from Debian's packages
 # (cached under build/image/), then run and probed by tests/test_deploy_image.py.
