@@ -88,3 +88,4 @@ def test_make_and_the_image_install_from_the_locks() -> None:
     assert "pip install --quiet -r $(DEV_LOCK)" in makefile
     assert "pip install --quiet -r $(RUNTIME_LOCK)" in makefile
     assert "-r requirements/runtime.txt" in dockerfile
+    assert "-c requirements/dev.txt" in dockerfile
