@@ -117,13 +117,15 @@ system-deps:
 # Debian 12 base made here from Debian's packages by mmdebstrap, saying so. Then the image's size and what
 # takes it.
 DEFAULT_BASE_IMAGE := docker.io/library/python:3.11-slim-bookworm
+# Prints the name of a Debian 12 base it builds with mmdebstrap (cached under build/image/).
+DEBIAN_BASE := deploy/image/debian-base.sh
 image: system-deps
 	$(PYTHON) deploy/image/pip_secrets.py $(IMAGE_BUILD)
 	@base="$(BASE_IMAGE)"; \
 	if [ -z "$$base" ] && ! podman image exists $(DEFAULT_BASE_IMAGE) && \
 		! timeout 60 podman pull --quiet $(DEFAULT_BASE_IMAGE) >/dev/null 2>&1; then \
 		echo "make image: no registry reachable for $(DEFAULT_BASE_IMAGE); building on a Debian 12 base made by mmdebstrap from Debian's packages"; \
-		base=$$(deploy/image/debian-base.sh $(IMAGE_BUILD)) || exit 1; fi; \
+		base=$$($(DEBIAN_BASE) $(IMAGE_BUILD)) || exit 1; fi; \
 	set -x; podman $(PODMAN_FLAGS) build $(PODMAN_LIMITS) --network host --tag $(IMAGE) \
 		$${base:+--build-arg BASE_IMAGE=$$base} \
 		--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
@@ -136,7 +138,7 @@ image: system-deps
 # No registry is reachable here: the image is built on a Debian base made from Debian's packages
 # (cached under build/image/), then run and probed by tests/test_deploy_image.py.
 image-test: $(STAMP) $(GENERATED) system-deps
-	base=$$(deploy/image/debian-base.sh $(IMAGE_BUILD)) && $(MAKE) --no-print-directory image BASE_IMAGE=$$base
+	base=$$($(DEBIAN_BASE) $(IMAGE_BUILD)) && $(MAKE) --no-print-directory image BASE_IMAGE=$$base
 	MODERATION_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_deploy_image.py
 
 # The development environment: the dev lock, then the gateway itself (editable, its pins already in).

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.make_targets import ROOT, run_make, write_program
+
 REPORT = """#!/bin/sh
 exec python3 -c 'import json, os, sys; env = os.environ.get; print(json.dumps({"argv": sys.argv[1:],
   "listen": env("MODERATION_LISTEN"), "metrics": env("MODERATION_METRICS_LISTEN")}))' "$@"
@@ -20,22 +20,13 @@ exec python3 -c 'import json, os, sys; env = os.environ.get; print(json.dumps({"
 def make_run(tmp_path: Path, **env: str) -> dict[str, object]:
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "python").write_text(REPORT)
-    (fake / "python").chmod(0o755)
+    write_program(fake / "python", REPORT)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")} | env
     # -o: the environment and the generated code count as made, whatever their age.
     generated = [str(p.relative_to(ROOT)) for p in ROOT.glob("protos/moderation/v1/*_pb2.py")]
     old = [arg for path in (".venv/.runtime", *generated) for arg in ("-o", path)]
-    ran = subprocess.run(
-        ["make", "-s", "--no-print-directory", *old, "run", f"BIN={fake}"],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    report: dict[str, object] = json.loads(ran.stdout)
+    output = run_make("-s", *old, "run", f"BIN={fake}", env=environ)
+    report: dict[str, object] = json.loads(output)
     return report
 
 
