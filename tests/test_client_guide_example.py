@@ -1,4 +1,5 @@
-"""The README's client library example, run as written against the real gateway."""
+"""The client guide's library example, run as written against the real gateway, answers as it should
+(tests/test_docs_examples.py runs every example; this one's output is checked line by line)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,22 @@ import re
 import sys
 from pathlib import Path
 
-from emulator.images import make_jpeg, make_png
 from service.server import Gateway
+from tests.example_files import write_example_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def readme_example() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Python client library\n", 1)[1].split("\n## ", 1)[0]
-    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+def library_example() -> str:
+    guide = (ROOT / "docs" / "guides" / "client.md").read_text()
+    section = guide.split("\n## The Python client library\n", 1)[1]
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
     return str(example)
 
 
-async def test_the_readme_example_runs(gateway: Gateway, tmp_path: Path) -> None:
-    (tmp_path / "example.py").write_text(readme_example())
-    (tmp_path / "cat.jpg").write_bytes(make_jpeg(256, 256))
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    (photos / "a.jpg").write_bytes(make_jpeg(300, 200))
-    (photos / "b.jpg").write_bytes(make_png(256, 256, marker="IMSEMU:Block:Porn:SexBehavior:97"))
-    (photos / "c.jpg").write_bytes(b"too small")
+async def test_the_client_guide_example_answers_each_image(gateway: Gateway, tmp_path: Path) -> None:
+    (tmp_path / "example.py").write_text(library_example())
+    write_example_files(tmp_path)
     env = {**os.environ, "MODERATION_SERVER": f"127.0.0.1:{gateway.port}", "PYTHONPATH": str(ROOT)}
     # The gateway serves on this test's event loop: the example must run beside it, never block it.
     process = await asyncio.create_subprocess_exec(

@@ -1,15 +1,9 @@
-"""The README's settings tables, generated from the declarations so they cannot drift.
-
-`python -m service.settings_table` (`make settings-table`) rewrites each block of README.md between
-`<!-- generated: NAME -->` and `<!-- end: NAME -->`; a unit test fails when the README is stale.
-"""
+"""The settings reference: every environment variable and every routing-file key, generated from the
+declarations (the gateway's `Settings` and each backend type's options) so the pages cannot drift."""
 
 from __future__ import annotations
 
-import re
-import sys
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -19,18 +13,18 @@ from pydantic_core import PydanticUndefined
 from backends.options import Declared, is_secret, variable
 from backends.plugin import BackendType
 from backends.registry import BACKEND_TYPES
+from docsgen.links import relink
 from service.settings import Settings
 
-__all__ = ["README", "render_blocks", "rewrite"]
+__all__ = ["environment", "routing_keys"]
 
 _BOUNDS = {Ge: "at least", Gt: "above", Le: "at most", Lt: "below"}
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _default(field: FieldInfo) -> str:
     extra = field.json_schema_extra
     if isinstance(extra, dict) and isinstance(extra.get("default_text"), str):
-        return str(extra["default_text"])
+        return relink(str(extra["default_text"]))
     if field.default is PydanticUndefined:
         return "(required)"
     if field.default is None or field.default == ():
@@ -61,7 +55,7 @@ def _number(value: object) -> str:
 
 
 def _meaning(field: FieldInfo, name: str) -> str:
-    description = (field.description or "") + _bounds(field)
+    description = relink(field.description or "") + _bounds(field)
     if is_secret(field):
         description += f" `{name}_FILE` reads it from a file instead."
     return description.replace("|", "\\|")
@@ -80,25 +74,36 @@ def _variables_table(model: type[Declared]) -> list[str]:
     return rows
 
 
-def _environment() -> str:
+def environment() -> str:
     lines = ["The gateway:", "", *_variables_table(Settings)]
     for kind in BACKEND_TYPES.values():
         if kind.from_environment and kind.options.keys_by_variable():
-            lines += ["", f"The `{kind.name}` backend, {kind.summary}:", "", *_variables_table(kind.options)]
+            lines += [
+                "",
+                f"The `{kind.name}` backend, {relink(kind.summary)}:",
+                "",
+                *_variables_table(kind.options),
+            ]
     return "\n".join(lines)
 
 
 def _keys(kind: BackendType[Any]) -> Iterable[str]:
-    for key, field in kind.options.model_fields.items():
-        if is_secret(field):
-            yield _row(
-                f"`{kind.name}`", f"`{key}_env`, `{key}_file`", _default(field), f"{field.description}."
-            )
+    fields = kind.options.model_fields
+    secrets = {key for key, field in fields.items() if is_secret(field)}
+    for key, field in fields.items():
+        if key.endswith("_file") and key.removesuffix("_file") in secrets:
+            continue  # the secret's own row names its `_file` key
+        if key in secrets:
+            meaning = relink(field.description or "").replace("|", "\\|").rstrip(".") + "."
+            companion = fields.get(f"{key}_file")
+            if companion is not None and companion.description:
+                meaning += " A `_file` is watched and re-read when it changes."
+            yield _row(f"`{kind.name}`", f"`{key}_env`, `{key}_file`", _default(field), meaning)
         else:
             yield _row(f"`{kind.name}`", f"`{key}`", _default(field), _meaning(field, key))
 
 
-def _routing_keys() -> str:
+def routing_keys() -> str:
     lines = [
         "| type | key | default | meaning |",
         "|---|---|---|---|",
@@ -108,30 +113,3 @@ def _routing_keys() -> str:
     for kind in BACKEND_TYPES.values():
         lines.extend(_keys(kind))
     return "\n".join(lines)
-
-
-BLOCKS: dict[str, Callable[[], str]] = {"environment": _environment, "routing-keys": _routing_keys}
-
-
-def render_blocks(text: str) -> str:
-    """`text` with every generated block rendered afresh."""
-    for name, render in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- generated: {name} -->\n).*?(<!-- end: {name} -->)", re.DOTALL)
-        match = pattern.search(text)
-        if match is None:
-            raise ValueError(f"README.md has no block `{name}`")
-        text = f"{text[: match.end(1)]}{render()}\n{text[match.start(2) :]}"
-    return text
-
-
-def rewrite(readme: Path = README) -> bool:
-    """Whether the README changed."""
-    text = readme.read_text(encoding="utf-8")
-    rendered = render_blocks(text)
-    if rendered != text:
-        readme.write_text(rendered, encoding="utf-8")
-    return rendered != text
-
-
-if __name__ == "__main__":
-    print("README.md updated" if rewrite() else "README.md is up to date", file=sys.stderr)

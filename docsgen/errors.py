@@ -1,0 +1,139 @@
+"""The errors reference: one row per failure kind from `service.errors.KIND_POLICIES` (code, reason,
+retried, failover, circuit), and the gateway's own refusals, each with when it happens."""
+
+from __future__ import annotations
+
+from backends.errors import Kind
+from service.errors import KIND_POLICIES
+
+__all__ = ["GATEWAY_REASONS", "WHEN", "backend_errors", "gateway_errors"]
+
+# When each kind happens: the one thing its row cannot say. A new Kind without an entry fails the docs
+# build's drift test.
+WHEN: dict[Kind, str] = {
+    Kind.INVALID_REQUEST: (
+        "IMS refused the image or a parameter (`InvalidParameter*`, `InvalidParameterValue*`, "
+        "`MissingParameter`, `RequestSizeLimitExceeded`, `ResourceUnavailable.InvalidImageContent`)"
+    ),
+    Kind.IMAGE_DOWNLOAD_FAILED: (
+        "IMS (or the local backend) could not download `url` (it already retried once)"
+    ),
+    Kind.RATE_LIMITED: "`RequestLimitExceeded*` on every attempt; `RetryInfo` says when to retry",
+    Kind.QUOTA_EXHAUSTED: "`LimitExceeded`, `ResourceInsufficient`, `ResourcesSoldOut`; `QuotaFailure`",
+    Kind.MISCONFIGURED: (
+        "the **gateway's** keys, clock, region or network identity were refused (`AuthFailure.*`, "
+        "`UnsupportedRegion`, `IpNotInWhitelist`, ...). Never reported as the caller's `UNAUTHENTICATED`."
+    ),
+    Kind.ACCOUNT_UNAVAILABLE: (
+        "the gateway's Tencent account cannot serve: not activated, no package, arrears "
+        "(`UnauthorizedOperation*`)"
+    ),
+    Kind.UNAVAILABLE: (
+        "transient faults on every attempt: `ModelCallFailed`, `InternalError*`, `ServiceUnavailable`, "
+        "network errors, HTTP 5xx, unreadable responses (`upstream_code` `MalformedResponse`: not JSON, "
+        "no verdict, nested over 32 levels, over 1 MiB); `RetryInfo`"
+    ),
+    Kind.TIMEOUT: (
+        "no answer before the caller's deadline or the 15 s backend timeout (the message says which)"
+    ),
+    Kind.FAILED: "other refusals (`FailedOperation`, `OperationDenied`, ...)",
+    Kind.THROTTLED: (
+        "the gateway's rate governor had no slot before the call's deadline; nothing was sent; `RetryInfo`"
+    ),
+    Kind.OVERLOADED: (
+        "the embedded backend had no room (its decoded-image memory budget or a fair share of its workers) "
+        "for the image before the deadline; nothing was analysed; `RetryInfo`"
+    ),
+}
+
+# The gateway's own refusals, before or beside any backend: (gRPC code, reasons, when). The drift test
+# checks that each reason is still raised somewhere in service/.
+GATEWAY_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "INVALID_ARGUMENT",
+        (
+            "IMAGE_MISSING",
+            "IMAGE_TOO_SMALL",
+            "IMAGE_TOO_LARGE",
+            "IMAGE_UNSUPPORTED",
+            "IMAGE_DIMENSIONS_OUT_OF_RANGE",
+            "IMAGE_ASPECT_RATIO_TOO_LARGE",
+            "INVALID_URL",
+            "INVALID_DATA_ID",
+            "INVALID_BIZ_TYPE",
+            "INVALID_FRAME_SAMPLING",
+            "INVALID_USER",
+            "INVALID_DEVICE",
+        ),
+        "the gateway's own checks failed (reason of the first violation; all are in `BadRequest`); "
+        "no backend call was made",
+    ),
+    ("INVALID_ARGUMENT", ("BATCH_TOO_LARGE",), "`BatchModerateImages` with more than 1000 items"),
+    (
+        "UNAUTHENTICATED",
+        ("CALLER_UNAUTHENTICATED",),
+        "caller authentication is on and the call had no valid bearer token",
+    ),
+    (
+        "UNAVAILABLE",
+        ("SERVER_DRAINING",),
+        "(ends a stream) the gateway is shutting down; every item read was answered, `items_read` says how "
+        "many; resend the rest elsewhere",
+    ),
+    (
+        "DEADLINE_EXCEEDED",
+        ("STREAM_IDLE",),
+        "(ends a stream) it sent nothing for `MODERATION_STREAM_IDLE_TIMEOUT` with no item in flight",
+    ),
+    (
+        "INVALID_ARGUMENT",
+        ("UNDECODABLE_REQUEST",),
+        "the request bytes are not a valid protobuf message of the method's request type (any method; "
+        "`BadRequest` names `request`). On a stream, every message before the bad one is answered, the rest "
+        "are dropped, and the message says how many were answered.",
+    ),
+    (
+        "RESOURCE_EXHAUSTED",
+        ("SERVER_OVER_CAPACITY",),
+        "more than `MODERATION_MAX_CONCURRENT_RPCS` moderation calls at once; refused on arrival, "
+        "nothing was read; `RetryInfo`; metadata `limit`",
+    ),
+    (
+        "RESOURCE_EXHAUSTED",
+        ("CALLER_OVER_CAPACITY",),
+        "the caller already runs `MODERATION_CALLER_MAX_IN_FLIGHT` calls; refused on arrival; `RetryInfo`; "
+        "metadata `limit`",
+    ),
+    ("INTERNAL", ("INTERNAL_ERROR",), "a bug in the gateway (logged with its traceback)"),
+)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def backend_errors() -> str:
+    rows = [
+        "| gRPC code | `reason` | when | retried by the gateway | fails over | circuit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, row in KIND_POLICIES.items():
+        rows.append(
+            f"| `{row.code.name}` | `{row.reason}` | {WHEN[kind]} | {_yes(row.retried)} | "
+            f"{_yes(row.fails_over)} | {row.circuit.value} |"
+        )
+    return "\n".join(rows)
+
+
+def gateway_errors() -> str:
+    rows = ["| gRPC code | `reason` | when | retried by the gateway |", "|---|---|---|---|"]
+    for code, reasons, when in GATEWAY_REASONS:
+        retried = "—" if when.startswith("(ends a stream)") else "no"
+        rows.append(f"| `{code}` | {', '.join(f'`{r}`' for r in reasons)} | {when} | {retried} |")
+    rows.append(
+        "| `RESOURCE_EXHAUSTED` | (none) | a message over the ~11.5 MiB receive limit, or, as a backstop "
+        "only, "
+        "more than twice `MODERATION_MAX_CONCURRENT_RPCS` calls of any kind at once (gRPC's own statuses) "
+        "| — |"
+    )
+    return "\n".join(rows)
