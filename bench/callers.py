@@ -1,0 +1,271 @@
+"""One run of the many-callers benchmark: authenticated callers, many streams, one budget; raw results.
+
+Against the IMS emulator (in this process, so its counters can be read per phase) at 800 ms, with a
+strict 100/s sliding second and 0-20 ms of arrival jitter, in both arrival-stamping modes. Each source
+tree (this one, and a baseline revision's) runs every scenario with gateways of its own: the same
+load on the same machine in the same run, so the two can be compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import secrets
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.circuits import metrics_url, watch_circuits
+from bench.client import Metadata, bearer
+from bench.fleet import (
+    ARRIVAL_JITTER,
+    Batch,
+    Counters,
+    run_batch,
+    start_replicas,
+    stream_items,
+    strict_emulator,
+)
+from bench.processes import BUDGET_QPS, REPO_ROOT, Credentials, Running, free_port
+from bench.redis_server import redis_server
+from bench.report import ratio
+from bench.stream import StreamResult
+from emulator import ImsEmulator
+from emulator.config import ARRIVAL_STAMPS
+from emulator.images import make_png
+
+CALLERS = ("caller-1", "caller-2", "caller-3", "caller-4")
+# The fairness scenario: caller A's many streams on one replica, caller B's one stream on another.
+CALLER_A, CALLER_B, A_STREAMS = "caller-a", "caller-b", 10
+# Unary latency is sampled by an identity of its own: another service calling the same gateways.
+PROBE = "probe"
+MANY_REPLICAS = 3
+ONE_REPLICA_STREAMS = 12
+SCALING = (1, 2, 4)
+IMAGE_SIDE = 64
+
+
+@dataclass(frozen=True)
+class Sizes:
+    # Distinct images each stream of the first two scenarios sends.
+    images_per_stream: int
+    # Items on each of caller A's streams, and on caller B's one stream.
+    a_items: int
+    b_items: int
+    # Items of the one stream of a lone replica, and split over the replicas of 1, 2 and 4.
+    lone_items: int
+    scaling_items: int
+    unary_calls: int
+
+
+FULL = Sizes(
+    images_per_stream=200, a_items=100, b_items=1000, lone_items=1000, scaling_items=1200, unary_calls=10
+)
+QUICK = Sizes(images_per_stream=30, a_items=15, b_items=150, lone_items=300, scaling_items=400, unary_calls=4)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One scenario in one arrival mode."""
+
+    batch: Batch
+    circuit_transitions: int
+
+    @property
+    def failed(self) -> int:
+        return self.batch.client_errors
+
+    def shares(self, first: int) -> tuple[float, float]:
+        """The budget spent by streams [:first] and by the rest, each over the time both were busy."""
+        groups = (self.batch.streams[:first], self.batch.streams[first:])
+        times = [sorted(t for s in group for t in s.result_times) for group in groups]
+        if not all(times):
+            return (0.0, 0.0)
+        start, end = max(t[0] for t in times), min(t[-1] for t in times)
+        spent = [sum(start <= t <= end for t in group) for group in times]
+        return (ratio(spent[0], (end - start) * BUDGET_QPS), ratio(spent[1], (end - start) * BUDGET_QPS))
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    # 3 replicas on Redis, every caller streaming its own images to each.
+    many: Phase
+    # One replica (no Redis), 12 streams from the 4 callers.
+    one_replica: Phase
+    # Caller A's streams on replica 1, caller B's one stream on replica 2 (Redis).
+    fair: Phase
+    # One replica, no Redis, one stream: without jitter, and with it.
+    lone_steady: Phase
+    lone_jittery: Phase
+    # 1, 2 and 4 replicas on Redis, one stream each.
+    scaling: tuple[Phase, ...]
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    label: str
+    modes: dict[str, ModeResult]
+
+
+@dataclass(frozen=True)
+class CallersResult:
+    current: TreeResult
+    baseline: TreeResult
+
+
+StreamJob = Callable[[], Coroutine[Any, Any, StreamResult]]
+
+
+@dataclass
+class _Bench:
+    emulator: ImsEmulator
+    counters: Counters
+    credentials: Credentials
+    tokens: dict[str, str]
+    tokens_file: Path
+    sizes: Sizes
+    progress: Callable[[str], None]
+
+    def caller(self, name: str) -> Metadata:
+        return bearer(self.tokens[name])
+
+    def arrive(self, mode: str, jitter: float = ARRIVAL_JITTER) -> None:
+        """Later requests are stamped `mode`, with `jitter`: the handler reads the config per request."""
+        self.emulator.config = dataclasses.replace(
+            self.emulator.config, arrival_stamp=mode, arrival_jitter=jitter
+        )
+
+    def images(self, stream: int, count: int) -> list[bytes]:
+        """`count` images no other stream of the phase sends (the verdict cache is off in any case)."""
+        first = stream * count
+        return [
+            make_png(IMAGE_SIDE, IMAGE_SIDE, color=(i % 256, i // 256 % 256, 7))
+            for i in range(first, first + count)
+        ]
+
+    def job(self, replica: Running, images: Sequence[bytes], items: int, caller: str) -> StreamJob:
+        return functools.partial(stream_items, replica.address, images, items, self.caller(caller))
+
+    async def phase(
+        self, replicas: Sequence[Running], ports: Sequence[int], jobs: Sequence[StreamJob], *, unary: bool
+    ) -> Phase:
+        async with watch_circuits([metrics_url(port) for port in ports]) as watch:
+            batch = await run_batch(
+                self.counters,
+                len(replicas),
+                jobs,
+                image=make_png(IMAGE_SIDE, IMAGE_SIDE, color=(255, 0, 255)),
+                unary_calls=self.sizes.unary_calls if unary else 0,
+                unary_on=[r.address for r in replicas] if unary else [],
+                unary_metadata=self.caller(PROBE),
+            )
+        return Phase(batch, watch.transitions)
+
+
+@contextlib.contextmanager
+def _tokens() -> Iterator[tuple[dict[str, str], Path]]:
+    """Every caller's token, and the gateways' MODERATION_AUTH_TOKENS_FILE naming them."""
+    tokens = {name: secrets.token_hex(16) for name in (*CALLERS, CALLER_A, CALLER_B, PROBE)}
+    with tempfile.TemporaryDirectory(prefix="bench-callers-") as folder:
+        path = Path(folder) / "tokens"
+        path.write_text("".join(f"{name} {token}\n" for name, token in tokens.items()))
+        yield tokens, path
+
+
+@contextlib.contextmanager
+def _fleet(
+    bench: _Bench, root: Path, count: int, redis_url: str | None
+) -> Iterator[tuple[list[Running], list[int]]]:
+    ports = [free_port() for _ in range(count)]
+    with start_replicas(
+        bench.credentials,
+        bench.emulator.url,
+        count,
+        redis_url,
+        root=root,
+        metrics_ports=ports,
+        MODERATION_AUTH_TOKENS_FILE=str(bench.tokens_file),
+    ) as replicas:
+        yield replicas, ports
+
+
+async def _tree(bench: _Bench, label: str, root: Path) -> TreeResult:
+    sizes, per_stream = bench.sizes, bench.sizes.images_per_stream
+    one_replica: dict[str, Phase] = {}
+    lone: dict[str, tuple[Phase, Phase]] = {}
+    scaling: dict[str, list[Phase]] = {mode: [] for mode in ARRIVAL_STAMPS}
+    fair: dict[str, Phase] = {}
+    many: dict[str, Phase] = {}
+    with redis_server() as redis:
+        with _fleet(bench, root, 1, None) as (replicas, ports):
+            for mode in ARRIVAL_STAMPS:
+                bench.progress(f"{label}, {mode}: 1 replica (no Redis) x {ONE_REPLICA_STREAMS} streams")
+                bench.arrive(mode)
+                jobs = [
+                    bench.job(replicas[0], bench.images(i, per_stream), per_stream, CALLERS[i % len(CALLERS)])
+                    for i in range(ONE_REPLICA_STREAMS)
+                ]
+                one_replica[mode] = await bench.phase(replicas, ports, jobs, unary=True)
+                phases = []
+                for jitter in (0.0, ARRIVAL_JITTER):
+                    bench.progress(
+                        f"{label}, {mode}: 1 replica (no Redis), one stream, {jitter * 1000:.0f} ms jitter"
+                    )
+                    bench.arrive(mode, jitter)
+                    jobs = [bench.job(replicas[0], bench.images(0, 1), sizes.lone_items, CALLERS[0])]
+                    phases.append(await bench.phase(replicas, ports, jobs, unary=False))
+                lone[mode] = (phases[0], phases[1])
+        for count in SCALING:
+            with _fleet(bench, root, count, redis.url) as (replicas, ports):
+                for mode in ARRIVAL_STAMPS:
+                    bench.progress(f"{label}, {mode}: {count} replica(s) on Redis, one stream each")
+                    bench.arrive(mode)
+                    jobs = [
+                        bench.job(
+                            r, bench.images(i, 1), sizes.scaling_items // count, CALLERS[i % len(CALLERS)]
+                        )
+                        for i, r in enumerate(replicas)
+                    ]
+                    scaling[mode].append(await bench.phase(replicas, ports, jobs, unary=False))
+                    if count == 2:
+                        bench.progress(
+                            f"{label}, {mode}: caller A {A_STREAMS} streams on replica 1, B 1 on replica 2"
+                        )
+                        jobs = [
+                            bench.job(replicas[0], bench.images(i, 1), sizes.a_items, CALLER_A)
+                            for i in range(A_STREAMS)
+                        ]
+                        jobs.append(
+                            bench.job(replicas[1], bench.images(A_STREAMS, 1), sizes.b_items, CALLER_B)
+                        )
+                        fair[mode] = await bench.phase(replicas, ports, jobs, unary=False)
+        with _fleet(bench, root, MANY_REPLICAS, redis.url) as (replicas, ports):
+            for mode in ARRIVAL_STAMPS:
+                bench.progress(
+                    f"{label}, {mode}: {MANY_REPLICAS} replicas x {len(CALLERS)} callers x {per_stream} "
+                    "images at once"
+                )
+                bench.arrive(mode)
+                jobs = [
+                    bench.job(r, bench.images(n * len(CALLERS) + c, per_stream), per_stream, caller)
+                    for n, r in enumerate(replicas)
+                    for c, caller in enumerate(CALLERS)
+                ]
+                many[mode] = await bench.phase(replicas, ports, jobs, unary=True)
+    modes = {
+        mode: ModeResult(many[mode], one_replica[mode], fair[mode], *lone[mode], tuple(scaling[mode]))
+        for mode in ARRIVAL_STAMPS
+    }
+    return TreeResult(label, modes)
+
+
+async def measure(sizes: Sizes, baseline_root: Path, progress: Callable[[str], None]) -> CallersResult:
+    credentials = Credentials.fresh()
+    with strict_emulator(credentials) as emulator, _tokens() as (tokens, tokens_file):
+        bench = _Bench(emulator, Counters(emulator), credentials, tokens, tokens_file, sizes, progress)
+        baseline = await _tree(bench, "baseline", baseline_root)
+        current = await _tree(bench, "current", REPO_ROOT)
+    return CallersResult(current, baseline)
