@@ -15,10 +15,15 @@ DEFAULT_BASELINE = "9f618be"
 TREES = REPO_ROOT / "build" / "bench-trees"
 
 
+def _run(command: list[str], env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
 def _git(*arguments: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(REPO_ROOT), *arguments], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return _run(["git", "-C", str(REPO_ROOT), *arguments])
 
 
 def prepare(revision: str) -> Path:
@@ -27,11 +32,12 @@ def prepare(revision: str) -> Path:
     root = TREES / commit[:12]
     if not (root / ".git").exists():
         TREES.mkdir(parents=True, exist_ok=True)
-        _git("worktree", "add", "--detach", str(root), commit)
+        # --force: a tree deleted by hand (`rm -rf build`) is still registered, as missing.
+        _git("worktree", "add", "--force", "--detach", str(root), commit)
     venv = Path(sys.prefix)
     # `-o` takes the .venv as installed: its stamp is older than the fresh tree's pyproject.toml, and
     # reinstalling would point the editable install at the other tree. Its PATH finds mypy-protobuf.
-    subprocess.run(
+    _run(
         [
             "make",
             "--no-print-directory",
@@ -42,8 +48,13 @@ def prepare(revision: str) -> Path:
             f"VENV={venv}",
             "proto",
         ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"},
+        env={**_without_make_flags(), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"},
     )
     return root
+
+
+def _without_make_flags() -> dict[str, str]:
+    """This environment less what `make bench` passes its sub-makes (its variables, its jobserver)."""
+    return {
+        name: value for name, value in os.environ.items() if name not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    }
