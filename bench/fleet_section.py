@@ -60,7 +60,7 @@ def pace_figures(label: str, batch: Callable[[R], Batch], budget_goal: float) ->
             f"{label}: budget spent, sustained",
             "%",
             lambda r: batch(r).budget_spent,
-            f">= {budget_goal:.0%}",
+            f">= {budget_goal * 100:.0f} %",
             lambda v: v >= budget_goal,
         ),
     ]
