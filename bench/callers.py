@@ -176,90 +176,127 @@ def _tokens() -> Iterator[tuple[dict[str, str], Path]]:
 
 
 @contextlib.contextmanager
-def _fleet(
-    bench: _Bench, root: Path, count: int, redis_url: str | None
-) -> Iterator[tuple[list[Running], list[int]]]:
+def _fleet(bench: _Bench, root: Path, count: int, redis: bool) -> Iterator[tuple[list[Running], list[int]]]:
+    """`count` fresh gateways of the tree at `root`, on a fresh redis-server if `redis`: nothing one
+    scenario leaves behind (an open circuit, a slowed pace, stale heartbeats) reaches the next."""
     ports = [free_port() for _ in range(count)]
-    with start_replicas(
-        bench.credentials,
-        bench.emulator.url,
-        count,
-        redis_url,
-        root=root,
-        metrics_ports=ports,
-        MODERATION_AUTH_TOKENS_FILE=str(bench.tokens_file),
-    ) as replicas:
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server()).url if redis else None
+        replicas = stack.enter_context(
+            start_replicas(
+                bench.credentials,
+                bench.emulator.url,
+                count,
+                redis_url,
+                root=root,
+                metrics_ports=ports,
+                MODERATION_AUTH_TOKENS_FILE=str(bench.tokens_file),
+            )
+        )
         yield replicas, ports
 
 
+Jobs = Callable[[list[Running]], list[StreamJob]]
+
+
+@dataclass(frozen=True)
+class _Scenarios:
+    """Each scenario of one tree in one arrival mode, on gateways of its own."""
+
+    bench: _Bench
+    label: str
+    root: Path
+    mode: str
+
+    async def run(
+        self,
+        name: str,
+        count: int,
+        jobs: Jobs,
+        *,
+        redis: bool,
+        unary: bool = False,
+        jitter: float = ARRIVAL_JITTER,
+    ) -> Phase:
+        self.bench.progress(f"{self.label}, {self.mode}: {name}")
+        with _fleet(self.bench, self.root, count, redis) as (replicas, ports):
+            self.bench.arrive(self.mode, jitter)
+            return await self.bench.phase(replicas, ports, jobs(replicas), unary=unary)
+
+    def every_caller_on_each(self, replicas: list[Running]) -> list[StreamJob]:
+        bench, per_stream = self.bench, self.bench.sizes.images_per_stream
+        return [
+            bench.job(r, bench.images(n * len(CALLERS) + c, per_stream), per_stream, caller)
+            for n, r in enumerate(replicas)
+            for c, caller in enumerate(CALLERS)
+        ]
+
+    def streams_on_one(self, replicas: list[Running]) -> list[StreamJob]:
+        bench, per_stream = self.bench, self.bench.sizes.images_per_stream
+        return [
+            bench.job(replicas[0], bench.images(i, per_stream), per_stream, CALLERS[i % len(CALLERS)])
+            for i in range(ONE_REPLICA_STREAMS)
+        ]
+
+    def a_and_b(self, replicas: list[Running]) -> list[StreamJob]:
+        bench, sizes = self.bench, self.bench.sizes
+        a = [bench.job(replicas[0], bench.images(i, 1), sizes.a_items, CALLER_A) for i in range(A_STREAMS)]
+        return [*a, bench.job(replicas[1], bench.images(A_STREAMS, 1), sizes.b_items, CALLER_B)]
+
+    def one_stream_each(self, total: int) -> Jobs:
+        """One stream on each replica, `total` items split between them."""
+        bench = self.bench
+
+        def jobs(replicas: list[Running]) -> list[StreamJob]:
+            items = total // len(replicas)
+            return [
+                bench.job(r, bench.images(i, 1), items, CALLERS[i % len(CALLERS)])
+                for i, r in enumerate(replicas)
+            ]
+
+        return jobs
+
+    async def all(self) -> ModeResult:
+        sizes = self.bench.sizes
+        many = await self.run(
+            f"{MANY_REPLICAS} replicas x {len(CALLERS)} callers x {sizes.images_per_stream} images",
+            MANY_REPLICAS,
+            self.every_caller_on_each,
+            redis=True,
+            unary=True,
+        )
+        one_replica = await self.run(
+            f"1 replica x {ONE_REPLICA_STREAMS} streams", 1, self.streams_on_one, redis=False, unary=True
+        )
+        fair = await self.run(
+            f"caller A: {A_STREAMS} streams on replica 1, B: 1 on replica 2", 2, self.a_and_b, redis=True
+        )
+        lone = [
+            await self.run(
+                f"1 replica, no Redis, one stream, {jitter * 1000:.0f} ms jitter",
+                1,
+                self.one_stream_each(sizes.lone_items),
+                redis=False,
+                jitter=jitter,
+            )
+            for jitter in (0.0, ARRIVAL_JITTER)
+        ]
+        scaling = [
+            await self.run(
+                f"{count} replica(s) on Redis, one stream each",
+                count,
+                self.one_stream_each(sizes.scaling_items),
+                redis=True,
+            )
+            for count in SCALING
+        ]
+        return ModeResult(many, one_replica, fair, lone[0], lone[1], tuple(scaling))
+
+
 async def _tree(bench: _Bench, label: str, root: Path) -> TreeResult:
-    sizes, per_stream = bench.sizes, bench.sizes.images_per_stream
-    one_replica: dict[str, Phase] = {}
-    lone: dict[str, tuple[Phase, Phase]] = {}
-    scaling: dict[str, list[Phase]] = {mode: [] for mode in ARRIVAL_STAMPS}
-    fair: dict[str, Phase] = {}
-    many: dict[str, Phase] = {}
-    with redis_server() as redis:
-        with _fleet(bench, root, 1, None) as (replicas, ports):
-            for mode in ARRIVAL_STAMPS:
-                bench.progress(f"{label}, {mode}: 1 replica (no Redis) x {ONE_REPLICA_STREAMS} streams")
-                bench.arrive(mode)
-                jobs = [
-                    bench.job(replicas[0], bench.images(i, per_stream), per_stream, CALLERS[i % len(CALLERS)])
-                    for i in range(ONE_REPLICA_STREAMS)
-                ]
-                one_replica[mode] = await bench.phase(replicas, ports, jobs, unary=True)
-                phases = []
-                for jitter in (0.0, ARRIVAL_JITTER):
-                    bench.progress(
-                        f"{label}, {mode}: 1 replica (no Redis), one stream, {jitter * 1000:.0f} ms jitter"
-                    )
-                    bench.arrive(mode, jitter)
-                    jobs = [bench.job(replicas[0], bench.images(0, 1), sizes.lone_items, CALLERS[0])]
-                    phases.append(await bench.phase(replicas, ports, jobs, unary=False))
-                lone[mode] = (phases[0], phases[1])
-        for count in SCALING:
-            with _fleet(bench, root, count, redis.url) as (replicas, ports):
-                for mode in ARRIVAL_STAMPS:
-                    bench.progress(f"{label}, {mode}: {count} replica(s) on Redis, one stream each")
-                    bench.arrive(mode)
-                    jobs = [
-                        bench.job(
-                            r, bench.images(i, 1), sizes.scaling_items // count, CALLERS[i % len(CALLERS)]
-                        )
-                        for i, r in enumerate(replicas)
-                    ]
-                    scaling[mode].append(await bench.phase(replicas, ports, jobs, unary=False))
-                    if count == 2:
-                        bench.progress(
-                            f"{label}, {mode}: caller A {A_STREAMS} streams on replica 1, B 1 on replica 2"
-                        )
-                        jobs = [
-                            bench.job(replicas[0], bench.images(i, 1), sizes.a_items, CALLER_A)
-                            for i in range(A_STREAMS)
-                        ]
-                        jobs.append(
-                            bench.job(replicas[1], bench.images(A_STREAMS, 1), sizes.b_items, CALLER_B)
-                        )
-                        fair[mode] = await bench.phase(replicas, ports, jobs, unary=False)
-        with _fleet(bench, root, MANY_REPLICAS, redis.url) as (replicas, ports):
-            for mode in ARRIVAL_STAMPS:
-                bench.progress(
-                    f"{label}, {mode}: {MANY_REPLICAS} replicas x {len(CALLERS)} callers x {per_stream} "
-                    "images at once"
-                )
-                bench.arrive(mode)
-                jobs = [
-                    bench.job(r, bench.images(n * len(CALLERS) + c, per_stream), per_stream, caller)
-                    for n, r in enumerate(replicas)
-                    for c, caller in enumerate(CALLERS)
-                ]
-                many[mode] = await bench.phase(replicas, ports, jobs, unary=True)
-    modes = {
-        mode: ModeResult(many[mode], one_replica[mode], fair[mode], *lone[mode], tuple(scaling[mode]))
-        for mode in ARRIVAL_STAMPS
-    }
-    return TreeResult(label, modes)
+    return TreeResult(
+        label, {mode: await _Scenarios(bench, label, root, mode).all() for mode in ARRIVAL_STAMPS}
+    )
 
 
 async def measure(sizes: Sizes, baseline_root: Path, progress: Callable[[str], None]) -> CallersResult:
