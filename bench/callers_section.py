@@ -78,7 +78,8 @@ def _header(sizes: Sizes, baseline: str) -> str:
             "Redis",
             f"each scenario on this tree's gateways and on {baseline}'s (the baseline), same run; budget = "
             "results / (last answer - first answer) / budget; a caller's share = its results while both "
-            "were busy; circuit transitions polled from each replica's moderation_circuit_state gauge",
+            "were busy; circuit transitions polled from each replica's /metrics (the circuit state gauge, "
+            "and the transitions counter where the gateway has one)",
         ]
     )
 

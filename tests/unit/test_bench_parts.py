@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bench.callers import Phase
-from bench.circuits import CircuitWatch, circuit_states
+from bench.circuits import CircuitWatch, read_circuits
 from bench.fleet import Batch, Upstream
 from bench.latency import LatencySample
 from bench.report import Figure, as_json, compared_table
@@ -26,6 +26,12 @@ EXPOSITION = """\
 moderation_circuit_state{moderation_backend="tencent"} %s
 moderation_circuit_state{moderation_backend="private"} 0.0
 moderation_governor_rate{moderation_backend="tencent"} 100.0
+"""
+# What a gateway with the transitions counter adds once a circuit changed.
+COUNTED = """\
+# TYPE moderation_circuit_transitions_total counter
+moderation_circuit_transitions_total{moderation_backend="tencent",moderation_circuit_state="open"} %s
+moderation_circuit_transitions_total{moderation_backend="tencent",moderation_circuit_state="closed"} %s
 """
 
 
@@ -70,21 +76,27 @@ def test_a_caller_that_got_no_answer_has_no_share() -> None:
     assert Phase(_batch([_stream([1.0, 2.0]), _stream([])]), 0).shares(1) == (0.0, 0.0)
 
 
-def test_circuit_states_read_only_the_circuit_gauge() -> None:
-    assert circuit_states(EXPOSITION % "2.0") == {
+def test_only_the_circuit_gauge_and_the_transitions_counter_are_read() -> None:
+    circuits = read_circuits(EXPOSITION % "2.0" + COUNTED % ("3.0", "2.0"))
+
+    assert circuits.states == {
         'moderation_circuit_state{moderation_backend="tencent"}': 2.0,
         'moderation_circuit_state{moderation_backend="private"}': 0.0,
     }
+    assert circuits.transitions == 5.0
+    assert read_circuits(EXPOSITION % "0.0").transitions == 0.0
 
 
 @pytest.fixture
 def metrics() -> Iterator[tuple[str, list[str]]]:
-    """A /metrics endpoint answering the tencent circuit's next state on each request."""
+    """A /metrics endpoint answering the next of `states` (an exposition, or the tencent circuit's
+    state) on each request."""
     states: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = (EXPOSITION % states.pop(0)).encode()
+            state = states.pop(0)
+            body = (state if "\n" in state else EXPOSITION % state).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -115,6 +127,21 @@ def test_every_change_of_the_gauge_is_one_transition(metrics: tuple[str, list[st
     asyncio.run(poll_all())
 
     assert watch.transitions == 3  # closed -> open -> half-open -> closed
+
+
+def test_the_counter_adds_the_transitions_too_quick_for_a_poll(metrics: tuple[str, list[str]]) -> None:
+    url, states = metrics
+    # Open and closed again between two polls: the gauge shows no change, the counter two.
+    states += [EXPOSITION % "0.0", EXPOSITION % "0.0" + COUNTED % ("1.0", "1.0")]
+    watch = CircuitWatch([url])
+
+    async def poll_twice() -> None:
+        await watch.poll()
+        await watch.poll()
+
+    asyncio.run(poll_twice())
+
+    assert watch.transitions == 2
 
 
 def test_an_unreachable_gateway_is_skipped_not_counted(metrics: tuple[str, list[str]]) -> None:
