@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench import (
     cache_section,
+    callers_section,
     efficiency_section,
     fleet_section,
     hostile_section,
     local_section,
     report,
+    source_tree,
     stream_section,
     telemetry_section,
 )
@@ -33,6 +37,21 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "efficiency": efficiency_section.section,
     "cache": cache_section.section,
 }
+
+
+def _build(name: str, args: argparse.Namespace) -> list[Section[Any]]:
+    """The named section, and with `fleet` its many-callers part (against `--baseline`)."""
+    sections: list[Section[Any]] = [SECTIONS[name](args.quick)]
+    if name == "fleet":
+        sections.append(callers_section.section(args.quick, args.baseline))
+    return sections
+
+
+def _json(section: Section[Any], results: list[Any]) -> dict[str, Any]:
+    recorded = {"figures": report.as_json(section.figures, results)}
+    if section.record is not None:
+        recorded["runs"] = [section.record(result) for result in results]
+    return recorded
 
 
 def _progress(message: str) -> None:
@@ -76,10 +95,18 @@ def main() -> int:
         metavar="SECTIONS",
         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
     )
+    parser.add_argument(
+        "--baseline",
+        default=source_tree.DEFAULT_BASELINE,
+        metavar="REV",
+        help="the revision whose gateways the fleet's many-callers part also measures, in the same run "
+        f"(default {source_tree.DEFAULT_BASELINE}, main before issue 22)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every section's figures here")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    sections = [SECTIONS[name](args.quick) for name in args.only]
+    sections = [section for name in args.only for section in _build(name, args)]
     print(
         f"moderation-gateway bench: {args.runs} run(s) on {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
@@ -91,8 +118,15 @@ def main() -> int:
     for section, results in zip(sections, measured, strict=True):
         print()
         print(f"{section.name}: results, {args.runs} run(s) on {os.cpu_count()} cores (median of the runs):")
-        print(report.table(section.figures, results))
+        print(section.table(results) if section.table else report.table(section.figures, results))
         missed += [f"{section.name}: {name}" for name in report.missed_goals(section.figures, results)]
+    if args.json is not None:
+        recorded = {
+            section.name: _json(section, results) for section, results in zip(sections, measured, strict=True)
+        }
+        args.json.write_text(
+            json.dumps({"runs": args.runs, "quick": args.quick, "sections": recorded}, indent=2)
+        )
     print()
     print(
         f"total {time.monotonic() - started:.0f} s; "

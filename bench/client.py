@@ -12,6 +12,12 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # The reason a per-item RESOURCE_EXHAUSTED carries when IMS answered RequestLimitExceeded every time.
 RATE_LIMITED = "RESOURCE_EXHAUSTED/BACKEND_RATE_LIMITED"
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+# What goes with a call: `bearer(token)` for an authenticated caller.
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(token: str) -> Metadata:
+    return (("authorization", f"Bearer {token}"),)
 
 
 def open_channel(address: str) -> grpc.aio.Channel:

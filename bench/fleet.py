@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+import functools
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from bench import processes
-from bench.client import open_channel, stub
+from bench.client import Metadata, open_channel, stub
 from bench.latency import LatencySample, sample_unary
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY, Credentials, Running
+from bench.processes import BUDGET_QPS, EMULATOR_LATENCY, REPO_ROOT, Credentials, Running
 from bench.redis_server import RedisServer, redis_server
 from bench.report import ratio
 from bench.stream import StreamResult, run_stream
@@ -89,8 +93,21 @@ class Batch:
         return ratio(self.upstream.billed, self.results + unary)
 
     @property
+    def failures(self) -> Counter[str]:
+        """Every item not answered exactly once and every failed unary call, by status code and ErrorInfo
+        reason (`CODE/REASON`), or by what went wrong (never answered, answered twice, the call ended)."""
+        failures: Counter[str] = Counter()
+        for result in self.streams:
+            failures.update(result.errors)
+            failures.update({"never answered": result.missing, "answered twice": result.duplicates})
+            if result.call_error is not None:
+                failures[f"stream ended {result.call_error.split(':', 1)[0]}"] += 1
+        failures["unary call failed"] += sum(sample.failures for sample in self.loaded)
+        return +failures
+
+    @property
     def client_errors(self) -> int:
-        return sum(map(_not_answered_once, self.streams)) + sum(sample.failures for sample in self.loaded)
+        return sum(self.failures.values())
 
     @property
     def worst_unary_ratio(self) -> float:
@@ -125,7 +142,7 @@ class FleetResult:
     outage: Outage
 
 
-class _Counters:
+class Counters:
     """The emulator's counters since the last mark."""
 
     def __init__(self, emulator: ImsEmulator) -> None:
@@ -149,60 +166,95 @@ def _difference(later: Upstream, earlier: Upstream) -> Upstream:
 
 
 @contextlib.contextmanager
-def _replicas(
-    credentials: Credentials, emulator_url: str, count: int, redis_url: str | None
+def start_replicas(
+    credentials: Credentials,
+    emulator_url: str,
+    count: int,
+    redis_url: str | None,
+    *,
+    root: Path = REPO_ROOT,
+    metrics_ports: Sequence[int] = (),
+    **settings: str,
 ) -> Iterator[list[Running]]:
+    """`count` gateways of the tree at `root`, sharing the budget through `redis_url` (None: each its own);
+    replica i serves /metrics on `metrics_ports[i]` when given."""
     fleet = {"MODERATION_REDIS_URL": redis_url} if redis_url else {}
+    metrics = [{"MODERATION_METRICS_LISTEN": f"127.0.0.1:{port}"} for port in metrics_ports]
     with contextlib.ExitStack() as stack:
         yield [
-            stack.enter_context(processes.gateway(credentials, emulator_url, **fleet)) for _ in range(count)
+            stack.enter_context(
+                processes.tree_gateway(
+                    root, credentials, emulator_url, {**fleet, **settings, **(metrics[i] if metrics else {})}
+                )
+            )
+            for i in range(count)
         ]
 
 
-async def _stream(address: str, image: bytes, items: int) -> StreamResult:
+async def stream_items(
+    address: str, images: Sequence[bytes], items: int, metadata: Metadata = ()
+) -> StreamResult:
     async with open_channel(address) as channel:
-        return await run_stream(stub(channel), [image], items)
+        return await run_stream(stub(channel), images, items, metadata=metadata)
 
 
 async def _unary(
-    address: str, image: bytes, calls: int, prefix: str, stop: Callable[[], bool]
+    address: str, image: bytes, calls: int, prefix: str, stop: Callable[[], bool], metadata: Metadata
 ) -> LatencySample:
     async with open_channel(address) as channel:
-        return await sample_unary(stub(channel), image, calls, prefix=prefix, stop=stop)
+        return await sample_unary(stub(channel), image, calls, prefix=prefix, stop=stop, metadata=metadata)
+
+
+async def run_batch(
+    counters: Counters,
+    replica_count: int,
+    jobs: Sequence[Callable[[], Coroutine[Any, Any, StreamResult]]],
+    *,
+    image: bytes,
+    unary_calls: int,
+    unary_on: Sequence[str],
+    unary_metadata: Metadata = (),
+) -> Batch:
+    """Idle unary latency on each gateway of `unary_on` (addresses), then every stream of `jobs` at once
+    while each of them samples unary latency again."""
+    idle = await asyncio.gather(
+        *(_unary(address, image, unary_calls, "idle", lambda: False, unary_metadata) for address in unary_on)
+    )
+    await asyncio.sleep(WINDOW_CLEAR)
+    counters.reset()
+    streams = [asyncio.create_task(job()) for job in jobs]
+    done = lambda: all(task.done() for task in streams)  # noqa: E731
+    loaded = await asyncio.gather(
+        *(_unary(address, image, unary_calls, "loaded", done, unary_metadata) for address in unary_on)
+    )
+    results = await asyncio.gather(*streams)
+    upstream = counters.snapshot()
+    await asyncio.sleep(WINDOW_CLEAR)
+    return Batch(replica_count, list(results), list(idle), list(loaded), upstream)
 
 
 async def _batch(
-    counters: _Counters,
+    counters: Counters,
     replicas: list[Running],
     streaming: list[Running],
     image: bytes,
     sizes: Sizes,
     items: int,
 ) -> Batch:
-    """Idle unary latency on each replica, then every replica in `streaming` streams `items` at once
-    while each samples unary latency again."""
-    idle = await asyncio.gather(
-        *(_unary(r.address, image, sizes.unary_calls, "idle", lambda: False) for r in streaming)
+    """Every replica in `streaming` streams `items` at once, with unary calls on each (run_batch)."""
+    jobs = [functools.partial(stream_items, r.address, [image], items) for r in streaming]
+    addresses = [r.address for r in streaming]
+    return await run_batch(
+        counters, len(replicas), jobs, image=image, unary_calls=sizes.unary_calls, unary_on=addresses
     )
-    await asyncio.sleep(WINDOW_CLEAR)
-    counters.reset()
-    streams = [asyncio.create_task(_stream(r.address, image, items)) for r in streaming]
-    done = lambda: all(task.done() for task in streams)  # noqa: E731
-    loaded = await asyncio.gather(
-        *(_unary(r.address, image, sizes.unary_calls, "loaded", done) for r in streaming)
-    )
-    results = await asyncio.gather(*streams)
-    upstream = counters.snapshot()
-    await asyncio.sleep(WINDOW_CLEAR)
-    return Batch(len(replicas), list(results), list(idle), list(loaded), upstream)
 
 
 async def _outage(
-    counters: _Counters, replicas: list[Running], redis: RedisServer, image: bytes, sizes: Sizes
+    counters: Counters, replicas: list[Running], redis: RedisServer, image: bytes, sizes: Sizes
 ) -> Outage:
     loop = asyncio.get_running_loop()
     counters.reset()
-    streams = [asyncio.create_task(_stream(r.address, image, sizes.outage_items)) for r in replicas]
+    streams = [asyncio.create_task(stream_items(r.address, [image], sizes.outage_items)) for r in replicas]
     await asyncio.sleep(sizes.outage_after)
     before = counters.snapshot()
     await asyncio.to_thread(redis.stop)
@@ -217,9 +269,8 @@ async def _outage(
     return Outage(list(results), during, counters.snapshot(), pace)
 
 
-async def measure(sizes: Sizes, progress: Callable[[str], None]) -> FleetResult:
-    credentials = Credentials.fresh()
-    image = make_png(64, 64)
+def strict_emulator(credentials: Credentials) -> ImsEmulator:
+    """IMS as the fleet sections meet it: its latency, a strict sliding-second budget, jittery arrivals."""
     config = EmulatorConfig(
         secret_id=credentials.secret_id,
         secret_key=credentials.secret_key,
@@ -227,13 +278,19 @@ async def measure(sizes: Sizes, progress: Callable[[str], None]) -> FleetResult:
         qps_limit=BUDGET_QPS,
         arrival_jitter=ARRIVAL_JITTER,
     )
-    with ImsEmulator(config, host="127.0.0.1", port=0) as emulator, redis_server() as redis:
-        counters = _Counters(emulator)
+    return ImsEmulator(config, host="127.0.0.1", port=0)
+
+
+async def measure(sizes: Sizes, progress: Callable[[str], None]) -> FleetResult:
+    credentials = Credentials.fresh()
+    image = make_png(64, 64)
+    with strict_emulator(credentials) as emulator, redis_server() as redis:
+        counters = Counters(emulator)
         batches: list[Batch] = []
         busy_alone: Batch | None = None
         for count in REPLICA_COUNTS:
             progress(f"fleet: {count} replica(s) streaming {sizes.batch_items // count} items each at once")
-            with _replicas(credentials, emulator.url, count, redis.url) as replicas:
+            with start_replicas(credentials, emulator.url, count, redis.url) as replicas:
                 batches.append(
                     await _batch(counters, replicas, replicas, image, sizes, sizes.batch_items // count)
                 )
@@ -246,9 +303,9 @@ async def measure(sizes: Sizes, progress: Callable[[str], None]) -> FleetResult:
                     )
         assert busy_alone is not None
         progress("baseline: 2 replicas on today's per-replica governor (no Redis), streaming at once")
-        with _replicas(credentials, emulator.url, 2, None) as replicas:
+        with start_replicas(credentials, emulator.url, 2, None) as replicas:
             baseline = await _batch(counters, replicas, replicas, image, sizes, sizes.batch_items // 2)
         progress(f"fleet: 2 replicas streaming; Redis stopped for {OUTAGE:.0f} s and restarted empty")
-        with _replicas(credentials, emulator.url, 2, redis.url) as replicas:
+        with start_replicas(credentials, emulator.url, 2, redis.url) as replicas:
             outage = await _outage(counters, replicas, redis, image, sizes)
     return FleetResult(batches, busy_alone, baseline, outage)

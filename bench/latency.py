@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench.client import request
+from bench.client import Metadata, request
 
 # IMS's own service timeout: a unary call never legitimately takes longer.
 CALL_TIMEOUT = 15.0
@@ -37,15 +37,18 @@ async def sample_unary(
     *,
     prefix: str,
     stop: Callable[[], bool] = lambda: False,
+    metadata: Metadata = (),
 ) -> LatencySample:
-    """Up to `count` calls one after another, fewer if `stop()` turns true."""
+    """Up to `count` calls one after another, fewer if `stop()` turns true; `metadata` goes with each."""
     sample = LatencySample()
     for index in range(count):
         if stop():
             break
         started = time.perf_counter()
         try:
-            await stub.ModerateImage(request(image, f"{prefix}-{index}"), timeout=CALL_TIMEOUT)
+            await stub.ModerateImage(
+                request(image, f"{prefix}-{index}"), timeout=CALL_TIMEOUT, metadata=metadata
+            )
         except grpc.aio.AioRpcError:
             sample.failures += 1
             continue

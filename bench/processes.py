@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -106,15 +106,23 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def _spawn(
-    module: list[str], env: dict[str, str], *, stdout: int, stdin: int | None = None
+    module: list[str],
+    env: dict[str, str],
+    *,
+    stdout: int,
+    stdin: int | None = None,
+    root: Path = REPO_ROOT,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """`python -m module` from the repository root, its stderr in a temporary log file."""
+    """`python -m module` from `root` (by default this repository), its stderr in a temporary log file.
+    Another tree's modules, its generated protos included, come before the editable install's."""
+    if root != REPO_ROOT:
+        env = {**env, "PYTHONPATH": os.pathsep.join([str(root), str(root / "protos")])}
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         log = Path(folder) / "stderr.log"
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", *module],
-                cwd=REPO_ROOT,
+                cwd=root,
                 env=env,
                 stdin=stdin,
                 stdout=stdout,
@@ -188,6 +196,15 @@ def emulator(
 @contextlib.contextmanager
 def gateway(credentials: Credentials, emulator_url: str, **settings: str) -> Iterator[Running]:
     """The gateway's tencent backend against the emulator, with default settings but `settings`."""
+    with tree_gateway(REPO_ROOT, credentials, emulator_url, settings) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def tree_gateway(
+    root: Path, credentials: Credentials, emulator_url: str, settings: Mapping[str, str]
+) -> Iterator[Running]:
+    """`gateway`, run from the source tree at `root` (another revision's: see bench.source_tree)."""
     tencent = {
         "MODERATION_BACKEND": "tencent",
         "TENCENTCLOUD_SECRET_ID": credentials.secret_id,
@@ -195,7 +212,7 @@ def gateway(credentials: Credentials, emulator_url: str, **settings: str) -> Ite
         "IMS_ENDPOINT": emulator_url,
         "IMS_QPS": str(BUDGET_QPS),
     }
-    with serve(**{**tencent, **settings}) as started:
+    with tree_serve(root, {**tencent, **settings}) as started:
         yield started
 
 
@@ -204,10 +221,17 @@ def serve(**settings: str) -> Iterator[Running]:
     """`python -m service` with default settings but `settings`; yields once health is SERVING. The
     verdict cache is off unless `settings` turn it on: the other sections send one image many times
     and measure the backend's calls."""
+    with tree_serve(REPO_ROOT, settings) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def tree_serve(root: Path, settings: Mapping[str, str]) -> Iterator[Running]:
+    """`serve`, run from the source tree at `root`."""
     address = f"127.0.0.1:{free_port()}"
     defaults = {"MODERATION_LISTEN": address, "MODERATION_METRICS_LISTEN": "off", "MODERATION_CACHE": "off"}
     env = _environment(**{**defaults, **settings})
-    with _spawn(["service"], env, stdout=subprocess.DEVNULL) as (process, log):
+    with _spawn(["service"], env, stdout=subprocess.DEVNULL, root=root) as (process, log):
         started = Running(process, address, log)
         wait_until_serving(started)
         yield started

@@ -6,9 +6,10 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,57 @@ def share(part: int, whole: int) -> float:
     return part / whole if whole else math.nan
 
 
+def _verdict(figure: Figure[R], values: Sequence[float]) -> str:
+    if figure.met is None:
+        return ""
+    met_runs = sum(figure.met(v) for v in values)
+    return f"{'met' if figure.met(statistics.median(values)) else 'NOT MET'} ({met_runs}/{len(values)} runs)"
+
+
 def table(figures: Sequence[Figure[R]], results: Sequence[R]) -> str:
     rows = [["figure", *(f"run {n}" for n in range(1, len(results) + 1)), "median", "goal", "met"]]
     for figure in figures:
         values = [float(figure.value(result)) for result in results]
         median = statistics.median(values)
-        verdict = ""
-        if figure.met is not None:
-            met_runs = sum(figure.met(v) for v in values)
-            verdict = f"{'met' if figure.met(median) else 'NOT MET'} ({met_runs}/{len(values)} runs)"
-        rows.append([figure.name, *map(figure.format, values), figure.format(median), figure.goal, verdict])
+        rows.append(
+            [
+                figure.name,
+                *map(figure.format, values),
+                figure.format(median),
+                figure.goal,
+                _verdict(figure, values),
+            ]
+        )
+    return _aligned(rows)
+
+
+def compared_table(figures: Sequence[Figure[T]], current: Sequence[T], baseline: Sequence[T]) -> str:
+    """Each figure's runs and median on the current code, the baseline's median and the ratio of the two."""
+    runs = [f"run {n}" for n in range(1, len(current) + 1)]
+    rows = [["figure", *runs, "median", "baseline", "ratio", "goal", "met"]]
+    for figure in figures:
+        values = [float(figure.value(result)) for result in current]
+        median = statistics.median(values)
+        before = statistics.median(float(figure.value(result)) for result in baseline)
+        rows.append(
+            [
+                figure.name,
+                *map(figure.format, values),
+                figure.format(median),
+                figure.format(before),
+                _times(ratio(median, before)),
+                figure.goal,
+                _verdict(figure, values),
+            ]
+        )
+    return _aligned(rows)
+
+
+def _times(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _aligned(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
@@ -77,3 +119,22 @@ def missed_goals(figures: Sequence[Figure[R]], results: Sequence[R]) -> list[str
         if figure.met is not None
         and not figure.met(statistics.median(float(figure.value(r)) for r in results))
     ]
+
+
+def as_json(figures: Sequence[Figure[R]], results: Sequence[R]) -> list[dict[str, Any]]:
+    """Each figure's values in every run, median, goal and verdict, for `--json`."""
+    rows = []
+    for figure in figures:
+        values = [float(figure.value(result)) for result in results]
+        median = statistics.median(values)
+        rows.append(
+            {
+                "figure": figure.name,
+                "unit": figure.unit,
+                "runs": [None if math.isnan(v) else v for v in values],
+                "median": None if math.isnan(median) else median,
+                "goal": figure.goal or None,
+                "met": None if figure.met is None else figure.met(median),
+            }
+        )
+    return rows

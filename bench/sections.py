@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bench.report import Figure
 
@@ -23,3 +23,7 @@ class Section(Generic[R]):
     # What the table leaves out, printed after each run.
     details: Callable[[int, R], str]
     figures: Sequence[Figure[R]]
+    # The table of the runs' results, when not `report.table` of the figures.
+    table: Callable[[Sequence[R]], str] | None = None
+    # What else `--json` records of each run (failures by class, say), beside the figures.
+    record: Callable[[R], Any] | None = None

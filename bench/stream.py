@@ -11,7 +11,7 @@ import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
 
-from bench.client import RATE_LIMITED, error_label, request
+from bench.client import RATE_LIMITED, Metadata, error_label, request
 from bench.processes import BUDGET_QPS
 
 # Generous, so only a hung gateway hits it: the stream should take items / BUDGET_QPS seconds.
@@ -35,6 +35,8 @@ class StreamResult:
     started: float = 0.0
     first_answer: float = 0.0
     last_answer: float = 0.0
+    # Loop time of every result, in order: a share of the budget over any window.
+    result_times: list[float] = field(default_factory=list)
     # The status that ended the call, when not OK.
     call_error: str | None = None
 
@@ -79,10 +81,12 @@ async def run_stream(
     steady: asyncio.Event | None = None,
     steady_after: int = 0,
     window: int | None = None,
+    metadata: Metadata = (),
 ) -> StreamResult:
     """Streams `count` items, cycling through `images`; sets `steady` once `steady_after` items are
     answered. With a `window`, at most that many items are sent and not yet answered: otherwise the
-    gateway reads as far ahead as its own stream window lets it."""
+    gateway reads as far ahead as its own stream window lets it. `metadata` goes with the call (a
+    caller's `authorization`)."""
     loop = asyncio.get_running_loop()
     outcome = StreamResult()
     slots = asyncio.Semaphore(window) if window is not None else None
@@ -99,7 +103,9 @@ async def run_stream(
             )
 
     outcome.started = loop.time()
-    call = stub.StreamModerateImages(requests(), timeout=count / BUDGET_QPS + STREAM_TIMEOUT_MARGIN)
+    call = stub.StreamModerateImages(
+        requests(), timeout=count / BUDGET_QPS + STREAM_TIMEOUT_MARGIN, metadata=metadata
+    )
     try:
         async for answer in call:
             now = loop.time()
@@ -113,6 +119,7 @@ async def run_stream(
                 outcome.misattributed += 1
             if answer.HasField("result"):
                 outcome.results += 1
+                outcome.result_times.append(now)
                 outcome.upstream_retries += max(0, answer.result.attempts - 1)
             else:
                 outcome.errors[error_label(answer.error)] += 1

@@ -21,7 +21,7 @@ import sys
 import threading
 from types import FrameType
 
-from .config import AUTH_MODES, EmulatorConfig
+from .config import ARRIVAL_STAMPS, AUTH_MODES, EmulatorConfig
 from .faults import FAULT_KINDS, Faults
 from .server import ImsEmulator
 
@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="each request reaches the rate limit after a varying 0..SECONDS network delay",
+    )
+    parser.add_argument(
+        "--arrival-stamp",
+        default="request-line",
+        choices=ARRIVAL_STAMPS,
+        help="when an arrival is stamped for the rate limit: as the request line is read (default), or "
+        "after the body is read, in the handler thread, as a loaded front end does",
     )
     for kind in FAULT_KINDS:
         flag = "--fault-" + kind.replace("_", "-")
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_jitter=args.latency_jitter,
         qps_limit=args.qps,
         arrival_jitter=args.arrival_jitter,
+        arrival_stamp=args.arrival_stamp,
         faults=faults,
         auth=args.auth,
         bearer_token=args.bearer_token or "",
@@ -138,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     # No credential is logged: log scans in tests treat the key pair and the token as secrets.
     logging.info(
         "auth %s, path %s, client certificates %s; latency %.3f s (+%.3f), arrival jitter %.3f s, "
-        "qps limit %s, faults %s",
+        "arrival stamp %s, qps limit %s, faults %s",
         config.auth,
         config.path,
         "required" if args.tls_client_ca else "not asked for",
         config.latency,
         config.latency_jitter,
         config.arrival_jitter,
+        config.arrival_stamp,
         config.qps_limit,
         faults,
     )

@@ -20,6 +20,9 @@ DEFAULT_REGIONS = frozenset(
 # IMS downloads FileUrl from the internet; the emulator must never, so only loopback is reachable.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 AUTH_MODES = frozenset({"tc3", "bearer", "none"})
+# When a request's arrival is stamped for the rate limit: as its request line is read (an idle front
+# end), or once its body is read, in the handler thread (a loaded one: later, and in bunches).
+ARRIVAL_STAMPS = ("request-line", "after-body")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class EmulatorConfig:
     # The varying network delay between a client and IMS: each request reaches the limiter after a
     # uniform 0..arrival_jitter seconds, so requests sent evenly arrive unevenly.
     arrival_jitter: float = 0.0
+    # One of ARRIVAL_STAMPS: the moment the jitter above is added to.
+    arrival_stamp: str = "request-line"
     regions: Set[str] = DEFAULT_REGIONS
     faults: Faults = field(default_factory=Faults)
     clock_skew_limit: float = 300.0
@@ -79,5 +84,7 @@ class EmulatorConfig:
             raise ValueError("auth 'tc3' needs secret_id and secret_key (or keys, or temporary_keys)")
         if self.auth == "bearer" and not self.bearer_token:
             raise ValueError("auth 'bearer' needs bearer_token")
+        if self.arrival_stamp not in ARRIVAL_STAMPS:
+            raise ValueError(f"arrival_stamp {self.arrival_stamp!r} is not one of {list(ARRIVAL_STAMPS)}")
         if self.hostile and self.hostile not in HOSTILE_MODES:
             raise ValueError(f"hostile {self.hostile!r} is not one of {sorted(HOSTILE_MODES)}")

@@ -119,7 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(ImsError("InternalError", "ims-emulator: unexpected failure, see its log."))
 
     def parse_request(self) -> bool:
-        # The request line has just been read: the request's arrival, before any of our own work on it.
+        # The request line has just been read: the request's arrival, before any of our own work on it
+        # (arrival_stamp "request-line"; "after-body" stamps again in _serve).
         self._arrived = time.monotonic()
         return super().parse_request()
 
@@ -137,6 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         config = emulator.config
         body = self._read_body()
+        if config.arrival_stamp == "after-body":
+            # A loaded front end: the stamp waits for the whole body and for this thread's turn.
+            self._arrived = time.monotonic()
         path = urlsplit(self.path).path
         if path != config.path:
             self._send(404, "text/plain", f"No such path: {path}\n".encode())

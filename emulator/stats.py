@@ -32,6 +32,7 @@ class Stats:
         self._authenticated: Counter[str] = Counter()
         self._admitted = SlidingSecond()
         self._max_in_one_second = 0
+        self._latest_arrival: float | None = None
         self._in_flight = 0
         self._max_in_flight = 0
         self._received: deque[tuple[float, dict[str, Any]]] = deque(maxlen=RECEIVED_LIMIT)
@@ -93,6 +94,12 @@ class Stats:
             return self._max_in_one_second
 
     @property
+    def latest_arrival(self) -> float | None:
+        """The arrival stamp (monotonic time) the rate limit judged the latest admitted request by."""
+        with self._lock:
+            return self._latest_arrival
+
+    @property
     def received(self) -> list[tuple[float, dict[str, Any]]]:
         """(time.time(), JSON body) of the last RECEIVED_LIMIT requests whose body was a JSON object."""
         with self._lock:
@@ -117,6 +124,7 @@ class Stats:
         with self._lock:
             self._max_in_one_second = max(self._max_in_one_second, self._admitted.busiest_with(stamp))
             self._admitted.add(stamp)
+            self._latest_arrival = stamp
 
     def record_billed(self) -> None:
         """A billed request starts; `record_finished` ends it."""

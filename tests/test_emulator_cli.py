@@ -150,6 +150,16 @@ def test_client_certificates_are_required_with_a_client_ca(pki: Pki) -> None:
             moderate(without_cert, served.url)
 
 
+@pytest.mark.parametrize("stamp", ["request-line", "after-body"])
+def test_arrival_stamp_flag_sets_the_mode(stamp: str) -> None:
+    with (
+        serving(["--auth", "none", "--arrival-stamp", stamp, "--qps", "100"], {}) as served,
+        httpx.Client() as client,
+    ):
+        assert outcome(moderate(client, served.url)) == "Block"
+    assert f"arrival stamp {stamp}, qps limit 100" in served.stderr
+
+
 @pytest.mark.parametrize(
     ("arguments", "env", "message"),
     [
@@ -166,6 +176,7 @@ def test_client_certificates_are_required_with_a_client_ca(pki: Pki) -> None:
         (["--auth", "none", "--qps", "0"], {}, "--qps must be positive"),
         (["--auth", "none", "--fault-http-5xx", "1.5"], {}, "http_5xx"),
         (["--auth", "nobody"], {}, "invalid choice: 'nobody'"),
+        (["--auth", "none", "--arrival-stamp", "on-accept"], {}, "invalid choice: 'on-accept'"),
     ],
     ids=[
         "tc3-no-keys",
@@ -177,6 +188,7 @@ def test_client_certificates_are_required_with_a_client_ca(pki: Pki) -> None:
         "zero-qps",
         "fault-over-1",
         "unknown-auth",
+        "unknown-arrival-stamp",
     ],
 )
 def test_a_bad_combination_exits_with_status_2(

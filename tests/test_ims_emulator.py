@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -278,6 +279,32 @@ def test_rate_limit_rejects_exactly_the_excess_of_a_burst(emu: ImsEmulator) -> N
     )
     assert after_window is None
     assert (emu.stats.rate_limited, emu.stats.billed, emu.stats.max_in_one_second) == (4, 6, 5)
+
+
+@pytest.mark.parametrize("stamp", ["request-line", "after-body"])
+def test_arrival_is_stamped_at_the_request_line_or_after_a_slowly_sent_body(
+    emu: ImsEmulator, stamp: str
+) -> None:
+    emu.config.arrival_stamp = stamp
+    body = json.dumps(image_params()).encode()
+    fields = {**signed_headers(emu.port, body), "Content-Length": str(len(body)), "Connection": "close"}
+    head = "POST / HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    with socket.create_connection(("127.0.0.1", emu.port)) as sock:
+        sock.sendall(head.encode() + b"\r\n" + body[: len(body) // 2])
+        wait_until(lambda: emu.stats.requests == 1)  # the handler has read the request line
+        half_sent = time.monotonic()
+        sock.sendall(body[len(body) // 2 :])
+        response = b"".join(iter(lambda: sock.recv(65536), b""))
+
+    assert b'"Suggestion": "Pass"' in response
+    arrival = emu.stats.latest_arrival
+    assert arrival is not None
+    assert (arrival < half_sent) if stamp == "request-line" else (arrival > half_sent)
+
+
+def test_an_unknown_arrival_stamp_is_refused() -> None:
+    with pytest.raises(ValueError, match="arrival_stamp 'on-accept' is not one of"):
+        EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY, arrival_stamp="on-accept")
 
 
 def test_latency_is_added_to_each_answer(emu: ImsEmulator) -> None:
