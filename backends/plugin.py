@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import httpx
 from opentelemetry import metrics
 
 from backends.base import Backend
@@ -24,8 +23,6 @@ class BuildContext:
 
     # Where a backend's own instruments go (the gateway's /metrics); None: they count nowhere.
     meter_provider: metrics.MeterProvider | None = None
-    # Tests route a backend's HTTP through their own transport; None means the backend's own pool.
-    transport: httpx.AsyncBaseTransport | None = None
     # The gateway's outward scrubber (answers, spans, metrics, logs): a backend adds to it the secrets
     # it learns after start, such as rotated or temporary keys. None: nothing outside it to tell.
     scrubber: Scrubber | None = None

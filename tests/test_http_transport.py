@@ -1,15 +1,14 @@
-"""The shared HTTP transport against a real loopback server: large bodies are sliced, never altered."""
+"""The shared HTTP client against a real loopback server: large bodies are sliced, never altered."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from aiohttp import web
 
-from backends.http import SLICE_BYTES, SLICED_BODY_BYTES, pooled_transport
+from backends.http import SLICE_BYTES, SLICED_BODY_BYTES, body_payload, session_factory
 
 Received = list[tuple[dict[str, str], bytes]]
 
@@ -39,11 +38,12 @@ async def test_a_body_arrives_whole_with_its_length_and_unchunked(
 ) -> None:
     url, received = server
     body = os.urandom(size)
-    async with httpx.AsyncClient(transport=pooled_transport(max_connections=2)) as client:
+    sent = {"Content-Type": "application/json", "Content-Length": str(size)}
+    async with session_factory(max_connections=2)() as session:
         for _ in range(2):  # the second reuses the kept-alive connection
-            response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
-            assert response.status_code == 200
-            assert response.request.content == body
+            async with session.post(url, data=body_payload(body), headers=sent) as response:
+                assert response.status == 200
+    assert len(received) == 2
     for headers, content in received:
         assert content == body
         assert headers["Content-Length"] == str(size)
