@@ -84,8 +84,9 @@ class ImsBackend:
         self._scrubber = scrubber or Scrubber()
         self._http_attributes = _http_attributes(endpoint.url)
         self._url = yarl.URL(endpoint.url)
-        # Sent as given, and signed as sent.
+        # The Host header and the path, sent as given and signed as sent.
         self._host = self._url.host_port_subcomponent or ""
+        self._path = self._url.raw_path
         self._headers = {
             "Host": self._host,
             "Content-Type": CONTENT_TYPE,
@@ -169,7 +170,7 @@ class ImsBackend:
     async def _authenticate(self, body: bytes) -> dict[str, str]:
         if self._auth is None:
             return {}
-        outgoing = Outgoing(host=self._host, path=self._url.raw_path, content_type=CONTENT_TYPE, body=body)
+        outgoing = Outgoing(host=self._host, path=self._path, content_type=CONTENT_TYPE, body=body)
         if self._auth.reads_body and len(body) >= OFF_LOOP_BODY_BYTES:
             return await asyncio.to_thread(self._auth.headers, outgoing)
         return self._auth.headers(outgoing)
