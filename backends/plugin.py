@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import httpx
 from opentelemetry import metrics
 
 from backends.base import Backend
@@ -24,8 +23,6 @@ class BuildContext:
 
     # Where a backend's own instruments go (the gateway's /metrics); None: they count nowhere.
     meter_provider: metrics.MeterProvider | None = None
-    # Tests route a backend's HTTP through their own transport; None means the backend's own pool.
-    transport: httpx.AsyncBaseTransport | None = None
     # The budget key the operator gave this backend (`budget_key`, IMS_BUDGET_KEY): it names the account
     # the backend spends, in place of its credentials (several keys of one account share one name).
     budget_key: str | None = None

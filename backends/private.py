@@ -11,28 +11,26 @@ whereas a refused or dropped connection stays a retryable network fault.
 
 from __future__ import annotations
 
+import functools
 import ssl
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
 
 import aiohttp
 import certifi
-import httpx
+import yarl
 from pydantic import Field, FilePath, model_validator
 
 from backends.base import Backend
 from backends.errors import BackendError, Kind
-from backends.http import TRANSPORT_ERRORS, pooled_transport
 from backends.options import Declared, Secret
 from backends.plugin import BackendType, BuildContext
 from backends.scrub import Scrubber
-from backends.tencent.auth import Credentials, TC3Auth
+from backends.tencent.auth import Credentials, Outgoing, RequestAuth, TC3Auth
 from backends.tencent.client import (
     ACTION,
     DEFAULT_REGION,
-    MAX_CONNECTIONS,
     SERVICE,
     VERSION,
     ImsBackend,
@@ -63,12 +61,12 @@ class PrivateSettings:
 
     def __post_init__(self) -> None:
         try:
-            url = httpx.URL(self.url)
-        except httpx.InvalidURL as error:
+            url = yarl.URL(self.url)
+        except ValueError as error:  # UnicodeError too, for a host IDNA refuses
             raise ValueError(f"the private deployment URL {self.url!r} is not a URL: {error}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"the private deployment URL {self.url!r} must be http:// or https://<host>")
-        if url.path not in ("", "/") or url.query or url.fragment:
+        if url.path not in ("", "/") or url.query_string or url.fragment:
             raise ValueError(
                 f"the private deployment URL {self.url!r} must be scheme, host and port only; "
                 "give the request path as `path`"
@@ -88,15 +86,16 @@ class PrivateSettings:
             raise ValueError("a CA file or client certificate needs an https:// URL")
 
 
-class BearerAuth(httpx.Auth):
+class BearerAuth:
     """`Authorization: Bearer <token>`, as deployments behind an API gateway commonly expect."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    reads_body = False
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
+    def __init__(self, token: str) -> None:
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def headers(self, request: Outgoing) -> dict[str, str]:
+        return self._headers
 
 
 def private_backend(
@@ -104,17 +103,13 @@ def private_backend(
 ) -> ImsBackend:
     """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded. `account`: the
     name of the account it spends (a budget key), by default its TC3 key id if it has one."""
-    auth: httpx.Auth | None = None
+    auth: RequestAuth | None = None
     # PrivateSettings has tied credentials to auth "tc3" and a token to "bearer".
     if settings.credentials is not None:
         auth = TC3Auth(settings.credentials, service=SERVICE)
     elif settings.token:
         auth = BearerAuth(settings.token)
-    url = httpx.URL(settings.url).copy_with(path=settings.path)
-    verify = _ssl_context(settings) if url.scheme == "https" else True
-    transport = _TlsFailuresAreMisconfiguration(
-        pooled_transport(max_connections=MAX_CONNECTIONS, verify=verify), name=name
-    )
+    url = yarl.URL(settings.url).with_path(settings.path)
     endpoint = ImsEndpoint(
         url=str(url), region=settings.region, version=settings.version, action=settings.action
     )
@@ -123,7 +118,8 @@ def private_backend(
         name=name,
         endpoint=endpoint,
         auth=auth,
-        transport=transport,
+        ssl_context=_ssl_context(settings) if url.scheme == "https" else None,
+        classify=functools.partial(_tls_failure_is_misconfiguration, name),
         scrubber=Scrubber(secrets),
         backend_type="private",
         # Bearer and unauthenticated deployments have no account unless the operator names one.
@@ -149,31 +145,15 @@ def _ssl_context(settings: PrivateSettings) -> ssl.SSLContext:
     return context
 
 
-class _TlsFailuresAreMisconfiguration(httpx.AsyncBaseTransport):
-    """Turns a TLS failure into `BackendError(MISCONFIGURED)`; every other outcome passes through.
-
-    `ImsBackend` lets a `BackendError` through untouched and classifies the other transport errors
-    as network faults, so raising here is what sets a TLS failure apart.
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, name: str) -> None:
-        self._inner = inner
-        self._name = name
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self._inner.handle_async_request(request)
-        except TRANSPORT_ERRORS as exc:
-            failure = _tls_failure(exc)
-            if failure is None:
-                raise
-            raise BackendError(
-                Kind.MISCONFIGURED,
-                f"TLS handshake with the private deployment {self._name!r} failed: {failure}",
-            ) from exc
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+def _tls_failure_is_misconfiguration(name: str, exc: Exception) -> BackendError | None:
+    """A TLS failure as `BackendError(MISCONFIGURED)`; None for every other transport failure, which
+    `ImsBackend` then reports as a retryable network fault."""
+    failure = _tls_failure(exc)
+    if failure is None:
+        return None
+    return BackendError(
+        Kind.MISCONFIGURED, f"TLS handshake with the private deployment {name!r} failed: {failure}"
+    )
 
 
 # Not a TLS configuration problem: the connection broke (the peer went away mid-record or closed it).
@@ -181,7 +161,7 @@ _TLS_IO_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 def _tls_failure(exc: BaseException) -> str | None:
-    """What failed, if TLS did: found among the causes, as aiohttp and httpx-aiohttp wrap it twice."""
+    """What failed, if TLS did: found among the causes, as aiohttp wraps the ssl module's error."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:

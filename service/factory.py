@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import httpx
 from opentelemetry import metrics
 
 from backends.base import Backend
@@ -19,15 +18,10 @@ __all__ = ["build_backend", "build_backends"]
 def build_backends(
     settings: Settings,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> list[Backend]:
     """Every backend the settings name: those of the routing file, or the one of MODERATION_BACKEND."""
-    context = BuildContext(
-        meter_provider=meter_provider,
-        transport=transport,
-        scrubber=scrub.outward(),
-    )
+    context = BuildContext(meter_provider=meter_provider, scrubber=scrub.outward())
     return [
         backend_type(b.type).make(
             b.name, b.options, replace(context, budget_key=settings.given_budget_key(b))
@@ -36,12 +30,8 @@ def build_backends(
     ]
 
 
-def build_backend(
-    settings: Settings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> Backend:
+def build_backend(settings: Settings) -> Backend:
     """The one backend of a gateway without a routing file."""
     if len(settings.backends) != 1:
         raise ValueError(f"expected one configured backend, found {len(settings.backends)}")
-    return build_backends(settings, transport=transport)[0]
+    return build_backends(settings)[0]

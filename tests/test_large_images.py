@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
@@ -35,9 +35,9 @@ async def test_a_large_image_is_signed_off_the_loop_and_verified(
     hops: list[str] = []
     hop = asyncio.to_thread
 
-    async def to_thread(function: Callable[..., Any], *args: Any) -> Any:
-        hops.append(getattr(function, "__name__", repr(function)))
-        return await hop(function, *args)
+    async def to_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(function, "__qualname__", repr(function)))
+        return await hop(function, *args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", to_thread)
     async with open_channel(gateway) as channel:
@@ -45,12 +45,13 @@ async def test_a_large_image_is_signed_off_the_loop_and_verified(
             ModerateImageRequest(content=jpeg_of(size)), timeout=30
         )
     assert result.suggestion == Suggestion.SUGGESTION_PASS
-    assert hops == (["next"] if threaded else [])
+    assert hops == (["TC3Auth.headers"] if threaded else [])
 
 
 async def test_a_finished_call_lets_go_of_its_body_without_the_collector(gateway: Gateway) -> None:
-    # httpx ties a streamed response to its stream in a cycle; left alone, each request (a large image's
-    # body in it) would live until a full collection, and a stream of large images would pile them up.
+    # Were a request or its answer in a reference cycle, each (a large image's body with it) would live
+    # until a full collection, and a stream of large images would pile them up (httpx's streamed
+    # responses were, until the gateway called aiohttp directly).
     async with open_channel(gateway) as channel:
         stub = moderation_service_pb2_grpc.ModerationServiceStub(channel)
         await stub.ModerateImage(ModerateImageRequest(content=jpeg_of(2_000_000)), timeout=30)
@@ -58,7 +59,8 @@ async def test_a_finished_call_lets_go_of_its_body_without_the_collector(gateway
         gc.disable()
         try:
             await stub.ModerateImage(ModerateImageRequest(content=jpeg_of(2_000_000)), timeout=30)
-            alive = [o for o in gc.get_objects() if isinstance(o, (httpx.Request, httpx.Response))]
+            exchanges = (aiohttp.ClientRequest, aiohttp.ClientResponse)
+            alive = [o for o in gc.get_objects() if isinstance(o, exchanges)]
         finally:
             gc.enable()
     assert alive == []

@@ -1,8 +1,8 @@
-"""The IMS `ImageModeration` adapter: one pooled `httpx.AsyncClient`, one attempt per call.
+"""The IMS `ImageModeration` adapter: one aiohttp session per backend, one attempt per call.
 
 The body is serialised once and sent as those exact bytes, because the TC3 signature covers them; a
 large body is signed (hashed) in a worker thread, off the event loop. Transport failures become
-`BackendError`s; nothing here retries (the service's policy does). Answers are read as a stream and
+`BackendError`s; nothing here retries (the service's policy does). Answers are read as they arrive and
 abandoned past `MAX_RESPONSE_BYTES`, so a hostile or broken endpoint cannot make the gateway buffer
 more than that per call. The attempt's span (the service's CLIENT span) gets the HTTP request's
 semantic-convention attributes, when it is sampled.
@@ -11,20 +11,22 @@ semantic-convention attributes, when it is sampled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import yarl
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 from opentelemetry import trace
 
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
-from backends.http import TRANSPORT_ERRORS, pooled_transport
+from backends.http import TRANSPORT_ERRORS, TooLarge, body_payload, read_capped, session_factory
 from backends.scrub import Scrubber
 from backends.tencent import wire
+from backends.tencent.auth import Outgoing, RequestAuth
 
 ACTION = "ImageModeration"
 VERSION = "2020-12-29"
@@ -65,41 +67,46 @@ class ImsBackend:
         *,
         name: str,
         endpoint: ImsEndpoint,
-        auth: httpx.Auth | None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        auth: RequestAuth | None,
         max_connections: int = MAX_CONNECTIONS,
+        ssl_context: ssl.SSLContext | None = None,
+        classify: Callable[[Exception], BackendError | None] | None = None,
         scrubber: Scrubber | None = None,
         backend_type: str = "tencent",
         account: str | None = None,
     ) -> None:
         """`scrubber`: removes what `auth` sends (key id, key, token) from anything the endpoint echoes;
-        it grows as keys rotate in. No span is made here: the service's attempt span is the request's
-        CLIENT span and gets its HTTP attributes from `moderate`. `account`: whose account the calls
-        spend (such as the key id), hashed into the fingerprint only.
+        it grows as keys rotate in. `ssl_context`: the CAs (and client certificate) for https, certifi's
+        CAs when None. `classify`: a transport failure's `BackendError` when it is not a network fault
+        (None: it is one). No span is made here: the service's attempt span is the request's CLIENT span
+        and gets its HTTP attributes from `moderate`. `account`: whose account the calls spend (such as
+        the key id), hashed into the fingerprint only.
         """
         self._name = name
-        self._endpoint = endpoint
+        self._auth = auth
+        self._classify = classify
         # The account's policies (BizTypes, libraries) and the endpoint's models decide the verdicts.
         self._fingerprint = Fingerprint.of(
             backend_type, endpoint.url, endpoint.region, endpoint.version, endpoint.action, account=account
         )
         self._scrubber = scrubber or Scrubber()
         self._http_attributes = _http_attributes(endpoint.url)
-        self._client = httpx.AsyncClient(
-            auth=auth if auth is None else SignsLargeBodiesOffLoop(auth),
-            transport=transport or pooled_transport(max_connections=max_connections),
-            headers={
-                "Content-Type": CONTENT_TYPE,
-                "X-TC-Action": endpoint.action,
-                "X-TC-Version": endpoint.version,
-                "X-TC-Region": endpoint.region,
-                "X-TC-Language": endpoint.language,
-                "X-TC-RequestClient": "moderation-gateway",
-            },
-            # IMS's redirects would change the signed host; never follow them.
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._url = yarl.URL(endpoint.url)
+        # The Host header and the path, sent as given and signed as sent.
+        self._host = self._url.host_port_subcomponent or ""
+        self._path = self._url.raw_path
+        self._headers = {
+            "Host": self._host,
+            "Content-Type": CONTENT_TYPE,
+            "X-TC-Action": endpoint.action,
+            "X-TC-Version": endpoint.version,
+            "X-TC-Region": endpoint.region,
+            "X-TC-Language": endpoint.language,
+            "X-TC-RequestClient": "moderation-gateway",
+        }
+        self._new_session = session_factory(max_connections=max_connections, ssl_context=ssl_context)
+        # Opened on first use: aiohttp binds a session to the running event loop.
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def name(self) -> str:
@@ -129,40 +136,60 @@ class ImsBackend:
                 f"the encoded request is {len(body)} bytes; IMS accepts at most {MAX_REQUEST_BYTES}",
                 upstream_code="RequestSizeLimitExceeded",
             )
+        headers = {**self._headers, **await self._authenticate(body), "Content-Length": str(len(body))}
+        if self._session is None:
+            self._session = self._new_session()
         try:
-            async with _exchange(self._client, self._endpoint.url, body, timeout) as response:
+            async with self._session.post(
+                self._url,
+                data=body_payload(body),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                # A redirect would change the signed host; never follow one.
+                allow_redirects=False,
+            ) as response:
                 if span.is_recording():
-                    span.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code != 200:
+                    span.set_attribute("http.response.status_code", response.status)
+                if response.status != 200:
                     raise BackendError(
-                        Kind.UNAVAILABLE if response.status_code >= 500 else Kind.FAILED,
-                        f"IMS answered HTTP {response.status_code}",
-                        upstream_code=f"HTTP{response.status_code}",
+                        Kind.UNAVAILABLE if response.status >= 500 else Kind.FAILED,
+                        f"IMS answered HTTP {response.status}",
+                        upstream_code=f"HTTP{response.status}",
                     )
-                content = await _read_capped(response)
-        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-            raise BackendError(Kind.TIMEOUT, f"IMS did not answer within {timeout:.3f} s") from None
-        except UnicodeError:
-            # httpx builds `next_request` from any Location header, and idna refuses its host.
+                content = await read_capped(
+                    response.content_length, response.content.iter_any(), MAX_RESPONSE_BYTES
+                )
+        except TooLarge:
             raise BackendError(
                 Kind.UNAVAILABLE,
-                "IMS answered with a redirect to an invalid URL",
+                f"IMS answered with more than {MAX_RESPONSE_BYTES} bytes",
                 upstream_code=wire.MALFORMED,
             ) from None
+        except TimeoutError:
+            raise BackendError(Kind.TIMEOUT, f"IMS did not answer within {timeout:.3f} s") from None
         except TRANSPORT_ERRORS as exc:
+            failure = self._classify(exc) if self._classify is not None else None
+            if failure is not None:
+                raise failure from exc
             # Errors without a RequestId never reached the API: a network fault, worth a retry.
-            # httpx-aiohttp reports aiohttp's errors under httpx names (a reset mid-answer becomes
-            # ConnectTimeout): name the original, or operators chase the wrong problem.
-            cause = exc.__cause__ or exc
             raise BackendError(
-                Kind.UNAVAILABLE, f"network error talking to IMS: {type(cause).__name__}"
+                Kind.UNAVAILABLE, f"network error talking to IMS: {type(exc).__name__}"
             ) from None
         result = wire.parse_response(content, self._scrubber)
         result.backend = self._name
         return result
 
+    async def _authenticate(self, body: bytes) -> dict[str, str]:
+        if self._auth is None:
+            return {}
+        outgoing = Outgoing(host=self._host, path=self._path, content_type=CONTENT_TYPE, body=body)
+        if self._auth.reads_body and len(body) >= OFF_LOOP_BODY_BYTES:
+            return await asyncio.to_thread(self._auth.headers, outgoing)
+        return self._auth.headers(outgoing)
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 def _http_attributes(url: str) -> dict[str, str | int]:
@@ -178,80 +205,3 @@ def _http_attributes(url: str) -> dict[str, str | int]:
         "server.address": host,
         "server.port": port,
     }
-
-
-class SignsLargeBodiesOffLoop(httpx.Auth):
-    """Runs a synchronous `httpx.Auth` (TC3 hashes the whole body) in a worker thread for bodies of
-    `OFF_LOOP_BODY_BYTES` or more, so the event loop keeps serving meanwhile; small bodies, and auths
-    with an asynchronous flow of their own, run on the loop as they would unwrapped."""
-
-    requires_request_body = True
-
-    def __init__(self, auth: httpx.Auth) -> None:
-        self._auth = auth
-        self.requires_response_body = auth.requires_response_body
-
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if type(self._auth).async_auth_flow is not httpx.Auth.async_auth_flow:
-            flow = self._auth.async_auth_flow(request)
-            signed = await anext(flow)
-            while True:
-                response = yield signed
-                try:
-                    signed = await flow.asend(response)
-                except StopAsyncIteration:
-                    return
-        steps = self._auth.auth_flow(request)
-        if len(request.content) >= OFF_LOOP_BODY_BYTES:
-            signed = await asyncio.to_thread(next, steps)
-        else:
-            signed = next(steps)
-        while True:
-            response = yield signed
-            try:
-                signed = steps.send(response)
-            except StopIteration:
-                return
-
-
-# What a finished response's stream becomes (see `_exchange`).
-_SPENT = httpx.ByteStream(b"")
-
-
-@contextlib.asynccontextmanager
-async def _exchange(
-    client: httpx.AsyncClient, url: str, body: bytes, timeout: float
-) -> AsyncIterator[httpx.Response]:
-    """`client.stream` of one POST, the response then let go of at once.
-
-    httpx ties a streamed response and its stream in a reference cycle, so each finished exchange, the
-    request's body with it, waited for the collector's next full pass: 23 bodies of 6.7 MB were alive
-    where 13 calls were in flight (measured, streaming 5 MB images). Replacing the stream once the
-    response is closed breaks the cycle, and the body goes when the call returns.
-    """
-    response = None
-    try:
-        async with client.stream("POST", url, content=body, timeout=httpx.Timeout(timeout)) as response:
-            yield response
-    finally:
-        if response is not None:
-            response.stream = _SPENT
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    """The body, or the retryable MalformedResponse once it passes `MAX_RESPONSE_BYTES`."""
-    too_large = BackendError(
-        Kind.UNAVAILABLE,
-        f"IMS answered with more than {MAX_RESPONSE_BYTES} bytes",
-        upstream_code=wire.MALFORMED,
-    )
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise too_large
-    # Counted as it arrives (decoded): a missing or lying Content-Length must not let a body in.
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise too_large
-    return bytes(body)

@@ -205,7 +205,6 @@ def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
         name=name,
         endpoint=ImsEndpoint(url=options.endpoint, region=options.region),
         auth=TC3Auth(credentials, service=SERVICE),
-        transport=context.transport,
         scrubber=scrubber,
         backend_type="tencent",
         account=context.budget_key or options.account(),
