@@ -181,8 +181,10 @@ async def test_an_unauthenticated_call_is_refused_on_every_shape(
     shape: str,
     metadata: tuple[tuple[str, str], ...],
 ) -> None:
+    # One message: grpc's client reports INTERNAL, not the status sent, now and then (7 calls in 100
+    # measured) when the server ends a call while the client is still sending.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(channel, shape, values("a", "b"), metadata)
+        await call(channel, shape, values("a"), metadata)
     error = rich_error(caught.value)
     assert (error.code, error.info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
     assert shapes.ran == []
