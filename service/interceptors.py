@@ -85,10 +85,10 @@ class AroundCalls(grpc.aio.ServerInterceptor, ABC):  # type: ignore[misc]
         )
         if method.stream_responses and not inspect.iscoroutinefunction(behaviour):
             behaviour = _writing(behaviour)
-        # A partial, not a closure: one coroutine fewer per call. grpc sees through it that it is a
-        # coroutine function (`inspect.iscoroutinefunction`), which it must: anything else it would run
-        # in a thread.
-        call = functools.partial(self.around, method, behaviour)
+        # A partial, not a closure: one coroutine fewer per call. grpc asks on every call whether it is
+        # a coroutine function (anything else it would run in a thread), and `inspect` sees through a
+        # partial of a plain function at the cost of a plain function; of a bound method, 1 µs more.
+        call = functools.partial(type(self).around, self, method, behaviour)
         return _FACTORIES[method.stream_requests, method.stream_responses](
             call,
             request_deserializer=self.request_deserializer(handler.request_deserializer),
