@@ -8,6 +8,7 @@ order (spans, auth, the undecodable-request guard), beside a health service left
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -105,19 +106,18 @@ def values(*texts: str) -> list[bytes]:
     return [StringValue(value=t).SerializeToString() for t in texts]
 
 
-@pytest.fixture
-def spans() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+@dataclass(frozen=True)
+class Served:
+    """A channel to the test service, served behind the three interceptors; what ran, what was traced."""
+
+    channel: grpc.aio.Channel
+    shapes: Shapes
+    spans: InMemorySpanExporter
 
 
 @pytest.fixture
-def shapes() -> Shapes:
-    return Shapes()
-
-
-@pytest.fixture
-async def channel(shapes: Shapes, spans: InMemorySpanExporter) -> AsyncIterator[grpc.aio.Channel]:
-    provider = TracerProvider()
+async def served() -> AsyncIterator[Served]:
+    shapes, spans, provider = Shapes(), InMemorySpanExporter(), TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     open_services = [health.SERVICE_NAME]
     server = grpc.aio.server(
@@ -128,13 +128,12 @@ async def channel(shapes: Shapes, spans: InMemorySpanExporter) -> AsyncIterator[
         ]
     )
     server.add_generic_rpc_handlers([shapes.handler()])
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel
+            yield Served(channel, shapes, spans)
     finally:
         await server.stop(None)
         provider.shutdown()
@@ -164,32 +163,28 @@ def span_attributes(shape: str, code: grpc.StatusCode) -> dict[str, object]:
     ],
 )
 async def test_every_shape_is_answered_through_every_interceptor(
-    channel: grpc.aio.Channel, spans: InMemorySpanExporter, shape: str, sent: list[str], answered: list[str]
+    served: Served, shape: str, sent: list[str], answered: list[str]
 ) -> None:
     # The answers name the caller: auth identified it.
-    assert await call(channel, shape, values(*sent)) == answered
-    span = only_span(spans)
+    assert await call(served.channel, shape, values(*sent)) == answered
+    span = only_span(served.spans)
     assert (span.name, span.attributes) == (METHODS[shape], span_attributes(shape, grpc.StatusCode.OK))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer wrong-token-0000000000"),)])
 async def test_an_unauthenticated_call_is_refused_on_every_shape(
-    channel: grpc.aio.Channel,
-    shapes: Shapes,
-    spans: InMemorySpanExporter,
-    shape: str,
-    metadata: tuple[tuple[str, str], ...],
+    served: Served, shape: str, metadata: tuple[tuple[str, str], ...]
 ) -> None:
     # One message: grpc's client reports INTERNAL, not the status sent, now and then (7 calls in 100
     # measured) when the server ends a call while the client is still sending.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(channel, shape, values("a"), metadata)
+        await call(served.channel, shape, values("a"), metadata)
     error = rich_error(caught.value)
     assert (error.code, error.info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
-    assert shapes.ran == []
+    assert served.shapes.ran == []
     # Auth sits inside the spans: the refused call has its span, with its code.
-    assert only_span(spans).attributes == span_attributes(shape, grpc.StatusCode.UNAUTHENTICATED)
+    assert only_span(served.spans).attributes == span_attributes(shape, grpc.StatusCode.UNAUTHENTICATED)
 
 
 @pytest.mark.parametrize(
@@ -204,22 +199,20 @@ async def test_an_unauthenticated_call_is_refused_on_every_shape(
     ],
 )
 async def test_undecodable_bytes_are_invalid_argument_on_every_shape(
-    channel: grpc.aio.Channel, shapes: Shapes, shape: str, ran: list[str]
+    served: Served, shape: str, ran: list[str]
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(channel, shape, [UNDECODABLE])
+        await call(served.channel, shape, [UNDECODABLE])
     error = rich_error(caught.value)
     assert (error.code, error.info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST")
-    assert shapes.ran == ran
+    assert served.shapes.ran == ran
 
 
-async def test_the_open_service_needs_no_credentials_and_gets_no_span(
-    channel: grpc.aio.Channel, spans: InMemorySpanExporter
-) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
+async def test_the_open_service_needs_no_credentials_and_gets_no_span(served: Served) -> None:
+    stub = health_pb2_grpc.HealthStub(served.channel)
     answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
-    assert spans.get_finished_spans() == ()
+    assert served.spans.get_finished_spans() == ()
 
 
 class _Passing(AroundCalls):
