@@ -1,9 +1,9 @@
 """Who is calling: bearer tokens from a file and/or client certificates (mutual TLS).
 
 The caller's name goes into a context variable, which the access log, the spans and the metrics
-read, and which the router uses for per-caller rate shares. Health checks and reflection need no
-credentials (load balancers and Kubernetes probe them). Tokens are compared in constant time and never
-logged.
+read, and which the router uses for per-caller rate shares. The open services (health checks and
+reflection, which load balancers and Kubernetes probe) need no credentials: the server names them.
+Tokens are compared in constant time and never logged.
 
 Token file: one caller a line, `name token`; blank lines and `#` comments are ignored.
 """
@@ -11,21 +11,20 @@ Token file: one caller a line, `name token`; blank lines and `#` comments are ig
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc_status import rpc_status
 
 # Re-exported: the access log, spans, metrics and router read it from here.
 from backends.calls import CALLER as CALLER
 from backends.files import MIB, UnreadableFile, read_text_file
 from service import errors
+from service.interceptors import AroundCalls, Behaviour, Context, Method
 
 # Thousands of callers' lines; a larger file holds something else.
 TOKEN_FILE_LIMIT = MIB
-_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class TokenFileError(ValueError):
@@ -57,14 +56,20 @@ def load_tokens(path: Path) -> dict[str, str]:
     return tokens
 
 
-class CallerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tokens: dict[str, str] | None, *, mutual_tls: bool) -> None:
+class CallerAuth(AroundCalls):
+    """Runs a call only for an identified caller, with `CALLER` set; refuses it UNAUTHENTICATED otherwise.
+    The calls of `open_services` pass unchecked."""
+
+    def __init__(
+        self, tokens: dict[str, str] | None, *, mutual_tls: bool, open_services: Iterable[str] = ()
+    ) -> None:
+        super().__init__(skip_services=open_services)
         # As bytes: `hmac.compare_digest` refuses a str with a non-ASCII character (TypeError), and
         # a caller chooses what its header holds.
         self._tokens = {known.encode(): name for known, name in (tokens or {}).items()}
         self._mutual_tls = mutual_tls
 
-    def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    def identify(self, context: Context) -> str | None:
         """The caller's name, or None when the call must be refused."""
         if self._tokens:
             token = _bearer_token(dict(context.invocation_metadata() or ()).get("authorization", b""))
@@ -80,15 +85,13 @@ class CallerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return names[0].decode() if names else "unknown-certificate"
         return ""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_OPEN_SERVICES):
-            return handler
-        return _wrapped(handler, self)
+    async def around(self, method: Method, behaviour: Behaviour, request: Any, context: Context) -> Any:
+        caller = self.identify(context)
+        if caller is None:
+            rich = rpc_status.to_status(errors.unauthenticated_status())
+            await context.abort(rich.code, rich.details, rich.trailing_metadata)
+        CALLER.set(caller or "")
+        return await behaviour(request, context)
 
 
 def _bearer_token(presented: str | bytes) -> bytes | None:
@@ -98,47 +101,3 @@ def _bearer_token(presented: str | bytes) -> bytes | None:
     scheme, _, token = raw.partition(b" ")
     token = token.strip()
     return token if scheme.lower() == b"bearer" and token else None
-
-
-async def _refuse(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    rich = rpc_status.to_status(errors.unauthenticated_status())
-    await context.abort(rich.code, rich.details, rich.trailing_metadata)
-
-
-def _wrapped(handler: grpc.RpcMethodHandler, auth: CallerAuth) -> grpc.RpcMethodHandler:
-    """The same handler, its behaviour run only for an identified caller, with CALLER set."""
-    if handler.unary_unary:
-        behaviour = handler.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            caller = auth.identify(context)
-            if caller is None:
-                await _refuse(context)
-            CALLER.set(caller or "")
-            return await behaviour(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    streaming = handler.unary_stream or handler.stream_stream
-
-    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        caller = auth.identify(context)
-        if caller is None:
-            await _refuse(context)
-        CALLER.set(caller or "")
-        async for response in streaming(request, context):
-            yield response
-
-    factory = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.unary_stream
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return factory(
-        stream,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )

@@ -121,12 +121,9 @@ class Gateway:
         self.telemetry.shutdown()
 
 
-# Health checks and reflection are the mesh's plumbing, not traffic worth a span.
-_UNTRACED_METHOD_PREFIXES = (f"/{health.SERVICE_NAME}/", "/grpc.reflection.")
-
-
-def _traced(details: grpc.HandlerCallDetails) -> bool:
-    return not details.method.startswith(_UNTRACED_METHOD_PREFIXES)
+# The mesh's plumbing, served beside the moderation service: load balancers and Kubernetes probe
+# health, tools ask reflection. Their calls need no credentials and are not traffic worth a span.
+OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
 def fleet_connection(settings: Settings) -> FleetConnection | None:
@@ -230,10 +227,16 @@ def build_server(
     interceptors = []
     if telemetry.tracing:
         # The server span per RPC, continuing the caller's W3C traceparent and baggage.
-        interceptors.append(ServerSpans(telemetry.tracer, _traced))
+        interceptors.append(ServerSpans(telemetry.tracer, untraced_services=OPEN_SERVICES))
     if settings.auth_tokens or settings.tls_client_ca:
         # Inside the tracing interceptor, so a refused call still has its span.
-        interceptors.append(CallerAuth(settings.auth_tokens, mutual_tls=settings.tls_client_ca is not None))
+        interceptors.append(
+            CallerAuth(
+                settings.auth_tokens,
+                mutual_tls=settings.tls_client_ca is not None,
+                open_services=OPEN_SERVICES,
+            )
+        )
     # Innermost, so the tolerant deserializer it installs is the one grpc calls (the others copy it).
     interceptors.append(RejectUndecodable())
     server = grpc.aio.server(
@@ -289,7 +292,7 @@ def build_server(
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((SERVICE_NAME, *OPEN_SERVICES), server)
     try:
         port = _add_port(server, settings)
     except RuntimeError as exc:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from threading import Thread
 from typing import Any, TypeAlias
@@ -31,6 +30,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
+
+from service.interceptors import AroundCalls, Behaviour, Context, Method
 
 SCOPE = "moderation-gateway"
 DEFAULT_SERVICE_NAME = "moderation-gateway"
@@ -348,13 +349,11 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 
 
-class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """One SERVER span per RPC that `traced` selects, continuing the caller's W3C `traceparent` and
-    `baggage`, with the `rpc.*` attributes.
+class ServerSpans(AroundCalls):
+    """One SERVER span per RPC but those of `untraced_services`, continuing the caller's W3C
+    `traceparent` and `baggage`, with the `rpc.*` attributes.
 
     In place of opentelemetry-instrumentation-grpc, which built every call's attributes (its peer's
     address parsed among them) and wrapped its context in a proxy, sampled or not: with 1 call in 10
@@ -362,70 +361,27 @@ class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     unsampled call pays for the propagators and a non-recording span only.
     """
 
-    def __init__(self, tracer: trace.Tracer, traced: Callable[[grpc.HandlerCallDetails], bool]) -> None:
+    def __init__(self, tracer: trace.Tracer, *, untraced_services: Iterable[str] = ()) -> None:
+        super().__init__(skip_services=untraced_services)
         self._tracer = tracer
-        self._traced = traced
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not self._traced(handler_call_details):
-            return handler
-        return self._wrapped(handler, handler_call_details.method)
-
-    def _wrapped(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        spanned = self._spanned
-        if handler.unary_unary or handler.stream_unary:
-            unary = handler.unary_unary or handler.stream_unary
-
-            async def answer(request: Any, context: Context) -> Any:
-                with spanned(method, context) as span:
-                    try:
-                        return await unary(request, context)
-                    finally:
-                        _record_code(span, context)
-
-            if handler.unary_unary:
-                return grpc.unary_unary_rpc_method_handler(answer, **serializers)
-            return grpc.stream_unary_rpc_method_handler(answer, **serializers)
-        streaming = handler.unary_stream or handler.stream_stream
-
-        async def answers(request: Any, context: Context) -> AsyncIterator[Any]:
-            with spanned(method, context) as span:
-                try:
-                    responses = streaming(request, context)
-                    if hasattr(responses, "__aiter__"):
-                        async for response in responses:
-                            yield response
-                    else:
-                        await responses
-                finally:
-                    _record_code(span, context)
-
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(answers, **serializers)
-        return grpc.stream_stream_rpc_method_handler(answers, **serializers)
-
-    @contextmanager
-    def _spanned(self, method: str, context: Context) -> Iterator[trace.Span]:
+    async def around(self, method: Method, behaviour: Behaviour, request: Any, context: Context) -> Any:
         carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         # An abort is how a handler answers an error, not an exception worth a stack trace on the span.
         with self._tracer.start_as_current_span(
-            method,
+            method.name,
             context=propagate.extract(carrier),
             kind=trace.SpanKind.SERVER,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
             if span.is_recording():
-                service, _, name = method.lstrip("/").partition("/")
+                service, _, name = method.name.lstrip("/").partition("/")
                 span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
-            yield span
+            try:
+                return await behaviour(request, context)
+            finally:
+                _record_code(span, context)
 
 
 def _record_code(span: trace.Span, context: Context) -> None:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
-import grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from service import errors
+from service.interceptors import AroundCalls, Behaviour, Context, Deserializer, Method
 from service.logs import RateLimitedLog
 from service.validation import FieldViolation, ValidationError
 
@@ -56,43 +56,35 @@ def undecodable_status(messages_read: int | None = None) -> status_pb2.Status:
     )
 
 
-class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RejectUndecodable(AroundCalls):
     """Innermost of the interceptors, so that the deserializer it installs is the one grpc calls."""
 
     def __init__(self, *, log_interval: float = LOG_INTERVAL) -> None:
+        super().__init__()
         self._log = RateLimitedLog(log, "undecodable request bytes refused", interval=log_interval)
-        # Each method's handler as grpc found it, and its wrapper: built once, not on every call. Only
-        # registered methods are kept (an unknown one has no handler), so the map stays small.
-        self._wrappers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        known = self._wrappers.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapper = _wrapped(handler, method, self._refuse)
-        self._wrappers[method] = (handler, wrapper)
-        return wrapper
+    def request_deserializer(self, deserializer: Deserializer) -> Deserializer:
+        return _tolerant(deserializer)
 
-    async def _refuse(
-        self, context: grpc.aio.ServicerContext[Any, Any], method: str, messages_read: int | None
-    ) -> None:
+    async def around(self, method: Method, behaviour: Behaviour, request: Any, context: Context) -> Any:
+        if not method.stream_requests:
+            if request is UNDECODABLE:
+                await self._refuse(context, method.name, None)
+            return await behaviour(request, context)
+        reading = _Reading(request)
+        response = await behaviour(aiter(reading), context)
+        if reading.undecodable:
+            await reading.discard_the_rest()
+            await self._refuse(context, method.name, reading.messages_read)
+        return response
+
+    async def _refuse(self, context: Context, method: str, messages_read: int | None) -> None:
         self._log.record(**{"rpc.method": method})
         rich = rpc_status.to_status(undecodable_status(messages_read))
         await context.abort(rich.code, rich.details, rich.trailing_metadata)
 
 
-Refuse = Callable[[grpc.aio.ServicerContext[Any, Any], str, int | None], Awaitable[None]]
-
-
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _tolerant(deserializer: Deserializer) -> Deserializer:
     if deserializer is None:
         return None
 
@@ -129,68 +121,3 @@ class _Reading:
             async with asyncio.timeout(DISCARD_SECONDS):
                 async for _ in self._requests:
                     pass
-
-
-async def _responses(behaviour: AsyncIterator[Any] | Awaitable[None]) -> AsyncIterator[Any]:
-    """A streaming handler's responses, whichever of grpc's two styles it has: an async generator,
-    or a coroutine that writes them with `context.write` (the health service's Watch)."""
-    if isinstance(behaviour, AsyncIterator):
-        async for response in behaviour:
-            yield response
-    else:
-        await behaviour
-
-
-def _wrapped(handler: grpc.RpcMethodHandler, method: str, refuse: Refuse) -> grpc.RpcMethodHandler:
-    serializers = {
-        "request_deserializer": _tolerant(handler.request_deserializer),
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        unary_unary = handler.unary_unary
-
-        async def unary_to_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if request is UNDECODABLE:
-                await refuse(context, method, None)
-            return await unary_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_to_unary, **serializers)
-    if handler.unary_stream:
-        unary_stream = handler.unary_stream
-
-        async def unary_to_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            if request is UNDECODABLE:
-                await refuse(context, method, None)
-            async for response in _responses(unary_stream(request, context)):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_to_stream, **serializers)
-    if handler.stream_unary:
-        stream_unary = handler.stream_unary
-
-        async def stream_to_unary(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Any:
-            reading = _Reading(requests)
-            response = await stream_unary(aiter(reading), context)
-            if reading.undecodable:
-                await reading.discard_the_rest()
-                await refuse(context, method, reading.messages_read)
-            return response
-
-        return grpc.stream_unary_rpc_method_handler(stream_to_unary, **serializers)
-    stream_stream = handler.stream_stream
-
-    async def stream_to_stream(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        reading = _Reading(requests)
-        async for response in _responses(stream_stream(aiter(reading), context)):
-            yield response
-        if reading.undecodable:
-            await reading.discard_the_rest()
-            await refuse(context, method, reading.messages_read)
-
-    return grpc.stream_stream_rpc_method_handler(stream_to_stream, **serializers)
