@@ -8,9 +8,18 @@ so every backend gets them alike. Backends raise only `BackendError` and never i
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+# Set by the caller's retry loop for the length of one attempt: a backend that must send a second request
+# within it (tencent's resend after a revoked key) awaits this first, so that request takes its rate slot
+# like any other. It raises `BackendError` (THROTTLED) when no slot leaves the time to finish.
+SECOND_REQUEST_SLOT: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "SECOND_REQUEST_SLOT", default=None
+)
 
 
 class Backend(Protocol):
