@@ -96,14 +96,16 @@ class Retrier:
         loop = asyncio.get_running_loop()
         attempt = 0
         last_error: BackendError | None = None
+        budget: float | None = None
         while True:
             try:
                 await self._slot_to_finish(priority, deadline, shares, first=attempt == 0)
             except BackendError as refused:
                 # Out of time for a retry: the failure that made us retry is the one to report.
-                raise self._failure(last_error or refused, attempt) from None
+                raise self._failure(last_error or refused, attempt, budget) from None
             attempt += 1
             started = loop.time()
+            budget = deadline.remaining()
             # A second request inside this attempt (a resend after a revoked key) takes a slot too.
             resend = SECOND_REQUEST_SLOT.set(
                 functools.partial(self._slot_to_finish, priority, deadline, shares, first=False)
@@ -115,10 +117,10 @@ class Retrier:
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
                     self._governor.upstream_rate_limited()
                 if not self._should_retry(error, attempt, max_attempts):
-                    raise self._failure(error, attempt) from error
+                    raise self._failure(error, attempt, budget) from error
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
-                    raise self._failure(error, attempt) from error
+                    raise self._failure(error, attempt, budget) from error
                 self._metrics.retries.add(
                     1, {"moderation.backend": self._backend.name, "moderation.retry_reason": _reason(error)}
                 )
@@ -130,8 +132,8 @@ class Retrier:
             result.attempts = attempt
             return result
 
-    def _failure(self, error: BackendError, attempts: int) -> CallFailure:
-        return CallFailure(error, backend=self._backend.name, attempts=attempts)
+    def _failure(self, error: BackendError, attempts: int, budget: float | None) -> CallFailure:
+        return CallFailure(error, backend=self._backend.name, attempts=attempts, attempt_budget=budget)
 
     @property
     def time_to_finish(self) -> float:

@@ -30,6 +30,9 @@ from service.telemetry import Metrics, Telemetry
 # The least time kept back for the next backend of a chain, and the multiple of its usual latency.
 MIN_RESERVE = 0.5
 RESERVE_LATENCIES = 2.0
+# A timeout counts against a backend's circuit only when its attempt had this multiple of the backend's
+# typical latency: less, and the gateway's queue or the caller's deadline took the time, not the backend.
+TIMEOUT_FAULT_LATENCIES = 2.0
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Router:
     ) -> None:
         self.upstreams = {upstream.name: upstream for upstream in upstreams}
         self._metrics = metrics or Telemetry.off().metrics
+        for upstream in upstreams:
+            upstream.breaker.report_as(upstream.name, self._metrics)
         self._routes = routes
         self._default = default
         self._exact = {name: route for route in routes for name in route.biz_types if not _is_pattern(name)}
@@ -138,7 +143,7 @@ class Router:
             if deadline.remaining() <= 0:
                 break
             if not upstream.breaker.allow():
-                last_failure = last_failure or _router_failure(_circuit_open(name))
+                last_failure = last_failure or _router_failure(_circuit_open(), name)
                 continue
             try:
                 result = await upstream.retrier.moderate(
@@ -150,7 +155,7 @@ class Router:
                 )
             except CallFailure as failure:
                 error = failure.error
-                self._record(upstream, error, deadline)
+                self._record(upstream, failure, deadline)
                 if not KIND_POLICIES[error.kind].fails_over:
                     raise
                 self._metrics.failovers.add(
@@ -174,7 +179,7 @@ class Router:
                 data_id=request.data_id,
             )
         raise last_failure or _router_failure(
-            BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route")
+            BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route"), route.chain[0]
         )
 
     def _budget(self, route: Route, position: int, deadline: Deadline) -> Deadline:
@@ -193,16 +198,28 @@ class Router:
             await governor.aclose()
 
     @staticmethod
-    def _record(upstream: Upstream, error: BackendError, deadline: Deadline) -> None:
+    def _record(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> None:
+        error = failure.error
         effect = KIND_POLICIES[error.kind].circuit
-        if effect is CircuitEffect.NONE or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
-            # Nothing reached the backend, or the caller's own short deadline ran out: neither says
-            # anything about the backend's health.
+        if effect is CircuitEffect.NONE or (
+            error.kind is Kind.TIMEOUT and not _had_time(upstream, failure, deadline)
+        ):
+            # Nothing reached the backend, or the attempt was starved of time (by the gateway's queue or
+            # the caller's short deadline): neither says anything about the backend's health.
             upstream.breaker.record_abandoned()
         elif effect is CircuitEffect.FAILURE:
-            upstream.breaker.record_failure()
+            upstream.breaker.record_failure(error.kind.value)
         else:
             upstream.breaker.record_success()
+
+
+def _had_time(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> bool:
+    """Whether a timed-out attempt had time enough that the timeout is the backend's fault: twice what
+    it typically takes; before any answer taught that, a deadline the gateway set, not the caller."""
+    typical = upstream.retrier.latency.seconds
+    if typical == 0.0 or failure.attempt_budget is None:
+        return not deadline.set_by_caller
+    return failure.attempt_budget >= TIMEOUT_FAULT_LATENCIES * typical
 
 
 def _route_name(route: Route) -> str:
@@ -214,13 +231,16 @@ def _is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
 
 
-def _router_failure(error: BackendError) -> CallFailure:
-    """A failure of the router's own (an open circuit, no time left): no backend was called, so none is
-    named and no attempt counted."""
-    return CallFailure(error, backend="", attempts=0)
+def _router_failure(error: BackendError, backend: str) -> CallFailure:
+    """A failure of the router's own (an open circuit, no time left): `backend` was not called, so no
+    attempt is counted."""
+    return CallFailure(error, backend=backend, attempts=0)
 
 
-def _circuit_open(name: str) -> BackendError:
+def _circuit_open() -> BackendError:
+    # The status names the backend ("backend 'x': ..."): the message need not.
     return BackendError(
-        Kind.UNAVAILABLE, f"backend {name!r} is failing; its circuit is open", upstream_code="CircuitOpen"
+        Kind.UNAVAILABLE,
+        "its circuit is open after repeated failures; it was not called",
+        upstream_code="CircuitOpen",
     )
