@@ -24,6 +24,7 @@ from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure, CircuitEffect
 from service.governor import Governor, Priority
+from service.intake import intake_limit
 from service.retry import Retrier
 from service.telemetry import Metrics, Telemetry
 
@@ -33,6 +34,8 @@ RESERVE_LATENCIES = 2.0
 # A timeout counts against a backend's circuit only when its attempt had this multiple of the backend's
 # typical latency: less, and the gateway's queue or the caller's deadline took the time, not the backend.
 TIMEOUT_FAULT_LATENCIES = 2.0
+# A backend's latency before its first answer says otherwise (IMS answers in under a second).
+UNKNOWN_LATENCY = 1.0
 
 
 @dataclass
@@ -116,6 +119,13 @@ class Router:
             if any(_is_pattern(p) and fnmatch.fnmatchcase(biz_type, p) for p in route.biz_types):
                 return route
         return self._default
+
+    def intake_limit(self) -> int:
+        """How many stream and batch items this replica takes in now (`service.intake`): what the default
+        route's first backend's pace, this replica's part of it, serves within the intake's horizon."""
+        upstream = self.upstreams[self._default.chain[0]]
+        typical = upstream.retrier.latency.seconds or UNKNOWN_LATENCY
+        return intake_limit(upstream.governor.replica_pace, typical)
 
     def concurrency(self) -> int | None:
         """How many calls the default route's first backend works on at once, if it is bounded."""

@@ -30,6 +30,11 @@ class Governor(Protocol):
         """The pace now: `qps`, or less after the backend said RequestLimitExceeded."""
         ...
 
+    @property
+    def replica_pace(self) -> float:
+        """The part of the pace this replica's batch items may spend now (the rate when alone)."""
+        ...
+
     async def acquire(self, priority: Priority, deadline: Deadline) -> None:
         """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
         ...

@@ -136,6 +136,8 @@ class FleetGovernor:
         self.period = parameters.period
         self.name = name
         self.replicas = 1
+        # The replicas with batch items waiting, this one included once it has some.
+        self.busy = 1
         self.fallback = False
         self.grants = 0
         self.rejections = 0
@@ -174,6 +176,13 @@ class FleetGovernor:
     @property
     def spacing(self) -> float:
         return self.period / self._rate
+
+    @property
+    def replica_pace(self) -> float:
+        """This replica's part of the pace for batch items: the fleet's over the replicas using it."""
+        if self.fallback and self._local is not None:
+            return self._local.rate
+        return self._rate / max(1, self.busy)
 
     def share(self, fraction: float, name: str) -> FleetGovernor:
         qps = max(1, int(self.qps * fraction))
@@ -413,6 +422,7 @@ class FleetGovernor:
             return  # the heartbeat gave up on Redis meanwhile: these slots go unused
         received = self._now()
         self._contact(reservation.replicas, reservation.rate)
+        self.busy = reservation.busy
         offset = self._offsets.update(reservation.now, started, received)
         if reservation.count == 0:
             self._ask_again_at = reservation.first - offset

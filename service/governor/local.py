@@ -63,6 +63,10 @@ class RateGovernor:
     def spacing(self) -> float:
         return self.period / self.rate
 
+    @property
+    def replica_pace(self) -> float:
+        return self.rate
+
     def share(self, fraction: float, name: str) -> RateGovernor:
         return RateGovernor(max(1, int(self.qps * fraction)), interactive_share=self.interactive_share)
 

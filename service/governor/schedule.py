@@ -58,8 +58,8 @@ end
 
 # ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, count, interactive (0/1),
 # horizon_us, max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
-# reserved: when one would fit), spacing, replicas, rate, now}: Redis's times in microseconds, the rate in
-# thousandths a second.
+# reserved: when one would fit), spacing, replicas, rate, now, busy replicas}: Redis's times in
+# microseconds, the rate in thousandths a second.
 _RESERVE = (
     _PACE
     + """
@@ -67,6 +67,11 @@ local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 local count, interactive = tonumber(ARGV[9]), ARGV[10] == '1'
 local horizon, max_wait, share = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local spacing = period / (rate * (replicas - silent) / replicas)
+-- The replicas with batch items waiting: each has its part of the pace for them.
+local function answer(reserved, at)
+  local busy = redis.call('ZCOUNT', KEYS[3], now - period, '+inf')
+  return {reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now, busy}
+end
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
 local last = now + math.min(max_wait, horizon)
@@ -81,14 +86,14 @@ if not interactive then
   count = math.min(count, quota - redis.call('ZCARD', KEYS[4]))
   if count <= 0 then
     local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-    return {0, math.ceil(tonumber(oldest[2])), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+    return answer(0, tonumber(oldest[2]))
   end
 elseif share < 1 and redis.call('ZCOUNT', KEYS[3], now - period, '+inf') > 0 then
   -- While batch items wait anywhere, interactive calls run ahead of them by their share only.
   local ispacing = spacing / math.max(share, 0.001)
   local allowed = math.floor((now + horizon - math.max(itat, now)) / ispacing) + 1
   if allowed <= 0 then
-    return {0, math.ceil(itat - horizon), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+    return answer(0, itat - horizon)
   end
   count = math.min(count, allowed)
   itat = math.max(itat, now) + count * ispacing
@@ -99,7 +104,7 @@ while reserved < count and first + reserved * spacing <= last do
 end
 if reserved == 0 then
   -- Nothing fits yet: how long until the first free slot does.
-  return {0, math.ceil(now + first - last), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+  return answer(0, now + first - last)
 end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
   'itat', itat)
@@ -111,7 +116,7 @@ if not interactive then
   end
   redis.call('PEXPIRE', KEYS[4], math.ceil((first + reserved * spacing - now) / 1000) + 1000)
 end
-return {reserved, math.ceil(first), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+return answer(reserved, first)
 """
 )
 
@@ -174,6 +179,8 @@ class Reservation:
     rate: float
     # Redis's clock when it reserved.
     now: float
+    # The replicas with batch items waiting lately: each gets its part of the pace for them.
+    busy: int
 
 
 class Schedule:
@@ -216,7 +223,7 @@ class Schedule:
             p.interactive_share,
         ]
         keys = [*self._keys, f"{self._base}:held:{replica}"]
-        reserved, first, spacing, replicas, rate, now = await self._reserve(keys=keys, args=args)
+        reserved, first, spacing, replicas, rate, now, busy = await self._reserve(keys=keys, args=args)
         return Reservation(
             int(reserved),
             int(first) / MICROS,
@@ -224,6 +231,7 @@ class Schedule:
             int(replicas),
             int(rate) / 1000,
             int(now) / MICROS,
+            int(busy),
         )
 
     async def heartbeat(
