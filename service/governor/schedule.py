@@ -6,8 +6,12 @@ leaves at most the few slots it reserved for its own waiters (never more than `h
 and nothing to release. Every time is Redis's (`TIME`, in microseconds); replicas only ever see
 offsets from "now", so their own clocks never enter the schedule.
 
+The pacing rules (the learned margin, backoff and recovery) are `pacing.py`'s, the in-process
+governor's too: the scripts are generated from its numbers.
+
 Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
-- `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule)
+- `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule),
+  margin and quiet (when the margin last changed)
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
 - `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
 - `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
@@ -20,22 +24,33 @@ from typing import Any
 
 import redis.asyncio as redis
 
-__all__ = ["Reservation", "Schedule", "ScheduleParameters"]
+from service.governor import pacing
+
+__all__ = ["Heartbeat", "Reservation", "Schedule", "ScheduleParameters"]
 
 KEY_PREFIX = "moderation:budget:"
 MICROS = 1_000_000
 
-# Shared by both scripts: Redis's clock, then the pace after recovery (an increase of `step` of the
-# budget per period without a rate-limit error, after one quiet period): linear, so it never overshoots.
-_PACE = """
+# Shared by both scripts: Redis's clock, the learned margin after the shrinking its quiet time earned
+# (`pacing.LearnedMargin`), then the pace after recovery (an increase of `step` of the budget per period
+# without a rate-limit error, after one quiet period: `pacing.recovered`): linear, so it never overshoots.
+_PACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local period, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat')
+local window, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat', 'margin', 'quiet')
 local tat = tonumber(state[1]) or now
 local rate = tonumber(state[2]) or qps
 local changed = tonumber(state[3]) or 0
 local itat = tonumber(state[4]) or now
+local margin = tonumber(state[5]) or {pacing.START!r}
+local quiet = tonumber(state[6]) or now
+local shrinks = math.floor((now - quiet) / {int(pacing.SHRINK_EVERY * 1_000_000)})
+if shrinks > 0 then
+  margin = math.max({pacing.LEAST!r}, margin - shrinks * {pacing.SHRINK!r})
+  quiet = quiet + shrinks * {int(pacing.SHRINK_EVERY * 1_000_000)}
+end
+local period = window * (1 + margin)
 -- A replica back from its fallback share has sent on it until not_before: the schedule (fresh, after a
 -- restart, or stale) starts no earlier, or IMS's sliding second would hold both.
 tat = math.max(tat, tonumber(ARGV[7]))
@@ -59,7 +74,7 @@ end
 # ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, count, interactive (0/1),
 # horizon_us, max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
 # reserved: when one would fit), spacing, replicas, rate, now, busy replicas}: Redis's times in
-# microseconds, the rate in thousandths a second.
+# microseconds, the rate in thousandths a second, the margin in millionths.
 _RESERVE = (
     _PACE
     + """
@@ -70,7 +85,8 @@ local spacing = period / (rate * (replicas - silent) / replicas)
 -- The replicas with batch items waiting: each has its part of the pace for them.
 local function answer(reserved, at)
   local busy = redis.call('ZCOUNT', KEYS[3], now - period, '+inf')
-  return {reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now, busy}
+  return {reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now, busy,
+    math.floor(margin * 1000000)}
 end
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
@@ -107,7 +123,7 @@ if reserved == 0 then
   return answer(0, now + first - last)
 end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
-  'itat', itat)
+  'itat', itat, 'margin', margin, 'quiet', quiet)
 redis.call('PEXPIRE', KEYS[1], ttl)
 if not interactive then
   for i = 0, reserved - 1 do
@@ -122,19 +138,23 @@ return answer(reserved, first)
 
 # ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, decrease factor (0: only a
 # heartbeat).
-# At most one decrease per period, whichever replica reports it. Returns {replicas, rate * 1000, now}.
+# At most one decrease (and widening of the margin) per period, whichever replica reports it. Returns
+# {replicas, rate * 1000, now, margin * 1e6}.
 _HEARTBEAT = (
     _PACE
-    + """
+    + f"""
 local replicas = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 local factor = tonumber(ARGV[9])
 if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
+  margin = math.min({pacing.MOST!r}, margin + {pacing.WIDEN!r})
+  quiet = now
 end
-redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat)
+redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat, 'margin', margin,
+  'quiet', quiet)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {replicas, math.floor(rate * 1000), now}
+return {{replicas, math.floor(rate * 1000), now, math.floor(margin * 1000000)}}
 """
 )
 
@@ -142,8 +162,8 @@ return {replicas, math.floor(rate * 1000), now}
 @dataclass(frozen=True)
 class ScheduleParameters:
     qps: int
-    # One second plus the safety margin, in seconds.
-    period: float
+    # The window IMS counts requests in (a second); the learned margin is added to it.
+    window: float
     increase_step: float
     decrease_factor: float
     # A replica missing heartbeats this long is no longer counted alive.
@@ -156,9 +176,8 @@ class ScheduleParameters:
 
     def common(self, replica: str, not_before: float) -> list[Any]:
         ttl_ms = int((self.heartbeat_timeout + 60) * 1000)
-        period_us = int(self.period * MICROS)
         return [
-            period_us,
+            int(self.window * MICROS),
             self.qps,
             self.increase_step,
             ttl_ms,
@@ -181,6 +200,18 @@ class Reservation:
     now: float
     # The replicas with batch items waiting lately: each gets its part of the pace for them.
     busy: int
+    # The fleet's learned margin.
+    margin: float
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    replicas: int
+    # The fleet's pace, requests a second.
+    rate: float
+    # Redis's clock, in seconds.
+    now: float
+    margin: float
 
 
 class Schedule:
@@ -223,7 +254,9 @@ class Schedule:
             p.interactive_share,
         ]
         keys = [*self._keys, f"{self._base}:held:{replica}"]
-        reserved, first, spacing, replicas, rate, now, busy = await self._reserve(keys=keys, args=args)
+        reserved, first, spacing, replicas, rate, now, busy, margin = await self._reserve(
+            keys=keys, args=args
+        )
         return Reservation(
             int(reserved),
             int(first) / MICROS,
@@ -232,15 +265,16 @@ class Schedule:
             int(rate) / 1000,
             int(now) / MICROS,
             int(busy),
+            int(margin) / MICROS,
         )
 
     async def heartbeat(
         self, replica: str, *, rate_limited: bool = False, not_before: float = 0.0
-    ) -> tuple[int, float, float]:
-        """(replicas alive, the fleet's pace, Redis's now), after a decrease if the backend said
+    ) -> Heartbeat:
+        """The fleet as Redis sees it, after a decrease (and a wider margin) if the backend said
         RequestLimitExceeded; the schedule's next slot no earlier than `not_before`."""
         factor = self.parameters.decrease_factor if rate_limited else 0
-        replicas, rate, now = await self._heartbeat(
+        replicas, rate, now, margin = await self._heartbeat(
             keys=self._keys, args=[*self.parameters.common(replica, not_before), factor]
         )
-        return int(replicas), int(rate) / 1000, int(now) / MICROS
+        return Heartbeat(int(replicas), int(rate) / 1000, int(now) / MICROS, int(margin) / MICROS)

@@ -1,0 +1,164 @@
+"""A replica's membership of a fleet budget: its calls to the schedule in Redis, each bounded in time,
+its heartbeats, its estimate of Redis's clock, and the fleet as Redis last described it.
+
+Any failure of a Redis call, an exception of any kind or a reply that does not parse, is `Unreachable`:
+the governor then falls back (`fallback.py`) rather than wait out its callers' deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from service.governor.pacing import START
+from service.governor.schedule import Reservation, Schedule
+from service.telemetry import Metrics
+
+__all__ = ["ClockOffset", "Membership", "Unreachable"]
+
+# The longest a Redis call may take, or four of its best round trips lately if that is longer (a far
+# Redis); the first contact connects and loads the scripts, a few round trips more.
+REDIS_TIMEOUT = 0.4
+ROUND_TRIPS = 4
+FIRST_CONTACT_TIMEOUT = 1.0
+T = TypeVar("T")
+
+
+class Unreachable(Exception):
+    """Redis did not answer in time, or not with a reply that parses."""
+
+
+class ClockOffset:
+    """Redis's clock minus this replica's, from the round trip that measured it best lately.
+
+    Each answer says when Redis read its clock, somewhere within the round trip: the shortest recent
+    round trip bounds that best, and one estimate for all reservations keeps slots evenly spaced
+    however much each single round trip varies.
+    """
+
+    def __init__(self, memory: float = 10.0) -> None:
+        self._memory = memory
+        # (local time, round trip, offset), the round trips increasing.
+        self._samples: deque[tuple[float, float, float]] = deque()
+
+    @property
+    def best_round_trip(self) -> float | None:
+        return self._samples[0][1] if self._samples else None
+
+    @property
+    def offset(self) -> float:
+        return self._samples[0][2] if self._samples else 0.0
+
+    def update(self, redis_now: float, sent: float, received: float) -> float:
+        round_trip = received - sent
+        while self._samples and self._samples[-1][1] >= round_trip:
+            self._samples.pop()
+        while self._samples and self._samples[0][0] < received - self._memory:
+            self._samples.popleft()
+        self._samples.append((received, round_trip, redis_now - (sent + received) / 2))
+        return self._samples[0][2]
+
+
+class Membership:
+    """One replica's contact with one budget's schedule."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        *,
+        name: str,
+        metrics: Metrics | None,
+        clock: Callable[[], float] | None,
+    ) -> None:
+        self.schedule = schedule
+        self.name = name
+        self.replica = uuid.uuid4().hex
+        self.replicas = 1
+        # The replicas with batch items waiting, this one included once it has some.
+        self.busy = 1
+        self.rate = float(schedule.parameters.qps)
+        self.margin = START
+        self.offsets = ClockOffset()
+        # Set by the first heartbeat: connected, scripts loaded, so reservations time clean round trips.
+        self.warm = asyncio.Event()
+        self._metrics = metrics
+        # The replica's own clock, only ever used for offsets: a seam for the skewed-clock test.
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock() if self.clock is not None else asyncio.get_running_loop().time()
+
+    @property
+    def period(self) -> float:
+        return self.schedule.parameters.window * (1 + self.margin)
+
+    async def probe(self) -> None:
+        """Redis's clock only: proof that it answers, leaving no trace in the schedule."""
+        await self._call(self.schedule.clock())
+
+    async def heartbeat(self, *, rate_limited: bool, not_before: float) -> None:
+        """This replica alive (and the backend's RequestLimitExceeded, if it said so); `not_before` is in
+        this replica's time."""
+        started = self.now()
+        beat = await self._call(
+            self.schedule.heartbeat(
+                self.replica, rate_limited=rate_limited, not_before=self._redis_time(not_before)
+            )
+        )
+        self.offsets.update(beat.now, started, self.now())
+        self._heard(beat.replicas, beat.rate, beat.margin)
+        self.warm.set()
+
+    async def reserve(
+        self, count: int, *, interactive: bool, max_wait: float, not_before: float
+    ) -> tuple[Reservation, float]:
+        """Slots for `count` waiters, and the offset that turns their Redis times into this replica's."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_CONTACT_TIMEOUT):
+                await self.warm.wait()
+        started = self.now()
+        reservation = await self._call(
+            self.schedule.reserve(
+                self.replica,
+                count,
+                interactive=interactive,
+                max_wait=max_wait,
+                not_before=self._redis_time(not_before),
+            )
+        )
+        offset = self.offsets.update(reservation.now, started, self.now())
+        self._heard(reservation.replicas, reservation.rate, reservation.margin)
+        self.busy = reservation.busy
+        return reservation, offset
+
+    async def disconnect(self) -> None:
+        """Drop pooled connections: after an outage, a restarted Redis would fail each one once."""
+        with contextlib.suppress(Exception):  # a connection that will not close is dropped all the same
+            await self.schedule.disconnect()
+
+    def _redis_time(self, local: float) -> float:
+        return local + self.offsets.offset if local else 0.0
+
+    def _heard(self, replicas: int, rate: float, margin: float) -> None:
+        self.replicas = max(1, replicas)
+        self.rate = max(1.0, rate)
+        self.margin = margin
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """One Redis call, never waiting longer than REDIS_TIMEOUT; its round trip is a metric. Raises
+        `Unreachable` for anything but an answer that parsed."""
+        started = self.now()
+        best = self.offsets.best_round_trip
+        timeout = FIRST_CONTACT_TIMEOUT if best is None else max(REDIS_TIMEOUT, ROUND_TRIPS * best)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await call
+        except Exception as error:
+            raise Unreachable(type(error).__name__) from error
+        if self._metrics is not None:
+            self._metrics.fleet_redis_duration.record(self.now() - started, {"moderation.backend": self.name})
+        return result
