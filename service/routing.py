@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import urllib.parse
 from dataclasses import dataclass, field, replace
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
@@ -233,8 +234,9 @@ def _had_time(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> b
 
 
 def _route_name(route: Route) -> str:
-    """The same on every replica reading the same routing file: a fleet's slices are keyed by it."""
-    return "+".join(route.biz_types) or "default"
+    """The same on every replica reading the same routing file: a fleet's slices are keyed by it. Each
+    name is percent-encoded before the join, so `["a+b"]` and `["a", "b"]` never share a key."""
+    return "+".join(urllib.parse.quote(name, safe="") for name in route.biz_types) or "default"
 
 
 def _is_pattern(name: str) -> bool:
