@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -37,6 +39,8 @@ from service.governor.schedule import Schedule, ScheduleParameters
 from service.telemetry import Metrics
 
 __all__ = ["FleetGovernor", "fleet_governor", "fleet_parameters"]
+
+log = logging.getLogger(__name__)
 
 # The most slots asked for in one round trip.
 MAX_RESERVE = 32
@@ -79,6 +83,7 @@ class FleetGovernor:
         self.grants = 0
         self.rejections = 0
         self._membership = Membership(schedule, name=name, metrics=metrics, clock=clock)
+        self._membership.on_clock_step = self._clock_stepped
         self._fallback = Fallback(name, self.qps, interactive_share=self.interactive_share, metrics=metrics)
         self._metrics = metrics
         self._waiting: dict[Priority, deque[tuple[asyncio.Future[None], Deadline]]] = {
@@ -172,7 +177,7 @@ class FleetGovernor:
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[priority].append((slot, deadline))
         if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch())
+            self._dispatcher = _supervised(self._dispatch(), f"fleet budget {self.name}: dispatching")
         self._wake.set()
         try:
             async with asyncio.timeout(deadline.remaining()):
@@ -185,7 +190,9 @@ class FleetGovernor:
     def upstream_rate_limited(self) -> None:
         if self._fallback.rate_limited():
             return
-        report = asyncio.create_task(self._heartbeat(rate_limited=True))
+        report = _supervised(
+            self._heartbeat(rate_limited=True), f"fleet budget {self.name}: reporting a rate limit"
+        )
         self._reports.add(report)
         report.add_done_callback(self._reports.discard)
 
@@ -211,7 +218,11 @@ class FleetGovernor:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            await self._heartbeat()
+            try:
+                await self._heartbeat()
+            except Exception:
+                # A bug must not stop the beat: without it this replica would look dead to the others.
+                log.exception("fleet budget %s: heartbeat failed", self.name)
             await asyncio.sleep(max(0.0, started + HEARTBEAT_INTERVAL - loop.time()))
 
     async def _heartbeat(self, *, rate_limited: bool = False) -> None:
@@ -244,6 +255,17 @@ class FleetGovernor:
                 queue.clear()
         await membership.disconnect()
 
+    def _clock_stepped(self, step: float) -> None:
+        """Slots held were placed by the old clock: drop them and ask again (Redis clamps its side)."""
+        log.warning(
+            "fleet budget %s: Redis's clock stepped by %+.1f s; this replica's reserved slots dropped",
+            self.name,
+            step,
+        )
+        self._slots.clear()
+        self._ask_again_at = 0.0
+        self._wake.set()
+
     # --- the slots: reserved in Redis, granted here at their times -------------------------------
 
     async def _dispatch(self) -> None:
@@ -254,7 +276,7 @@ class FleetGovernor:
                     self._grant(now)
             wanted = self._wanted()
             if wanted and now >= self._ask_again_at and (self._reserving is None or self._reserving.done()):
-                self._reserving = asyncio.create_task(self._reserve(*wanted))
+                self._reserving = _supervised(self._reserve(*wanted), f"fleet budget {self.name}: reserving")
             wake_at = min([*self._slots[:1], *([self._ask_again_at] if wanted else [])], default=None)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -321,6 +343,18 @@ class FleetGovernor:
         if self._metrics is not None:
             self._metrics.governor_rejections.add(1, {"moderation.priority": priority.value})
         return throttled(self.qps, retry_after)
+
+
+def _supervised(work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+    """A background task whose failure is logged when it happens, not lost with the task."""
+    task = asyncio.create_task(work)
+
+    def report(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            log.error("%s failed", what, exc_info=error)
+
+    task.add_done_callback(report)
+    return task
 
 
 def fleet_governor(

@@ -25,6 +25,9 @@ __all__ = ["ClockOffset", "Membership", "Unreachable"]
 REDIS_TIMEOUT = 0.4
 ROUND_TRIPS = 4
 FIRST_CONTACT_TIMEOUT = 1.0
+# Offsets from one round trip to the next agree within the round trip; a jump larger than this (plus
+# the round trip) is Redis's clock stepping.
+CLOCK_STEP = 0.2
 T = TypeVar("T")
 
 
@@ -42,6 +45,8 @@ class ClockOffset:
 
     def __init__(self, memory: float = 10.0) -> None:
         self._memory = memory
+        # The step the last update found, in seconds (0: none).
+        self.stepped = 0.0
         # (local time, round trip, offset), the round trips increasing.
         self._samples: deque[tuple[float, float, float]] = deque()
 
@@ -54,12 +59,20 @@ class ClockOffset:
         return self._samples[0][2] if self._samples else 0.0
 
     def update(self, redis_now: float, sent: float, received: float) -> float:
+        """The offset, after this sample; a step of Redis's clock (`stepped`) starts afresh from it."""
         round_trip = received - sent
+        offset = redis_now - (sent + received) / 2
+        self.stepped = 0.0
+        if self._samples and abs(offset - self.offset) > CLOCK_STEP + round_trip:
+            # Redis's clock moved against ours (an NTP step, a VM resume, a failover to a replica with
+            # another clock): the samples before measured a clock that is gone.
+            self.stepped = offset - self.offset
+            self._samples.clear()
         while self._samples and self._samples[-1][1] >= round_trip:
             self._samples.pop()
         while self._samples and self._samples[0][0] < received - self._memory:
             self._samples.popleft()
-        self._samples.append((received, round_trip, redis_now - (sent + received) / 2))
+        self._samples.append((received, round_trip, offset))
         return self._samples[0][2]
 
 
@@ -88,6 +101,8 @@ class Membership:
         self._metrics = metrics
         # The replica's own clock, only ever used for offsets: a seam for the skewed-clock test.
         self.clock = clock
+        # Told the size of a step of Redis's clock, once the offset has moved to the new clock.
+        self.on_clock_step: Callable[[float], None] | None = None
 
     def now(self) -> float:
         return self.clock() if self.clock is not None else asyncio.get_running_loop().time()
@@ -109,7 +124,7 @@ class Membership:
                 self.replica, rate_limited=rate_limited, not_before=self._redis_time(not_before)
             )
         )
-        self.offsets.update(beat.now, started, self.now())
+        self._measured(beat.now, started)
         self._heard(beat.replicas, beat.rate, beat.margin)
         self.warm.set()
 
@@ -130,7 +145,7 @@ class Membership:
                 not_before=self._redis_time(not_before),
             )
         )
-        offset = self.offsets.update(reservation.now, started, self.now())
+        offset = self._measured(reservation.now, started)
         self._heard(reservation.replicas, reservation.rate, reservation.margin)
         self.busy = reservation.busy
         return reservation, offset
@@ -139,6 +154,12 @@ class Membership:
         """Drop pooled connections: after an outage, a restarted Redis would fail each one once."""
         with contextlib.suppress(Exception):  # a connection that will not close is dropped all the same
             await self.schedule.disconnect()
+
+    def _measured(self, redis_now: float, sent: float) -> float:
+        offset = self.offsets.update(redis_now, sent, self.now())
+        if self.offsets.stepped and self.on_clock_step is not None:
+            self.on_clock_step(self.offsets.stepped)
+        return offset
 
     def _redis_time(self, local: float) -> float:
         return local + self.offsets.offset if local else 0.0

@@ -45,12 +45,21 @@ local changed = tonumber(state[3]) or 0
 local itat = tonumber(state[4]) or now
 local margin = tonumber(state[5]) or {pacing.START!r}
 local quiet = tonumber(state[6]) or now
+local horizon = tonumber(ARGV[9])
+-- Times ahead of Redis's clock were read from a clock that has since stepped back (an NTP step, a VM
+-- resume, a failover to a replica with another clock): held to now, or to what the schedule may hold.
+changed = math.min(changed, now)
+quiet = math.min(quiet, now)
 local shrinks = math.floor((now - quiet) / {int(pacing.SHRINK_EVERY * 1_000_000)})
 if shrinks > 0 then
   margin = math.max({pacing.LEAST!r}, margin - shrinks * {pacing.SHRINK!r})
   quiet = quiet + shrinks * {int(pacing.SHRINK_EVERY * 1_000_000)}
 end
 local period = window * (1 + margin)
+-- Nothing is reserved further ahead than the horizon, and one period more.
+local ahead = now + horizon + period
+tat = math.min(tat, ahead)
+itat = math.min(itat, ahead)
 -- A replica back from its fallback share has sent on it until not_before: the schedule (fresh, after a
 -- restart, or stale) starts no earlier, or IMS's sliding second would hold both.
 tat = math.max(tat, tonumber(ARGV[7]))
@@ -71,16 +80,16 @@ local function alive(id, heartbeat, silent_after)
 end
 """
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, count, interactive (0/1),
-# horizon_us, max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
+# ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, count,
+# interactive (0/1), max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
 # reserved: when one would fit), spacing, replicas, rate, now, busy replicas}: Redis's times in
 # microseconds, the rate in thousandths a second, the margin in millionths.
 _RESERVE = (
     _PACE
     + """
 local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
-local count, interactive = tonumber(ARGV[9]), ARGV[10] == '1'
-local horizon, max_wait, share = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local count, interactive = tonumber(ARGV[10]), ARGV[11] == '1'
+local max_wait, share = tonumber(ARGV[12]), tonumber(ARGV[13])
 local spacing = period / (rate * (replicas - silent) / replicas)
 -- The replicas with batch items waiting: each has its part of the pace for them.
 local function answer(reserved, at)
@@ -98,6 +107,7 @@ if not interactive then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - period)
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], string.format('(%.0f', ahead), '+inf')
   local quota = math.max(1, math.floor(horizon / spacing / redis.call('ZCARD', KEYS[3])))
   count = math.min(count, quota - redis.call('ZCARD', KEYS[4]))
   if count <= 0 then
@@ -136,15 +146,15 @@ return answer(reserved, first)
 """
 )
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, decrease factor (0: only a
-# heartbeat).
+# ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, decrease
+# factor (0: only a heartbeat).
 # At most one decrease (and widening of the margin) per period, whichever replica reports it. Returns
 # {replicas, rate * 1000, now, margin * 1e6}.
 _HEARTBEAT = (
     _PACE
     + f"""
 local replicas = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
-local factor = tonumber(ARGV[9])
+local factor = tonumber(ARGV[10])
 if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
@@ -185,6 +195,7 @@ class ScheduleParameters:
             int(self.heartbeat_timeout * MICROS),
             int(not_before * MICROS),
             int(self.silent_after * MICROS),
+            int(self.horizon * MICROS),
         ]
 
 
@@ -249,7 +260,6 @@ class Schedule:
             *p.common(replica, not_before),
             count,
             int(interactive),
-            int(p.horizon * MICROS),
             max(0, int(max_wait * MICROS)),
             p.interactive_share,
         ]
