@@ -37,6 +37,8 @@ RESERVE_LATENCIES = 2.0
 TIMEOUT_FAULT_LATENCIES = 2.0
 # A backend's latency before its first answer says otherwise (IMS answers in under a second).
 UNKNOWN_LATENCY = 1.0
+# A caller's share of a budget unused this long is closed (four times IMS's 15 s service timeout).
+IDLE_CALLER_SHARE = 60.0
 
 
 @dataclass
@@ -90,9 +92,13 @@ class Router:
             if route.rate_share is not None
             for name in route.chain
         }
-        # Per caller, made on a caller's first call: callers are few and named in the token file.
+        # Per caller, made on a caller's first call, closed once idle for IDLE_CALLER_SHARE: with mutual
+        # TLS any certificate name may call, and each share of a fleet budget writes to Redis.
         self._caller_share = caller_share
         self._caller_shares: dict[tuple[str, str], Governor] = {}
+        self._caller_used: dict[tuple[str, str], float] = {}
+        self._next_sweep = 0.0
+        self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def single(
@@ -111,7 +117,23 @@ class Router:
             if key not in self._caller_shares:
                 self._caller_shares[key] = self._slice(backend, self._caller_share, f"caller:{caller}")
             shares.append(self._caller_shares[key])
+            now = asyncio.get_running_loop().time()
+            self._caller_used[key] = now
+            self._close_idle_caller_shares(now)
         return shares
+
+    def _close_idle_caller_shares(self, now: float) -> None:
+        """Closes the caller shares no call used for IDLE_CALLER_SHARE (longer than any call lasts, so
+        none is waiting on them); looked at a few times per that period."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + IDLE_CALLER_SHARE / 4
+        for key, used in list(self._caller_used.items()):
+            if now - used >= IDLE_CALLER_SHARE:
+                del self._caller_used[key]
+                closing = asyncio.create_task(self._caller_shares.pop(key).aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
 
     def route_for(self, biz_type: str) -> Route:
         if biz_type in self._exact:
@@ -207,6 +229,7 @@ class Router:
     async def aclose(self) -> None:
         for governor in (*self._shares.values(), *self._caller_shares.values()):
             await governor.aclose()
+        await asyncio.gather(*self._closing)
 
     @staticmethod
     def _record(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> None:

@@ -29,11 +29,23 @@ SILENT_AFTER = 2 * HEARTBEAT_INTERVAL
 # How far ahead batch items may reserve: what a killed replica can leave unused.
 HORIZON = 0.25
 SETTLE = 1.0
+# A replica that has never reached Redis, with no MODERATION_FLEET_EXPECTED_REPLICAS, grants nothing for
+# this long (unless Redis answers first): it cannot know how many replicas spend the budget beside it.
+FIRST_CONTACT_GRACE = 30.0
 
 
 class Fallback:
-    def __init__(self, name: str, qps: int, *, interactive_share: float, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        qps: int,
+        *,
+        interactive_share: float,
+        metrics: Metrics | None,
+        expected_replicas: int | None = None,
+    ) -> None:
         self.name = name
+        self._expected_replicas = expected_replicas
         self.active = False
         self._qps = qps
         self._interactive_share = interactive_share
@@ -52,15 +64,22 @@ class Fallback:
             self._local = None
         return self._local
 
-    def enter(self, *, rate: float, replicas: int, margin: float, why: str) -> bool:
-        """Redis is unreachable: spend this replica's share. False if already in fallback."""
+    def enter(self, *, rate: float, replicas: int | None, margin: float, why: str) -> bool:
+        """Redis is unreachable: spend this replica's share of the replicas alive at last contact (None:
+        never in contact). False if already in fallback."""
         if self.active:
             return False
         self.active = True
+        hold = 0.0
+        if replicas is None:
+            # Never in contact: as many replicas as expected, or none granted for a while.
+            replicas = self._expected_replicas or 1
+            hold = 0.0 if self._expected_replicas else FIRST_CONTACT_GRACE
         if self._local is None:
             self._local = RateGovernor(
                 max(1, int(rate) // replicas), interactive_share=self._interactive_share, margin=margin
             )
+            self._local.start_after(hold)
         # else: still settling back from the last outage; that share, with its recent grants, goes on.
         # The share starts once the others count this replica silent (and pace without it), after the
         # slots they reserved before that, none more than HORIZON ahead, and one of its own spacings
@@ -82,6 +101,9 @@ class Fallback:
     def rejoin(self, now: float) -> None:
         self.active = False
         self._settle_until = now + SETTLE
+        if self._local is not None and self._local.grants == 0:
+            # It sent nothing: nothing of it can share a sliding second with the fleet's schedule.
+            self._local = None
         log.warning("fleet budget %s: Redis answers again; back on the fleet's schedule", self.name)
         self._count("shared")
 

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # The most slots asked for in one round trip.
 MAX_RESERVE = 32
+# A slice's heartbeats stop after this long without a call (the next call starts them again).
+IDLE_SLICE = 30.0
 # A slot granted late crowds the next one as network jitter does: later than this it is dropped, so
 # lateness stays within the margin's allowance for it.
 STALE_SLOT = 0.003
@@ -75,6 +77,8 @@ class FleetGovernor:
         metrics: Metrics | None = None,
         clock: Callable[[], float] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        expected_replicas: int | None = None,
+        idle_after: float | None = None,
     ) -> None:
         parameters = schedule.parameters
         self.qps = parameters.qps
@@ -84,7 +88,18 @@ class FleetGovernor:
         self.rejections = 0
         self._membership = Membership(schedule, name=name, metrics=metrics, clock=clock)
         self._membership.on_clock_step = self._clock_stepped
-        self._fallback = Fallback(name, self.qps, interactive_share=self.interactive_share, metrics=metrics)
+        self._fallback = Fallback(
+            name,
+            self.qps,
+            interactive_share=self.interactive_share,
+            metrics=metrics,
+            expected_replicas=expected_replicas,
+        )
+        # A slice (a caller's, a route's) stops its heartbeats after this long without a call: a caller
+        # gone must not keep writing to Redis. None: the budget itself, which beats for as long as it lives.
+        self._idle_after = idle_after
+        self._last_acquire = 0.0
+        self._expected_replicas = expected_replicas
         self._metrics = metrics
         self._waiting: dict[Priority, deque[tuple[asyncio.Future[None], Deadline]]] = {
             p: deque() for p in Priority
@@ -135,7 +150,13 @@ class FleetGovernor:
     def share(self, fraction: float, name: str) -> FleetGovernor:
         qps = max(1, int(self.qps * fraction))
         schedule = self._membership.schedule.slice(name, qps)
-        return FleetGovernor(schedule, name=f"{self.name}/{name}", clock=self._membership.clock)
+        return FleetGovernor(
+            schedule,
+            name=f"{self.name}/{name}",
+            clock=self._membership.clock,
+            expected_replicas=self._expected_replicas,
+            idle_after=IDLE_SLICE,
+        )
 
     def waiting(self, priority: Priority) -> int:
         return sum(not future.done() for future, _ in self._waiting[priority])
@@ -146,7 +167,7 @@ class FleetGovernor:
         if deadline.remaining() <= 0:
             raise self._throttled(self.spacing, priority)
         self._start()
-        started = self._membership.now()
+        started = self._last_acquire = self._membership.now()
         while True:
             # In fallback the share alone grants; settling back, a slot needs the share and the fleet's
             # schedule both, whenever the share's slot came (a caller queued on the share during the
@@ -210,13 +231,13 @@ class FleetGovernor:
     # --- membership: heartbeats, and the fallback when Redis is lost -----------------------------
 
     def _start(self) -> None:
-        if self._heartbeats is None:
-            self._heartbeats = asyncio.create_task(self._heartbeat_forever())
+        if self._heartbeats is None or self._heartbeats.done():
+            self._heartbeats = asyncio.create_task(self._heartbeat_while_used())
 
-    async def _heartbeat_forever(self) -> None:
+    async def _heartbeat_while_used(self) -> None:
         # A steady beat, however long each takes, so a live replica never looks silent to the others.
         loop = asyncio.get_running_loop()
-        while True:
+        while self._idle_after is None or self._membership.now() - self._last_acquire < self._idle_after:
             started = loop.time()
             try:
                 await self._heartbeat()
@@ -245,7 +266,10 @@ class FleetGovernor:
     async def _lost(self, why: str) -> None:
         membership = self._membership
         if self._fallback.enter(
-            rate=membership.rate, replicas=membership.replicas, margin=membership.margin, why=why
+            rate=membership.rate,
+            replicas=membership.replicas if membership.warm.is_set() else None,
+            margin=membership.margin,
+            why=why,
         ):
             self._slots.clear()
             for queue in self._waiting.values():
@@ -365,6 +389,9 @@ def fleet_governor(
     name: str,
     interactive_share: float,
     metrics: Metrics | None = None,
+    expected_replicas: int | None = None,
 ) -> FleetGovernor:
     schedule = Schedule(client, budget_key, fleet_parameters(qps, interactive_share))
-    return FleetGovernor(schedule, name=name, metrics=metrics, on_close=client.aclose)
+    return FleetGovernor(
+        schedule, name=name, metrics=metrics, on_close=client.aclose, expected_replicas=expected_replicas
+    )
