@@ -46,7 +46,7 @@ class RateGovernor:
         self._metrics = metrics
         self.interactive_share = interactive_share
         self._window = window
-        self._margin = LearnedMargin(margin)
+        self._margin = LearnedMargin(qps, margin)
         self.rate = float(qps)
         self._last_change = 0.0
         self._next_grant = 0.0
@@ -60,7 +60,7 @@ class RateGovernor:
     @property
     def period(self) -> float:
         """The window grants are counted in: a second (`window`) plus the learned margin."""
-        return self._window * (1 + self._margin.at(asyncio.get_running_loop().time()))
+        return self._window * (1 + self._margin.value)
 
     @property
     def spacing(self) -> float:
@@ -125,7 +125,7 @@ class RateGovernor:
         if now - self._last_change >= self.period:
             self.rate = max(1.0, self.rate * DECREASE_FACTOR)
             self._last_change = now
-            self._margin.widen(now)
+            self._margin.widen()
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,6 +151,7 @@ class RateGovernor:
             on_schedule = now - self._next_grant < self.spacing
             self._next_grant = (self._next_grant if on_schedule else now) + self.spacing
             self.grants += 1
+            self._margin.granted()
             if self._metrics is not None:
                 self._metrics.governor_grants.add(1, {"moderation.priority": priority.value})
 

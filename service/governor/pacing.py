@@ -6,8 +6,9 @@ fleet cannot drift apart.
   any sliding second, and the network moves each of ours by up to a few tens of milliseconds, so a second
   of its arrivals can hold a little more than a second of our sends: the margin covers that. It starts
   at `START` (3 %, safe for 0-20 ms of jitter), widens by `WIDEN` on each RequestLimitExceeded (at most
-  once a period) and shrinks by `SHRINK` every `SHRINK_EVERY` seconds without one, down to `LEAST`: a
-  quiet path creeps towards the whole budget, a jittery one stays safe.
+  once a period) and shrinks by `SHRINK` for every `SHRINK_AFTER` seconds' worth of the budget granted
+  without one, down to `LEAST`: a quiet path creeps towards the whole budget, a jittery one stays safe.
+  Grants, not time, are the evidence: an idle budget learns nothing, and keeps its margin.
 - **Backoff.** RequestLimitExceeded also lowers the pace by 3 % (`DECREASE_FACTOR`, once a period), and
   it climbs back linearly by `INCREASE_STEP` of the budget each period after one quiet period: a lone
   throttle costs a few percent for a few seconds.
@@ -25,7 +26,7 @@ __all__ = [
     "LEAST",
     "MOST",
     "SHRINK",
-    "SHRINK_EVERY",
+    "SHRINK_AFTER",
     "START",
     "WIDEN",
     "LearnedMargin",
@@ -38,32 +39,29 @@ LEAST = 0.005
 MOST = 0.10
 WIDEN = 0.015
 SHRINK = 0.0025
-SHRINK_EVERY = 5.0
+SHRINK_AFTER = 5
 DECREASE_FACTOR = 0.97
 INCREASE_STEP = 0.01
 
 
 class LearnedMargin:
-    """The margin of one in-process budget (Redis keeps the fleet's by the same rule)."""
+    """The margin of one in-process budget of `qps` (Redis keeps the fleet's by the same rule)."""
 
-    def __init__(self, start: float = START) -> None:
-        self._value = start
-        # Set by the first reading: the quiet time counts from there.
-        self._changed: float | None = None
+    def __init__(self, qps: int, start: float = START) -> None:
+        self.value = start
+        self._shrink_after = SHRINK_AFTER * qps
+        # Grants since the margin last changed, none of them answered RequestLimitExceeded.
+        self._quiet = 0
 
-    def at(self, now: float) -> float:
-        """The margin now, after the shrinking earned by the quiet time since it last changed."""
-        if self._changed is None:
-            self._changed = now
-        steps = math.floor((now - self._changed) / SHRINK_EVERY)
-        if steps > 0:
-            self._value = max(LEAST, self._value - steps * SHRINK)
-            self._changed += steps * SHRINK_EVERY
-        return self._value
+    def granted(self) -> None:
+        self._quiet += 1
+        if self._quiet >= self._shrink_after:
+            self.value = max(LEAST, self.value - SHRINK)
+            self._quiet = 0
 
-    def widen(self, now: float) -> None:
-        self._value = min(MOST, self.at(now) + WIDEN)
-        self._changed = now
+    def widen(self) -> None:
+        self.value = min(MOST, self.value + WIDEN)
+        self._quiet = 0
 
 
 def recovered(rate: float, qps: int, changed: float, now: float, period: float) -> tuple[float, float]:

@@ -11,7 +11,7 @@ governor's too: the scripts are generated from its numbers.
 
 Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
 - `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule),
-  margin and quiet (when the margin last changed)
+  margin and quiet (slots reserved since the margin last changed)
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
 - `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
 - `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
@@ -31,9 +31,10 @@ __all__ = ["Heartbeat", "Reservation", "Schedule", "ScheduleParameters"]
 KEY_PREFIX = "moderation:budget:"
 MICROS = 1_000_000
 
-# Shared by both scripts: Redis's clock, the learned margin after the shrinking its quiet time earned
-# (`pacing.LearnedMargin`), then the pace after recovery (an increase of `step` of the budget per period
-# without a rate-limit error, after one quiet period: `pacing.recovered`): linear, so it never overshoots.
+# Shared by both scripts: Redis's clock, the learned margin (`pacing.LearnedMargin`: `quiet` counts the
+# slots reserved since it last changed), then the pace after recovery (an increase of `step` of the
+# budget per period without a rate-limit error, after one quiet period: `pacing.recovered`): linear, so
+# it never overshoots.
 _PACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -44,17 +45,11 @@ local rate = tonumber(state[2]) or qps
 local changed = tonumber(state[3]) or 0
 local itat = tonumber(state[4]) or now
 local margin = tonumber(state[5]) or {pacing.START!r}
-local quiet = tonumber(state[6]) or now
+local quiet = tonumber(state[6]) or 0
 local horizon = tonumber(ARGV[9])
 -- Times ahead of Redis's clock were read from a clock that has since stepped back (an NTP step, a VM
 -- resume, a failover to a replica with another clock): held to now, or to what the schedule may hold.
 changed = math.min(changed, now)
-quiet = math.min(quiet, now)
-local shrinks = math.floor((now - quiet) / {int(pacing.SHRINK_EVERY * 1_000_000)})
-if shrinks > 0 then
-  margin = math.max({pacing.LEAST!r}, margin - shrinks * {pacing.SHRINK!r})
-  quiet = quiet + shrinks * {int(pacing.SHRINK_EVERY * 1_000_000)}
-end
 local period = window * (1 + margin)
 -- Nothing is reserved further ahead than the horizon, and one period more.
 local ahead = now + horizon + period
@@ -86,7 +81,7 @@ end
 # microseconds, the rate in thousandths a second, the margin in millionths.
 _RESERVE = (
     _PACE
-    + """
+    + f"""
 local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 local count, interactive = tonumber(ARGV[10]), ARGV[11] == '1'
 local max_wait, share = tonumber(ARGV[12]), tonumber(ARGV[13])
@@ -94,8 +89,8 @@ local spacing = period / (rate * (replicas - silent) / replicas)
 -- The replicas with batch items waiting: each has its part of the pace for them.
 local function answer(reserved, at)
   local busy = redis.call('ZCOUNT', KEYS[3], now - period, '+inf')
-  return {reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now, busy,
-    math.floor(margin * 1000000)}
+  return {{reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now, busy,
+    math.floor(margin * 1000000)}}
 end
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
@@ -132,6 +127,11 @@ if reserved == 0 then
   -- Nothing fits yet: how long until the first free slot does.
   return answer(0, now + first - last)
 end
+quiet = quiet + reserved
+if quiet >= {pacing.SHRINK_AFTER} * qps then
+  margin = math.max({pacing.LEAST!r}, margin - {pacing.SHRINK!r})
+  quiet = 0
+end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
   'itat', itat, 'margin', margin, 'quiet', quiet)
 redis.call('PEXPIRE', KEYS[1], ttl)
@@ -159,7 +159,7 @@ if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
   margin = math.min({pacing.MOST!r}, margin + {pacing.WIDEN!r})
-  quiet = now
+  quiet = 0
 end
 redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat, 'margin', margin,
   'quiet', quiet)

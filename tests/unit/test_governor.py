@@ -14,7 +14,7 @@ from service.governor.pacing import (
     LEAST,
     MOST,
     SHRINK,
-    SHRINK_EVERY,
+    SHRINK_AFTER,
     START,
     WIDEN,
     LearnedMargin,
@@ -108,13 +108,17 @@ async def test_a_lone_rate_limit_costs_a_few_percent_then_the_pace_recovers() ->
     assert governor.rate > 10 * DECREASE_FACTOR
 
 
-def test_the_learned_margin_shrinks_slowly_while_quiet_and_widens_on_each_rate_limit() -> None:
-    margin = LearnedMargin()
-    assert margin.at(100.0) == START
-    assert margin.at(100.0 + SHRINK_EVERY) == pytest.approx(START - SHRINK)
-    assert margin.at(100.0 + 1000 * SHRINK_EVERY) == LEAST
-    margin.widen(5100.0)
-    assert margin.at(5100.0) == pytest.approx(LEAST + WIDEN)
+def test_the_learned_margin_shrinks_slowly_while_granting_quietly_and_widens_on_each_rate_limit() -> None:
+    margin = LearnedMargin(qps=10)
+    assert margin.value == START
+    for _ in range(SHRINK_AFTER * 10):  # five seconds' worth of the budget, none refused
+        margin.granted()
+    assert margin.value == pytest.approx(START - SHRINK)
+    for _ in range(1000 * SHRINK_AFTER * 10):
+        margin.granted()
+    assert margin.value == LEAST
+    margin.widen()
+    assert margin.value == pytest.approx(LEAST + WIDEN)
     for _ in range(20):
-        margin.widen(5100.0)
-    assert margin.at(5100.0) == MOST
+        margin.widen()
+    assert margin.value == MOST
