@@ -17,6 +17,7 @@ from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.routing import Router, Upstream
 from service.telemetry import Metrics
+from tests.unit.test_observe import points
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
 
@@ -41,16 +42,10 @@ class SlowBackend:
         pass
 
 
-def transitions(reader: InMemoryMetricReader) -> dict[str, int]:
-    data = reader.get_metrics_data()
-    assert data is not None
+def transitions(reader: InMemoryMetricReader) -> dict[object, object]:
     return {
-        str((point.attributes or {})["moderation.circuit.state"]): int(getattr(point, "value", 0))
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "moderation.circuit.transitions"
-        for point in metric.data.data_points
+        attributes["moderation.circuit.state"]: value
+        for attributes, value in points(reader, "moderation.circuit.transitions")
     }
 
 

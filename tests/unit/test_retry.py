@@ -6,12 +6,17 @@ import asyncio
 
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
+from service.telemetry import Metrics, Telemetry
+from tests.unit.test_observe import points
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
 
@@ -55,6 +60,14 @@ def transient() -> BackendError:
     return BackendError(
         Kind.UNAVAILABLE, "model call failed", upstream_code="ResourceUnavailable.ModelCallFailed"
     )
+
+
+def refusals(reader: InMemoryMetricReader) -> dict[tuple[object, object], object]:
+    """`moderation.budget.refusals` by (backend, attempt)."""
+    return {
+        (attributes["moderation.backend"], attributes["moderation.attempt"]): value
+        for attributes, value in points(reader, "moderation.budget.refusals")
+    }
 
 
 def retrier(
@@ -158,11 +171,15 @@ async def test_no_retry_starts_that_cannot_finish_in_time() -> None:
 
 async def test_no_first_attempt_is_sent_without_the_time_a_typical_attempt_takes() -> None:
     backend, sleep = ScriptedBackend(0.05), RecordingSleep()
-    subject = retrier(backend, sleep)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry = Telemetry(trace.NoOpTracerProvider(), provider, Metrics(provider.get_meter("test")))
+    subject = Retrier(backend, RetryPolicy(), telemetry=telemetry, sleep=sleep)
     await subject.moderate(REQUEST, Deadline.for_call(None))  # learns that attempts take ~50 ms
     with pytest.raises(CallFailure) as caught:
         await subject.moderate(REQUEST, Deadline.for_call(0.04))
     assert backend.calls == 1
+    assert refusals(reader) == {("scripted", "first"): 1}
     refusal = caught.value.error
     assert (refusal.kind, caught.value.attempts) == (Kind.THROTTLED, 0)
     assert "waited 0.0 s for the rate budget" in refusal.message
