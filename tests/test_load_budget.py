@@ -231,8 +231,8 @@ async def test_a_caller_with_ten_streams_gets_no_more_of_the_budget_than_one_wit
         )
     assert (a.call_errors, b.call_errors, a.errors, b.errors) == ([], [], Counter(), Counter())
     a_pace, b_pace = share_while_both_busy(a, b)
-    # Half of what is spent each: the bench measures the budget precisely; this catches an imbalance
-    # (FIFO slots gave the caller with ten streams ten times the other's), and a pace far below the
-    # budget, with bounds loose enough for a 2-core machine shared with the rest of the suite.
+    # Half of what is spent each: the bench measures the budget precisely; this catches an imbalance,
+    # and a pace far below the budget, with bounds loose enough for a 2-core machine shared with the
+    # rest of the suite.
     assert min(a_pace, b_pace) >= 0.4 * (a_pace + b_pace), (a_pace, b_pace)
     assert a_pace + b_pace >= 0.5 * BUDGET, (a_pace, b_pace)
