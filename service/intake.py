@@ -6,8 +6,9 @@ the budget waits in its own HTTP/2 flow-control window, where no deadline runs, 
 inside the gateway where its items would age until they could no longer finish. Room is
 `pace x (typical latency + INTAKE_HORIZON)` items (Little's law: the items the pace keeps in flight, and
 a horizon's worth queued for slots); the stream window, the caller's bulkhead and the server's item cap
-stay as caps. When room frees, it goes to the waiting caller holding the fewest items, so a caller with
-ten streams gets no more than a caller with one.
+stay as caps. When room frees, it goes to the waiting caller holding the fewest items for its weight,
+so a caller with ten streams gets no more than a caller with one; in a fleet, a caller busy on several
+replicas weighs less on each (`Governor.caller_weight`), so every caller gets an equal part fleet-wide.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ INTAKE_HORIZON = 1.0
 
 
 class Intake:
-    def __init__(self, limit: Callable[[], int]) -> None:
+    def __init__(self, limit: Callable[[], int], weight: Callable[[str], float] = lambda caller: 1.0) -> None:
         self._limit = limit
+        self._weight = weight
         self._held: Counter[str] = Counter()
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
@@ -59,7 +61,7 @@ class Intake:
 
     def _admit(self) -> None:
         while self._waiting and self.held < self._limit():
-            caller = min(self._waiting, key=lambda name: self._held[name])
+            caller = min(self._waiting, key=lambda name: self._held[name] / self._weight(name))
             queue = self._waiting[caller]
             room = queue.popleft()
             if not queue:

@@ -150,6 +150,10 @@ class Router:
         typical = upstream.retrier.latency.seconds or UNKNOWN_LATENCY
         return intake_limit(upstream.governor.replica_pace, typical)
 
+    def intake_weight(self, caller: str) -> float:
+        """A caller's weight in the intake: its part of the pace here (`Governor.caller_weight`)."""
+        return self.upstreams[self._default.chain[0]].governor.caller_weight(caller)
+
     def concurrency(self) -> int | None:
         """How many calls the default route's first backend works on at once, if it is bounded."""
         return self.upstreams[self._default.chain[0]].backend.concurrency

@@ -70,7 +70,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server: a cap; the intake follows the budget.
         self._server_slots = asyncio.Semaphore(max_in_flight)
-        self._intake = Intake(router.intake_limit)
+        self._intake = Intake(router.intake_limit, router.intake_weight)
 
     def begin_drain(self) -> None:
         self._draining.set()

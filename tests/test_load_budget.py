@@ -107,7 +107,7 @@ def auth(caller: str) -> tuple[tuple[str, str]]:
 class Tally:
     """What one caller's streams got: each index's answers, the errors, when each result came."""
 
-    answers: Counter[tuple[int, int]] = field(default_factory=Counter)
+    answers: Counter[tuple[int | str, int]] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     result_times: list[float] = field(default_factory=list)
     call_errors: list[str] = field(default_factory=list)
@@ -117,7 +117,7 @@ class Tally:
         return set(self.answers) == expected and set(self.answers.values()) == {1}
 
 
-async def stream(address: str, caller: str, number: int, items: int, tally: Tally) -> None:
+async def stream(address: str, caller: str, number: int | str, items: int, tally: Tally) -> None:
     loop = asyncio.get_running_loop()
 
     async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
@@ -214,20 +214,41 @@ def share_while_both_busy(a: Tally, b: Tally) -> tuple[float, float]:
     return a_pace, b_pace
 
 
-@pytest.mark.parametrize("fleet", ["two replicas on Redis", "one replica"])
-async def test_a_caller_with_ten_streams_gets_no_more_of_the_budget_than_one_with_one(
-    limited: ImsEmulator, redis: RedisServer, tokens_file: Path, fleet: str
+# Where each caller's streams go: (replica, streams) for caller A, then for caller B. Replicas share
+# Redis when there are several.
+LAYOUTS = {
+    # A: 10 streams on replica 1; B: 1 stream on replica 2.
+    "ten-streams-here-one-there": ([(0, 10)], [(1, 1)]),
+    # A: 5 streams on each of 2 replicas; B: 1 stream on replica 2.
+    "two-replicas-against-one": ([(0, 5), (1, 5)], [(1, 1)]),
+    # One replica without Redis: A 10 streams, B 1.
+    "ten-streams-against-one-alone": ([(0, 10)], [(0, 1)]),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+async def test_callers_share_the_budget_equally_whatever_their_streams_and_replicas(
+    limited: ImsEmulator, redis: RedisServer, tokens_file: Path, layout: str
 ) -> None:
-    settings = {"MODERATION_REDIS_URL": redis.url} if fleet.endswith("Redis") else {}
+    a_streams, b_streams = LAYOUTS[layout]
+    replicas = 1 + max(index for index, _ in (*a_streams, *b_streams))
+    settings = {"MODERATION_REDIS_URL": redis.url} if replicas > 1 else {}
     a, b = Tally(), Tally()
+    items = 240
     async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(replica(limited, tokens_file, **settings))
-        second = (
-            await stack.enter_async_context(replica(limited, tokens_file, **settings)) if settings else first
-        )
+        running = [
+            await stack.enter_async_context(replica(limited, tokens_file, **settings))
+            for _ in range(replicas)
+        ]
         await asyncio.gather(
-            *(stream(first.address, "caller-a", n, 24, a) for n in range(10)),
-            stream(second.address, "caller-b", 0, 240, b),
+            *(
+                stream(
+                    running[index].address, caller, f"{index}-{n}", items // sum(c for _, c in streams), tally
+                )
+                for caller, streams, tally in (("caller-a", a_streams, a), ("caller-b", b_streams, b))
+                for index, count in streams
+                for n in range(count)
+            )
         )
     assert (a.call_errors, b.call_errors, a.errors, b.errors) == ([], [], Counter(), Counter())
     a_pace, b_pace = share_while_both_busy(a, b)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from backends.calls import CALLER
 from backends.errors import BackendError
 from service.deadlines import Deadline
 from service.governor.base import Priority, throttled
@@ -101,7 +103,8 @@ class FleetGovernor:
         self._last_acquire = 0.0
         self._expected_replicas = expected_replicas
         self._metrics = metrics
-        self._waiting: dict[Priority, deque[tuple[asyncio.Future[None], Deadline]]] = {
+        # Each waiter with its deadline and its caller (hashed: the name is never written to Redis).
+        self._waiting: dict[Priority, deque[tuple[asyncio.Future[None], Deadline, str]]] = {
             p: deque() for p in Priority
         }
         self._slots: list[float] = []
@@ -143,9 +146,13 @@ class FleetGovernor:
 
     @property
     def replica_pace(self) -> float:
-        """This replica's part of the pace for batch items: the fleet's over the replicas using it."""
+        """This replica's part of the pace for batch items: its callers' equal parts of the fleet's."""
         share = self._fallback.rate
-        return share if share is not None else self._membership.rate / max(1, self._membership.busy)
+        return share if share is not None else self._membership.rate * self._membership.part
+
+    def caller_weight(self, caller: str) -> float:
+        """A caller's weight here: its part is split evenly over the replicas its batch items wait on."""
+        return 1 / self._membership.spread.get(_hashed(caller), 1)
 
     def share(self, fraction: float, name: str) -> FleetGovernor:
         qps = max(1, int(self.qps * fraction))
@@ -159,7 +166,7 @@ class FleetGovernor:
         )
 
     def waiting(self, priority: Priority) -> int:
-        return sum(not future.done() for future, _ in self._waiting[priority])
+        return sum(not future.done() for future, _, _ in self._waiting[priority])
 
     # --- the callers' side ------------------------------------------------------------------------
 
@@ -196,7 +203,7 @@ class FleetGovernor:
         if expected >= deadline.remaining():
             raise self._throttled(expected, priority)
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[priority].append((slot, deadline))
+        self._waiting[priority].append((slot, deadline, _hashed(CALLER.get())))
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = _supervised(self._dispatch(), f"fleet budget {self.name}: dispatching")
         self._wake.set()
@@ -273,7 +280,7 @@ class FleetGovernor:
         ):
             self._slots.clear()
             for queue in self._waiting.values():
-                for future, _ in queue:
+                for future, _, _ in queue:
                     if not future.done():
                         future.set_exception(_Refused())
                 queue.clear()
@@ -316,17 +323,19 @@ class FleetGovernor:
             priority = Priority.BATCH
         if uncovered <= 0:
             return None
-        longest = max((d.remaining() for f, d in self._waiting[priority] if not f.done()), default=0.0)
+        longest = max((d.remaining() for f, d, _ in self._waiting[priority] if not f.done()), default=0.0)
         return min(uncovered, MAX_RESERVE), priority, longest
 
     async def _reserve(self, count: int, priority: Priority, max_wait: float) -> None:
         membership = self._membership
+        batch_callers = sorted({c for f, _, c in self._waiting[Priority.BATCH] if not f.done()})
         try:
             reservation, offset = await membership.reserve(
                 count,
                 interactive=priority is Priority.INTERACTIVE,
                 max_wait=max_wait,
                 not_before=self._fallback.sent_until(membership.now()),
+                callers=batch_callers if priority is Priority.BATCH else (),
             )
         except Unreachable as lost:
             await self._lost(str(lost))
@@ -356,7 +365,7 @@ class FleetGovernor:
             interactive_grants = sum(p is Priority.INTERACTIVE for _, p in self._granted)
             if not interactive_first(interactive_grants, len(self._granted), self.interactive_share):
                 priority = Priority.BATCH
-        future, _ = self._waiting[priority].popleft()
+        future, _, _ = self._waiting[priority].popleft()
         future.set_result(None)
         self._granted.append((now, priority))
         if self._metrics is not None:
@@ -367,6 +376,10 @@ class FleetGovernor:
         if self._metrics is not None:
             self._metrics.governor_rejections.add(1, {"moderation.priority": priority.value})
         return throttled(self.qps, retry_after)
+
+
+def _hashed(caller: str) -> str:
+    return hashlib.sha256(caller.encode()).hexdigest()[:16]
 
 
 def _supervised(work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:

@@ -70,6 +70,9 @@ class RateGovernor:
     def replica_pace(self) -> float:
         return self.rate
 
+    def caller_weight(self, caller: str) -> float:
+        return 1.0
+
     def share(self, fraction: float, name: str) -> RateGovernor:
         return RateGovernor(max(1, int(self.qps * fraction)), interactive_share=self.interactive_share)
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from service.governor.pacing import START
@@ -91,8 +91,10 @@ class Membership:
         self.name = name
         self.replica = uuid.uuid4().hex
         self.replicas = 1
-        # The replicas with batch items waiting, this one included once it has some.
-        self.busy = 1
+        # This replica's part of the pace for batch items, and over how many replicas each of its
+        # callers' batch items wait (by hashed caller), as Redis last said.
+        self.part = 1.0
+        self.spread: dict[str, int] = {}
         self.rate = float(schedule.parameters.qps)
         self.margin = START
         self.offsets = ClockOffset()
@@ -129,7 +131,7 @@ class Membership:
         self.warm.set()
 
     async def reserve(
-        self, count: int, *, interactive: bool, max_wait: float, not_before: float
+        self, count: int, *, interactive: bool, max_wait: float, not_before: float, callers: Sequence[str]
     ) -> tuple[Reservation, float]:
         """Slots for `count` waiters, and the offset that turns their Redis times into this replica's."""
         with contextlib.suppress(TimeoutError):
@@ -143,11 +145,13 @@ class Membership:
                 interactive=interactive,
                 max_wait=max_wait,
                 not_before=self._redis_time(not_before),
+                callers=callers,
             )
         )
         offset = self._measured(reservation.now, started)
         self._heard(reservation.replicas, reservation.rate, reservation.margin)
-        self.busy = reservation.busy
+        if not interactive:
+            self.part, self.spread = reservation.part, reservation.spread
         return reservation, offset
 
     async def disconnect(self) -> None:

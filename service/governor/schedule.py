@@ -15,10 +15,13 @@ Keys, under one hash tag so a cluster keeps them on one shard, all expiring when
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
 - `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
 - `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
+- `<prefix>{<budget>}:callers` sorted set: "caller|replica" -> when the caller last had batch items
+  waiting on the replica (callers hashed)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,9 +79,11 @@ end
 """
 
 # ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, count,
-# interactive (0/1), max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
-# reserved: when one would fit), spacing, replicas, rate, now, busy replicas}: Redis's times in
-# microseconds, the rate in thousandths a second, the margin in millionths.
+# interactive (0/1), max_wait_us, interactive_share, then the callers with batch items waiting here.
+# Returns {slots reserved, the first slot's time (none reserved: when one would fit), spacing, replicas,
+# rate, now, this replica's part of the pace for batch items, margin, then over how many replicas each
+# caller's batch items wait}: Redis's times in microseconds, the rate in thousandths a second, the part
+# and the margin in millionths.
 _RESERVE = (
     _PACE
     + f"""
@@ -86,11 +91,19 @@ local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 local count, interactive = tonumber(ARGV[10]), ARGV[11] == '1'
 local max_wait, share = tonumber(ARGV[12]), tonumber(ARGV[13])
 local spacing = period / (rate * (replicas - silent) / replicas)
--- The replicas with batch items waiting: each has its part of the pace for them.
+-- This replica's part of the pace for batch items, and over how many replicas each of its callers'
+-- batch items wait (the batch branch below counts them).
+local part, spread = nil, {{}}
 local function answer(reserved, at)
-  local busy = redis.call('ZCOUNT', KEYS[3], now - period, '+inf')
-  return {{reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now, busy,
-    math.floor(margin * 1000000)}}
+  if part == nil then
+    part = 1 / math.max(1, redis.call('ZCOUNT', KEYS[3], now - period, '+inf'))
+  end
+  local reply = {{reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now,
+    math.floor(part * 1000000), math.floor(margin * 1000000)}}
+  for i = 14, #ARGV do
+    reply[#reply + 1] = spread[ARGV[i]] or 1
+  end
+  return reply
 end
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
@@ -103,7 +116,33 @@ if not interactive then
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], string.format('(%.0f', ahead), '+inf')
-  local quota = math.max(1, math.floor(horizon / spacing / redis.call('ZCARD', KEYS[3])))
+  -- Every caller with batch items waiting anywhere gets an equal part of the pace, split evenly over the
+  -- replicas it waits on: a replica's part is its callers' parts ("caller|replica", by last seen).
+  for i = 14, #ARGV do
+    redis.call('ZADD', KEYS[5], now, ARGV[i] .. '|' .. ARGV[5])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - period)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  local callers = 0
+  if #ARGV < 14 then
+    part = 1 / redis.call('ZCARD', KEYS[3])
+  end
+  for _, entry in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local caller = string.match(entry, '^(.*)|')
+    if spread[caller] == nil then
+      spread[caller] = 0
+      callers = callers + 1
+    end
+    spread[caller] = spread[caller] + 1
+  end
+  if #ARGV >= 14 then
+    part = 0
+    for i = 14, #ARGV do
+      part = part + 1 / spread[ARGV[i]]
+    end
+    part = part / callers
+  end
+  local quota = math.max(1, math.floor(horizon / spacing * part))
   count = math.min(count, quota - redis.call('ZCARD', KEYS[4]))
   if count <= 0 then
     local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
@@ -209,10 +248,12 @@ class Reservation:
     rate: float
     # Redis's clock when it reserved.
     now: float
-    # The replicas with batch items waiting lately: each gets its part of the pace for them.
-    busy: int
+    # This replica's part of the pace for batch items: its callers' parts of it.
+    part: float
     # The fleet's learned margin.
     margin: float
+    # Over how many replicas each caller asked about has batch items waiting.
+    spread: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -252,9 +293,17 @@ class Schedule:
         return Schedule(self._client, f"{self.budget_key}:{name}", replace(self.parameters, qps=qps))
 
     async def reserve(
-        self, replica: str, count: int, *, interactive: bool, max_wait: float, not_before: float = 0.0
+        self,
+        replica: str,
+        count: int,
+        *,
+        interactive: bool,
+        max_wait: float,
+        not_before: float = 0.0,
+        callers: Sequence[str] = (),
     ) -> Reservation:
-        """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds)."""
+        """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds); `callers`: the
+        callers whose batch items wait on this replica (hashed: no name of theirs is written)."""
         p = self.parameters
         args = [
             *p.common(replica, not_before),
@@ -263,9 +312,9 @@ class Schedule:
             max(0, int(max_wait * MICROS)),
             p.interactive_share,
         ]
-        keys = [*self._keys, f"{self._base}:held:{replica}"]
-        reserved, first, spacing, replicas, rate, now, busy, margin = await self._reserve(
-            keys=keys, args=args
+        keys = [*self._keys, f"{self._base}:held:{replica}", f"{self._base}:callers"]
+        reserved, first, spacing, replicas, rate, now, part, margin, *spread = await self._reserve(
+            keys=keys, args=[*args, *callers]
         )
         return Reservation(
             int(reserved),
@@ -274,8 +323,9 @@ class Schedule:
             int(replicas),
             int(rate) / 1000,
             int(now) / MICROS,
-            int(busy),
+            int(part) / MICROS,
             int(margin) / MICROS,
+            dict(zip(callers, (int(replicas_of) for replicas_of in spread), strict=True)),
         )
 
     async def heartbeat(

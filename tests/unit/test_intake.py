@@ -62,3 +62,26 @@ async def test_a_limit_that_grows_lets_more_in_at_the_next_leave() -> None:
     intake.leave("a")
     await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
     assert intake.held == 3
+
+
+async def test_a_caller_busy_on_other_replicas_weighs_less_here() -> None:
+    # Caller "spread" has batch items on two replicas (weight 1/2 here), "local" on this one only.
+    intake = Intake(lambda: 3, lambda caller: 0.5 if caller == "spread" else 1.0)
+    for _ in range(3):
+        await intake.enter("other")
+    entered: list[str] = []
+
+    async def enter(caller: str) -> None:
+        await intake.enter(caller)
+        entered.append(caller)
+
+    waiters = [asyncio.create_task(enter(caller)) for caller in ("spread", "local") * 3]
+    await asyncio.sleep(0)
+    for _ in range(3):
+        intake.leave("other")
+        await asyncio.sleep(0)
+    # By items held over weight: both hold none (the first asked goes first), then local, as 1/1 < 1/0.5.
+    assert entered == ["spread", "local", "local"]
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
