@@ -127,7 +127,11 @@ async def test_a_reply_that_does_not_parse_is_redis_unavailable_and_the_replica_
     async with misshapen_redis() as url:
         client = redis_client(url)
         governor = FleetGovernor(
-            Schedule(client, KEY, fleet_parameters(QPS, 0.5)), name="tencent", on_close=client.aclose
+            Schedule(client, KEY, fleet_parameters(QPS, 0.5)),
+            name="tencent",
+            on_close=client.aclose,
+            # It never had an answer that parsed: without a count it would grant nothing for a while.
+            expected_replicas=2,
         )
         try:
             with caplog.at_level(logging.WARNING, logger="service.governor.fleet"):

@@ -146,10 +146,10 @@ def no_circuit_moved(*replicas: Replica) -> bool:
 async def test_many_callers_many_streams_on_two_replicas_answer_every_item_once_billed_once(
     limited: ImsEmulator, redis: RedisServer, tokens_file: Path
 ) -> None:
-    # Each item may take 4 s from being read: a gateway that read 40 items a stream ahead and queued
-    # them for the budget (240 items, 6 s of it) sent late ones with no time left to finish.
-    settings = {"MODERATION_REDIS_URL": redis.url, "MODERATION_BACKEND_TIMEOUT": "4"}
-    streams, items = 3, 40
+    # Each item may take 6 s from being read: a gateway that read every stream's items at once and
+    # queued them for the budget (480 items, 12 s of it) sent late ones with no time left to finish.
+    settings = {"MODERATION_REDIS_URL": redis.url, "MODERATION_BACKEND_TIMEOUT": "6"}
+    streams, items = 3, 60
     async with (
         replica(limited, tokens_file, **settings) as first,
         replica(limited, tokens_file, **settings) as second,
