@@ -43,7 +43,7 @@ class Intake:
         return IntakeSlot(self, caller)
 
     async def enter(self, caller: str) -> None:
-        if not self._waiting and self.held < self._limit():
+        if (not self._waiting and self.held < self._limit()) or self._under_its_part(caller):
             self._held[caller] += 1
             return
         room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -54,6 +54,15 @@ class Intake:
             if room.done() and not room.cancelled():
                 self.leave(caller)  # the room came with the cancellation: give it on
             raise
+
+    def _under_its_part(self, caller: str) -> bool:
+        """Whether the caller holds less than its weighted part of the room: it enters even when the
+        intake is full. A caller with one stream asks for one item at a time, and would otherwise find
+        the room it frees taken by the caller with ten streams before it asks again; the others enter
+        only below the limit, so the intake holds at most one caller's part more than its limit."""
+        active = {*self._held, *self._waiting, caller}
+        weights = sum(self._weight(name) for name in active)
+        return self._held[caller] < self._limit() * self._weight(caller) / weights - 1
 
     def leave(self, caller: str) -> None:
         self._held[caller] -= 1

@@ -38,14 +38,14 @@ ARRIVAL_MODES = ("request-line",)
 TOKENS = {"caller-a": "token-of-caller-a-0123456789", "caller-b": "token-of-caller-b-0123456789"}
 
 
-def emulator_config(arrival: str) -> EmulatorConfig:
+def emulator_config(arrival: str, jitter: float = 0.02) -> EmulatorConfig:
     stamping: dict[str, Any] = {} if arrival == "request-line" else {"arrival_stamp": arrival}
     return EmulatorConfig(
         secret_id=SECRET_ID,
         secret_key=SECRET_KEY,
         latency=LATENCY,
         qps_limit=BUDGET,
-        arrival_jitter=0.02,
+        arrival_jitter=jitter,
         **stamping,
     )
 
@@ -53,6 +53,13 @@ def emulator_config(arrival: str) -> EmulatorConfig:
 @pytest.fixture(params=ARRIVAL_MODES)
 def limited(request: pytest.FixtureRequest) -> Iterator[ImsEmulator]:
     with ImsEmulator(emulator_config(request.param), host="127.0.0.1", port=0) as emulator:
+        yield emulator
+
+
+@pytest.fixture(params=ARRIVAL_MODES)
+def steady(request: pytest.FixtureRequest) -> Iterator[ImsEmulator]:
+    """The strict limit without the arrival jitter, for tests of something else than the margin."""
+    with ImsEmulator(emulator_config(request.param, jitter=0.0), host="127.0.0.1", port=0) as emulator:
         yield emulator
 
 
@@ -174,9 +181,9 @@ async def test_many_callers_many_streams_on_two_replicas_answer_every_item_once_
 
 
 async def test_calls_that_cannot_finish_in_time_are_refused_unbilled_saying_where_the_time_went(
-    limited: ImsEmulator, tokens_file: Path
+    steady: ImsEmulator, tokens_file: Path
 ) -> None:
-    async with replica(limited, tokens_file) as gateway, open_channel(gateway.address) as channel:
+    async with replica(steady, tokens_file) as gateway, open_channel(gateway.address) as channel:
         moderation = stub(channel)
         # The gateway learns the backend's typical latency from its first answers.
         await moderation.ModerateImage(request(IMAGE, "warm-up"), metadata=auth("caller-a"), timeout=5)
@@ -199,8 +206,8 @@ async def test_calls_that_cannot_finish_in_time_are_refused_unbilled_saying_wher
         infos = [error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()]
         assert [any(d.Unpack(info) for d in status.details) for info in infos] == [True, True]
         assert infos[0].reason == "RATE_BUDGET_EXHAUSTED"
-    assert limited.stats.billed == answered + 1
-    assert limited.stats.rate_limited == 0
+    assert steady.stats.billed == answered + 1
+    assert steady.stats.rate_limited == 0
     assert no_circuit_moved(gateway)
 
 

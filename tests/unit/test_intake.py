@@ -67,8 +67,9 @@ async def test_a_limit_that_grows_lets_more_in_at_the_next_leave() -> None:
 async def test_a_caller_busy_on_other_replicas_weighs_less_here() -> None:
     # Caller "spread" has batch items on two replicas (weight 1/2 here), "local" on this one only.
     intake = Intake(lambda: 3, lambda caller: 0.5 if caller == "spread" else 1.0)
-    for _ in range(3):
-        await intake.enter("other")
+    others = ("o1", "o2", "o3")  # three more callers, so neither is under its part and enters at once
+    for other in others:
+        await intake.enter(other)
     entered: list[str] = []
 
     async def enter(caller: str) -> None:
@@ -77,11 +78,26 @@ async def test_a_caller_busy_on_other_replicas_weighs_less_here() -> None:
 
     waiters = [asyncio.create_task(enter(caller)) for caller in ("spread", "local") * 3]
     await asyncio.sleep(0)
-    for _ in range(3):
-        intake.leave("other")
+    for other in others:
+        intake.leave(other)
         await asyncio.sleep(0)
     # By items held over weight: both hold none (the first asked goes first), then local, as 1/1 < 1/0.5.
     assert entered == ["spread", "local", "local"]
     for waiter in waiters:
         waiter.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def test_a_caller_under_its_part_enters_even_when_the_intake_is_full() -> None:
+    intake = Intake(lambda: 10)
+    for _ in range(10):
+        await intake.enter("ten-streams")
+    # Its part is half of ten: it enters at once while it stays under that part.
+    for _ in range(4):
+        await asyncio.wait_for(intake.enter("one-stream"), 1.0)
+    fifth = asyncio.create_task(intake.enter("one-stream"))
+    await asyncio.sleep(0)
+    assert not fifth.done()
+    assert intake.held == 14
+    fifth.cancel()
+    await asyncio.gather(fifth, return_exceptions=True)
