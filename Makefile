@@ -168,11 +168,13 @@ $(PROTOC_STAMP): $(DEV_LOCK)
 # Both locks from pyproject.toml; run after changing a dependency, and commit them with it.
 # The client distribution is built into a local wheel for the resolver (it is on no index), and left out
 # of the locks (`--unsafe-package`): `make` and the image install it from client/, its dependencies pinned.
+# So is the gateway itself, which the dev extra names: a lock holds no path of this checkout.
 lock: $(STAMP)
 	rm -rf $(CLIENT_WHEELS) && $(BIN)/pip wheel --quiet --no-deps -w $(CLIENT_WHEELS) ./client
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_CLIENT) --extra local --extra fleet --extra otlp \
 		-o $(RUNTIME_LOCK) pyproject.toml
-	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_CLIENT) --extra dev -c $(RUNTIME_LOCK) -o $(DEV_LOCK) pyproject.toml
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_CLIENT) --unsafe-package moderation-gateway --extra dev \
+		-c $(RUNTIME_LOCK) -o $(DEV_LOCK) pyproject.toml
 
 # grpcio-tools ships the well-known protos; googleapis-common-protos ships google/rpc/*.proto.
 PROTOC = $(PROTOC_VENV)/bin/python -m grpc_tools.protoc -I$(PROTO_DIR) \

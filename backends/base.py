@@ -13,12 +13,14 @@ account, another policy or library file) never answers from verdicts the old one
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-__all__ = ["Backend", "Fingerprint"]
+__all__ = ["SECOND_REQUEST_SLOT", "Backend", "Fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class Fingerprint:
 def _digest(*parts: object) -> str:
     # A tuple's repr quotes and escapes each string and bytes, so no two tuples spell the same text.
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+# Set by the caller's retry loop for the length of one attempt: a backend that must send a second request
+# within it (tencent's resend after a revoked key) awaits this first, so that request takes its rate slot
+# like any other. It raises `BackendError` (THROTTLED) when no slot leaves the time to finish.
+SECOND_REQUEST_SLOT: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "SECOND_REQUEST_SLOT", default=None
+)
 
 
 class Backend(Protocol):

@@ -71,6 +71,9 @@ def declared() -> list[Instrument]:
 
 # The labels each metric is recorded with (the declaration cannot say: they are given per recording).
 LABELS: dict[str, str] = {
+    "moderation_budget_refusals_total": "`moderation_backend`, `moderation_attempt` (`first` or `retry`)",
+    "moderation_circuit_transitions_total": "`moderation_backend`, `moderation_circuit_state` (the state "
+    "entered: `open`, `half_open`, `closed`)",
     "moderation_requests_total": "`rpc_method`, `rpc_grpc_status_code`, `moderation_suggestion`, "
     "`moderation_label`",
     "moderation_duration_seconds": "`rpc_method`, `rpc_grpc_status_code`",

@@ -4,13 +4,21 @@ and close again once it answers.
 CLOSED: every call goes through; `failure_threshold` consecutive failures open the circuit.
 OPEN: no call goes through for `reset_timeout` seconds; the chain's next backend answers instead.
 HALF_OPEN: one probe call at a time goes through; success closes the circuit, failure opens it again.
+
+Only the backend's own faults count (the router decides which: `service.routing`). Every transition
+writes one log line and one count in `moderation.circuit.transitions`.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Callable
+
+from service.telemetry import Metrics
+
+log = logging.getLogger(__name__)
 
 
 class CircuitState(enum.IntEnum):
@@ -34,6 +42,15 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        # The state last reported (logged and counted), and for which backend.
+        self._reported = CircuitState.CLOSED
+        self._name = ""
+        self._metrics: Metrics | None = None
+
+    def report_as(self, name: str, metrics: Metrics | None) -> None:
+        """The backend whose circuit this is, named in its transitions' log lines and metric."""
+        self._name = name
+        self._metrics = metrics
 
     @property
     def state(self) -> CircuitState:
@@ -50,6 +67,7 @@ class CircuitBreaker:
             return True
         if state is CircuitState.HALF_OPEN and not self._probing:
             self._probing = True
+            self._enter(CircuitState.HALF_OPEN)
             return True
         return False
 
@@ -62,13 +80,37 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = None
         self._probing = False
+        self._enter(CircuitState.CLOSED)
 
-    def record_failure(self) -> None:
+    def record_failure(self, why: str = "") -> None:
         self._failures += 1
         if self._probing or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
+            self._enter(CircuitState.OPEN, why)
         self._probing = False
 
     def record_abandoned(self) -> None:
         """The call ended without telling anything about the backend (cancelled, refused by us)."""
         self._probing = False
+
+    def _enter(self, state: CircuitState, why: str = "") -> None:
+        if state is self._reported:
+            return
+        self._reported = state
+        if state is CircuitState.OPEN:
+            log.warning(
+                "circuit of backend %r opened after %d consecutive failures (last: %s); "
+                "calls skip it for %g s",
+                self._name,
+                self._failures,
+                why or "unknown",
+                self.reset_timeout,
+            )
+        elif state is CircuitState.HALF_OPEN:
+            log.warning("circuit of backend %r half-open: one probe call goes through", self._name)
+        else:
+            log.warning("circuit of backend %r closed: the backend answers again", self._name)
+        if self._metrics is not None:
+            self._metrics.circuit_transitions.add(
+                1, {"moderation.backend": self._name, "moderation.circuit.state": state.name.lower()}
+            )

@@ -41,3 +41,7 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(0.0, self.expires_at - asyncio.get_running_loop().time())
+
+    def less(self, seconds: float) -> Deadline:
+        """The same deadline `seconds` earlier: by when something must start to finish in time."""
+        return Deadline(self.expires_at - seconds, self.set_by_caller)

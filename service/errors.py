@@ -205,14 +205,19 @@ class CallFailure(Exception):
 
     Built once, by whoever saw the failure last (the retrier, or the router when no backend could be
     tried), as python-api-core's RetryError carries its last exception; nothing changes it in flight.
-    `backend` is "" when the failure is the router's own (an open circuit, no time left).
+    `backend` names the backend the failure is about (for the router's own, an open circuit or no time
+    left, the one it could not try). `attempt_budget` is the time the last attempt had (None: none was
+    sent): the router tells a slow backend from a starved attempt by it.
     """
 
-    def __init__(self, error: BackendError, *, backend: str, attempts: int) -> None:
+    def __init__(
+        self, error: BackendError, *, backend: str, attempts: int, attempt_budget: float | None = None
+    ) -> None:
         super().__init__(error.message)
         self.error: Final = error
         self.backend: Final = backend
         self.attempts: Final = attempts
+        self.attempt_budget: Final = attempt_budget
 
     def __repr__(self) -> str:
         return f"CallFailure({self.error!r}, backend={self.backend!r}, attempts={self.attempts})"

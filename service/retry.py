@@ -1,13 +1,16 @@
 """One backend call under a deadline, retried only when IMS says retrying can help.
 
-Full-jitter exponential backoff (as googleapis api-core does), each sleep capped by the time left, and
-no attempt started when the time left is shorter than a typical attempt: a retry that cannot finish
-only spends a billed call.
+Full-jitter exponential backoff (as googleapis api-core does), each sleep capped by the time left.
+No attempt, first or retry, is sent unless the time left after its rate slot covers the backend's
+typical latency: an attempt that cannot finish is billed for nothing. Such a call fails without spending
+quota (THROTTLED: RESOURCE_EXHAUSTED `RATE_BUDGET_EXHAUSTED` with RetryInfo), saying where its time went,
+and `moderation.budget.refusals` counts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 from opentelemetry import trace
 
-from backends.base import Backend
+from backends.base import SECOND_REQUEST_SLOT, Backend
 from backends.errors import BackendError, Kind
 from backends.scrub import REQUEST_ID, UPSTREAM_CODE
 from service import scrub
@@ -23,6 +26,10 @@ from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure
 from service.governor import Governor, Priority
 from service.telemetry import Metrics, Telemetry
+
+# An attempt is sent only with this multiple of the backend's typical (mean) latency left: the mean
+# alone would leave about half of the attempts sent on it to time out, billed.
+FINISH_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -89,14 +96,20 @@ class Retrier:
         loop = asyncio.get_running_loop()
         attempt = 0
         last_error: BackendError | None = None
+        budget: float | None = None
         while True:
             try:
-                await self._take_slot(priority, deadline, shares)
-            except BackendError as throttled:
+                await self._slot_to_finish(priority, deadline, shares, first=attempt == 0)
+            except BackendError as refused:
                 # Out of time for a retry: the failure that made us retry is the one to report.
-                raise self._failure(last_error or throttled, attempt) from None
+                raise self._failure(last_error or refused, attempt, budget) from None
             attempt += 1
             started = loop.time()
+            budget = deadline.remaining()
+            # A second request inside this attempt (a resend after a revoked key) takes a slot too.
+            resend = SECOND_REQUEST_SLOT.set(
+                functools.partial(self._slot_to_finish, priority, deadline, shares, first=False)
+            )
             try:
                 result = await self._traced_attempt(request, deadline, attempt, last_error)
             except BackendError as error:
@@ -104,21 +117,51 @@ class Retrier:
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
                     self._governor.upstream_rate_limited()
                 if not self._should_retry(error, attempt, max_attempts):
-                    raise self._failure(error, attempt) from error
+                    raise self._failure(error, attempt, budget) from error
                 delay = self._delay_before_retry(error, attempt, deadline)
                 if delay is None:
-                    raise self._failure(error, attempt) from error
+                    raise self._failure(error, attempt, budget) from error
                 self._metrics.retries.add(
                     1, {"moderation.backend": self._backend.name, "moderation.retry_reason": _reason(error)}
                 )
                 await self._sleep(delay)
                 continue
+            finally:
+                SECOND_REQUEST_SLOT.reset(resend)
             self.latency.observe(loop.time() - started)
             result.attempts = attempt
             return result
 
-    def _failure(self, error: BackendError, attempts: int) -> CallFailure:
-        return CallFailure(error, backend=self._backend.name, attempts=attempts)
+    def _failure(self, error: BackendError, attempts: int, budget: float | None) -> CallFailure:
+        return CallFailure(error, backend=self._backend.name, attempts=attempts, attempt_budget=budget)
+
+    @property
+    def time_to_finish(self) -> float:
+        """The time an attempt needs left to be worth sending (0 until one has succeeded)."""
+        return self.latency.seconds * FINISH_MARGIN
+
+    async def _slot_to_finish(
+        self, priority: Priority, deadline: Deadline, shares: Sequence[Governor], *, first: bool
+    ) -> None:
+        """A slot of every governor with the time to finish left after it; else BackendError(THROTTLED),
+        nothing sent, counted in `moderation.budget.refusals`."""
+        loop = asyncio.get_running_loop()
+        needed = self.time_to_finish
+        started = loop.time()
+        retry_after: float | None = None
+        try:
+            await self._take_slot(priority, deadline.less(needed), shares)
+        except BackendError as throttled:
+            retry_after = throttled.retry_after
+        waited = loop.time() - started
+        left = deadline.remaining()
+        if retry_after is None and left > 0 and left >= needed:
+            return
+        self._metrics.budget_refusals.add(
+            1, {"moderation.backend": self._backend.name, "moderation.attempt": "first" if first else "retry"}
+        )
+        # Capacity is expected once the queue that held this call has drained: about as long again.
+        raise _refused(waited, left, needed, retry_after if retry_after is not None else max(waited, 0.1))
 
     async def _take_slot(self, priority: Priority, deadline: Deadline, shares: Sequence[Governor]) -> None:
         """Waits for a slot of every governor; a sampled call's span gets the wait as an event."""
@@ -189,7 +232,7 @@ class Retrier:
         delay = self._jitter() * self._policy.backoff_ceiling(attempt)
         if error.retry_after is not None:
             delay = max(delay, error.retry_after)
-        if deadline.remaining() - delay <= self.latency.seconds:
+        if deadline.remaining() - delay <= self.time_to_finish:
             return None
         return delay
 
@@ -216,6 +259,17 @@ def _error_attributes(error: BackendError) -> dict[str, str]:
     if error.request_id:
         attributes["moderation.backend_request_id"] = scrub.outward().token(error.request_id, REQUEST_ID)
     return attributes
+
+
+def _refused(waited: float, left: float, needed: float, retry_after: float) -> BackendError:
+    """Why no attempt was sent: where the call's time went, and when to come back."""
+    typical = f"it typically needs {needed:.1f} s" if needed else "none could be sent in time"
+    return BackendError(
+        Kind.THROTTLED,
+        f"not sent, nothing billed: waited {waited:.1f} s for the rate budget, "
+        f"then {left:.1f} s were left and {typical}; retry in {retry_after:.1f} s",
+        retry_after=retry_after,
+    )
 
 
 def _timeout(deadline: Deadline) -> BackendError:

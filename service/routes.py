@@ -94,7 +94,8 @@ BUDGET_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 class _Qps(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    qps: int | None = Field(None, ge=1)
+    # As IMS_QPS: a budget past this is a typo, and would pace nothing.
+    qps: int | None = Field(None, ge=1, le=100_000)
     budget_key: str | None = Field(None, pattern=BUDGET_KEY_PATTERN)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import urllib.parse
 from dataclasses import dataclass, field, replace
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
@@ -24,12 +25,20 @@ from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure, CircuitEffect
 from service.governor import Governor, Priority
+from service.intake import intake_limit
 from service.retry import Retrier
 from service.telemetry import Metrics, Telemetry
 
 # The least time kept back for the next backend of a chain, and the multiple of its usual latency.
 MIN_RESERVE = 0.5
 RESERVE_LATENCIES = 2.0
+# A timeout counts against a backend's circuit only when its attempt had this multiple of the backend's
+# typical latency: less, and the gateway's queue or the caller's deadline took the time, not the backend.
+TIMEOUT_FAULT_LATENCIES = 2.0
+# A backend's latency before its first answer says otherwise (IMS answers in under a second).
+UNKNOWN_LATENCY = 1.0
+# A caller's share of a budget unused this long is closed (four times IMS's 15 s service timeout).
+IDLE_CALLER_SHARE = 60.0
 
 
 @dataclass
@@ -70,6 +79,8 @@ class Router:
     ) -> None:
         self.upstreams = {upstream.name: upstream for upstream in upstreams}
         self._metrics = metrics or Telemetry.off().metrics
+        for upstream in upstreams:
+            upstream.breaker.report_as(upstream.name, self._metrics)
         self._routes = routes
         self._default = default
         self._exact = {name: route for route in routes for name in route.biz_types if not _is_pattern(name)}
@@ -81,9 +92,13 @@ class Router:
             if route.rate_share is not None
             for name in route.chain
         }
-        # Per caller, made on a caller's first call: callers are few and named in the token file.
+        # Per caller, made on a caller's first call, closed once idle for IDLE_CALLER_SHARE: with mutual
+        # TLS any certificate name may call, and each share of a fleet budget writes to Redis.
         self._caller_share = caller_share
         self._caller_shares: dict[tuple[str, str], Governor] = {}
+        self._caller_used: dict[tuple[str, str], float] = {}
+        self._next_sweep = 0.0
+        self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def single(
@@ -102,7 +117,23 @@ class Router:
             if key not in self._caller_shares:
                 self._caller_shares[key] = self._slice(backend, self._caller_share, f"caller:{caller}")
             shares.append(self._caller_shares[key])
+            now = asyncio.get_running_loop().time()
+            self._caller_used[key] = now
+            self._close_idle_caller_shares(now)
         return shares
+
+    def _close_idle_caller_shares(self, now: float) -> None:
+        """Closes the caller shares no call used for IDLE_CALLER_SHARE (longer than any call lasts, so
+        none is waiting on them); looked at a few times per that period."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + IDLE_CALLER_SHARE / 4
+        for key, used in list(self._caller_used.items()):
+            if now - used >= IDLE_CALLER_SHARE:
+                del self._caller_used[key]
+                closing = asyncio.create_task(self._caller_shares.pop(key).aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
 
     def route_for(self, biz_type: str) -> Route:
         if biz_type in self._exact:
@@ -111,6 +142,17 @@ class Router:
             if any(_is_pattern(p) and fnmatch.fnmatchcase(biz_type, p) for p in route.biz_types):
                 return route
         return self._default
+
+    def intake_limit(self) -> int:
+        """How many stream and batch items this replica takes in now (`service.intake`): what the default
+        route's first backend's pace, this replica's part of it, serves within the intake's horizon."""
+        upstream = self.upstreams[self._default.chain[0]]
+        typical = upstream.retrier.latency.seconds or UNKNOWN_LATENCY
+        return intake_limit(upstream.governor.replica_pace, typical)
+
+    def intake_weight(self, caller: str) -> float:
+        """A caller's weight in the intake: its part of the pace here (`Governor.caller_weight`)."""
+        return self.upstreams[self._default.chain[0]].governor.caller_weight(caller)
 
     def concurrency(self) -> int | None:
         """How many calls the default route's first backend works on at once, if it is bounded."""
@@ -138,7 +180,7 @@ class Router:
             if deadline.remaining() <= 0:
                 break
             if not upstream.breaker.allow():
-                last_failure = last_failure or _router_failure(_circuit_open(name))
+                last_failure = last_failure or _router_failure(_circuit_open(), name)
                 continue
             try:
                 result = await upstream.retrier.moderate(
@@ -150,7 +192,7 @@ class Router:
                 )
             except CallFailure as failure:
                 error = failure.error
-                self._record(upstream, error, deadline)
+                self._record(upstream, failure, deadline)
                 if not KIND_POLICIES[error.kind].fails_over:
                     raise
                 self._metrics.failovers.add(
@@ -174,7 +216,7 @@ class Router:
                 data_id=request.data_id,
             )
         raise last_failure or _router_failure(
-            BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route")
+            BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route"), route.chain[0]
         )
 
     def _budget(self, route: Route, position: int, deadline: Deadline) -> Deadline:
@@ -191,36 +233,53 @@ class Router:
     async def aclose(self) -> None:
         for governor in (*self._shares.values(), *self._caller_shares.values()):
             await governor.aclose()
+        await asyncio.gather(*self._closing)
 
     @staticmethod
-    def _record(upstream: Upstream, error: BackendError, deadline: Deadline) -> None:
+    def _record(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> None:
+        error = failure.error
         effect = KIND_POLICIES[error.kind].circuit
-        if effect is CircuitEffect.NONE or (error.kind is Kind.TIMEOUT and deadline.set_by_caller):
-            # Nothing reached the backend, or the caller's own short deadline ran out: neither says
-            # anything about the backend's health.
+        if effect is CircuitEffect.NONE or (
+            error.kind is Kind.TIMEOUT and not _had_time(upstream, failure, deadline)
+        ):
+            # Nothing reached the backend, or the attempt was starved of time (by the gateway's queue or
+            # the caller's short deadline): neither says anything about the backend's health.
             upstream.breaker.record_abandoned()
         elif effect is CircuitEffect.FAILURE:
-            upstream.breaker.record_failure()
+            upstream.breaker.record_failure(error.kind.value)
         else:
             upstream.breaker.record_success()
 
 
+def _had_time(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> bool:
+    """Whether a timed-out attempt had time enough that the timeout is the backend's fault: twice what
+    it typically takes; before any answer taught that, a deadline the gateway set, not the caller."""
+    typical = upstream.retrier.latency.seconds
+    if typical == 0.0 or failure.attempt_budget is None:
+        return not deadline.set_by_caller
+    return failure.attempt_budget >= TIMEOUT_FAULT_LATENCIES * typical
+
+
 def _route_name(route: Route) -> str:
-    """The same on every replica reading the same routing file: a fleet's slices are keyed by it."""
-    return "+".join(route.biz_types) or "default"
+    """The same on every replica reading the same routing file: a fleet's slices are keyed by it. Each
+    name is percent-encoded before the join, so `["a+b"]` and `["a", "b"]` never share a key."""
+    return "+".join(urllib.parse.quote(name, safe="") for name in route.biz_types) or "default"
 
 
 def _is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
 
 
-def _router_failure(error: BackendError) -> CallFailure:
-    """A failure of the router's own (an open circuit, no time left): no backend was called, so none is
-    named and no attempt counted."""
-    return CallFailure(error, backend="", attempts=0)
+def _router_failure(error: BackendError, backend: str) -> CallFailure:
+    """A failure of the router's own (an open circuit, no time left): `backend` was not called, so no
+    attempt is counted."""
+    return CallFailure(error, backend=backend, attempts=0)
 
 
-def _circuit_open(name: str) -> BackendError:
+def _circuit_open() -> BackendError:
+    # The status names the backend ("backend 'x': ..."): the message need not.
     return BackendError(
-        Kind.UNAVAILABLE, f"backend {name!r} is failing; its circuit is open", upstream_code="CircuitOpen"
+        Kind.UNAVAILABLE,
+        "its circuit is open after repeated failures; it was not called",
+        upstream_code="CircuitOpen",
     )

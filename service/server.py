@@ -132,7 +132,12 @@ def fleet_connection(settings: Settings) -> FleetConnection | None:
         return None
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     ca_file = str(settings.redis_ca_file) if settings.redis_ca_file else None
-    return FleetConnection(settings.redis_url.get_secret_value(), password=password, ca_file=ca_file)
+    return FleetConnection(
+        settings.redis_url.get_secret_value(),
+        password=password,
+        ca_file=ca_file,
+        expected_replicas=settings.fleet_expected_replicas,
+    )
 
 
 def build_router(

@@ -28,6 +28,7 @@ from service.admission import Admission, Ticket, caller_key
 from service.cache import VerdictCache
 from service.deadlines import Deadline
 from service.governor import Priority
+from service.intake import Intake
 from service.observe import Observer, Outcome
 from service.routing import Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
@@ -67,8 +68,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self._observer = Observer(telemetry.metrics)
         self._backend_timeout = backend_timeout
         self._stream_window = stream_window
-        # Stream and batch items in flight across the whole server.
+        # Stream and batch items in flight across the whole server: a cap; the intake follows the budget.
         self._server_slots = asyncio.Semaphore(max_in_flight)
+        self._intake = Intake(router.intake_limit, router.intake_weight)
 
     def begin_drain(self) -> None:
         self._draining.set()
@@ -186,6 +188,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             window=self._stream_window,
             server_slots=self._server_slots,
             caller_slots=ticket.items,
+            intake=self._intake.slot(ticket.key),
             stop_reading=self._draining,
             idle_timeout=self._stream_idle_timeout,
         )

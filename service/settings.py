@@ -303,6 +303,16 @@ class Settings(Declared):
         "one Redis and budget key share the budget. Unset, each process spends its budget alone.",
         json_schema_extra={"default_text": "(one process, one budget)"},
     )
+    fleet_expected_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        validation_alias="MODERATION_FLEET_EXPECTED_REPLICAS",
+        description="fleet mode: the replicas a gateway that has never reached Redis assumes share the "
+        "budget, spending its part of it until Redis answers. Unset, such a gateway grants nothing until "
+        "Redis first answers or 30 s have passed, then spends the budget alone.",
+        json_schema_extra={"default_text": "(wait for Redis, at most 30 s)"},
+    )
     redis_ca_file: FilePath | None = Field(
         None,
         validation_alias="MODERATION_REDIS_CA_FILE",

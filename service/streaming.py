@@ -1,8 +1,9 @@
 """Bounded, cancellable concurrency for the streaming RPCs.
 
 The next item is read only when the stream has a free slot (a count, and a byte budget for the
-images in flight) and the server-wide limit has one too; the slot is released once the item's answer
-has been handed to gRPC. Memory is therefore bounded by the window, not the stream length, and a fast
+images in flight) and the server-wide limit has one too, and taken in once the intake (what the rate
+budget can serve soon, `service.intake`) has room; all are released once the item's answer has been
+handed to gRPC. Memory is therefore bounded by the window, not the stream length, and a fast
 client is held back by HTTP/2 flow control. Every item read gets exactly one answer, since `answer`
 never raises. Cancelling the stream (client cancel, deadline) cancels every in-flight item through the
 task group.
@@ -13,11 +14,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 Answer = TypeVar("Answer")
+
+
+class Slot(Protocol):
+    """Room for one item: an `asyncio.Semaphore`, or the intake's (`service.intake`)."""
+
+    async def acquire(self) -> object: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -96,14 +105,17 @@ async def answer_concurrently(
     window: Window,
     server_slots: asyncio.Semaphore,
     caller_slots: asyncio.Semaphore | None = None,
+    intake: Slot | None = None,
     stop_reading: asyncio.Event | None = None,
     idle_timeout: float | None = None,
 ) -> AsyncIterator[tuple[Item, Answer]]:
     """Yields `(item, answer)` for every item read, in completion order.
 
-    Each item read holds one of `caller_slots` (its caller's bulkhead, across the caller's streams)
-    and one of `server_slots`; the caller's is taken first, so a caller at its limit waits without
-    holding a slot the other callers could use.
+    Each item read holds one of `caller_slots` (its caller's bulkhead, across the caller's streams),
+    one of `server_slots`, and room in the `intake` (what the rate budget can serve soon); the caller's is
+    taken first, so a caller at its limit waits without holding a slot the other callers could use. A
+    stream reads no further while its item waits for the intake, so the client waits in its flow-control
+    window, and the item's time budget starts only once it is taken in.
 
     Reading stops early when `stop_reading` is set (the server is draining) or when the client sends
     nothing for `idle_timeout` seconds while no item is in flight; the items read are still answered,
@@ -116,17 +128,19 @@ async def answer_concurrently(
     stopped: str | None = None
     stop = stop_reading or asyncio.Event()
 
-    slots = [caller_slots, server_slots] if caller_slots is not None else [server_slots]
+    # Taken before reading; the intake's room once the item is read, so that an idle stream holds none.
+    before_reading: list[Slot] = [slot for slot in (caller_slots, server_slots) if slot is not None]
+    slots: list[Slot] = [*before_reading, *([intake] if intake is not None else [])]
 
     async def acquire_slots() -> None:
-        for taken, slot in enumerate(slots):
+        for taken, slot in enumerate(before_reading):
             try:
                 await slot.acquire()
             except BaseException:
-                release_slots(slots[:taken])
+                release_slots(before_reading[:taken])
                 raise
 
-    def release_slots(held: list[asyncio.Semaphore] = slots) -> None:
+    def release_slots(held: list[Slot] = slots) -> None:
         for slot in held:
             slot.release()
 
@@ -167,12 +181,15 @@ async def answer_concurrently(
                 await acquire_slots()
                 try:
                     item = await next_item()
+                    if isinstance(item, Item) and intake is not None:
+                        # The stream reads no further meanwhile, and the item's clock has not started.
+                        await intake.acquire()
                 except BaseException:
                     # A stream cancelled while waiting for its next item gives its slots back.
-                    release_slots()
+                    release_slots(before_reading)
                     raise
                 if not isinstance(item, Item):
-                    release_slots()
+                    release_slots(before_reading)
                     await budget.release(0)
                     stopped = item
                     return

@@ -148,6 +148,19 @@ class Metrics:
             unit="{call}",
             description="Calls handed to the next backend of their chain, by the backend that failed and why",
         )
+        # Attempts not sent for want of time after the rate budget, and circuit transitions.
+        self.budget_refusals = meter.create_counter(
+            "moderation.budget.refusals",
+            unit="{attempt}",
+            description="Attempts not sent (nothing billed) because the time left after the rate budget "
+            "did not cover the backend's typical latency, by backend and attempt (first, retry)",
+        )
+        self.circuit_transitions = meter.create_counter(
+            "moderation.circuit.transitions",
+            unit="{transition}",
+            description="Circuit breaker transitions, by backend and the state entered "
+            "(open, half_open, closed)",
+        )
         self._upstreams: list[Any] = []
         meter.create_observable_gauge(
             "moderation.circuit.state",

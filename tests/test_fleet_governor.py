@@ -12,7 +12,8 @@ from bench.redis_server import RedisServer
 from service.deadlines import Deadline
 from service.governor import FleetGovernor, Priority
 from service.governor.connect import redis_client
-from service.governor.fleet import DECREASE_FACTOR, fleet_parameters
+from service.governor.fleet import fleet_parameters
+from service.governor.pacing import DECREASE_FACTOR
 from service.governor.schedule import Schedule
 
 QPS = 20

@@ -7,7 +7,7 @@ import time
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from backends.base import Backend, Fingerprint
+from backends.base import SECOND_REQUEST_SLOT, Backend, Fingerprint
 from backends.errors import BackendError, Kind
 from backends.tencent.codes import REVOKED_KEY_CODES
 from backends.tencent.credentials import CredentialError, CredentialProvider, RefreshingCredentials
@@ -20,7 +20,8 @@ class RekeyedBackend:
 
     On `AuthFailure.SecretIdNotFound` or `AuthFailure.SignatureFailure` the source is read again (once,
     however many calls ask) and, if it now holds other credentials, the call is made once more within
-    the time left. Either way it is one attempt to the service: IMS refused the first before moderating.
+    the time left, after a rate slot of its own (`SECOND_REQUEST_SLOT`). Either way it is one attempt to
+    the service: IMS refused the first before moderating.
     """
 
     def __init__(self, inner: Backend, credentials: CredentialProvider) -> None:
@@ -57,6 +58,10 @@ class RekeyedBackend:
                     raise
                 if await self._credentials.reload(signed_with) is None or time.monotonic() >= deadline:
                     raise
+            # The resend is a request like any other: it waits for its rate slot, with the time to finish.
+            second_slot = SECOND_REQUEST_SLOT.get()
+            if second_slot is not None:
+                await second_slot()
             return await self._inner.moderate(request, timeout=deadline - time.monotonic())
         except CredentialError as problem:
             raise BackendError(Kind.MISCONFIGURED, str(problem)) from None

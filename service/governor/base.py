@@ -30,6 +30,16 @@ class Governor(Protocol):
         """The pace now: `qps`, or less after the backend said RequestLimitExceeded."""
         ...
 
+    @property
+    def replica_pace(self) -> float:
+        """The part of the pace this replica's batch items may spend now (the rate when alone)."""
+        ...
+
+    def caller_weight(self, caller: str) -> float:
+        """A caller's weight among this replica's callers (1; less when it is busy on other replicas
+        of a fleet too, whose parts of the pace it also has)."""
+        ...
+
     async def acquire(self, priority: Priority, deadline: Deadline) -> None:
         """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
         ...

@@ -26,10 +26,14 @@ def default_budget_key(backend_type: str, account: str) -> str:
 class FleetConnection:
     """Where fleet mode's Redis is; each backend's governor gets a client of its own from it."""
 
-    def __init__(self, url: str, *, password: str | None, ca_file: str | None) -> None:
+    def __init__(
+        self, url: str, *, password: str | None, ca_file: str | None, expected_replicas: int | None = None
+    ) -> None:
         self._url = url
         self._password = password
         self._ca_file = ca_file
+        # What a replica that never reached Redis assumes (`MODERATION_FLEET_EXPECTED_REPLICAS`).
+        self._expected_replicas = expected_replicas
 
     def __repr__(self) -> str:
         return "FleetConnection(<redacted>)"
@@ -44,7 +48,13 @@ class FleetConnection:
         self, budget_key: str, qps: int, *, name: str, interactive_share: float, metrics: Metrics | None
     ) -> Governor:
         return fleet_governor(
-            self.client(), budget_key, qps, name=name, interactive_share=interactive_share, metrics=metrics
+            self.client(),
+            budget_key,
+            qps,
+            name=name,
+            interactive_share=interactive_share,
+            metrics=metrics,
+            expected_replicas=self._expected_replicas,
         )
 
 

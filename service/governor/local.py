@@ -2,18 +2,15 @@
 
 IMS allows `qps` requests per second per account and answers every excess with RequestLimitExceeded,
 a billed-for-nothing round trip. The governor sends instead at an even pace, so a burst is smoothed
-rather than rejected:
+rather than rejected. Its pacing rules (the learned margin, the gentle backoff, the interactive share)
+are `pacing.py`'s, the fleet's too; this module is their in-process slot store:
 
 - **Never over the limit.** Grants are paced `period / rate` apart and, as a hard cap whatever the
-  pace, no more than `qps` grants fall in any sliding `period`. The period is one second plus a 1 %
-  safety margin, so jitter between our send and IMS's clock cannot push a window over.
-- **Adaptive.** When the backend still answers RequestLimitExceeded (another client shares the
-  account), the pace drops to 70 % (at most once a period) and climbs back by 5 % of the budget each
-  period without a rate-limit error.
+  pace, no more than `qps` grants fall in any sliding `period` (a second plus the learned margin).
 - **Fair to interactive callers.** Unary calls (INTERACTIVE) are served before stream and batch items
-  (BATCH), up to `interactive_share` of the budget while batch items wait; batch items get the rest, and
-  everything when no unary call waits. A stream therefore never starves unary callers, and unary
-  callers never starve a stream.
+  (BATCH) while they hold less than `interactive_share` of the period's grants; batch items get the
+  rest, and everything when no unary call waits. A stream therefore never starves unary callers, and
+  unary callers never starve a stream.
 - **Deadline-aware.** Waiting counts against the caller's deadline: a call that cannot get a slot in
   time fails at once with THROTTLED (RESOURCE_EXHAUSTED and RetryInfo), without spending quota.
 """
@@ -27,28 +24,29 @@ from collections import deque
 from backends.errors import BackendError
 from service.deadlines import Deadline
 from service.governor.base import Priority, throttled
+from service.governor.pacing import DECREASE_FACTOR, START, LearnedMargin, interactive_first, recovered
 from service.telemetry import Metrics
 
-__all__ = ["DECREASE_FACTOR", "INCREASE_STEP", "SAFETY_MARGIN", "RateGovernor"]
-
-# Our send times and IMS's arrival times differ by a few milliseconds per request; a 1 % longer window
-# (10 ms) keeps every IMS window under the limit at a cost of 1 % of throughput. The bench saw no
-# RequestLimitExceeded at 1 % (and 97.8 % of the budget spent, against 96.9 % at 2 %).
-SAFETY_MARGIN = 0.01
-DECREASE_FACTOR = 0.7
-INCREASE_STEP = 0.05
+__all__ = ["RateGovernor"]
 
 
 class RateGovernor:
     def __init__(
-        self, qps: int, *, interactive_share: float = 0.5, window: float = 1.0, metrics: Metrics | None = None
+        self,
+        qps: int,
+        *,
+        interactive_share: float = 0.5,
+        window: float = 1.0,
+        margin: float = START,
+        metrics: Metrics | None = None,
     ) -> None:
         if qps < 1:
             raise ValueError("qps must be at least 1")
         self.qps = qps
         self._metrics = metrics
         self.interactive_share = interactive_share
-        self.period = window * (1 + SAFETY_MARGIN)
+        self._window = window
+        self._margin = LearnedMargin(qps, margin)
         self.rate = float(qps)
         self._last_change = 0.0
         self._next_grant = 0.0
@@ -60,8 +58,20 @@ class RateGovernor:
         self.rejections = 0
 
     @property
+    def period(self) -> float:
+        """The window grants are counted in: a second (`window`) plus the learned margin."""
+        return self._window * (1 + self._margin.value)
+
+    @property
     def spacing(self) -> float:
         return self.period / self.rate
+
+    @property
+    def replica_pace(self) -> float:
+        return self.rate
+
+    def caller_weight(self, caller: str) -> float:
+        return 1.0
 
     def share(self, fraction: float, name: str) -> RateGovernor:
         return RateGovernor(max(1, int(self.qps * fraction)), interactive_share=self.interactive_share)
@@ -118,11 +128,7 @@ class RateGovernor:
         if now - self._last_change >= self.period:
             self.rate = max(1.0, self.rate * DECREASE_FACTOR)
             self._last_change = now
-
-    def _recover(self, now: float) -> None:
-        if self.rate < self.qps and now - self._last_change >= self.period:
-            self.rate = min(float(self.qps), self.rate + INCREASE_STEP * self.qps)
-            self._last_change = now
+            self._margin.widen()
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,7 +136,7 @@ class RateGovernor:
             now = loop.time()
             while self._granted and self._granted[0][0] <= now - self.period:
                 self._granted.popleft()
-            self._recover(now)
+            self.rate, self._last_change = recovered(self.rate, self.qps, self._last_change, now, self.period)
             ready_at = self._next_grant
             if len(self._granted) >= self.qps:
                 ready_at = max(ready_at, self._granted[0][0] + self.period)
@@ -148,6 +154,7 @@ class RateGovernor:
             on_schedule = now - self._next_grant < self.spacing
             self._next_grant = (self._next_grant if on_schedule else now) + self.spacing
             self.grants += 1
+            self._margin.granted()
             if self._metrics is not None:
                 self._metrics.governor_grants.add(1, {"moderation.priority": priority.value})
 
@@ -163,7 +170,7 @@ class RateGovernor:
         interactive, batch = self._waiting[Priority.INTERACTIVE], self._waiting[Priority.BATCH]
         if interactive and batch:
             interactive_grants = sum(p is Priority.INTERACTIVE for _, p in self._granted)
-            if interactive_grants >= self.interactive_share * self.qps:
+            if not interactive_first(interactive_grants, len(self._granted), self.interactive_share):
                 return batch.popleft(), Priority.BATCH
             return interactive.popleft(), Priority.INTERACTIVE
         if interactive:

@@ -6,36 +6,58 @@ leaves at most the few slots it reserved for its own waiters (never more than `h
 and nothing to release. Every time is Redis's (`TIME`, in microseconds); replicas only ever see
 offsets from "now", so their own clocks never enter the schedule.
 
+The pacing rules (the learned margin, backoff and recovery) are `pacing.py`'s, the in-process
+governor's too: the scripts are generated from its numbers.
+
 Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
-- `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule)
+- `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule),
+  margin and quiet (slots reserved since the margin last changed)
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
 - `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
 - `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
+- `<prefix>{<budget>}:callers` sorted set: "caller|replica" -> when the caller last had batch items
+  waiting on the replica (callers hashed)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as redis
 
-__all__ = ["Reservation", "Schedule", "ScheduleParameters"]
+from service.governor import pacing
+
+__all__ = ["Heartbeat", "Reservation", "Schedule", "ScheduleParameters"]
 
 KEY_PREFIX = "moderation:budget:"
 MICROS = 1_000_000
 
-# Shared by both scripts: Redis's clock, then the pace after recovery (an increase of `step` of the
-# budget per period without a rate-limit error, after one quiet period): linear, so it never overshoots.
-_PACE = """
+# Shared by both scripts: Redis's clock, the learned margin (`pacing.LearnedMargin`: `quiet` counts the
+# slots reserved since it last changed), then the pace after recovery (an increase of `step` of the
+# budget per period without a rate-limit error, after one quiet period: `pacing.recovered`): linear, so
+# it never overshoots.
+_PACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local period, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat')
+local window, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat', 'margin', 'quiet')
 local tat = tonumber(state[1]) or now
 local rate = tonumber(state[2]) or qps
 local changed = tonumber(state[3]) or 0
 local itat = tonumber(state[4]) or now
+local margin = tonumber(state[5]) or {pacing.START!r}
+local quiet = tonumber(state[6]) or 0
+local horizon = tonumber(ARGV[9])
+-- Times ahead of Redis's clock were read from a clock that has since stepped back (an NTP step, a VM
+-- resume, a failover to a replica with another clock): held to now, or to what the schedule may hold.
+changed = math.min(changed, now)
+local period = window * (1 + margin)
+-- Nothing is reserved further ahead than the horizon, and one period more.
+local ahead = now + horizon + period
+tat = math.min(tat, ahead)
+itat = math.min(itat, ahead)
 -- A replica back from its fallback share has sent on it until not_before: the schedule (fresh, after a
 -- restart, or stale) starts no earlier, or IMS's sliding second would hold both.
 tat = math.max(tat, tonumber(ARGV[7]))
@@ -56,17 +78,33 @@ local function alive(id, heartbeat, silent_after)
 end
 """
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, count, interactive (0/1),
-# horizon_us, max_wait_us, interactive_share. Returns {slots reserved, the first slot's time (none
-# reserved: when one would fit), spacing, replicas, rate, now}: Redis's times in microseconds, the rate in
-# thousandths a second.
+# ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, count,
+# interactive (0/1), max_wait_us, interactive_share, then the callers with batch items waiting here.
+# Returns {slots reserved, the first slot's time (none reserved: when one would fit), spacing, replicas,
+# rate, now, this replica's part of the pace for batch items, margin, then over how many replicas each
+# caller's batch items wait}: Redis's times in microseconds, the rate in thousandths a second, the part
+# and the margin in millionths.
 _RESERVE = (
     _PACE
-    + """
+    + f"""
 local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
-local count, interactive = tonumber(ARGV[9]), ARGV[10] == '1'
-local horizon, max_wait, share = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local count, interactive = tonumber(ARGV[10]), ARGV[11] == '1'
+local max_wait, share = tonumber(ARGV[12]), tonumber(ARGV[13])
 local spacing = period / (rate * (replicas - silent) / replicas)
+-- This replica's part of the pace for batch items, and over how many replicas each of its callers'
+-- batch items wait (the batch branch below counts them).
+local part, spread = nil, {{}}
+local function answer(reserved, at)
+  if part == nil then
+    part = 1 / math.max(1, redis.call('ZCOUNT', KEYS[3], now - period, '+inf'))
+  end
+  local reply = {{reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now,
+    math.floor(part * 1000000), math.floor(margin * 1000000)}}
+  for i = 14, #ARGV do
+    reply[#reply + 1] = spread[ARGV[i]] or 1
+  end
+  return reply
+end
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
 local last = now + math.min(max_wait, horizon)
@@ -77,18 +115,45 @@ if not interactive then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - period)
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-  local quota = math.max(1, math.floor(horizon / spacing / redis.call('ZCARD', KEYS[3])))
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], string.format('(%.0f', ahead), '+inf')
+  -- Every caller with batch items waiting anywhere gets an equal part of the pace, split evenly over the
+  -- replicas it waits on: a replica's part is its callers' parts ("caller|replica", by last seen).
+  for i = 14, #ARGV do
+    redis.call('ZADD', KEYS[5], now, ARGV[i] .. '|' .. ARGV[5])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - period)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  local callers = 0
+  if #ARGV < 14 then
+    part = 1 / redis.call('ZCARD', KEYS[3])
+  end
+  for _, entry in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local caller = string.match(entry, '^(.*)|')
+    if spread[caller] == nil then
+      spread[caller] = 0
+      callers = callers + 1
+    end
+    spread[caller] = spread[caller] + 1
+  end
+  if #ARGV >= 14 then
+    part = 0
+    for i = 14, #ARGV do
+      part = part + 1 / spread[ARGV[i]]
+    end
+    part = part / callers
+  end
+  local quota = math.max(1, math.floor(horizon / spacing * part))
   count = math.min(count, quota - redis.call('ZCARD', KEYS[4]))
   if count <= 0 then
     local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-    return {0, math.ceil(tonumber(oldest[2])), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+    return answer(0, tonumber(oldest[2]))
   end
 elseif share < 1 and redis.call('ZCOUNT', KEYS[3], now - period, '+inf') > 0 then
   -- While batch items wait anywhere, interactive calls run ahead of them by their share only.
   local ispacing = spacing / math.max(share, 0.001)
   local allowed = math.floor((now + horizon - math.max(itat, now)) / ispacing) + 1
   if allowed <= 0 then
-    return {0, math.ceil(itat - horizon), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+    return answer(0, itat - horizon)
   end
   count = math.min(count, allowed)
   itat = math.max(itat, now) + count * ispacing
@@ -99,10 +164,15 @@ while reserved < count and first + reserved * spacing <= last do
 end
 if reserved == 0 then
   -- Nothing fits yet: how long until the first free slot does.
-  return {0, math.ceil(now + first - last), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+  return answer(0, now + first - last)
+end
+quiet = quiet + reserved
+if quiet >= {pacing.SHRINK_AFTER} * qps then
+  margin = math.max({pacing.LEAST!r}, margin - {pacing.SHRINK!r})
+  quiet = 0
 end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
-  'itat', itat)
+  'itat', itat, 'margin', margin, 'quiet', quiet)
 redis.call('PEXPIRE', KEYS[1], ttl)
 if not interactive then
   for i = 0, reserved - 1 do
@@ -111,25 +181,29 @@ if not interactive then
   end
   redis.call('PEXPIRE', KEYS[4], math.ceil((first + reserved * spacing - now) / 1000) + 1000)
 end
-return {reserved, math.ceil(first), math.floor(spacing), replicas, math.floor(rate * 1000), now}
+return answer(reserved, first)
 """
 )
 
-# ARGV: period, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, decrease factor (0: only a
-# heartbeat).
-# At most one decrease per period, whichever replica reports it. Returns {replicas, rate * 1000, now}.
+# ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, decrease
+# factor (0: only a heartbeat).
+# At most one decrease (and widening of the margin) per period, whichever replica reports it. Returns
+# {replicas, rate * 1000, now, margin * 1e6}.
 _HEARTBEAT = (
     _PACE
-    + """
+    + f"""
 local replicas = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
-local factor = tonumber(ARGV[9])
+local factor = tonumber(ARGV[10])
 if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
+  margin = math.min({pacing.MOST!r}, margin + {pacing.WIDEN!r})
+  quiet = 0
 end
-redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat)
+redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat, 'margin', margin,
+  'quiet', quiet)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {replicas, math.floor(rate * 1000), now}
+return {{replicas, math.floor(rate * 1000), now, math.floor(margin * 1000000)}}
 """
 )
 
@@ -137,8 +211,8 @@ return {replicas, math.floor(rate * 1000), now}
 @dataclass(frozen=True)
 class ScheduleParameters:
     qps: int
-    # One second plus the safety margin, in seconds.
-    period: float
+    # The window IMS counts requests in (a second); the learned margin is added to it.
+    window: float
     increase_step: float
     decrease_factor: float
     # A replica missing heartbeats this long is no longer counted alive.
@@ -151,9 +225,8 @@ class ScheduleParameters:
 
     def common(self, replica: str, not_before: float) -> list[Any]:
         ttl_ms = int((self.heartbeat_timeout + 60) * 1000)
-        period_us = int(self.period * MICROS)
         return [
-            period_us,
+            int(self.window * MICROS),
             self.qps,
             self.increase_step,
             ttl_ms,
@@ -161,6 +234,7 @@ class ScheduleParameters:
             int(self.heartbeat_timeout * MICROS),
             int(not_before * MICROS),
             int(self.silent_after * MICROS),
+            int(self.horizon * MICROS),
         ]
 
 
@@ -174,6 +248,22 @@ class Reservation:
     rate: float
     # Redis's clock when it reserved.
     now: float
+    # This replica's part of the pace for batch items: its callers' parts of it.
+    part: float
+    # The fleet's learned margin.
+    margin: float
+    # Over how many replicas each caller asked about has batch items waiting.
+    spread: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    replicas: int
+    # The fleet's pace, requests a second.
+    rate: float
+    # Redis's clock, in seconds.
+    now: float
+    margin: float
 
 
 class Schedule:
@@ -203,20 +293,29 @@ class Schedule:
         return Schedule(self._client, f"{self.budget_key}:{name}", replace(self.parameters, qps=qps))
 
     async def reserve(
-        self, replica: str, count: int, *, interactive: bool, max_wait: float, not_before: float = 0.0
+        self,
+        replica: str,
+        count: int,
+        *,
+        interactive: bool,
+        max_wait: float,
+        not_before: float = 0.0,
+        callers: Sequence[str] = (),
     ) -> Reservation:
-        """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds)."""
+        """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds); `callers`: the
+        callers whose batch items wait on this replica (hashed: no name of theirs is written)."""
         p = self.parameters
         args = [
             *p.common(replica, not_before),
             count,
             int(interactive),
-            int(p.horizon * MICROS),
             max(0, int(max_wait * MICROS)),
             p.interactive_share,
         ]
-        keys = [*self._keys, f"{self._base}:held:{replica}"]
-        reserved, first, spacing, replicas, rate, now = await self._reserve(keys=keys, args=args)
+        keys = [*self._keys, f"{self._base}:held:{replica}", f"{self._base}:callers"]
+        reserved, first, spacing, replicas, rate, now, part, margin, *spread = await self._reserve(
+            keys=keys, args=[*args, *callers]
+        )
         return Reservation(
             int(reserved),
             int(first) / MICROS,
@@ -224,15 +323,18 @@ class Schedule:
             int(replicas),
             int(rate) / 1000,
             int(now) / MICROS,
+            int(part) / MICROS,
+            int(margin) / MICROS,
+            dict(zip(callers, (int(replicas_of) for replicas_of in spread), strict=True)),
         )
 
     async def heartbeat(
         self, replica: str, *, rate_limited: bool = False, not_before: float = 0.0
-    ) -> tuple[int, float, float]:
-        """(replicas alive, the fleet's pace, Redis's now), after a decrease if the backend said
+    ) -> Heartbeat:
+        """The fleet as Redis sees it, after a decrease (and a wider margin) if the backend said
         RequestLimitExceeded; the schedule's next slot no earlier than `not_before`."""
         factor = self.parameters.decrease_factor if rate_limited else 0
-        replicas, rate, now = await self._heartbeat(
+        replicas, rate, now, margin = await self._heartbeat(
             keys=self._keys, args=[*self.parameters.common(replica, not_before), factor]
         )
-        return int(replicas), int(rate) / 1000, int(now) / MICROS
+        return Heartbeat(int(replicas), int(rate) / 1000, int(now) / MICROS, int(margin) / MICROS)

@@ -9,6 +9,16 @@ import pytest
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
+from service.governor.pacing import (
+    DECREASE_FACTOR,
+    LEAST,
+    MOST,
+    SHRINK,
+    SHRINK_AFTER,
+    START,
+    WIDEN,
+    LearnedMargin,
+)
 
 # A 0.2 s window keeps these tests quick; the governor scales with the window.
 WINDOW = 0.2
@@ -84,12 +94,31 @@ async def test_a_cancelled_waiter_spends_no_slot() -> None:
     await governor.aclose()
 
 
-async def test_upstream_rate_limits_slow_the_pace_then_it_recovers() -> None:
+async def test_a_lone_rate_limit_costs_a_few_percent_then_the_pace_recovers() -> None:
     governor = RateGovernor(10, window=WINDOW)
+    period = governor.period
     governor.upstream_rate_limited()
-    assert governor.rate == pytest.approx(7)
+    assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
     governor.upstream_rate_limited()  # the same window: one decrease only
-    assert governor.rate == pytest.approx(7)
-    await asyncio.sleep(governor.period * 1.1)
+    assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
+    # The margin widened a little too: the period grows by WIDEN of the window.
+    assert governor.period == pytest.approx(period + WIDEN * WINDOW)
+    await asyncio.sleep(governor.period * 2.1)
     await grant_times(governor, 3)
-    assert governor.rate > 7
+    assert governor.rate > 10 * DECREASE_FACTOR
+
+
+def test_the_learned_margin_shrinks_slowly_while_granting_quietly_and_widens_on_each_rate_limit() -> None:
+    margin = LearnedMargin(qps=10)
+    assert margin.value == START
+    for _ in range(SHRINK_AFTER * 10):  # five seconds' worth of the budget, none refused
+        margin.granted()
+    assert margin.value == pytest.approx(START - SHRINK)
+    for _ in range(1000 * SHRINK_AFTER * 10):
+        margin.granted()
+    assert margin.value == LEAST
+    margin.widen()
+    assert margin.value == pytest.approx(LEAST + WIDEN)
+    for _ in range(20):
+        margin.widen()
+    assert margin.value == MOST

@@ -112,3 +112,9 @@ def test_make_and_the_image_install_from_the_locks() -> None:
     # The client and the gateway themselves: from the checkout, with nothing left for pip to resolve.
     assert "pip install --quiet --no-deps -e ./client -e ." in makefile
     assert "pip install --quiet --compile --no-deps ./client ." in dockerfile
+
+
+def test_the_locks_hold_no_path_of_a_checkout() -> None:
+    # A lock is installed in fresh clones anywhere: a `file://` requirement would name this machine's.
+    for lock in ("requirements/runtime.txt", "requirements/dev.txt"):
+        assert "file://" not in (ROOT / lock).read_text().split("# The following packages are", 1)[0]

@@ -6,6 +6,9 @@ import asyncio
 
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
@@ -13,6 +16,8 @@ from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
+from service.telemetry import Metrics, Telemetry
+from tests.unit.test_observe import points
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
 
@@ -57,6 +62,14 @@ def transient() -> BackendError:
     return BackendError(
         Kind.UNAVAILABLE, "model call failed", upstream_code="ResourceUnavailable.ModelCallFailed"
     )
+
+
+def refusals(reader: InMemoryMetricReader) -> dict[tuple[object, object], object]:
+    """`moderation.budget.refusals` by (backend, attempt)."""
+    return {
+        (attributes["moderation.backend"], attributes["moderation.attempt"]): value
+        for attributes, value in points(reader, "moderation.budget.refusals")
+    }
 
 
 def retrier(
@@ -149,40 +162,49 @@ async def test_retry_after_is_honoured() -> None:
 
 async def test_no_retry_starts_that_cannot_finish_in_time() -> None:
     backend, sleep = ScriptedBackend(0.05, transient()), RecordingSleep()
-    subject = retrier(backend, sleep, jitter=0.0)
+    subject = retrier(backend, sleep, jitter=1.0)
     await subject.moderate(REQUEST, Deadline.for_call(None))  # learns that attempts take ~50 ms
-    with pytest.raises(CallFailure):
-        await subject.moderate(REQUEST, Deadline.for_call(0.04))
+    with pytest.raises(CallFailure) as caught:
+        await subject.moderate(REQUEST, Deadline.for_call(0.15))
+    # The retry would come after a 0.1 s backoff, with less left than an attempt takes.
     assert backend.calls == 2
+    assert (caught.value.error.kind, caught.value.attempts) == (Kind.UNAVAILABLE, 1)
 
 
-async def test_each_attempt_gets_only_the_time_left_and_is_cut_off() -> None:
-    backend, sleep = ScriptedBackend(5.0), RecordingSleep()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+async def test_no_first_attempt_is_sent_without_the_time_a_typical_attempt_takes() -> None:
+    backend, sleep = ScriptedBackend(0.05), RecordingSleep()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry = Telemetry(trace.NoOpTracerProvider(), provider, Metrics(provider.get_meter("test")))
+    subject = Retrier(backend, RetryPolicy(), telemetry=telemetry, sleep=sleep)
+    await subject.moderate(REQUEST, Deadline.for_call(None))  # learns that attempts take ~50 ms
     with pytest.raises(CallFailure) as caught:
-        await retrier(backend, sleep).moderate(REQUEST, Deadline.for_call(0.2))
-    assert caught.value.error.kind is Kind.TIMEOUT
-    assert "caller's deadline" in caught.value.error.message
-    assert loop.time() - started < 0.3
-    assert backend.timeouts[0] <= 0.2
+        await subject.moderate(REQUEST, Deadline.for_call(0.04))
+    assert backend.calls == 1
+    assert refusals(reader) == {("scripted", "first"): 1}
+    refusal = caught.value.error
+    assert (refusal.kind, caught.value.attempts) == (Kind.THROTTLED, 0)
+    assert "waited 0.0 s for the rate budget" in refusal.message
+    assert "nothing billed" in refusal.message
+    assert refusal.retry_after is not None
+    assert refusal.retry_after > 0
 
 
-async def test_backend_timeout_caps_a_caller_without_deadline() -> None:
-    deadline = Deadline.for_call(None, cap=0.1)
-    backend, sleep = ScriptedBackend(5.0), RecordingSleep()
-    with pytest.raises(CallFailure) as caught:
-        await retrier(backend, sleep).moderate(REQUEST, deadline)
-    assert "backend timeout" in caught.value.error.message
-    assert not deadline.set_by_caller
-
-
-async def test_every_call_is_capped_at_the_15_second_service_timeout() -> None:
+async def test_a_call_whose_slot_would_come_too_late_to_finish_is_refused_at_once() -> None:
+    governor = RateGovernor(2, window=1.0)
+    backend, sleep = ScriptedBackend(0.3, 0.3), RecordingSleep()
+    subject = Retrier(backend, RetryPolicy(), governor=governor, sleep=sleep)
     loop = asyncio.get_running_loop()
-    for time_remaining in (None, 60.0, 15.5):
-        deadline = Deadline.for_call(time_remaining)
-        assert deadline.expires_at - loop.time() == pytest.approx(15.0, abs=0.05)
-        assert not deadline.set_by_caller
-    shorter = Deadline.for_call(2.0)
-    assert shorter.set_by_caller
-    assert shorter.expires_at - loop.time() == pytest.approx(2.0 - 0.010, abs=0.05)
+    try:
+        await subject.moderate(REQUEST, Deadline.for_call(None))  # learns that attempts take ~300 ms
+        await governor.acquire(Priority.INTERACTIVE, Deadline.for_call(None))
+        # The next slot is ~0.5 s away: 0.7 s would leave ~0.2 s, under the 0.3 s an attempt takes.
+        started = loop.time()
+        with pytest.raises(CallFailure) as caught:
+            await subject.moderate(REQUEST, Deadline.for_call(0.7))
+    finally:
+        await governor.aclose()
+    assert loop.time() - started < 0.1
+    assert backend.calls == 1
+    assert (caught.value.error.kind, caught.value.attempts) == (Kind.THROTTLED, 0)
+    assert caught.value.error.retry_after == pytest.approx(0.5, abs=0.1)
