@@ -25,6 +25,7 @@ from service.cache import build_cache, metered
 from service.circuit import CircuitBreaker, CircuitState
 from service.governor import FleetConnection, build_governor, default_budget_key
 from service.observe import CostMetrics
+from service.policy.gate import PolicyGate
 from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
 from service.routing import Route, Router, Upstream
@@ -273,6 +274,9 @@ def build_server(
         ),
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,
+        policy=PolicyGate(settings.policy, telemetry.meter_provider.get_meter(SCOPE))
+        if settings.policy
+        else None,
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -1,0 +1,145 @@
+"""Reading the policy file and the lists it names into a `Policy`, every problem reported at once."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from backends.options import describe_errors
+from service.policy.detectors import Detector
+from service.policy.imagelists import DIGEST_HEX, ExactList, parse_entries
+from service.policy.keywords import KeywordIndex, KeywordList, normalise
+from service.policy.model import (
+    DetectorConfig,
+    DetectorKind,
+    PolicyDocument,
+    RuleSet,
+    ShadowSet,
+    ThresholdConfig,
+)
+from service.policy.rules import Policy, Rules
+from service.policy.thresholds import Thresholds
+
+__all__ = ["MAX_KEYWORDS", "PolicyError", "load_policy"]
+
+MAX_KEYWORDS = 100_000
+
+
+class PolicyError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid policy:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class _Effective:
+    """A BizType's rule set with `[default]`'s filled in."""
+
+    thresholds: Mapping[str, ThresholdConfig]
+    keyword_lists: tuple[str, ...]
+    image_lists: tuple[str, ...]
+    detectors: Mapping[DetectorKind, DetectorConfig]
+    shadow: ShadowSet | None
+
+
+def _inherit(rules: RuleSet, base: _Effective) -> _Effective:
+    return _Effective(
+        {**base.thresholds, **rules.thresholds},
+        base.keyword_lists if rules.keyword_lists is None else rules.keyword_lists,
+        base.image_lists if rules.image_lists is None else rules.image_lists,
+        base.detectors if rules.detectors is None else rules.detectors,
+        base.shadow if rules.shadow is None else rules.shadow,
+    )
+
+
+_EMPTY = _Effective({}, (), (), {}, None)
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy in `path`; `PolicyError` listing every problem of the file and of the lists it names."""
+    problems: list[str] = []
+    try:
+        raw = path.read_bytes()
+        document = PolicyDocument.model_validate(tomllib.loads(raw.decode("utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError([f"{path}: {exc}"]) from None
+    except ValidationError as error:
+        raise PolicyError(describe_errors(error, str(path))) from None
+    contents = [raw]
+    keyword_lists = {}
+    for name, config in document.keyword_lists.items():
+        text = _read(path.parent / config.file, f"keyword_lists.{name}", problems)
+        contents.append(text.encode())
+        entries = _keywords(text, f"keyword_lists.{name} ({config.file})", problems)
+        keyword_lists[name] = KeywordList(name, config.label, config.action, entries)
+    exact_lists = {}
+    for name, listed in document.image_lists.items():
+        text = _read(path.parent / listed.file, f"image_lists.{name}", problems)
+        contents.append(text.encode())
+        if listed.kind == "near_deny":
+            problems.append(f"image_lists.{name}: near_deny lists are not supported yet")
+            continue
+        hashes, bad = parse_entries(text, DIGEST_HEX)
+        problems += [f"image_lists.{name} ({listed.file}) {problem}" for problem in bad]
+        exact_lists[name] = ExactList(name, listed.kind, listed.label, hashes)
+    if problems:
+        raise PolicyError(problems)
+    indexes: dict[tuple[str, ...], KeywordIndex] = {}
+
+    def compiled(effective: _Effective) -> Rules:
+        names = effective.keyword_lists
+        if names and names not in indexes:
+            indexes[names] = KeywordIndex([keyword_lists[n] for n in names])
+        named = [exact_lists[n] for n in effective.image_lists]
+        return Rules(
+            Thresholds(effective.thresholds),
+            indexes.get(names),
+            tuple(Detector.configured(kind, c) for kind, c in effective.detectors.items()),
+            tuple(sorted(named, key=lambda listed: listed.kind != "deny")),
+            compiled(_candidate(effective, effective.shadow)) if effective.shadow else None,
+        )
+
+    default = _inherit(document.default, _EMPTY)
+    by_biz_type = {name: compiled(_inherit(rules, default)) for name, rules in document.biz_types.items()}
+    version = hashlib.sha256(b"\0".join(contents)).hexdigest()[:16]
+    return Policy(version, compiled(default), by_biz_type)
+
+
+def _candidate(live: _Effective, shadow: ShadowSet) -> _Effective:
+    """The shadow's rules: the live ones overridden by what it names. Image lists are matched before
+    the backend is called, so a candidate has none."""
+    return _Effective(
+        {**live.thresholds, **shadow.thresholds},
+        live.keyword_lists if shadow.keyword_lists is None else shadow.keyword_lists,
+        (),
+        live.detectors if shadow.detectors is None else shadow.detectors,
+        None,
+    )
+
+
+def _read(path: Path, where: str, problems: list[str]) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{where}: cannot read {path}: {exc}")
+        return ""
+
+
+def _keywords(text: str, where: str, problems: list[str]) -> tuple[str, ...]:
+    entries: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if not normalise(entry):
+            problems.append(f"{where} line {number}: an entry needs a letter or a digit")
+            continue
+        entries.append(entry)
+    if len(entries) > MAX_KEYWORDS:
+        problems.append(f"{where}: {len(entries)} entries; a list holds at most {MAX_KEYWORDS:,}")
+    return tuple(entries)
