@@ -24,19 +24,12 @@ from service.policy.loading import load_policy
 from service.server import Gateway
 from service.telemetry import setup_telemetry
 from tests.conftest import GatewayFactory, open_channel
+from tests.policy_files import write_policy
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
 PORN_90 = make_png(64, 64, "IMSEMU:Block:Porn:SexBehavior:90")
 CLEAN = make_png(64, 64)
-
-
-def write_policy(folder: Path, text: str, **files: str) -> Path:
-    for name, content in files.items():
-        (folder / name).write_text(content, encoding="utf-8")
-    path = folder / "policy.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 async def moderate(gateway: Gateway, request: ModerateImageRequest) -> ModerateImageResponse:

@@ -1,0 +1,14 @@
+"""Policy files for the tests: the policy and the lists it names, written into one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_policy(folder: Path, text: str, **files: str) -> Path:
+    """`folder`/policy.toml holding `text`, and each of `files` (name: content) beside it."""
+    for name, content in files.items():
+        (folder / name).write_text(content, encoding="utf-8")
+    path = folder / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
