@@ -24,7 +24,7 @@ from service.policy.loading import load_policy
 from service.server import Gateway
 from service.telemetry import setup_telemetry
 from tests.conftest import GatewayFactory, open_channel
-from tests.policy_files import write_policy
+from tests.policy_files import policy_settings, write_policy
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
@@ -70,7 +70,7 @@ async def test_thresholds_re_decide_the_backend_s_answer_per_biz_type(
         thresholds.Porn = { review = 10, block = 20 }
         """,
     )
-    gateway = await make_gateway(policy=load_policy(policy))
+    gateway = await make_gateway(**policy_settings(policy))
     default = await moderate(gateway, ModerateImageRequest(content=PORN_90))
     assert (default.suggestion, default.label, default.score) == (REVIEW, "Porn", 90)
     assert default.decision.source == DecisionSource.DECISION_SOURCE_THRESHOLD
@@ -95,18 +95,16 @@ async def test_without_a_policy_answers_are_the_backend_s_as_they_were(make_gate
 async def test_a_threshold_change_re_decides_cached_answers_without_a_backend_call(
     tmp_path: Path, make_gateway: GatewayFactory, emulator: ImsEmulator
 ) -> None:
-    strict = load_policy(write_policy(tmp_path, "[default.thresholds]\nPorn = { review = 50, block = 80 }\n"))
-    gateway = await make_gateway(cache="memory", policy=strict)
+    path = write_policy(tmp_path, "[default.thresholds]\nPorn = { review = 50, block = 80 }\n")
+    gateway = await make_gateway(cache="memory", **policy_settings(path))
     first = await moderate(gateway, ModerateImageRequest(content=PORN_90))
     assert first.suggestion == BLOCK
-    assert gateway.servicer._policy is not None
-    lenient = load_policy(
-        write_policy(tmp_path, "[default.thresholds]\nPorn = { review = 50, block = 95 }\n")
-    )
-    gateway.servicer._policy.policy = lenient
+    write_policy(tmp_path, "# lenient\n[default.thresholds]\nPorn = { review = 50, block = 95 }\n")
+    assert gateway.policy_watcher is not None
+    await gateway.policy_watcher.check()
     again = await moderate(gateway, ModerateImageRequest(content=PORN_90))
     assert (again.cached, again.suggestion) == (True, REVIEW)
-    assert again.decision.policy_version == lenient.version != strict.version
+    assert again.decision.policy_version == load_policy(path).version != first.decision.policy_version
     assert emulator.stats.billed == 1
 
 
@@ -126,7 +124,7 @@ async def test_keyword_lists_catch_evasive_spellings_in_the_text_the_backend_rea
         """,
         **{"spam.txt": "# money offers\nfree money\n加微信\n"},
     )
-    gateway = await make_gateway(policy=load_policy(policy))
+    gateway = await make_gateway(**policy_settings(policy))
     # The emulator reads the sub-label into the image's text: "emulated text with f_r_e_e_m_o_n_e_y inside".
     evasive = make_png(64, 64, "IMSEMU:Pass:Spam:F_R_E_E_M_o_n_e_y:10:ocr")
     answer = await moderate(gateway, ModerateImageRequest(content=evasive))
@@ -150,7 +148,7 @@ async def test_phone_numbers_and_urls_in_the_image_s_text_are_detected(
         url = { action = "block", label = "Ad" }
         """,
     )
-    gateway = await make_gateway(policy=load_policy(policy))
+    gateway = await make_gateway(**policy_settings(policy))
     phone = await moderate(
         gateway, ModerateImageRequest(content=make_png(64, 64, "IMSEMU:Pass:Contact:13800138000:10:ocr"))
     )
@@ -187,7 +185,7 @@ async def test_listed_images_are_answered_without_a_backend_call(
             "trusted.sha256": f"# our own artwork\n{hashlib.sha256(allowed).hexdigest().upper()}\n",
         },
     )
-    gateway = await make_gateway(cache="memory", policy=load_policy(policy))
+    gateway = await make_gateway(cache="memory", **policy_settings(policy))
     deny = await moderate(gateway, ModerateImageRequest(content=denied, data_id="d1"))
     assert (deny.suggestion, deny.label, deny.data_id, deny.backend, deny.attempts) == (
         BLOCK,
@@ -204,7 +202,9 @@ async def test_listed_images_are_answered_without_a_backend_call(
     assert allow.decision.matched == hashlib.sha256(allowed).hexdigest()
     assert emulator.stats.billed == 0
     # Not cached as a backend answer: without the lists, the backend is asked.
-    gateway.servicer._policy.policy = load_policy(write_policy(tmp_path, ""))  # type: ignore[union-attr]
+    write_policy(tmp_path, "# no lists\n")
+    assert gateway.policy_watcher is not None
+    await gateway.policy_watcher.check()
     assert (await moderate(gateway, ModerateImageRequest(content=denied))).decision.source == (
         DecisionSource.DECISION_SOURCE_BACKEND
     )
@@ -217,7 +217,7 @@ async def test_the_decision_is_in_the_access_log_and_the_metric(
     reader = InMemoryMetricReader()
     telemetry = setup_telemetry({}, metric_readers=[reader])
     policy = write_policy(tmp_path, "[default.thresholds]\nPorn = { review = 50, block = 95 }\n")
-    gateway = await make_gateway(telemetry, policy=load_policy(policy))
+    gateway = await make_gateway(telemetry, **policy_settings(policy))
     await moderate(gateway, ModerateImageRequest(content=PORN_90, biz_type="forum"))
     assert decisions(reader) == {("forum", "THRESHOLD", "REVIEW"): 1}
     line = json.loads(access_log.getvalue().splitlines()[-1])

@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -62,14 +63,18 @@ _EMPTY = _Effective({}, (), (), {}, None)
 
 def load_policy(path: Path) -> Policy:
     """The policy in `path`; `PolicyError` listing every problem of the file and of the lists it names."""
-    problems: list[str] = []
     try:
         raw = path.read_bytes()
-        document = PolicyDocument.model_validate(tomllib.loads(raw.decode("utf-8")))
+        table = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError([f"{path}: {exc}"]) from None
+    problems = [f"{path} {problem}" for problem in _unknown_names(table)]
+    try:
+        document = PolicyDocument.model_validate(table)
     except ValidationError as error:
-        raise PolicyError(describe_errors(error, str(path))) from None
+        raise PolicyError(describe_errors(error, str(path)) + problems) from None
+    if problems:
+        raise PolicyError(problems)
     contents = [raw]
     keyword_lists = {}
     for name, config in document.keyword_lists.items():
@@ -107,7 +112,9 @@ def load_policy(path: Path) -> Policy:
     default = _inherit(document.default, _EMPTY)
     by_biz_type = {name: compiled(_inherit(rules, default)) for name, rules in document.biz_types.items()}
     version = hashlib.sha256(b"\0".join(contents)).hexdigest()[:16]
-    return Policy(version, compiled(default), by_biz_type)
+    lists = [path.parent / c.file for c in document.keyword_lists.values()]
+    lists += [path.parent / c.file for c in document.image_lists.values()]
+    return Policy(version, compiled(default), by_biz_type, (path, *lists))
 
 
 def _candidate(live: _Effective, shadow: ShadowSet) -> _Effective:
@@ -120,6 +127,34 @@ def _candidate(live: _Effective, shadow: ShadowSet) -> _Effective:
         live.detectors if shadow.detectors is None else shadow.detectors,
         None,
     )
+
+
+def _unknown_names(table: dict[str, Any]) -> list[str]:
+    """Lists a rule set names that the file does not define (read from the raw table, so they are
+    reported beside any other problem)."""
+    problems = []
+    rule_sets = [("default", table.get("default"))]
+    biz_types = table.get("biz_types")
+    if isinstance(biz_types, dict):
+        rule_sets += [(f"biz_types.{name}", rules) for name, rules in biz_types.items()]
+    rule_sets += [
+        (f"{where}.shadow", rules.get("shadow"))
+        for where, rules in list(rule_sets)
+        if isinstance(rules, dict)
+    ]
+    for where, rules in rule_sets:
+        if not isinstance(rules, dict):
+            continue
+        for kind in ("keyword_lists", "image_lists"):
+            defined, named = table.get(kind), rules.get(kind)
+            defined = defined if isinstance(defined, dict) else {}
+            if isinstance(named, list):
+                problems += [
+                    f"{where}.{kind}: no [{kind}.{n}]"
+                    for n in named
+                    if isinstance(n, str) and n not in defined
+                ]
+    return problems
 
 
 def _read(path: Path, where: str, problems: list[str]) -> str:

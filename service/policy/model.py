@@ -107,20 +107,3 @@ class PolicyDocument(_Strict):
     biz_types: dict[str, RuleSet] = Field(default_factory=dict)
     keyword_lists: dict[str, KeywordListConfig] = Field(default_factory=dict)
     image_lists: dict[str, ImageListConfig] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _names_exist(self) -> Self:
-        problems = []
-        for where, rules in [
-            ("default", self.default),
-            *((f"biz_types.{n}", r) for n, r in self.biz_types.items()),
-        ]:
-            for kind, known, named in (
-                ("keyword_lists", self.keyword_lists, rules.keyword_lists),
-                ("image_lists", self.image_lists, rules.image_lists),
-                ("keyword_lists", self.keyword_lists, rules.shadow.keyword_lists if rules.shadow else None),
-            ):
-                problems += [f"{where}: no [{kind}.{name}]" for name in named or () if name not in known]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from service.policy.detectors import Detector
 from service.policy.imagelists import ExactList
@@ -31,6 +32,8 @@ class Policy:
     version: str
     default: Rules
     by_biz_type: Mapping[str, Rules]
+    # The policy file and every list it names: a change to any of them is a new policy.
+    files: tuple[Path, ...] = ()
 
     def rules(self, biz_type: str) -> Rules:
         return self.by_biz_type.get(biz_type, self.default)
