@@ -3,6 +3,7 @@ out (the verdict cache, inside, keeps the backend's own answers), each decision 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,7 @@ from service.observe import SUGGESTION_NAMES
 from service.policy.decide import decide
 from service.policy.fields import SOURCE_NAMES, decision_fields
 from service.policy.imagelists import ListHit, sha256
+from service.policy.pdq import pdq_hash
 from service.policy.rules import Policy, Rules
 from service.policy.thresholds import BLOCK, NORMAL, PASS
 from service.telemetry import BoundedLabel, DictCounter
@@ -61,8 +63,8 @@ class PolicyGate:
     ) -> Outcome:
         policy = self.policy
         rules = policy.rules(request.biz_type)
-        if rules.exact_lists and request.WhichOneof("image") == "content":
-            listed = _listed(rules, request.content)
+        if (rules.exact_lists or rules.near_lists) and request.WhichOneof("image") == "content":
+            listed = await _listed(rules, request.content)
             if listed is not None:
                 try:
                     validate(request)
@@ -90,10 +92,20 @@ class PolicyGate:
         return answer
 
 
-def _listed(rules: Rules, content: bytes) -> ListHit | None:
+async def _listed(rules: Rules, content: bytes) -> ListHit | None:
+    """The list entry the image matches: exact lists first (deny, then allow), then near-duplicates."""
     digest = sha256(content)
     for exact in rules.exact_lists:
         hit = exact.find(digest)
+        if hit is not None:
+            return hit
+    if not rules.near_lists:
+        return None
+    hashed = await asyncio.to_thread(pdq_hash, content)
+    if hashed is None:
+        return None
+    for near in rules.near_lists:
+        hit = near.find(hashed)
         if hit is not None:
             return hit
     return None

@@ -23,6 +23,7 @@ from service.policy.model import (
     ShadowSet,
     ThresholdConfig,
 )
+from service.policy.pdq import HASH_HEX, NearList
 from service.policy.rules import Policy, Rules
 from service.policy.thresholds import Thresholds
 
@@ -82,16 +83,18 @@ def load_policy(path: Path) -> Policy:
         contents.append(text.encode())
         entries = _keywords(text, f"keyword_lists.{name} ({config.file})", problems)
         keyword_lists[name] = KeywordList(name, config.label, config.action, entries)
-    exact_lists = {}
+    exact_lists, near_lists = {}, {}
     for name, listed in document.image_lists.items():
         text = _read(path.parent / listed.file, f"image_lists.{name}", problems)
         contents.append(text.encode())
-        if listed.kind == "near_deny":
-            problems.append(f"image_lists.{name}: near_deny lists are not supported yet")
-            continue
-        hashes, bad = parse_entries(text, DIGEST_HEX)
+        hashes, bad = parse_entries(text, HASH_HEX if listed.kind == "near_deny" else DIGEST_HEX)
         problems += [f"image_lists.{name} ({listed.file}) {problem}" for problem in bad]
-        exact_lists[name] = ExactList(name, listed.kind, listed.label, hashes)
+        if listed.kind == "near_deny":
+            near_lists[name] = NearList(
+                name, listed.label, hashes, distance=listed.distance, quality=listed.quality
+            )
+        else:
+            exact_lists[name] = ExactList(name, listed.kind, listed.label, hashes)
     if problems:
         raise PolicyError(problems)
     indexes: dict[tuple[str, ...], KeywordIndex] = {}
@@ -100,12 +103,13 @@ def load_policy(path: Path) -> Policy:
         names = effective.keyword_lists
         if names and names not in indexes:
             indexes[names] = KeywordIndex([keyword_lists[n] for n in names])
-        named = [exact_lists[n] for n in effective.image_lists]
+        named = [exact_lists[n] for n in effective.image_lists if n in exact_lists]
         return Rules(
             Thresholds(effective.thresholds),
             indexes.get(names),
             tuple(Detector.configured(kind, c) for kind, c in effective.detectors.items()),
             tuple(sorted(named, key=lambda listed: listed.kind != "deny")),
+            tuple(near_lists[n] for n in effective.image_lists if n in near_lists),
             compiled(_candidate(effective, effective.shadow)) if effective.shadow else None,
         )
 

@@ -98,7 +98,8 @@ class ImageListConfig(_Strict):
     file: str = Field(min_length=1)
     kind: Literal["allow", "deny", "near_deny"]
     label: str = Field("Custom", pattern=LABEL_PATTERN)
-    distance: int = Field(31, ge=0, le=128)
+    # At most 47: the look-up searches two differing bits per 16-bit chunk.
+    distance: int = Field(31, ge=0, le=47)
     quality: int = Field(50, ge=0, le=100)
 
 

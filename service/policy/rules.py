@@ -9,6 +9,7 @@ from pathlib import Path
 from service.policy.detectors import Detector
 from service.policy.imagelists import ExactList
 from service.policy.keywords import KeywordIndex
+from service.policy.pdq import NearList
 from service.policy.thresholds import Thresholds
 
 __all__ = ["Policy", "Rules"]
@@ -23,6 +24,8 @@ class Rules:
     detectors: tuple[Detector, ...] = ()
     # Checked in order before any backend call: deny lists first, then allow lists.
     exact_lists: tuple[ExactList, ...] = ()
+    # Checked after the exact lists (an exactly allowed image is not denied as a near-duplicate).
+    near_lists: tuple[NearList, ...] = ()
     # A candidate beside these rules; it never changes an answer.
     shadow: Rules | None = None
 
