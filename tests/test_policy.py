@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 
+import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
     DecisionSource,
@@ -38,22 +40,17 @@ async def moderate(gateway: Gateway, request: ModerateImageRequest) -> ModerateI
         return answer
 
 
-def decisions(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], float]:
-    """`moderation_decisions_total` by (biz_type, source, suggestion)."""
+def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[str, ...], float]:
+    """A counter's values by its attributes' values, in the order recorded."""
     data = reader.get_metrics_data()
     found = {}
     for resource in data.resource_metrics if data else []:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
-                if metric.name == "moderation.decisions":
+                if metric.name == name:
                     for point in metric.data.data_points:
                         attributes = point.attributes or {}
-                        key = (
-                            str(attributes["biz_type"]),
-                            str(attributes["source"]),
-                            str(attributes["suggestion"]),
-                        )
-                        found[key] = point.value  # type: ignore[union-attr]
+                        found[tuple(str(value) for value in attributes.values())] = point.value  # type: ignore[union-attr]
     return found
 
 
@@ -219,6 +216,32 @@ async def test_the_decision_is_in_the_access_log_and_the_metric(
     policy = write_policy(tmp_path, "[default.thresholds]\nPorn = { review = 50, block = 95 }\n")
     gateway = await make_gateway(telemetry, **policy_settings(policy))
     await moderate(gateway, ModerateImageRequest(content=PORN_90, biz_type="forum"))
-    assert decisions(reader) == {("forum", "THRESHOLD", "REVIEW"): 1}
+    assert points(reader, "moderation.decisions") == {("forum", "THRESHOLD", "REVIEW"): 1}
     line = json.loads(access_log.getvalue().splitlines()[-1])
     assert line["decision"]["source"] == "THRESHOLD"
+
+
+async def test_shadow_disagreements_are_counted_and_never_change_an_answer(
+    tmp_path: Path, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = InMemoryMetricReader()
+    policy = write_policy(
+        tmp_path,
+        """
+        [default.thresholds]
+        Porn = { review = 50, block = 80 }
+
+        [default.shadow]
+        thresholds.Porn = { review = 50, block = 95 }
+        """,
+    )
+    gateway = await make_gateway(setup_telemetry({}, metric_readers=[reader]), **policy_settings(policy))
+    with caplog.at_level(logging.INFO, logger="service.policy.shadow"):
+        for image in (PORN_90, PORN_90, CLEAN):
+            answer = await moderate(gateway, ModerateImageRequest(content=image, data_id="d7"))
+            assert answer.suggestion == (BLOCK if image is PORN_90 else PASS)
+    assert points(reader, "moderation.shadow.disagreements") == {("", "Porn", "BLOCK", "REVIEW"): 2}
+    assert points(reader, "moderation.shadow.compared") == {("",): 3}
+    sampled = [r.getMessage() for r in caplog.records if r.name == "service.policy.shadow"]
+    assert len(sampled) == 1
+    assert "live BLOCK Porn by thresholds.Porn, shadow REVIEW Porn" in sampled[0]

@@ -24,6 +24,7 @@ from service.policy.fields import SOURCE_NAMES, decision_fields
 from service.policy.imagelists import ListHit, sha256
 from service.policy.pdq import pdq_hash
 from service.policy.rules import Policy, Rules
+from service.policy.shadow import ShadowTally
 from service.policy.thresholds import BLOCK, NORMAL, PASS
 from service.telemetry import BoundedLabel, DictCounter
 from service.validation import ValidationError, validate
@@ -47,6 +48,7 @@ class PolicyGate:
             unit="{answer}",
             description="Answers by biz_type, the source of their decision and suggestion",
         )
+        self._shadow = ShadowTally(meter, self._biz_types)
 
     async def answer(
         self, request: ModerateImageRequest, moderate: Callable[[], Awaitable[Outcome]]
@@ -74,7 +76,10 @@ class PolicyGate:
         outcome = await moderate()
         if not isinstance(outcome, ModerateImageResponse):
             return outcome
-        return self._decided(request, decide(rules, outcome, policy.version))
+        answer = decide(rules, outcome, policy.version)
+        if rules.shadow is not None:
+            self._shadow.compare(request, answer, decide(rules.shadow, outcome, policy.version))
+        return self._decided(request, answer)
 
     def _decided(self, request: ModerateImageRequest, answer: ModerateImageResponse) -> ModerateImageResponse:
         decision = answer.decision

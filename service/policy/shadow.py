@@ -1,0 +1,71 @@
+"""Shadow policy: a candidate BizType policy decided beside the live one on live traffic. It never
+changes an answer; where the two disagree it is counted by label and suggestions, and a sample logged,
+so a team sees what a threshold change would do before it makes it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+from opentelemetry import metrics
+
+from backends.scrub import LABEL
+from service import scrub
+from service.observe import SUGGESTION_NAMES
+from service.telemetry import BoundedLabel, DictCounter
+
+__all__ = ["SAMPLE_INTERVAL", "ShadowTally"]
+
+log = logging.getLogger(__name__)
+
+# At most one disagreement is logged per this many seconds: a sample, not a flood.
+SAMPLE_INTERVAL = 10.0
+
+
+class ShadowTally:
+    def __init__(self, meter: metrics.Meter, biz_types: BoundedLabel) -> None:
+        self._biz_types = biz_types
+        self._labels = BoundedLabel(200)
+        self._last_logged = -SAMPLE_INTERVAL
+        self._compared = DictCounter(
+            meter,
+            "moderation.shadow.compared",
+            unit="{answer}",
+            description="Answers the shadow policy decided beside the live one, by biz_type",
+        )
+        self._disagreements = DictCounter(
+            meter,
+            "moderation.shadow.disagreements",
+            unit="{answer}",
+            description="Answers the shadow policy would have decided otherwise, by biz_type, the shadow's "
+            "label, and the live and shadow suggestions",
+        )
+
+    def compare(
+        self, request: ModerateImageRequest, live: ModerateImageResponse, shadow: ModerateImageResponse
+    ) -> None:
+        scrubber = scrub.outward()
+        biz_type = self._biz_types(scrubber.token(request.biz_type, LABEL) if request.biz_type else "")
+        self._compared.add((("biz_type", biz_type),))
+        if (live.suggestion, live.label) == (shadow.suggestion, shadow.label):
+            return
+        label = self._labels(scrubber.token(shadow.label, LABEL))
+        live_name, shadow_name = SUGGESTION_NAMES[live.suggestion], SUGGESTION_NAMES[shadow.suggestion]
+        self._disagreements.add(
+            (("biz_type", biz_type), ("label", label), ("live", live_name), ("shadow", shadow_name))
+        )
+        now = time.monotonic()
+        if now - self._last_logged >= SAMPLE_INTERVAL:
+            self._last_logged = now
+            log.info(
+                "shadow policy disagrees (biz_type %r, data_id %r): live %s %s by %s, shadow %s %s by %s",
+                biz_type,
+                scrubber.excerpt(request.data_id),
+                live_name,
+                scrubber.token(live.label, LABEL),
+                live.decision.rule or "the backend",
+                shadow_name,
+                label,
+                shadow.decision.rule or "the backend",
+            )
