@@ -18,6 +18,7 @@ from bench import (
     fleet_section,
     hostile_section,
     local_section,
+    policy_section,
     report,
     stream_section,
     telemetry_section,
@@ -32,6 +33,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "fleet": fleet_section.section,
     "efficiency": efficiency_section.section,
     "cache": cache_section.section,
+    "policy": policy_section.section,
 }
 
 

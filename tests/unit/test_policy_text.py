@@ -68,6 +68,7 @@ def test_numbers_that_are_not_phone_numbers_are_not_reported() -> None:
         ("访问 www.example.com 领取红包", "www.example.com"),
         ("详情见https://spam.cn/x?a=1", "https://spam.cn/x?a=1"),
         ("Visit example.org for free stuff", "example.org"),
+        ("请访问ｗｗｗ．ｓｐａｍ．ｃｎ领奖", "www.spam.cn"),
     ],
 )
 def test_urls_are_found_in_chinese_and_english(text: str, found: str) -> None:
