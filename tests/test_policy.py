@@ -19,6 +19,8 @@ from moderation.v1.moderation_service_pb2 import (
     Suggestion,
 )
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from emulator import ImsEmulator
 from emulator.images import make_png
@@ -208,17 +210,26 @@ async def test_listed_images_are_answered_without_a_backend_call(
     assert emulator.stats.billed == 1
 
 
-async def test_the_decision_is_in_the_access_log_and_the_metric(
+async def test_the_decision_is_in_the_access_log_the_span_and_the_metric(
     tmp_path: Path, make_gateway: GatewayFactory, access_log: io.StringIO
 ) -> None:
-    reader = InMemoryMetricReader()
-    telemetry = setup_telemetry({}, metric_readers=[reader])
+    reader, spans = InMemoryMetricReader(), InMemorySpanExporter()
+    telemetry = setup_telemetry({}, metric_readers=[reader], span_processors=[SimpleSpanProcessor(spans)])
     policy = write_policy(tmp_path, "[default.thresholds]\nPorn = { review = 50, block = 95 }\n")
     gateway = await make_gateway(telemetry, **policy_settings(policy))
     await moderate(gateway, ModerateImageRequest(content=PORN_90, biz_type="forum"))
     assert points(reader, "moderation.decisions") == {("forum", "THRESHOLD", "REVIEW"): 1}
+    expected = {
+        "source": "THRESHOLD",
+        "rule": "thresholds.Porn",
+        "matched": "Porn/SexBehavior",
+        "policy_version": load_policy(policy).version,
+    }
     line = json.loads(access_log.getvalue().splitlines()[-1])
-    assert line["decision"]["source"] == "THRESHOLD"
+    assert line["decision"] == expected
+    (server,) = [span for span in spans.get_finished_spans() if span.name.endswith("/ModerateImage")]
+    attributes = server.attributes or {}
+    assert {key: attributes[f"moderation.decision.{key}"] for key in expected} == expected
 
 
 async def test_shadow_disagreements_are_counted_and_never_change_an_answer(
