@@ -29,6 +29,8 @@ __all__ = ["PolicyResult", "PolicySizes", "measure_policy"]
 # Latin and CJK letters: keywords and texts in both scripts.
 _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz") + [chr(c) for c in range(0x4E00, 0x4E00 + 400)])
 OCR_TEXT = "限时优惠 加微信 领取 free gift card, call now! 本店地址：人民路 18 号。Visit our shop today " * 2  # noqa: RUF001
+# The same with a phone number and a URL in it: the detectors' full cost.
+CONTACT_TEXT = OCR_TEXT + " 加我 138 0013 8000 或访问 www.spam-shop.cn"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class PolicyResult:
     keywords: float
     exact: float
     detectors: float
+    detectors_skipped: float
     sha256: float
     pdq_hash_small: float
     pdq_hash_large: float
@@ -104,10 +107,13 @@ def measure_policy(sizes: PolicySizes, seed: int) -> PolicyResult:
     assert isinstance(near, NearList)
 
     rules = Rules(thresholds=Thresholds({"Porn": ThresholdConfig(review=50, block=80)}), keywords=keywords)
-    answer = ModerateImageResponse(
-        suggestion=Suggestion.SUGGESTION_PASS,
-        label="Normal",
-        ocr_results=[OcrResult(scene="OCR", suggestion=Suggestion.SUGGESTION_PASS, text=OCR_TEXT)],
+    answer, contact = (
+        ModerateImageResponse(
+            suggestion=Suggestion.SUGGESTION_PASS,
+            label="Normal",
+            ocr_results=[OcrResult(scene="OCR", suggestion=Suggestion.SUGGESTION_PASS, text=text)],
+        )
+        for text in (OCR_TEXT, CONTACT_TEXT)
     )
     image = encode(photo("astronaut"), "JPEG", quality=85)
     digest = hashlib.sha256(image).digest()
@@ -134,7 +140,8 @@ def measure_policy(sizes: PolicySizes, seed: int) -> PolicyResult:
         text_and_exact=_per_call(text_and_exact, sizes.calls),
         keywords=_per_call(lambda: keywords.find(OCR_TEXT), sizes.calls),
         exact=_per_call(lambda: exact.find(digest), sizes.calls),
-        detectors=_per_call(lambda: decide(detectors, answer, "bench"), sizes.calls // 10),
+        detectors=_per_call(lambda: decide(detectors, contact, "bench"), sizes.calls // 10),
+        detectors_skipped=_per_call(lambda: decide(detectors, answer, "bench"), sizes.calls),
         sha256=_per_call(lambda: hashlib.sha256(image).digest(), sizes.calls // 10),
         pdq_hash_small=_per_call(lambda: pdq_hash(image), 20),
         pdq_hash_large=_per_call(lambda: pdq_hash(large), 10),
