@@ -15,7 +15,6 @@ from moderation.v1.moderation_service_pb2 import (
 )
 from opentelemetry import metrics, trace
 
-from backends.scrub import LABEL
 from service import scrub
 from service.errors import Failure, InternalFailure
 from service.observe import SUGGESTION_NAMES
@@ -83,7 +82,7 @@ class PolicyGate:
 
     def _decided(self, request: ModerateImageRequest, answer: ModerateImageResponse) -> ModerateImageResponse:
         decision = answer.decision
-        biz_type = self._biz_types(scrub.outward().token(request.biz_type, LABEL) if request.biz_type else "")
+        biz_type = self._biz_types(scrub.outward().excerpt(request.biz_type))
         self._decisions.add(
             (
                 ("biz_type", biz_type),

@@ -7,9 +7,11 @@ lists, detectors, image lists and a shadow candidate per BizType. Paths are rela
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.validation import BIZ_TYPE
 
 __all__ = [
     "Action",
@@ -105,6 +107,9 @@ class ImageListConfig(_Strict):
 
 class PolicyDocument(_Strict):
     default: RuleSet = Field(default_factory=RuleSet)
-    biz_types: dict[str, RuleSet] = Field(default_factory=dict)
+    # Names as requests spell them (`biz_type`: 3 to 32 of A-Z a-z 0-9 _), so a typo cannot hide.
+    biz_types: dict[Annotated[str, Field(pattern=f"^{BIZ_TYPE.pattern}$")], RuleSet] = Field(
+        default_factory=dict
+    )
     keyword_lists: dict[str, KeywordListConfig] = Field(default_factory=dict)
     image_lists: dict[str, ImageListConfig] = Field(default_factory=dict)

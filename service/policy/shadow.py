@@ -46,7 +46,7 @@ class ShadowTally:
         self, request: ModerateImageRequest, live: ModerateImageResponse, shadow: ModerateImageResponse
     ) -> None:
         scrubber = scrub.outward()
-        biz_type = self._biz_types(scrubber.token(request.biz_type, LABEL) if request.biz_type else "")
+        biz_type = self._biz_types(scrubber.excerpt(request.biz_type))
         self._compared.add((("biz_type", biz_type),))
         if (live.suggestion, live.label) == (shadow.suggestion, shadow.label):
             return

@@ -54,8 +54,10 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         [default]
         keyword_lists = ["missing"]
 
-        [biz_types.x]
+        [biz_types.kids]
         colour = "red"
+
+        [biz_types."kids app"]
         """,
     )
     with pytest.raises(PolicyError) as caught:
@@ -63,8 +65,10 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     text = "\n".join(caught.value.problems)
     assert "review must not be above block" in text
     assert "default.thresholds.Ad.block" in text
-    assert "biz_types.x.colour" in text
-    assert len(caught.value.problems) >= 3
+    assert "biz_types.kids.colour" in text
+    assert "biz_types.kids app" in text
+    assert "no [keyword_lists.missing]" in text
+    assert len(caught.value.problems) == 5
 
 
 def test_problems_in_the_named_files_are_listed_with_their_lines(tmp_path: Path) -> None:
