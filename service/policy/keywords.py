@@ -26,7 +26,12 @@ _RANK = {"review": 1, "block": 2}
 
 
 def normalise(text: str) -> str:
-    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", text).casefold())
+    kept = _NOT_ALNUM.sub("", text)
+    # Letters, digits and CJK ideographs are mostly NFKC already: the check costs a tenth of the
+    # normalisation (symbols NFKC would turn into letters, such as ㎏, are dropped with the punctuation).
+    if unicodedata.is_normalized("NFKC", kept):
+        return kept.casefold()
+    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", kept).casefold())
 
 
 def _searchable(normalised: str) -> str:
