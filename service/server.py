@@ -26,6 +26,7 @@ from service.circuit import CircuitBreaker, CircuitState
 from service.governor import FleetConnection, build_governor, default_budget_key
 from service.observe import CostMetrics
 from service.policy.gate import PolicyGate
+from service.policy.metrics import PolicyMetrics
 from service.policy.reload import PolicyWatcher
 from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
@@ -300,7 +301,6 @@ def _policy(settings: Settings, telemetry: Telemetry) -> tuple[PolicyGate | None
     """The policy's gate in the call path, and what reloads it when its file changes; none without one."""
     if settings.policy is None:
         return None, None
-    meter = telemetry.meter_provider.get_meter(SCOPE)
-    gate = PolicyGate(settings.policy, meter)
+    gate = PolicyGate(settings.policy, PolicyMetrics(telemetry.meter_provider.get_meter(SCOPE)))
     path = settings.policy_file
-    return gate, PolicyWatcher(path, gate, meter) if path is not None else None
+    return gate, PolicyWatcher(path, gate) if path is not None else None

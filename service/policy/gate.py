@@ -13,41 +13,32 @@ from moderation.v1.moderation_service_pb2 import (
     ModerateImageRequest,
     ModerateImageResponse,
 )
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 
-from service import scrub
 from service.errors import Failure, InternalFailure
 from service.observe import SUGGESTION_NAMES
 from service.policy.decide import decide
 from service.policy.fields import SOURCE_NAMES, decision_fields
 from service.policy.imagelists import ListHit, sha256
+from service.policy.metrics import PolicyMetrics
 from service.policy.pdq import pdq_hash
 from service.policy.rules import Policy, Rules
 from service.policy.shadow import ShadowTally
 from service.policy.thresholds import BLOCK, NORMAL, PASS
-from service.telemetry import BoundedLabel, DictCounter
 from service.validation import ValidationError, validate
 
 __all__ = ["PolicyGate"]
 
 Outcome = ModerateImageResponse | Failure
-# Distinct biz_type label values of `moderation_decisions_total`; later ones are counted as `other`.
-MAX_BIZ_TYPE_LABELS = 200
 LISTED_SCORE = 100
 
 
 class PolicyGate:
-    def __init__(self, policy: Policy, meter: metrics.Meter) -> None:
+    def __init__(self, policy: Policy, metrics: PolicyMetrics) -> None:
         # Replaced whole when the files change (`service.policy.reload`); a call uses the one it read.
         self.policy = policy
-        self._biz_types = BoundedLabel(MAX_BIZ_TYPE_LABELS)
-        self._decisions = DictCounter(
-            meter,
-            "moderation.decisions",
-            unit="{answer}",
-            description="Answers by biz_type, the source of their decision and suggestion",
-        )
-        self._shadow = ShadowTally(meter, self._biz_types)
+        self.metrics = metrics
+        self._shadow = ShadowTally(metrics)
 
     async def answer(
         self, request: ModerateImageRequest, moderate: Callable[[], Awaitable[Outcome]]
@@ -82,8 +73,8 @@ class PolicyGate:
 
     def _decided(self, request: ModerateImageRequest, answer: ModerateImageResponse) -> ModerateImageResponse:
         decision = answer.decision
-        biz_type = self._biz_types(scrub.outward().excerpt(request.biz_type))
-        self._decisions.add(
+        biz_type = self.metrics.biz_type(request.biz_type)
+        self.metrics.decisions.add(
             (
                 ("biz_type", biz_type),
                 ("source", SOURCE_NAMES[decision.source]),

@@ -15,9 +15,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
-
 from service.policy.gate import PolicyGate
 from service.policy.loading import PolicyError, load_policy
 
@@ -47,21 +44,12 @@ def signature(paths: Iterable[Path]) -> Signature:
 
 
 class PolicyWatcher:
-    def __init__(
-        self, path: Path, gate: PolicyGate, meter: metrics.Meter, *, interval: float = POLL_INTERVAL
-    ) -> None:
+    def __init__(self, path: Path, gate: PolicyGate, *, interval: float = POLL_INTERVAL) -> None:
         self._path = path
         self._gate = gate
         self._interval = interval
         self._seen = signature(gate.policy.files)
-        self._failed = False
         self._task: asyncio.Task[None] | None = None
-        meter.create_observable_gauge(
-            "moderation.policy.reload_failed",
-            callbacks=[self._observe],
-            description="1 while the policy files on disk are rejected (the previous policy is in use), "
-            "else 0",
-        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
@@ -87,19 +75,16 @@ class PolicyWatcher:
         try:
             policy = await asyncio.to_thread(load_policy, self._path)
         except PolicyError as exc:
-            self._failed = True
+            self._gate.metrics.reload_failed = True
             log.error(
                 "policy not reloaded, keeping version %s: %s",
                 self._gate.policy.version,
                 "; ".join(exc.problems),
             )
             return
-        self._failed = False
+        self._gate.metrics.reload_failed = False
         # The files the new policy names are watched from now on.
         self._seen = signature(policy.files)
         if policy.version != self._gate.policy.version:
             log.info("policy reloaded: version %s (was %s)", policy.version, self._gate.policy.version)
         self._gate.policy = policy
-
-    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(int(self._failed))]

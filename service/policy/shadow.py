@@ -8,12 +8,11 @@ import logging
 import time
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
-from opentelemetry import metrics
 
 from backends.scrub import LABEL
 from service import scrub
 from service.observe import SUGGESTION_NAMES
-from service.telemetry import BoundedLabel, DictCounter
+from service.policy.metrics import PolicyMetrics
 
 __all__ = ["SAMPLE_INTERVAL", "ShadowTally"]
 
@@ -24,35 +23,21 @@ SAMPLE_INTERVAL = 10.0
 
 
 class ShadowTally:
-    def __init__(self, meter: metrics.Meter, biz_types: BoundedLabel) -> None:
-        self._biz_types = biz_types
-        self._labels = BoundedLabel(200)
+    def __init__(self, metrics: PolicyMetrics) -> None:
+        self._metrics = metrics
         self._last_logged = -SAMPLE_INTERVAL
-        self._compared = DictCounter(
-            meter,
-            "moderation.shadow.compared",
-            unit="{answer}",
-            description="Answers the shadow policy decided beside the live one, by biz_type",
-        )
-        self._disagreements = DictCounter(
-            meter,
-            "moderation.shadow.disagreements",
-            unit="{answer}",
-            description="Answers the shadow policy would have decided otherwise, by biz_type, the shadow's "
-            "label, and the live and shadow suggestions",
-        )
 
     def compare(
         self, request: ModerateImageRequest, live: ModerateImageResponse, shadow: ModerateImageResponse
     ) -> None:
         scrubber = scrub.outward()
-        biz_type = self._biz_types(scrubber.excerpt(request.biz_type))
-        self._compared.add((("biz_type", biz_type),))
+        biz_type = self._metrics.biz_type(request.biz_type)
+        self._metrics.shadow_compared.add((("biz_type", biz_type),))
         if (live.suggestion, live.label) == (shadow.suggestion, shadow.label):
             return
-        label = self._labels(scrubber.token(shadow.label, LABEL))
+        label = self._metrics.shadow_labels(scrubber.token(shadow.label, LABEL))
         live_name, shadow_name = SUGGESTION_NAMES[live.suggestion], SUGGESTION_NAMES[shadow.suggestion]
-        self._disagreements.add(
+        self._metrics.shadow_disagreements.add(
             (("biz_type", biz_type), ("label", label), ("live", live_name), ("shadow", shadow_name))
         )
         now = time.monotonic()
