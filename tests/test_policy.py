@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
+    BatchModerateImagesRequest,
     DecisionSource,
     ModerateImageRequest,
     ModerateImageResponse,
+    StreamModerateImagesRequest,
     Suggestion,
 )
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -256,3 +258,48 @@ async def test_shadow_disagreements_are_counted_and_never_change_an_answer(
     sampled = [r.getMessage() for r in caplog.records if r.name == "service.policy.shadow"]
     assert len(sampled) == 1
     assert "live BLOCK Porn by thresholds.Porn, shadow REVIEW Porn" in sampled[0]
+
+
+async def test_batch_and_stream_items_are_decided_as_unary_calls_are(
+    tmp_path: Path, make_gateway: GatewayFactory, emulator: ImsEmulator
+) -> None:
+    denied = make_png(64, 64, color=(10, 20, 30))
+    policy = write_policy(
+        tmp_path,
+        """
+        [image_lists.banned]
+        file = "banned.sha256"
+        kind = "deny"
+
+        [default]
+        image_lists = ["banned"]
+        thresholds.Porn = { review = 50, block = 95 }
+        """,
+        **{"banned.sha256": hashlib.sha256(denied).hexdigest() + "\n"},
+    )
+    gateway = await make_gateway(**policy_settings(policy))
+    items = [ModerateImageRequest(content=denied), ModerateImageRequest(content=PORN_90)]
+    async with open_channel(gateway) as channel:
+        stub = Stub(channel)
+        batch = BatchModerateImagesRequest(
+            items=[
+                BatchModerateImagesRequest.Item(correlation_id=str(i), request=r) for i, r in enumerate(items)
+            ]
+        )
+        batched = {a.index: a.result async for a in stub.BatchModerateImages(batch, timeout=10)}
+        streamed = {
+            a.index: a.result
+            async for a in stub.StreamModerateImages(
+                iter(StreamModerateImagesRequest(request=r) for r in items), timeout=10
+            )
+        }
+    for answers in (batched, streamed):
+        assert (answers[0].suggestion, answers[0].decision.source) == (
+            BLOCK,
+            DecisionSource.DECISION_SOURCE_DENY_LIST,
+        )
+        assert (answers[1].suggestion, answers[1].decision.source) == (
+            REVIEW,
+            DecisionSource.DECISION_SOURCE_THRESHOLD,
+        )
+    assert emulator.stats.billed == 2
