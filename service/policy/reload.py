@@ -75,12 +75,11 @@ class PolicyWatcher:
         try:
             policy = await asyncio.to_thread(load_policy, self._path)
         except PolicyError as exc:
-            self._gate.metrics.reload_failed = True
-            log.error(
-                "policy not reloaded, keeping version %s: %s",
-                self._gate.policy.version,
-                "; ".join(exc.problems),
-            )
+            self._rejected("; ".join(exc.problems))
+            return
+        except Exception as exc:
+            # Whatever goes wrong, the watcher keeps watching and the previous policy keeps answering.
+            self._rejected(f"unexpected {type(exc).__name__}: {exc}")
             return
         self._gate.metrics.reload_failed = False
         # The files the new policy names are watched from now on.
@@ -88,3 +87,7 @@ class PolicyWatcher:
         if policy.version != self._gate.policy.version:
             log.info("policy reloaded: version %s (was %s)", policy.version, self._gate.policy.version)
         self._gate.policy = policy
+
+    def _rejected(self, why: str) -> None:
+        self._gate.metrics.reload_failed = True
+        log.error("policy not reloaded, keeping version %s: %s", self._gate.policy.version, why)
