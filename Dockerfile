@@ -9,6 +9,15 @@ ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 WORKDIR /src
+# A C++ compiler (and Python's headers where the base lacks them) for the one dependency published only as
+# source, pdqhash (the policy's near-duplicate lists); in this stage only, never in the runtime image.
+RUN set -eu; \
+    packages=g++; \
+    python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || packages="$packages python3-dev"; \
+    apt-get update -qq; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null; \
+    rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY requirements/runtime.txt requirements/
 COPY protos protos

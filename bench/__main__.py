@@ -21,6 +21,7 @@ from bench import (
     fleet_section,
     hostile_section,
     local_section,
+    policy_section,
     report,
     source_tree,
     stream_section,
@@ -36,6 +37,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "fleet": fleet_section.section,
     "efficiency": efficiency_section.section,
     "cache": cache_section.section,
+    "policy": policy_section.section,
 }
 
 

