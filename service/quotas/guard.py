@@ -232,10 +232,15 @@ class QuotaGuard:
             return []
         now = self._clock()
         pairs = [self.counter(q, now) for q in quotas]
-        counts = await self._store.read([c.key for c, _ in pairs])
+        try:
+            await self._flush()
+            counts = await self._store.read([c.key for c, _ in pairs])
+        except StoreUnavailable as problem:
+            self._went_down(problem)
+            raise
+        self._came_back()
         rows = []
-        for quota, (counter, window), used in zip(quotas, pairs, counts, strict=True):
-            used += self._pending.get(counter.key, (0, 0))[0]
+        for quota, (_, window), used in zip(quotas, pairs, counts, strict=True):
             self._metrics.saw(quota, window.end.timestamp(), used)
             rows.append(Usage(quota, window, used))
         return rows
