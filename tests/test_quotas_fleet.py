@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -29,7 +27,7 @@ from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from tests.conftest import SECRET_ID, SECRET_KEY
 from tests.richstatus import rich_error
-from tests.service_process import free_port, wait_serving
+from tests.service_process import free_port, spawn_module, wait_serving
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TOKENS = {"uploads": secrets.token_hex(16), "others": secrets.token_hex(16)}
@@ -66,14 +64,12 @@ def set_clock(folder: Path, shanghai: datetime) -> None:
     (folder / "clock").write_text(str(shanghai.timestamp() - time.time()), encoding="utf-8")
 
 
-def spawn(folder: Path, index: int, port: int, settings: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(folder: Path, index: int, port: int, settings: dict[str, str]) -> subprocess.Popen[str]:
     with (folder / f"replica{index}.log").open("w", encoding="utf-8") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tests.quota_clock_service"],
-            env={
-                "PATH": os.environ["PATH"],
-                "MODERATION_LISTEN": f"127.0.0.1:{port}",
-                "MODERATION_CACHE": "off",
+        return spawn_module(
+            "tests.quota_clock_service",
+            port,
+            {
                 "MODERATION_METRICS_LISTEN": "off",
                 "MODERATION_LOG_FORMAT": "text",
                 "TENCENTCLOUD_SECRET_ID": SECRET_ID,
@@ -81,8 +77,7 @@ def spawn(folder: Path, index: int, port: int, settings: dict[str, str]) -> subp
                 "QUOTA_TEST_CLOCK_FILE": str(folder / "clock"),
                 **settings,
             },
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log,
         )
 
 
