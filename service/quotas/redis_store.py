@@ -6,6 +6,7 @@ little after its period ends. Any exception or a reply of the wrong shape is `St
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,13 +52,16 @@ return 1
 class RedisStore:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        # The client's pool refuses a command past its connections (MaxConnectionsError) rather than
+        # queue it: a burst of attempts waits here for a connection instead of finding Redis "away".
+        self._connections = asyncio.Semaphore(client.connection_pool.max_connections)
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._add = client.register_script(_ADD)
 
     async def reserve(self, counters: Sequence[Counter]) -> Reservation:
         args = [value for c in counters for value in (c.limit, int(c.hard), c.ttl)]
-        reply = await _run(self._reserve, [c.key for c in counters], args)
+        reply = await self._run(self._reserve, [c.key for c in counters], args)
         if not isinstance(reply, list) or not reply or not all(isinstance(n, int) for n in reply):
             raise StoreUnavailable("odd reply to a reservation")
         if reply[0] == 1 and len(reply) == len(counters) + 1:
@@ -67,31 +71,30 @@ class RedisStore:
         raise StoreUnavailable("odd reply to a reservation")
 
     async def release(self, keys: Sequence[str]) -> None:
-        await _run(self._release, list(keys), [])
+        await self._run(self._release, list(keys), [])
 
     async def read(self, keys: Sequence[str]) -> list[int]:
-        try:
-            values = await self._client.mget(list(keys))
-        except Exception as exc:
-            raise StoreUnavailable(type(exc).__name__) from None
+        values = await self._run(lambda keys, args: self._client.mget(keys), list(keys), [])
+        if not isinstance(values, list):
+            raise StoreUnavailable("odd reply to a read")
         try:
             return [int(v or 0) for v in values]
         except (TypeError, ValueError):
             raise StoreUnavailable("odd reply to a read") from None
 
     async def add(self, counts: Mapping[str, tuple[int, int]]) -> None:
-        await _run(self._add, list(counts), [value for pair in counts.values() for value in pair])
+        await self._run(self._add, list(counts), [value for pair in counts.values() for value in pair])
+
+    async def _run(self, command: Any, keys: list[str], args: list[int]) -> object:
+        try:
+            async with self._connections:
+                return await command(keys=keys, args=args)
+        except Exception as exc:
+            # Whatever Redis or the connection did, the gateway's answer is the same: the store is away.
+            raise StoreUnavailable(type(exc).__name__) from None
 
     async def aclose(self) -> None:
         try:
             await self._client.aclose()
         except Exception:  # closing a client of an unreachable Redis: nothing left to do
             return
-
-
-async def _run(script: Any, keys: list[str], args: list[int]) -> object:
-    try:
-        return await script(keys=keys, args=args)
-    except Exception as exc:
-        # Whatever Redis or the connection did, the gateway's answer is the same: the store is away.
-        raise StoreUnavailable(type(exc).__name__) from None
