@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -127,6 +127,19 @@ async def usage(address: str, caller: str) -> list[QuotaUsage]:
         )
 
 
+async def polled_usage(
+    address: str, caller: str, ready: Callable[[list[QuotaUsage]], bool]
+) -> list[QuotaUsage]:
+    """The caller's usage once an answer satisfies `ready` (asked every 0.2 s; errors ask again)."""
+    async with asyncio.timeout(20):
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                rows = await usage(address, caller)
+                if ready(rows):
+                    return rows
+            await asyncio.sleep(0.2)
+
+
 def split(items: list[bytes], parts: int) -> list[list[bytes]]:
     return [items[i::parts] for i in range(parts)]
 
@@ -216,11 +229,7 @@ async def outage(
         calls += [await moderate(address, "uploads") for _ in range(4)]
         calls.append(await moderate(address, "others"))
         redis.start()
-        while True:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                [after] = await usage(address, "uploads")
-                break
-            await asyncio.sleep(0.1)
+        [after] = await polled_usage(address, "uploads", lambda rows: True)
         calls.append(await moderate(address, "uploads"))
     return calls, after.used, (folder / "replica0.log").read_text(encoding="utf-8")
 
@@ -259,3 +268,26 @@ async def test_fail_open_serves_counts_here_and_adds_the_counts_once_redis_is_ba
     assert fast_emulator.stats.billed == 6
     assert log.count("quota store (Redis) unreachable") == 1
     assert log.count("quota store (Redis) reachable again") == 1
+
+
+async def test_without_redis_a_replica_counts_alone_and_follows_the_routing_file(
+    fast_emulator: ImsEmulator, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fast_emulator, "[quotas.uploads]\nper_day = 2\n")
+    async with replicas(tmp_path, 1, **config) as (address,):
+        assert [await moderate(address, "uploads") for _ in range(2)] == [None, None]
+        assert await moderate(address, "uploads") is not None
+        # The file changes while the gateway runs: the new limit applies within a few seconds.
+        write_config(tmp_path, fast_emulator, "[quotas.uploads]\nper_day = 5\n")
+        await polled_usage(address, "uploads", lambda rows: rows[0].limit == 5)
+        assert await moderate(address, "uploads") is None
+        [row] = await usage(address, "uploads")
+        assert (row.used, row.limit, row.remaining) == (3, 5, 2)
+        # A caller without quotas has none to see; a call without a token sees nothing at all.
+        assert await usage(address, "others") == []
+        async with open_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub(channel).GetUsage(GetUsageRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert fast_emulator.stats.billed == 3
+    assert "quotas reloaded" in (tmp_path / "replica0.log").read_text(encoding="utf-8")
