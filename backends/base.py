@@ -83,3 +83,31 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections and workers; called once at shutdown."""
         ...
+
+
+class WrappedBackend:
+    """A backend as it is: the base of wrappers that add something around its calls (metering, quotas)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    @property
+    def name(self) -> str:
+        return self._backend.name
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._backend.fingerprint
+
+    @property
+    def concurrency(self) -> int | None:
+        return self._backend.concurrency
+
+    async def start(self) -> None:
+        await self._backend.start()
+
+    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+        return await self._backend.moderate(request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()

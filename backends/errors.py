@@ -41,6 +41,11 @@ class Kind(enum.Enum):
     # An in-process backend had no room (memory or work budget) for the image before the deadline;
     # nothing was analysed. Another backend, or the same one a moment later, may have room.
     OVERLOADED = "overloaded"
+    # The caller's own hard quota of billed calls (the routing file's `[quotas]`) is used up until its
+    # period ends; nothing was sent.
+    CALLER_QUOTA_EXHAUSTED = "caller_quota_exhausted"
+    # The fleet's quota counts (Redis) cannot be reached and the quota mode is fail-closed; nothing was sent.
+    QUOTA_UNAVAILABLE = "quota_unavailable"
 
 
 class BackendError(Exception):

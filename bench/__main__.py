@@ -22,6 +22,7 @@ from bench import (
     hostile_section,
     local_section,
     policy_section,
+    quota_section,
     report,
     source_tree,
     stream_section,
@@ -42,10 +43,12 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
 
 
 def _build(name: str, args: argparse.Namespace) -> list[Section[Any]]:
-    """The named section, and with `fleet` its many-callers part (against `--baseline`)."""
+    """The named section, and with `fleet` its many-callers part (against `--baseline`) and the cost of
+    quotas."""
     sections: list[Section[Any]] = [SECTIONS[name](args.quick)]
     if name == "fleet":
         sections.append(callers_section.section(args.quick, args.baseline))
+        sections.append(quota_section.section(args.quick))
     return sections
 
 

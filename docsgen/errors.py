@@ -44,6 +44,14 @@ WHEN: dict[Kind, str] = {
         "the embedded backend had no room (its decoded-image memory budget or a fair share of its workers) "
         "for the image before the deadline; nothing was analysed; `RetryInfo`"
     ),
+    Kind.CALLER_QUOTA_EXHAUSTED: (
+        "the caller's hard quota (the routing file's `[quotas]`) is used up; nothing was sent; "
+        "`QuotaFailure` names the quota and its limit, `RetryInfo` waits until its period ends"
+    ),
+    Kind.QUOTA_UNAVAILABLE: (
+        "the fleet's quota counts (Redis) cannot be reached and `MODERATION_QUOTA_REDIS_FAILURE` is "
+        "`fail-closed`; nothing was sent; `RetryInfo`"
+    ),
 }
 
 # The gateway's own refusals, before or beside any backend: (gRPC code, reasons, when). The drift test

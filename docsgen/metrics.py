@@ -10,7 +10,10 @@ from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_n
 
 from backends.tencent.credentials.refresh import CredentialMetrics
 from service.observe import CostMetrics
-from service.telemetry import Metrics
+from service.quotas.calendar import wall_clock
+from service.quotas.config import EMPTY
+from service.quotas.metrics import QuotaMetrics
+from service.telemetry import BoundedLabel, Metrics
 
 __all__ = ["LABELS", "Instrument", "declared", "table"]
 
@@ -66,6 +69,7 @@ def declared() -> list[Instrument]:
     Metrics(meter)
     CostMetrics(meter, price_per_10k=25)
     CredentialMetrics(meter)
+    QuotaMetrics(meter, BoundedLabel(1), lambda: EMPTY, wall_clock)
     return list(meter.instruments)
 
 
@@ -105,6 +109,11 @@ LABELS: dict[str, str] = {
     "moderation_cache_bypassed_total": "`moderation_reason` (`user_fields`, `url`, `store_unavailable`)",
     "moderation_credentials_rotations_total": "`moderation_backend`, `moderation_credential_source`",
     "moderation_credentials_failures_total": "`moderation_backend`, `moderation_credential_source`",
+    "moderation_quota_used": "`caller`, `quota` (the count this replica last saw in the current period)",
+    "moderation_quota_limit": "`caller`, `quota`",
+    "moderation_quota_refused_total": "`caller`, `quota`",
+    "moderation_quota_soft_reached_total": "`caller`, `quota`, `threshold` (`80`, `100`)",
+    "moderation_quota_store_transitions_total": "`state` (`down`, `up`), `mode` (`fail-open`, `fail-closed`)",
 }
 
 

@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from backends.errors import BackendError, Kind
 from backends.scrub import REQUEST_ID, UPSTREAM_CODE
 from service import scrub
+from service.quotas.refusal import QuotaExhausted
 from service.validation import FieldViolation, ValidationError
 
 __all__ = [
@@ -196,6 +197,26 @@ KIND_POLICIES: Final = _complete(
             operator_fault=False,
             retry_delay=1.0,
         ),
+        Kind.CALLER_QUOTA_EXHAUSTED: KindPolicy(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reason="CALLER_QUOTA_EXHAUSTED",
+            retried=False,
+            # A backend of the chain that bills nothing is not governed by the quota.
+            fails_over=True,
+            circuit=CircuitEffect.NONE,
+            operator_fault=False,
+            # The error carries the time until the quota's period ends.
+            retry_delay=None,
+        ),
+        Kind.QUOTA_UNAVAILABLE: KindPolicy(
+            code=grpc.StatusCode.UNAVAILABLE,
+            reason="QUOTA_STORE_UNAVAILABLE",
+            retried=False,
+            fails_over=True,
+            circuit=CircuitEffect.NONE,
+            operator_fault=False,
+            retry_delay=1.0,
+        ),
     }
 )
 
@@ -283,6 +304,18 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
+def _quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFailure:
+    shown = scrub.outward().excerpt
+    return error_details_pb2.QuotaFailure(
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(
+                subject=shown(subject, MAX_METADATA_CHARS),
+                description=shown(description, MAX_DESCRIPTION_CHARS),
+            )
+        ]
+    )
+
+
 def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadRequest:
     shown = scrub.outward().excerpt
     return error_details_pb2.BadRequest(
@@ -329,17 +362,10 @@ def _backend_status(failure: CallFailure) -> status_pb2.Status:
     if error.kind is Kind.INVALID_REQUEST:
         field = error.field or "image"
         details.append(_bad_request([FieldViolation(field, error.message, row.reason)]))
-    if error.kind is Kind.QUOTA_EXHAUSTED:
-        details.append(
-            error_details_pb2.QuotaFailure(
-                violations=[
-                    error_details_pb2.QuotaFailure.Violation(
-                        subject=scrubber.excerpt(f"backend:{backend}", MAX_METADATA_CHARS),
-                        description=scrubber.excerpt(error.message, MAX_DESCRIPTION_CHARS),
-                    )
-                ]
-            )
-        )
+    if isinstance(error, QuotaExhausted):
+        details.append(_quota_failure(f"quota:{error.quota}", f"{error.limit} billed calls a {error.period}"))
+    elif error.kind is Kind.QUOTA_EXHAUSTED:
+        details.append(_quota_failure(f"backend:{backend}", error.message))
     retry_delay = error.retry_after if error.retry_after is not None else row.retry_delay
     if retry_delay is not None:
         details.append(_retry_info(retry_delay))

@@ -218,11 +218,17 @@ class Retrier:
         if budget <= 0:
             raise _timeout(deadline)
         try:
-            # httpx has only per-phase timeouts: the overall budget is enforced here.
+            # Enforced here too, whatever the backend does with its `timeout`.
             async with asyncio.timeout(budget):
                 return await self._backend.moderate(request, timeout=budget)
         except TimeoutError:
             raise _timeout(deadline) from None
+        except BackendError as error:
+            # The backend had the whole budget: its own timeout is this deadline expiring, said as such
+            # (whose deadline it was is known here only).
+            if error.kind is Kind.TIMEOUT and deadline.remaining() <= EXPIRY_SLACK:
+                raise _timeout(deadline) from None
+            raise
 
     def _should_retry(self, error: BackendError, attempt: int, max_attempts: int | None) -> bool:
         return KIND_POLICIES[error.kind].retried and attempt < (max_attempts or self._policy.max_attempts)
@@ -259,6 +265,10 @@ def _error_attributes(error: BackendError) -> dict[str, str]:
     if error.request_id:
         attributes["moderation.backend_request_id"] = scrub.outward().token(error.request_id, REQUEST_ID)
     return attributes
+
+
+# A backend's TIMEOUT with no more than this left of the budget it was given is that budget expiring.
+EXPIRY_SLACK = 0.05
 
 
 def _refused(waited: float, left: float, needed: float, retry_after: float) -> BackendError:

@@ -86,6 +86,8 @@ class _Document(BaseModel):
     backends: dict[str, dict[str, Any]] = Field(min_length=1)
     routes: tuple[_Route, ...] = ()
     default: RouteConfig
+    # Callers' quotas: validated by `service.quotas.config`, which reads them again when the file changes.
+    quotas: dict[str, Any] = {}
 
 
 BUDGET_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"

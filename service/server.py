@@ -30,6 +30,10 @@ from service.observe import CostMetrics
 from service.policy.gate import PolicyGate
 from service.policy.metrics import PolicyMetrics
 from service.policy.reload import PolicyWatcher
+from service.quotas.backend import governed
+from service.quotas.build import build_quotas
+from service.quotas.guard import QuotaGuard
+from service.quotas.usage import UsageRpc
 from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
 from service.routing import Route, Router, Upstream
@@ -149,7 +153,11 @@ def fleet_connection(settings: Settings) -> FleetConnection | None:
 
 
 def build_router(
-    settings: Settings, backends: Sequence[Backend], telemetry: Telemetry, costs: CostMetrics | None = None
+    settings: Settings,
+    backends: Sequence[Backend],
+    telemetry: Telemetry,
+    costs: CostMetrics | None = None,
+    quotas: QuotaGuard | None = None,
 ) -> Router:
     """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says; the
     calls of paid backends counted in `costs`."""
@@ -160,6 +168,7 @@ def build_router(
         config = configs.get(backend.name)
         if costs is not None:
             backend = metered(backend, config.type if config else None, costs)
+        backend = governed(backend, config.type if config else None, quotas)
         governor = build_governor(
             (config.qps if config else None) or settings.qps,
             name=backend.name,
@@ -282,8 +291,9 @@ def build_server(
         price_per_10k=settings.price_per_10k,
         callers=telemetry.metrics.callers,
     )
+    quotas = build_quotas(settings, fleet_connection(settings), telemetry)
     router = build_router(
-        settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs
+        settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs, quotas
     )
     policy, policy_watcher = _policy(settings, telemetry)
     servicer = ModerationServicer(
@@ -303,6 +313,7 @@ def build_server(
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,
         policy=policy,
+        usage=UsageRpc(quotas),
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

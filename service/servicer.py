@@ -15,6 +15,8 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
     BatchModerateImagesRequest,
     BatchModerateImagesResponse,
+    GetUsageRequest,
+    GetUsageResponse,
     ModerateImageRequest,
     ModerateImageResponse,
     StreamModerateImagesRequest,
@@ -31,6 +33,7 @@ from service.governor import Priority
 from service.intake import Intake
 from service.observe import Observer, Outcome
 from service.policy.gate import PolicyGate
+from service.quotas.usage import UsageRpc
 from service.routing import Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
@@ -58,9 +61,11 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         telemetry: Telemetry,
         stream_idle_timeout: float | None = None,
         policy: PolicyGate | None = None,
+        usage: UsageRpc | None = None,
     ) -> None:
         self._policy = policy
         self._router = router
+        self._usage = usage or UsageRpc(None)
         self._cache = cache
         self._admission = admission
         self._telemetry = telemetry
@@ -195,6 +200,11 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             stop_reading=self._draining,
             idle_timeout=self._stream_idle_timeout,
         )
+
+    async def GetUsage(
+        self, request: GetUsageRequest, context: grpc.aio.ServicerContext[GetUsageRequest, GetUsageResponse]
+    ) -> GetUsageResponse:
+        return await self._usage.get_usage(request, context)
 
     async def _moderate(
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str

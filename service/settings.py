@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -31,6 +32,7 @@ from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
 from service.policy.loading import PolicyError, load_policy
 from service.policy.rules import Policy
+from service.quotas.config import load_quotas
 from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
 from service.telemetry import DEFAULT_MAX_CALLERS
 
@@ -56,6 +58,14 @@ def _host_port(example: str) -> AfterValidator:
 
 def _metrics_listen(value: object) -> object:
     return None if isinstance(value, str) and value.strip().lower() == "off" else value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone name, e.g. Asia/Shanghai") from None
+    return value
 
 
 def _backend_name(value: str) -> str:
@@ -380,6 +390,18 @@ class Settings(Declared):
         description="CNY per 10,000 billed calls (IMS's pay-as-you-go price), for "
         "`moderation_estimated_cost_cny_total`.",
     )
+    quota_timezone: Annotated[str, AfterValidator(_time_zone)] = Field(
+        "Asia/Shanghai",
+        validation_alias="MODERATION_QUOTA_TIMEZONE",
+        description="the time zone of the quotas' calendar days and months (an IANA name; IMS bills by "
+        "Beijing time). See the quotas guide.",
+    )
+    quota_redis_failure: Annotated[Literal["fail-open", "fail-closed"], BeforeValidator(_lower)] = Field(
+        "fail-open",
+        validation_alias="MODERATION_QUOTA_REDIS_FAILURE",
+        description="what a quota does while Redis is unreachable: `fail-open` serves and counts here, "
+        "adding the counts once Redis is back; `fail-closed` refuses every call a quota governs.",
+    )
 
     # Built by `load_settings` from the variables above, never read from a variable of their own.
     backends: tuple[BackendConfig, ...] = ()
@@ -446,6 +468,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.extend(describe_errors(error))
     routes_path = env.get(_name("routes_file"), "").strip()
     routes = _routes(Path(routes_path), env, problems) if routes_path else None
+    if routes is not None:
+        problems.extend(_quota_problems(Path(routes_path)))
     if routes_path:
         backends = list(routes.backends.values()) if routes else []
     else:
@@ -476,6 +500,14 @@ def _routes(path: Path, env: Mapping[str, str], problems: list[str]) -> RoutesCo
     except RoutesError as exc:
         problems.extend(f"{_name('routes_file')}: {problem}" for problem in exc.problems)
         return None
+
+
+def _quota_problems(path: Path) -> list[str]:
+    try:
+        load_quotas(path)
+    except RoutesError as exc:
+        return [f"{_name('routes_file')}: {problem}" for problem in exc.problems]
+    return []
 
 
 def _single_backend(env: Mapping[str, str], problems: list[str]) -> list[BackendConfig]:

@@ -148,6 +148,11 @@ class HostileModeration(ModerationServiceServicer):
         # abort raises; the yield makes this the streaming handler the base class declares.
         yield pb.BatchModerateImagesResponse()
 
+    async def GetUsage(
+        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUsageResponse:
+        return pb.GetUsageResponse()
+
 
 class HostileServer:
     def __init__(self, server: grpc.aio.Server, port: int, health: health_aio.HealthServicer) -> None:

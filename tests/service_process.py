@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,15 +41,23 @@ def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.
 def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
     """`python -m service` on `port` with only `settings` (and PATH) in its environment; the verdict
     cache off unless `settings` turn it on (most tests count the backend's calls of one image)."""
+    return spawn_module("service", port, settings, subprocess.PIPE)
+
+
+def spawn_module(
+    module: str, port: int, settings: Mapping[str, str], output: IO[str] | int
+) -> subprocess.Popen[str]:
+    """`python -m module` (the service, or a test's launcher of it) as `spawn_service` says; its output
+    piped, or written to the file `output`."""
     return subprocess.Popen(
-        [sys.executable, "-m", "service"],
+        [sys.executable, "-m", module],
         env={
             "PATH": os.environ["PATH"],
             "MODERATION_LISTEN": f"127.0.0.1:{port}",
             "MODERATION_CACHE": "off",
             **settings,
         },
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )

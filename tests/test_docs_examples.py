@@ -28,6 +28,7 @@ from sybil.parsers.markdown import CodeBlockParser
 from backends.local.keywords import load_libraries
 from backends.local.policy import load_policies
 from emulator import EmulatorConfig, ImsEmulator
+from service.quotas.config import quotas_from_document
 from service.routes import load_routes
 from tests.conftest import SECRET_ID, SECRET_KEY
 from tests.example_files import write_example_files
@@ -70,9 +71,13 @@ def load_toml(example: Example) -> None:
     folder.mkdir()
     text = with_local_files(example.parsed, folder)
     document: dict[str, Any] = tomllib.loads(text)
+    if "quotas" in document:
+        assert quotas_from_document(document)
     if "backends" in document:
         routes = load_routes(write(folder / "routes.toml", text), ROUTE_SECRETS)
         assert routes.backends
+    elif "quotas" in document:
+        return
     elif "words" in document:
         (library,) = load_libraries(write(folder / "library.toml", text).parent)
         assert library.id == document["id"]

@@ -124,4 +124,6 @@ KIND_TEXTS: dict[Kind, str] = {
     Kind.FAILED: "IMS refused the request",
     Kind.THROTTLED: "no rate slot was free",
     Kind.OVERLOADED: "the backend had no room for the image",
+    Kind.CALLER_QUOTA_EXHAUSTED: "the caller's quota is used up",
+    Kind.QUOTA_UNAVAILABLE: "the quota counts cannot be reached",
 }

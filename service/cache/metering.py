@@ -14,7 +14,7 @@ from typing import Final
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from backends.base import Backend, Fingerprint
+from backends.base import Backend, WrappedBackend
 from backends.errors import BackendError, Kind
 from service.observe import CostMetrics
 
@@ -25,27 +25,12 @@ BILLING_TYPES: Final = frozenset({"tencent"})
 BILLED_FAILURES: Final = frozenset({Kind.TIMEOUT, Kind.UNAVAILABLE, Kind.FAILED})
 
 
-class BilledBackend:
+class BilledBackend(WrappedBackend):
     """The backend as it is, each billed attempt counted."""
 
     def __init__(self, backend: Backend, metrics: CostMetrics) -> None:
-        self._backend = backend
+        super().__init__(backend)
         self._metrics = metrics
-
-    @property
-    def name(self) -> str:
-        return self._backend.name
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._backend.fingerprint
-
-    @property
-    def concurrency(self) -> int | None:
-        return self._backend.concurrency
-
-    async def start(self) -> None:
-        await self._backend.start()
 
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
         try:
@@ -60,9 +45,6 @@ class BilledBackend:
             raise
         self._metrics.billed_call(self.name, request.biz_type)
         return result
-
-    async def aclose(self) -> None:
-        await self._backend.aclose()
 
 
 def metered(backend: Backend, backend_type: str | None, metrics: CostMetrics) -> Backend:

@@ -28,6 +28,8 @@ STATUSES = {
     Kind.FAILED: ("INTERNAL", "BACKEND_FAILED", None),
     Kind.THROTTLED: ("RESOURCE_EXHAUSTED", "RATE_BUDGET_EXHAUSTED", 1.0),
     Kind.OVERLOADED: ("RESOURCE_EXHAUSTED", "BACKEND_OVERLOADED", 1.0),
+    Kind.CALLER_QUOTA_EXHAUSTED: ("RESOURCE_EXHAUSTED", "CALLER_QUOTA_EXHAUSTED", None),
+    Kind.QUOTA_UNAVAILABLE: ("UNAVAILABLE", "QUOTA_STORE_UNAVAILABLE", 1.0),
 }
 # The decisions: retried, fails over, circuit, operator fault.
 DECISIONS = {
@@ -42,6 +44,8 @@ DECISIONS = {
     Kind.FAILED: (False, True, SUCCESS, True),
     Kind.THROTTLED: (False, True, NONE, False),
     Kind.OVERLOADED: (False, True, NONE, False),
+    Kind.CALLER_QUOTA_EXHAUSTED: (False, True, NONE, False),
+    Kind.QUOTA_UNAVAILABLE: (False, True, NONE, False),
 }
 
 
