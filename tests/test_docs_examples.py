@@ -28,6 +28,7 @@ from sybil.parsers.markdown import CodeBlockParser
 from backends.local.keywords import load_libraries
 from backends.local.policy import load_policies
 from emulator import EmulatorConfig, ImsEmulator
+from service.policy.loading import load_policy
 from service.quotas.config import quotas_from_document
 from service.routes import load_routes
 from tests.conftest import SECRET_ID, SECRET_KEY
@@ -81,9 +82,31 @@ def load_toml(example: Example) -> None:
     elif "words" in document:
         (library,) = load_libraries(write(folder / "library.toml", text).parent)
         assert library.id == document["id"]
+    elif GATEWAY_POLICY_KEYS & _keys(document):
+        for kind, lists in ((k, document.get(k, {})) for k in ("keyword_lists", "image_lists")):
+            for declared in lists.values():
+                write_stand_in(folder / declared["file"], kind, declared.get("kind", ""))
+        assert load_policy(write(folder / "policy.toml", text)).version
     else:
         policies = load_policies(write(folder / "policy.toml", text))
         assert policies is not None
+
+
+# What only the gateway's policy (service/policy) has; the rest of its format is the local backend's.
+GATEWAY_POLICY_KEYS = {"keyword_lists", "image_lists", "detectors", "shadow", "sub_labels"}
+
+
+def _keys(table: Any) -> set[str]:
+    if not isinstance(table, dict):
+        return set()
+    return set(table) | {key for value in table.values() for key in _keys(value)}
+
+
+def write_stand_in(path: Path, kind: str, list_kind: str) -> None:
+    """A list file of the right shape for a policy example that names it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = "example" if kind == "keyword_lists" else f"{'0f' * 32} example"
+    path.write_text(entry + "\n")
 
 
 def write(path: Path, text: str) -> Path:
