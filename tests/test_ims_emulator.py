@@ -32,7 +32,7 @@ from backends.tencent.signing import authorization, utc_date
 from emulator import EmulatorConfig, Faults, ImsEmulator
 from emulator.errors import ImsError
 from emulator.images import format_marker, make_gif, make_jpeg, make_png
-from emulator.validation import MAX_FILE_CONTENT_CHARS, validate
+from emulator.validation import MAX_FILE_CONTENT_CHARS, MAX_URL_IMAGE_BYTES, validate
 
 SECRET_ID = "AKIDEMULATORTESTEMULATORTEST00000001"
 SECRET_KEY = "emulator-test-secret-key-0123456789"
@@ -627,7 +627,10 @@ def test_malformed_marker_is_reported(emu: ImsEmulator) -> None:
 @pytest.fixture
 def image_host() -> Iterator[tuple[str, Counter[str]]]:
     """A loopback web server with a few images; yields its base URL and the hits per path."""
-    files = {"/block.jpg": make_jpeg(marker="IMSEMU:Block:Illegal:Gamble:90"), "/empty.png": b""}
+    block = make_jpeg(marker="IMSEMU:Block:Illegal:Gamble:90")
+    # A valid JPEG with trailing bytes: one byte over IMS's 5 MB for an image by URL.
+    big = block + b"\0" * (MAX_URL_IMAGE_BYTES + 1 - len(block))
+    files = {"/block.jpg": block, "/empty.png": b"", "/big.jpg": big}
     hits: Counter[str] = Counter()
 
     class Handler(BaseHTTPRequestHandler):
@@ -674,6 +677,7 @@ def test_file_url_is_downloaded_and_moderated(emu: ImsEmulator, image_host: tupl
         ("/slow.png", 2, "ResourceUnavailable.ImageDownloadError"),
         ("/redirect.png", 2, "ResourceUnavailable.ImageDownloadError"),
         ("/empty.png", 1, "InvalidParameterValue.EmptyImageContent"),
+        ("/big.jpg", 1, "InvalidParameterValue.InvalidFileContentSize"),
     ],
 )
 def test_file_url_failures(
