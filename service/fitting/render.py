@@ -19,9 +19,10 @@ __all__ = ["Header", "Piece", "decode_memory", "read_header", "render"]
 # Walked down until the encoding fits the backend's byte limit; below the last, the image shrinks.
 JPEG_QUALITIES = (90, 80, 70, 60, 50)
 SHRINK = 0.75
-# Bytes per decoded pixel at most (RGBA), and the copies alive at once (decoded, scaled, encoded).
+# Bytes per decoded pixel at most (RGBA), and the copies alive at once (decoded, converted or scaled,
+# encoded).
 _PIXEL_BYTES = 4
-_COPIES = 2
+_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,17 @@ def render(content: bytes, header: Header, plan: Plan, limits: BackendLimits) ->
             # Of a multi-page or animated image, the first page (the one a viewer shows). Orientation
             # tags are left to the backend, as for images sent as given.
             opened.load()
-            image = opened.copy()
+            return _pieces(opened, plan, limits)
+    except FitRefused:
+        raise
     except Exception:
         raise FitRefused(
             "IMAGE_UNDECODABLE", "the image could not be decoded (corrupt or truncated)"
         ) from None
-    image = _flattened(image)
+
+
+def _pieces(decoded: Image.Image, plan: Plan, limits: BackendLimits) -> list[Piece]:
+    image = _flattened(decoded)
     if image.size != (plan.scaled_width, plan.scaled_height):
         image = image.resize((plan.scaled_width, plan.scaled_height), Image.Resampling.LANCZOS)
     if not plan.tiles:

@@ -39,8 +39,9 @@ from service.validation import (
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "FitRoute", "Fitting", "Prepared"]
 
-# Decoded pixels of all images being fitted at once: a few 100-megapixel photos, then they queue.
-DEFAULT_MEMORY_BUDGET = 1024**3
+# Memory for the pixels of all images being fitted at once (estimated from their headers): two
+# 12,000 x 9,000 photos decoded at half size, then others queue; it bounds the gateway's RSS.
+DEFAULT_MEMORY_BUDGET = 512 * 1024**2
 
 
 @dataclass(frozen=True)
