@@ -241,8 +241,8 @@ async def test_a_too_large_photo_is_downscaled_and_its_text_mapped_back(
     normalization = result.normalization
     assert (normalization.original_width, normalization.original_height) == (10_400, 5_200)
     assert (normalization.sent_width, normalization.sent_height, normalization.reencoded) == (
-        4096,
-        2048,
+        2600,
+        1300,
         "JPEG",
     )
     assert result.suggestion == Suggestion.SUGGESTION_BLOCK
@@ -253,9 +253,21 @@ async def test_a_too_large_photo_is_downscaled_and_its_text_mapped_back(
     assert emulator.stats.billed == 1
 
 
-async def test_a_format_the_backend_does_not_take_is_transcoded(reading: Gateway) -> None:
-    tiff = inked(300, 200, (10, 10, 40, 40), "TIFF")
-    result = await answer(reading, ModerateImageRequest(content=tiff))
+def two_page_tiff() -> bytes:
+    """A scan's first page with ink, its second without: only the first is moderated."""
+    first = Image.open(io.BytesIO(inked(300, 200, (10, 10, 40, 40))))
+    buffer = io.BytesIO()
+    first.save(buffer, "TIFF", save_all=True, append_images=[Image.new("RGB", (300, 200), "white")])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [two_page_tiff(), inked(300, 200, (10, 10, 40, 40), "AVIF")],
+    ids=["tiff-2-pages", "avif"],
+)
+async def test_a_format_the_backend_does_not_take_is_transcoded(reading: Gateway, image: bytes) -> None:
+    result = await answer(reading, ModerateImageRequest(content=image))
     assert (result.normalization.reencoded, result.normalization.sent_width) == ("JPEG", 300)
     assert result.suggestion == Suggestion.SUGGESTION_BLOCK
 

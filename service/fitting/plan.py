@@ -1,8 +1,10 @@
 """What to do with an image of a given size and format so the backend takes it: pure arithmetic.
 
 * It fits: sent as it is (or transcoded, or re-encoded smaller, when its format or bytes do not fit).
-* Too large but of an ordinary shape: downscaled, the long side to at most `DOWNSCALE_SIDE`: moderation
-  does not need more, and decoding a JPEG at a fraction of its size (draft mode) saves most of the work.
+* Too large but of an ordinary shape: downscaled, the long side to `DOWNSCALE_SIDE`: moderation does
+  not need more. A JPEG is instead decoded at 1/2, 1/4 or 1/8 of its size straight from the DCT (draft
+  mode), the largest reduction that keeps its long side at `MIN_DRAFT_SIDE` or more: no resampling at
+  all, and a fraction of the memory.
 * Of an extreme aspect ratio (>= the backend's maximum), or so long that fitting it whole would shrink
   it below half its size (a long screenshot's text would become unreadable): cut into overlapping tiles
   across the long side, each one a backend call, at full resolution (unless the short side is itself
@@ -23,8 +25,10 @@ __all__ = ["MAX_LONG_SIDE", "MAX_PIXELS", "FitRefused", "Plan", "Tile", "plan"]
 MAX_LONG_SIDE = 40_000
 # The most pixels the gateway decodes for one image (40,000 x 4,000): a 12,000 x 9,000 photo fits.
 MAX_PIXELS = 160_000_000
-# The long side of a downscaled image.
+# The long side of a downscaled image; of a JPEG decoded reduced, at least MIN_DRAFT_SIDE.
 DOWNSCALE_SIDE = 4096
+MIN_DRAFT_SIDE = 2048
+DRAFT_REDUCTIONS = (8, 4, 2)
 # Below this factor, fitting a long image whole would lose its detail: it is tiled instead.
 MIN_WHOLE_SCALE = 0.5
 # The share of a tile's length it overlaps the next one by, so that no text line or object is only
@@ -75,8 +79,9 @@ class Plan:
         return (self.scaled_width, length) if self.tall else (length, self.scaled_height)
 
 
-def plan(width: int, height: int, limits: BackendLimits, *, max_tiles: int) -> Plan:
-    """The plan for a `width` x `height` image; FitRefused if there is none within `max_tiles` tiles."""
+def plan(width: int, height: int, limits: BackendLimits, *, max_tiles: int, draft: bool = False) -> Plan:
+    """The plan for a `width` x `height` image; FitRefused if there is none within `max_tiles` tiles.
+    `draft`: the image can be decoded reduced (a JPEG)."""
     short, long = sorted((width, height))
     if short <= limits.min_side:
         raise FitRefused(
@@ -97,8 +102,17 @@ def plan(width: int, height: int, limits: BackendLimits, *, max_tiles: int) -> P
     # Down to DOWNSCALE_SIDE, but never so far that the short side falls under the minimum.
     scale = max(DOWNSCALE_SIDE / long, (limits.min_side + 1) / short)
     if fits_shape and needed >= MIN_WHOLE_SCALE and scale <= needed:
+        reduction = next((r for r in DRAFT_REDUCTIONS if draft and _drafted(width, height, r, limits)), None)
+        if reduction is not None:
+            return Plan(width, height, -(-width // reduction), -(-height // reduction))
         return Plan(width, height, round(width * scale), round(height * scale))
     return _tiled(width, height, limits, max_tiles)
+
+
+def _drafted(width: int, height: int, reduction: int, limits: BackendLimits) -> bool:
+    """Whether a JPEG decoded at 1/`reduction` is large enough to moderate and within the limits."""
+    short, long = sorted((-(-width // reduction), -(-height // reduction)))
+    return MIN_DRAFT_SIDE <= long < limits.max_side and short > limits.min_side
 
 
 def _tiled(width: int, height: int, limits: BackendLimits, max_tiles: int) -> Plan:

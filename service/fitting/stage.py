@@ -138,7 +138,10 @@ class Fitting:
                 raise _Unread from None
             raise _invalid(field_name, refused, request) from None
         try:
-            return header, plan(header.width, header.height, self._limits, max_tiles=cap)
+            fit_plan = plan(
+                header.width, header.height, self._limits, max_tiles=cap, draft=header.format == "JPEG"
+            )
+            return header, fit_plan
         except FitRefused as refused:
             raise _invalid(field_name, refused, request) from None
 

@@ -26,6 +26,11 @@ def test_a_large_photo_is_downscaled_to_the_working_size() -> None:
     assert (fitted.scaled_width, fitted.scaled_height, fitted.tiles) == (4096, 3072, ())
 
 
+def test_a_large_jpeg_is_decoded_reduced_instead() -> None:
+    fitted = plan(12_000, 9_000, IMS_LIMITS, max_tiles=8, draft=True)
+    assert (fitted.scaled_width, fitted.scaled_height) == (3_000, 2_250)
+
+
 def test_a_long_screenshot_is_tiled_at_full_resolution_with_overlaps() -> None:
     fitted = plan(1_080, 30_000, IMS_LIMITS, max_tiles=8)
     assert (fitted.scaled_width, fitted.scaled_height) == (1_080, 30_000)
