@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, dest=kind, type=float, default=0.0, metavar="P", help="probability 0..1")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault RNG")
     parser.add_argument(
-        "--read-ink", action="store_true", help="magenta ink in an image's pixels reads as ad text (emulator.ink)"
+        "--read-ink",
+        action="store_true",
+        help="magenta ink in an image's pixels reads as ad text (emulator.ink)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     private = parser.add_argument_group("a private deployment")
