@@ -28,6 +28,7 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 REFERER = "https://app.example/"
 BLOCK_JPEG = make_jpeg(marker="IMSEMU:Block:Porn:SexBehavior:97")
 MAGENTA = (255, 0, 255)
+HUGE_INK = (8_000, 4_000, 800, 400)
 
 
 def inked(width: int, height: int, ink: tuple[int, int, int, int], image_format: str = "PNG") -> bytes:
@@ -72,6 +73,9 @@ async def origin() -> AsyncIterator[str]:
     async def oversize(_: web.Request) -> web.Response:
         return web.Response(body=b"\0" * (30 * 1024 * 1024 + 1), content_type="image/jpeg")
 
+    async def huge(_: web.Request) -> web.Response:
+        return web.Response(body=inked(10_400, 5_200, HUGE_INK, "JPEG"), content_type="image/jpeg")
+
     async def page(_: web.Request) -> web.Response:
         return web.Response(text="<html>not an image</html>" * 10, content_type="text/html")
 
@@ -86,6 +90,7 @@ async def origin() -> AsyncIterator[str]:
         ("/drip.jpg", drip),
         ("/oversize.jpg", oversize),
         ("/page.html", page),
+        ("/huge.jpg", huge),
     ]:
         app.router.add_get(path, handler)
     runner = web.AppRunner(app)
@@ -236,7 +241,7 @@ async def reading(make_gateway: GatewayFactory, emulator: ImsEmulator) -> Gatewa
 async def test_a_too_large_photo_is_downscaled_and_its_text_mapped_back(
     reading: Gateway, emulator: ImsEmulator
 ) -> None:
-    photo = inked(10_400, 5_200, (8_000, 4_000, 800, 400), "JPEG")
+    photo = inked(10_400, 5_200, HUGE_INK, "JPEG")
     result = await answer(reading, ModerateImageRequest(content=photo))
     normalization = result.normalization
     assert (normalization.original_width, normalization.original_height) == (10_400, 5_200)
@@ -259,6 +264,15 @@ def two_page_tiff() -> bytes:
     buffer = io.BytesIO()
     first.save(buffer, "TIFF", save_all=True, append_images=[Image.new("RGB", (300, 200), "white")])
     return buffer.getvalue()
+
+
+async def test_a_fetched_image_is_fitted_too(fetching: Gateway, origin: str, emulator: ImsEmulator) -> None:
+    emulator.config.read_ink = True
+    result = await answer(fetching, ModerateImageRequest(url=f"{origin}/huge.jpg"))
+    assert (result.normalization.original_width, result.normalization.sent_width) == (10_400, 2_600)
+    assert result.suggestion == Suggestion.SUGGESTION_BLOCK
+    location = result.ocr_results[0].details[0].location
+    assert [location.x, location.y] == pytest.approx(HUGE_INK[:2], abs=40)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image, ImageDraw
 from tencentcloud.common import credential
 from tencentcloud.common.common_client import CommonClient
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
@@ -613,6 +615,23 @@ def test_same_image_gets_the_same_answer(emu: ImsEmulator) -> None:
     first, second = answer(post(emu, params)), answer(post(emu, params))
     assert first.pop("RequestId") != second.pop("RequestId")
     assert first == second
+
+
+def test_magenta_ink_reads_as_ad_text_where_it_is_only_when_asked(emu: ImsEmulator) -> None:
+    image = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(image).rectangle((80, 160, 239, 199), fill=(255, 0, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    params = image_params(image=buffer.getvalue())
+    assert answer(post(emu, params))["Suggestion"] == "Pass"
+    emu.config.read_ink = True
+    result = answer(post(emu, params))
+    assert (result["Suggestion"], result["Label"]) == ("Block", "Ad")
+    location = result["OcrResults"][0]["Details"][0]["Location"]
+    # JPEGs are read at 1/8 of their size: within 8 px.
+    assert [location["X"], location["Y"], location["Width"], location["Height"]] == pytest.approx(
+        [80, 160, 160, 40], abs=8
+    )
 
 
 def test_malformed_marker_is_reported(emu: ImsEmulator) -> None:
