@@ -14,12 +14,14 @@ import pytest
 from aiohttp import web
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from PIL import Image, ImageDraw
 
 from emulator import ImsEmulator
 from emulator.images import make_jpeg
 from service.routes import RouteConfig, RoutesConfig
 from service.server import Gateway
+from service.telemetry import setup_telemetry
 from tests.conftest import GatewayFactory, open_channel
 from tests.richstatus import RichError, rich_error
 
@@ -299,6 +301,31 @@ async def test_a_long_screenshot_is_tiled_and_its_text_found_on_the_right_tile(
     location = ocr.location
     assert [location.x, location.y] == pytest.approx([100, 22_000], abs=10)
     assert [location.width, location.height] == pytest.approx([600, 300], abs=10)
+
+
+def billed_calls(reader: InMemoryMetricReader) -> float:
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "moderation.billed_calls"
+        for point in metric.data.data_points
+    ]
+    return sum(float(point.value) for point in points if isinstance(point, NumberDataPoint))
+
+
+async def test_every_tile_is_billed_in_the_cost_metrics(
+    make_gateway: GatewayFactory, emulator: ImsEmulator
+) -> None:
+    emulator.config.read_ink = True
+    reader = InMemoryMetricReader()
+    gateway = await make_gateway(telemetry=setup_telemetry({}, metric_readers=[reader]))
+    result = await answer(gateway, ModerateImageRequest(content=inked(1_080, 20_000, (0, 0, 60, 60))))
+    assert (result.normalization.tiles, emulator.stats.billed) == (3, 3)
+    assert billed_calls(reader) == 3
 
 
 async def test_more_tiles_than_allowed_is_refused_before_any_call(

@@ -50,6 +50,11 @@ def read_header(content: bytes) -> Header:
     try:
         with _quiet(), Image.open(io.BytesIO(content)) as image:
             return Header(image.format or "", image.width, image.height, getattr(image, "n_frames", 1))
+    except Image.DecompressionBombError:
+        # Pillow's own guard, beyond the gateway's pixel cap: named as what it is, not as corruption.
+        raise FitRefused(
+            "IMAGE_DIMENSIONS_OUT_OF_RANGE", "the image declares more pixels than the gateway fits"
+        ) from None
     except UnidentifiedImageError:
         raise FitRefused(
             "IMAGE_UNSUPPORTED",

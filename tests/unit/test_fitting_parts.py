@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from service.fitting.limits import IMS_LIMITS
 from service.fitting.plan import FitRefused, Tile, plan
+from service.fitting.render import read_header
 from service.fitting.setup import build_fitting
 from service.routes import RoutesError, load_routes
 from service.routing import Route, Router
@@ -59,6 +64,18 @@ def test_what_cannot_be_fitted_is_refused(width: int, height: int, reason: str) 
     with pytest.raises(FitRefused) as refused:
         plan(width, height, IMS_LIMITS, max_tiles=3)
     assert refused.value.reason == reason
+
+
+def test_a_header_declaring_too_many_pixels_is_named_as_such() -> None:
+    # A real PNG whose header says 20,000 x 20,000: no pixel data is needed to refuse it.
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 60)).save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", 20_000, 20_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    with pytest.raises(FitRefused) as refused:
+        read_header(bytes(png))
+    assert refused.value.reason == "IMAGE_DIMENSIONS_OUT_OF_RANGE"
 
 
 def write(tmp_path: Path, route: str) -> Path:
