@@ -213,6 +213,10 @@ def parameter_violations(request: ModerateImageRequest) -> list[FieldViolation]:
         violations.append(FieldViolation("interval", "must not be negative", "INVALID_FRAME_SAMPLING"))
     if request.max_frames < 0:
         violations.append(FieldViolation("max_frames", "must not be negative", "INVALID_FRAME_SAMPLING"))
+    if request.max_tiles < 0:
+        violations.append(
+            FieldViolation("max_tiles", "must not be negative (0: the route's cap)", "INVALID_MAX_TILES")
+        )
     if request.HasField("user"):
         violations.extend(_user_violations(request))
     if request.HasField("device"):
