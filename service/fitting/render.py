@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from service.fitting.limits import BackendLimits
 from service.fitting.plan import FitRefused, Plan, Tile
 
-__all__ = ["Header", "Piece", "decode_memory", "read_header", "render"]
+__all__ = ["Header", "Piece", "as_given", "decode_memory", "read_header", "render"]
 
 # Walked down until the encoding fits the backend's byte limit; below the last, the image shrinks.
 JPEG_QUALITIES = (90, 80, 70, 60, 50)
@@ -72,11 +72,16 @@ def decode_memory(header: Header, plan: Plan) -> int:
     return _COPIES * _PIXEL_BYTES * (header.width // reduced + 1) * (header.height // reduced + 1)
 
 
-def render(content: bytes, header: Header, plan: Plan, limits: BackendLimits) -> list[Piece]:
-    """The pieces to send for `plan`: the bytes as given when they fit, else re-encoded ones."""
+def as_given(content: bytes, header: Header, plan: Plan, limits: BackendLimits) -> Piece | None:
+    """The image as it came, when the backend takes it so: no decoding, no worker thread."""
     sendable = header.format in limits.formats and len(content) <= limits.max_bytes
-    if not plan.resized and not plan.tiles and sendable:
-        return [Piece(content, header.width, header.height, "")]
+    if plan.resized or plan.tiles or not sendable:
+        return None
+    return Piece(content, header.width, header.height, "")
+
+
+def render(content: bytes, header: Header, plan: Plan, limits: BackendLimits) -> list[Piece]:
+    """The re-encoded pieces to send for `plan` (an image `as_given` does not send as it came)."""
     try:
         with _quiet(), Image.open(io.BytesIO(content)) as opened:
             if header.format == "JPEG" and plan.resized:

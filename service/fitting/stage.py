@@ -25,7 +25,7 @@ from service.errors import CallFailure
 from service.fitting.combine import combined
 from service.fitting.limits import IMS_LIMITS, BackendLimits
 from service.fitting.plan import FitRefused, Plan, plan
-from service.fitting.render import Header, Piece, decode_memory, read_header, render
+from service.fitting.render import Header, Piece, as_given, decode_memory, read_header, render
 from service.governor import Priority
 from service.routing import Router
 from service.validation import (
@@ -107,7 +107,8 @@ class Fitting:
             header, fit_plan = self._planned(request, route, field_name="content")
         except _Unread:
             return await self._router.moderate(request, deadline, priority)
-        pieces = await self._rendered(request.content, header, fit_plan, deadline)
+        given = as_given(request.content, header, fit_plan, self._limits)
+        pieces = [given] if given else await self._rendered(request.content, header, fit_plan, deadline)
         calls = [
             self._router.moderate(_with_content(request, piece.content), deadline, priority)
             for piece in pieces
