@@ -19,10 +19,8 @@ __all__ = ["Header", "Piece", "as_given", "decode_memory", "read_header", "rende
 # Walked down until the encoding fits the backend's byte limit; below the last, the image shrinks.
 JPEG_QUALITIES = (90, 80, 70, 60, 50)
 SHRINK = 0.75
-# Bytes per decoded pixel at most (RGBA), and the copies alive at once (decoded, converted or scaled,
-# encoded).
+# Bytes per pixel in memory: Pillow keeps RGB (and RGBA) at 4.
 _PIXEL_BYTES = 4
-_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -31,6 +29,7 @@ class Header:
     width: int
     height: int
     frames: int
+    mode: str = "RGB"
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,8 @@ def read_header(content: bytes) -> Header:
     """The image's format and size from its header alone; FitRefused if it is no image."""
     try:
         with _quiet(), Image.open(io.BytesIO(content)) as image:
-            return Header(image.format or "", image.width, image.height, getattr(image, "n_frames", 1))
+            frames = getattr(image, "n_frames", 1)
+            return Header(image.format or "", image.width, image.height, frames, image.mode)
     except Image.DecompressionBombError:
         # Pillow's own guard, beyond the gateway's pixel cap: named as what it is, not as corruption.
         raise FitRefused(
@@ -67,9 +67,18 @@ def read_header(content: bytes) -> Header:
 
 
 def decode_memory(header: Header, plan: Plan) -> int:
-    """Bytes rendering takes at most, from the header: what the stage's memory budget grants."""
+    """Bytes rendering holds at its peak, from the header: what the stage's memory budget grants."""
     reduced = _draft_factor(header, plan)
-    return _COPIES * _PIXEL_BYTES * (header.width // reduced + 1) * (header.height // reduced + 1)
+    width, height = -(-header.width // reduced), -(-header.height // reduced)
+    pixels = width * height
+    if header.mode != "RGB":
+        pixels *= 2  # converted to RGB beside the decoded image
+    if (width, height) != (plan.scaled_width, plan.scaled_height):
+        # Lanczos resamples one axis, then the other: both results are alive at the end.
+        pixels += plan.scaled_width * height + plan.scaled_width * plan.scaled_height
+    if plan.tiles:
+        pixels += max(plan.tile_size(tile)[0] * plan.tile_size(tile)[1] for tile in plan.tiles)
+    return pixels * _PIXEL_BYTES
 
 
 def as_given(content: bytes, header: Header, plan: Plan, limits: BackendLimits) -> Piece | None:

@@ -8,15 +8,20 @@ import zlib
 from pathlib import Path
 
 import pytest
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image
 
+from backends.fetch import FetchPolicy, ImageFetcher
+from service.deadlines import Deadline
 from service.fitting.limits import IMS_LIMITS
 from service.fitting.plan import FitRefused, Tile, plan
 from service.fitting.render import read_header
 from service.fitting.setup import build_fitting
+from service.fitting.stage import FitRoute, Fitting
 from service.routes import RoutesError, load_routes
 from service.routing import Route, Router
 from service.settings import Settings, load_settings
+from service.validation import ValidationError
 
 ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 
@@ -66,16 +71,35 @@ def test_what_cannot_be_fitted_is_refused(width: int, height: int, reason: str) 
     assert refused.value.reason == reason
 
 
-def test_a_header_declaring_too_many_pixels_is_named_as_such() -> None:
-    # A real PNG whose header says 20,000 x 20,000: no pixel data is needed to refuse it.
+def png_header(width: int, height: int) -> bytes:
+    """A real PNG whose header says `width` x `height`: enough for anything that reads only headers."""
     buffer = io.BytesIO()
     Image.new("RGB", (60, 60)).save(buffer, "PNG")
     png = bytearray(buffer.getvalue())
-    png[16:24] = struct.pack(">II", 20_000, 20_000)
+    png[16:24] = struct.pack(">II", width, height)
     png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def test_a_header_declaring_too_many_pixels_is_named_as_such() -> None:
     with pytest.raises(FitRefused) as refused:
-        read_header(bytes(png))
+        read_header(png_header(20_000, 20_000))
     assert refused.value.reason == "IMAGE_DIMENSIONS_OUT_OF_RANGE"
+
+
+async def test_an_image_needing_more_than_the_memory_budget_is_refused_before_any_work() -> None:
+    router = Router([], [], Route(("cloud",)))
+    fitting = Fitting(router, lambda _: FitRoute(), ImageFetcher(FetchPolicy()), memory_budget=64 * 1024**2)
+    # Over the backend's 10,000 px: it must be decoded to be downscaled.
+    request = ModerateImageRequest(content=png_header(10_000, 8_000))
+    try:
+        with pytest.raises(ValidationError) as refused:
+            await fitting.prepare(request, Deadline.for_call(None))
+    finally:
+        await fitting.aclose()
+    [violation] = refused.value.violations
+    assert (violation.field, violation.reason) == ("content", "IMAGE_DIMENSIONS_OUT_OF_RANGE")
+    assert "more than the gateway gives one image (64 MiB)" in violation.description
 
 
 def write(tmp_path: Path, route: str) -> Path:
