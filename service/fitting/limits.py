@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from backends.image_limits import MAX_ASPECT_RATIO, MAX_SIDE, MIN_SIDE
 from service.validation import MAX_IMAGE_BYTES
 
-__all__ = ["IMS_LIMITS", "BackendLimits"]
+__all__ = ["IMS_LIMITS", "LIMITS_BY_TYPE", "LOCAL_LIMITS", "BackendLimits"]
 
 
 @dataclass(frozen=True)
@@ -29,3 +29,10 @@ class BackendLimits:
 
 
 IMS_LIMITS = BackendLimits()
+# The embedded backend reads every format Pillow reads, frames and pages included (its own checks
+# refuse a page over the limits): only sizes are fitted for it.
+LOCAL_LIMITS = BackendLimits(
+    formats=frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "ICO", "TIFF", "AVIF"})
+)
+# By backend type; a type not named here is IMS-compatible (a private deployment).
+LIMITS_BY_TYPE = {"local": LOCAL_LIMITS}

@@ -52,6 +52,8 @@ class FitRoute:
     fetch: bool = False
     fetch_headers: dict[str, str] = field(default_factory=dict)
     max_tiles: int = 8
+    # The limits of the route's first backend: what its images are fitted to.
+    limits: BackendLimits = IMS_LIMITS
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,11 @@ class Fitting:
         routes: Callable[[str], FitRoute],
         fetcher: ImageFetcher,
         *,
-        limits: BackendLimits = IMS_LIMITS,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         self._router = router
         self._routes = routes
         self._fetcher = fetcher
-        self._limits = limits
         self._memory = FairBudget(memory_budget)
 
     async def prepare(self, request: ModerateImageRequest, deadline: Deadline) -> Prepared:
@@ -108,8 +108,10 @@ class Fitting:
             header, fit_plan = self._planned(request, route, field_name="content")
         except _Unread:
             return await self._router.moderate(request, deadline, priority)
-        given = as_given(request.content, header, fit_plan, self._limits)
-        pieces = [given] if given else await self._rendered(request.content, header, fit_plan, deadline)
+        given = as_given(request.content, header, fit_plan, route.limits)
+        pieces = (
+            [given] if given else await self._rendered(request.content, header, fit_plan, route, deadline)
+        )
         calls = [
             self._router.moderate(_with_content(request, piece.content), deadline, priority)
             for piece in pieces
@@ -141,9 +143,9 @@ class Fitting:
             raise _invalid(field_name, refused, request) from None
         try:
             fit_plan = plan(
-                header.width, header.height, self._limits, max_tiles=cap, draft=header.format == "JPEG"
+                header.width, header.height, route.limits, max_tiles=cap, draft=header.format == "JPEG"
             )
-            if as_given(request.content, header, fit_plan, self._limits) is None:
+            if as_given(request.content, header, fit_plan, route.limits) is None:
                 self._check_memory(header, fit_plan)
             return header, fit_plan
         except FitRefused as refused:
@@ -161,7 +163,7 @@ class Fitting:
             )
 
     async def _rendered(
-        self, content: bytes, header: Header, fit_plan: Plan, deadline: Deadline
+        self, content: bytes, header: Header, fit_plan: Plan, route: FitRoute, deadline: Deadline
     ) -> list[Piece]:
         try:
             grant = await self._memory.acquire(
@@ -179,7 +181,7 @@ class Fitting:
                 attempts=0,
             ) from None
         try:
-            return await asyncio.to_thread(render, content, header, fit_plan, self._limits)
+            return await asyncio.to_thread(render, content, header, fit_plan, route.limits)
         except FitRefused as refused:
             raise CallFailure(
                 BackendError(Kind.INVALID_REQUEST, str(refused), field="content"), backend="", attempts=0
