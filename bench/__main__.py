@@ -1,5 +1,5 @@
-"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile,fleet,cache]`: measure each
-section's runs, print each run, then one table of medians per section."""
+"""`python -m bench [--runs N] [--quick] [--only streaming,local,telemetry,hostile,fleet,cache,fit]`:
+measure each section's runs, print each run, then one table of medians per section."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bench import (
     cache_section,
     callers_section,
     efficiency_section,
+    fit_section,
     fleet_section,
     hostile_section,
     local_section,
@@ -39,6 +40,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "efficiency": efficiency_section.section,
     "cache": cache_section.section,
     "policy": policy_section.section,
+    "fit": fit_section.section,
 }
 
 

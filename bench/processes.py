@@ -173,10 +173,14 @@ def worker(module: list[str], expect: str, **settings: str) -> Iterator[Worker]:
 
 @contextlib.contextmanager
 def emulator(
-    credentials: Credentials, *, latency: float = EMULATOR_LATENCY, qps: int | None = BUDGET_QPS
+    credentials: Credentials,
+    *,
+    latency: float = EMULATOR_LATENCY,
+    qps: int | None = BUDGET_QPS,
+    read_ink: bool = False,
 ) -> Iterator[Running]:
     """`python -m emulator`, by default with IMS's latency and limit (`qps=None`: no limit);
-    its address is its URL."""
+    its address is its URL. `read_ink`: magenta pixels read as ad text (`emulator.ink`)."""
     env = _environment(
         IMS_EMULATOR_SECRET_ID=credentials.secret_id, IMS_EMULATOR_SECRET_KEY=credentials.secret_key
     )
@@ -184,6 +188,8 @@ def emulator(
     module = ["emulator", "--port", "0", "--latency", str(latency)]
     if qps is not None:
         module += ["--qps", str(qps)]
+    if read_ink:
+        module.append("--read-ink")
     with _spawn(module, env, stdout=subprocess.PIPE) as (process, log):
         assert process.stdout is not None
         line = _read_line(process.stdout, START_TIMEOUT)

@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--fault-" + kind.replace("_", "-")
         parser.add_argument(flag, dest=kind, type=float, default=0.0, metavar="P", help="probability 0..1")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault RNG")
+    parser.add_argument(
+        "--read-ink",
+        action="store_true",
+        help="magenta ink in an image's pixels reads as ad text (emulator.ink)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     private = parser.add_argument_group("a private deployment")
     private.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
@@ -134,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         auth=args.auth,
         bearer_token=args.bearer_token or "",
         path=args.path,
+        read_ink=args.read_ink,
     )
     stop = threading.Event()
 

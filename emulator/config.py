@@ -67,6 +67,8 @@ class EmulatorConfig:
     # How requests authenticate: "tc3" as Tencent does, or as a private deployment may: "bearer"
     # (`Authorization: Bearer <bearer_token>`) or "none".
     auth: str = "tc3"
+    # Magenta ink in the pixels reads as advertising text (`emulator.ink`), at the cost of a decode.
+    read_ink: bool = False
     bearer_token: str = field(default="", repr=False)
     # The one request path served, signed as the canonical URI under tc3; others get HTTP 404.
     path: str = "/"

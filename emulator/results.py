@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .imagecheck import ImageInfo
+from .ink import InkHit
 from .marker import Hit
 
 DEFAULT_BIZ_TYPE = "TencentCloudDefault"
@@ -154,11 +155,18 @@ def _ocr_detail(b: _Builder, hit: Hit) -> Json:
         "LibName": lib_name,
         "Keywords": [keyword],
         "Score": hit.score,
-        "Location": b.box(),
+        "Location": _ink_box(hit) or b.box(),
         "Rate": 99,
         "SubLabel": hit.sub_label,
         "HitInfos": [hit_info],
     }
+
+
+def _ink_box(hit: Hit) -> Json | None:
+    if not isinstance(hit, InkHit):
+        return None
+    x, y, width, height = hit.box
+    return {"X": x, "Y": y, "Width": width, "Height": height, "Rotate": 0.0}
 
 
 def _ocr_results(b: _Builder) -> list[Json]:

@@ -32,6 +32,7 @@ from .config import EmulatorConfig
 from .errors import ImsError
 from .faults import Fault, Faults
 from .headers import check_common_parameters
+from .ink import find_ink
 from .marker import find_hits
 from .ratelimit import SlidingWindowLimiter
 from .stats import Stats
@@ -157,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         time.sleep(max(0.0, arrival - time.monotonic()))
         emulator._admit(secret_id, config.qps_limit, arrival)
         subject = validate(params, config)
-        hits = find_hits(subject.image)
+        hits = find_hits(subject.image) + (find_ink(subject.image) if config.read_ink else [])
         fault = emulator._draw_fault(config.faults)
         if fault is not None:
             emulator.stats.record_fault(fault.kind)

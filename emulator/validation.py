@@ -19,6 +19,9 @@ from .imagecheck import inspect
 from .results import Subject
 
 MAX_FILE_CONTENT_CHARS = 10 * 1024 * 1024
+# The FAQ reading: an image over 5 MB by URL is InvalidFileContentSize (the downloader itself
+# takes sources up to 30 MB: emulator.fetch).
+MAX_URL_IMAGE_BYTES = 5 * 1024 * 1024
 
 # Parameter schemas: name -> JSON type (int means a JSON integer, never a bool or a float).
 _REQUEST: dict[str, type] = {
@@ -166,6 +169,11 @@ def _image_bytes(params: dict[str, Any], config: EmulatorConfig) -> bytes:
         if not image:
             raise ImsError(
                 "InvalidParameterValue.EmptyImageContent", "The image downloaded from FileUrl is empty."
+            )
+        if len(image) > MAX_URL_IMAGE_BYTES:
+            raise ImsError(
+                "InvalidParameterValue.InvalidFileContentSize",
+                f"The image downloaded from FileUrl is {len(image)} bytes; it must be at most 5 MB.",
             )
         return image
     raise ImsError("InvalidParameterValue.InvalidContent", "FileContent and FileUrl are both empty.")

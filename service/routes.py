@@ -15,6 +15,9 @@
     attempts = 3
     rate_share = 0.8                  # at most 80 % of each backend's qps for this route
     cache_user_fields = true          # user/device fields do not change this route's verdicts
+    fetch = "gateway"                 # URL images downloaded by the gateway (default for tencent)
+    fetch_headers = { Referer = "https://app.example/" }   # sent with those downloads
+    max_tiles = 8                     # tiles (billed calls) per image of extreme aspect ratio
 
 Each backend type declares its own keys (`backends.registry`); `type`, `qps` and `budget_key` are
 everyone's. The
@@ -27,9 +30,9 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backends.files import MIB, SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 from backends.options import Declared, describe_errors, unreadable
@@ -39,6 +42,12 @@ __all__ = ["BUDGET_KEY_PATTERN", "BackendConfig", "RouteConfig", "RoutesConfig",
 
 # A routing file of a thousand backends is a few hundred KB.
 ROUTES_FILE_LIMIT = MIB
+# An HTTP header's name (RFC 9110 token) and a value without control characters.
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
+_HEADER_VALUE = r"^[\x20-\x7e]{0,1024}$"
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+)
 # Keys every backend table may have, whatever its type.
 _COMMON_KEYS = ("type", "qps", "budget_key")
 _SOURCES = ("env", "file")
@@ -74,6 +83,23 @@ class RouteConfig(BaseModel):
     # Requests with `user` or `device` may be answered from the verdict cache: this route's policies
     # do not use those fields (IMS may, so by default such requests always go to the backend).
     cache_user_fields: bool = False
+    # Who downloads URL images: the gateway (then fits them and sends the bytes) or the backend.
+    # None: the gateway when the chain's first backend is of type tencent (`service.fitting.setup`).
+    fetch: Literal["gateway", "backend"] | None = None
+    # Headers the gateway's downloads send, for origins with anti-hotlinking rules.
+    fetch_headers: dict[
+        Annotated[str, Field(pattern=_HEADER_NAME)], Annotated[str, Field(pattern=_HEADER_VALUE)]
+    ] = Field(default_factory=dict)
+    # Tiles (each a billed call) an image of extreme aspect ratio may take; requests may ask for fewer.
+    max_tiles: int = Field(8, ge=1, le=64)
+
+    @field_validator("fetch_headers")
+    @classmethod
+    def _settable(cls, headers: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(name for name in headers if name.lower() in _RESERVED_HEADERS)
+        if reserved:
+            raise ValueError(f"the gateway sets these headers itself: {', '.join(reserved)}")
+        return headers
 
 
 class _Route(RouteConfig):

@@ -25,6 +25,7 @@ from service.admission import Admission
 from service.auth import CallerAuth
 from service.cache import build_cache, metered
 from service.circuit import CircuitBreaker, CircuitState
+from service.fitting.setup import build_fitting
 from service.governor import FleetConnection, build_governor, default_budget_key
 from service.observe import CostMetrics
 from service.policy.gate import PolicyGate
@@ -314,6 +315,7 @@ def build_server(
         stream_idle_timeout=settings.stream_idle_timeout,
         policy=policy,
         usage=UsageRpc(quotas),
+        fitting=build_fitting(settings, router),
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()

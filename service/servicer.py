@@ -29,6 +29,7 @@ from service import errors
 from service.admission import Admission, Ticket, caller_key
 from service.cache import VerdictCache
 from service.deadlines import Deadline
+from service.fitting.stage import Fitting
 from service.governor import Priority
 from service.intake import Intake
 from service.observe import Observer, Outcome
@@ -62,10 +63,12 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         stream_idle_timeout: float | None = None,
         policy: PolicyGate | None = None,
         usage: UsageRpc | None = None,
+        fitting: Fitting | None = None,
     ) -> None:
         self._policy = policy
         self._router = router
         self._usage = usage or UsageRpc(None)
+        self._fitting = fitting
         self._cache = cache
         self._admission = admission
         self._telemetry = telemetry
@@ -86,6 +89,8 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     async def aclose(self) -> None:
         if self._cache is not None:
             await self._cache.aclose()
+        if self._fitting is not None:
+            await self._fitting.aclose()
 
     async def _admit(self, context: grpc.aio.ServicerContext[object, object], method: str) -> Ticket:
         """The call's room in the server and in its caller's bulkhead, or RESOURCE_EXHAUSTED."""
@@ -218,6 +223,12 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
     ) -> Outcome:
         try:
+            fitted_image = False
+            if self._fitting is not None:
+                # URL images the route has the gateway fetch become content here, so the cache keys the
+                # picture; an image the backend's limits need fitted is checked by fitting, not validation.
+                prepared = await self._fitting.prepare(request, deadline)
+                request, fitted_image = prepared.request, prepared.checked
             cache = self._cache
             if cache is not None:
                 # Invalid fields are refused before the image is hashed; the image itself is checked
@@ -226,7 +237,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             found = await cache.look_up(request) if cache is not None else None
             _validate_traced(
                 request,
-                image_checked=found is not None and found.hit is not None,
+                image_checked=fitted_image or (found is not None and found.hit is not None),
                 fields_checked=cache is not None,
             )
             if cache is None or found is None:
@@ -235,7 +246,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 return found.hit
             routed = functools.partial(self._routed, request, deadline, priority)
             return await cache.moderate(found, request, deadline, routed)
-        except ValidationError as failure:
+        except (ValidationError, errors.CallFailure) as failure:
             return failure
         except Exception as error:
             return errors.InternalFailure(error)
@@ -243,7 +254,8 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     async def _routed(self, request: ModerateImageRequest, deadline: Deadline, priority: Priority) -> Outcome:
         """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
         try:
-            return await self._router.moderate(request, deadline, priority)
+            moderate = self._fitting.moderate if self._fitting is not None else self._router.moderate
+            return await moderate(request, deadline, priority)
         except errors.CallFailure as failure:
             return failure
         except Exception as error:

@@ -25,7 +25,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_settings import NoDecode
 
+from backends.fetch import IPNetwork, parse_networks
 from backends.options import Declared, Secret, describe_errors, secret_values, variable
 from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, backend_type, default_type
 from service.auth import TokenFileError, load_tokens
@@ -401,6 +403,21 @@ class Settings(Declared):
         validation_alias="MODERATION_QUOTA_REDIS_FAILURE",
         description="what a quota does while Redis is unreachable: `fail-open` serves and counts here, "
         "adding the counts once Redis is back; `fail-closed` refuses every call a quota governs.",
+    )
+    fetch: Annotated[Literal["gateway", "backend"] | None, BeforeValidator(_lower)] = Field(
+        None,
+        validation_alias="MODERATION_FETCH",
+        description="who downloads `url` images: `gateway` (the gateway fetches, fits and sends the "
+        "bytes) or `backend` (the URL is passed on); a route's own `fetch` wins. Unset: `gateway` for "
+        "tencent backends, `backend` for the others.",
+        json_schema_extra={"default_text": "by backend type"},
+    )
+    fetch_allow_networks: Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)] = Field(
+        (),
+        validation_alias="MODERATION_FETCH_ALLOW_NETWORKS",
+        description="comma-separated networks (`10.1.0.0/16,::1/128`) the gateway's own downloads of "
+        'image URLs (a route\'s `fetch = "gateway"`) may reach although they are not publicly routable; '
+        "the local backend's downloads read the same variable.",
     )
 
     # Built by `load_settings` from the variables above, never read from a variable of their own.

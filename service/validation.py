@@ -65,7 +65,7 @@ def validate(
     verdict for them), so their header is not read again. `fields_checked`: `validate_fields` passed.
     """
     image = [] if image_checked else _image_violations(request)
-    fields = [] if fields_checked else _parameter_violations(request)
+    fields = [] if fields_checked else parameter_violations(request)
     if image or fields:
         raise ValidationError([*image, *fields])
 
@@ -74,7 +74,7 @@ def validate_fields(request: ModerateImageRequest) -> None:
     """`validate`'s refusal when a field other than the image is invalid, else nothing: such requests
     are refused before the verdict cache hashes their image. The image itself is checked by `validate`
     (after a cache miss only: a hit's image passed when its verdict was cached)."""
-    fields = _parameter_violations(request)
+    fields = parameter_violations(request)
     if fields:
         raise ValidationError([*_image_violations(request), *fields])
 
@@ -199,7 +199,7 @@ def _url_violations(field: str, url: str) -> list[FieldViolation]:
     return []
 
 
-def _parameter_violations(request: ModerateImageRequest) -> list[FieldViolation]:
+def parameter_violations(request: ModerateImageRequest) -> list[FieldViolation]:
     violations: list[FieldViolation] = []
     if request.data_id and not DATA_ID.fullmatch(request.data_id):
         violations.append(
@@ -213,6 +213,10 @@ def _parameter_violations(request: ModerateImageRequest) -> list[FieldViolation]
         violations.append(FieldViolation("interval", "must not be negative", "INVALID_FRAME_SAMPLING"))
     if request.max_frames < 0:
         violations.append(FieldViolation("max_frames", "must not be negative", "INVALID_FRAME_SAMPLING"))
+    if request.max_tiles < 0:
+        violations.append(
+            FieldViolation("max_tiles", "must not be negative (0: the route's cap)", "INVALID_MAX_TILES")
+        )
     if request.HasField("user"):
         violations.extend(_user_violations(request))
     if request.HasField("device"):

@@ -59,6 +59,8 @@ def single_backend_settings(kind: str, options: Declared, **overrides: object) -
 
 def gateway_settings(emulator: ImsEmulator, **overrides: object) -> Settings:
     options = TencentOptions(secret_id=SECRET_ID, secret_key=SECRET_KEY, endpoint=emulator.url)
+    # The emulator downloads `url` images unless a test has the gateway fetch them (tests/test_fitting.py).
+    overrides = {"fetch": "backend", **overrides}
     return single_backend_settings("tencent", options, secrets=(SECRET_ID, SECRET_KEY), **overrides)
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from backends.errors import BackendError, Kind
-from backends.local.fetch import FetchPolicy, ImageFetcher, IPNetwork, is_forbidden
+from backends.fetch import FetchPolicy, ImageFetcher, IPNetwork, is_forbidden
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
 MAX_BYTES = 64 * 1024

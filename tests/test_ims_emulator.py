@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image, ImageDraw
 from tencentcloud.common import credential
 from tencentcloud.common.common_client import CommonClient
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
@@ -32,7 +34,7 @@ from backends.tencent.signing import authorization, utc_date
 from emulator import EmulatorConfig, Faults, ImsEmulator
 from emulator.errors import ImsError
 from emulator.images import format_marker, make_gif, make_jpeg, make_png
-from emulator.validation import MAX_FILE_CONTENT_CHARS, validate
+from emulator.validation import MAX_FILE_CONTENT_CHARS, MAX_URL_IMAGE_BYTES, validate
 
 SECRET_ID = "AKIDEMULATORTESTEMULATORTEST00000001"
 SECRET_KEY = "emulator-test-secret-key-0123456789"
@@ -615,6 +617,23 @@ def test_same_image_gets_the_same_answer(emu: ImsEmulator) -> None:
     assert first == second
 
 
+def test_magenta_ink_reads_as_ad_text_where_it_is_only_when_asked(emu: ImsEmulator) -> None:
+    image = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(image).rectangle((80, 160, 239, 199), fill=(255, 0, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    params = image_params(image=buffer.getvalue())
+    assert answer(post(emu, params))["Suggestion"] == "Pass"
+    emu.config.read_ink = True
+    result = answer(post(emu, params))
+    assert (result["Suggestion"], result["Label"]) == ("Block", "Ad")
+    location = result["OcrResults"][0]["Details"][0]["Location"]
+    # JPEGs are read at 1/8 of their size: within 8 px.
+    assert [location["X"], location["Y"], location["Width"], location["Height"]] == pytest.approx(
+        [80, 160, 160, 40], abs=8
+    )
+
+
 def test_malformed_marker_is_reported(emu: ImsEmulator) -> None:
     result = answer(post(emu, image_params("IMSEMU:Blok:Porn:SexBehavior:97")))
     assert result["Error"]["Code"] == "InternalError"
@@ -627,7 +646,10 @@ def test_malformed_marker_is_reported(emu: ImsEmulator) -> None:
 @pytest.fixture
 def image_host() -> Iterator[tuple[str, Counter[str]]]:
     """A loopback web server with a few images; yields its base URL and the hits per path."""
-    files = {"/block.jpg": make_jpeg(marker="IMSEMU:Block:Illegal:Gamble:90"), "/empty.png": b""}
+    block = make_jpeg(marker="IMSEMU:Block:Illegal:Gamble:90")
+    # A valid JPEG with trailing bytes: one byte over IMS's 5 MB for an image by URL.
+    big = block + b"\0" * (MAX_URL_IMAGE_BYTES + 1 - len(block))
+    files = {"/block.jpg": block, "/empty.png": b"", "/big.jpg": big}
     hits: Counter[str] = Counter()
 
     class Handler(BaseHTTPRequestHandler):
@@ -674,6 +696,7 @@ def test_file_url_is_downloaded_and_moderated(emu: ImsEmulator, image_host: tupl
         ("/slow.png", 2, "ResourceUnavailable.ImageDownloadError"),
         ("/redirect.png", 2, "ResourceUnavailable.ImageDownloadError"),
         ("/empty.png", 1, "InvalidParameterValue.EmptyImageContent"),
+        ("/big.jpg", 1, "InvalidParameterValue.InvalidFileContentSize"),
     ],
 )
 def test_file_url_failures(

@@ -3,7 +3,7 @@
 Models load once, in `start()` (the server reports NOT_SERVING until then). Each image is analysed in
 a worker thread, off the event loop (onnxruntime and OpenCV release the GIL), so health checks and
 other calls stay responsive under a large batch. URL images are downloaded by the gateway itself,
-under IMS's rules and SSRF protections (`fetch.py`), and meet the same header limits as `content`.
+under IMS's rules and SSRF protections (`backends/fetch.py`), and meet the same header limits as `content`.
 
 Work is bounded per request and across requests:
 * per request, `FrameLimits`: frames analysed, decoded pixels, every frame's size checked before it is
@@ -25,10 +25,10 @@ from PIL import Image, UnidentifiedImageError
 from backends.base import Fingerprint
 from backends.calls import CALLER
 from backends.errors import BackendError, Kind
+from backends.fetch import ImageFetcher
 from backends.local.admission import FairBudget, Grant, NoRoom
 from backends.local.analysis import Checks, analyze_image
 from backends.local.cancel import Cancelled, CancelToken
-from backends.local.fetch import ImageFetcher
 from backends.local.fingerprint import local_fingerprint
 from backends.local.frames import LimitExceeded, decoded_bytes
 from backends.local.header import open_header

@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, DirectoryPath, Field, FilePath
 from pydantic_settings import NoDecode
 
-from backends.local.fetch import FetchPolicy
+from backends.fetch import FetchPolicy, parse_networks
 from backends.local.frames import DEFAULT_LIMITS, FrameLimits
 from backends.options import Declared
 
@@ -19,18 +19,6 @@ __all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
 _POLICY_LINK = "backends/local/default_policy.toml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _networks(value: object) -> object:
-    if not isinstance(value, str):
-        return value
-    networks = []
-    for part in filter(None, (p.strip() for p in value.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError("each entry must be a network such as 127.0.0.0/8 or ::1/128") from None
-    return tuple(networks)
 
 
 class LocalSettings(Declared):
@@ -86,7 +74,7 @@ class LocalSettings(Declared):
         "others wait within their deadlines or get RESOURCE_EXHAUSTED.",
         json_schema_extra={"default_text": "`1073741824` (1 GiB)"},
     )
-    fetch_allow_networks: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] = Field(
+    fetch_allow_networks: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(parse_networks)] = Field(
         (),
         validation_alias="MODERATION_FETCH_ALLOW_NETWORKS",
         description="comma-separated networks (`10.1.0.0/16,::1/128`) the local backend may download "

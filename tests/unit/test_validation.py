@@ -83,6 +83,7 @@ def test_valid_request_with_every_field() -> None:
             "max_frames",
             "INVALID_FRAME_SAMPLING",
         ),
+        (ModerateImageRequest(url="https://a.example/x", max_tiles=-1), "max_tiles", "INVALID_MAX_TILES"),
         (
             ModerateImageRequest(url="https://a.example/x", user=User(desc="x" * 5001)),
             "user.desc",

@@ -1,8 +1,9 @@
 """Downloads the image behind a caller's URL, under IMS's rules, without opening the gateway's network.
 
 IMS downloads `FileUrl` images itself: 3 s per attempt, one retry, sources under 30 MB. The embedded
-backend does the same here, and because the gateway sits inside a private network, a caller-supplied
-URL must never reach it (SSRF). Every hop, redirects included, is checked twice:
+backend does the same here, and so does the gateway for remote backends whose route fetches images
+itself (`service.fitting`): one guard for both. Because the gateway sits inside a private network, a
+caller-supplied URL must never reach it (SSRF). Every hop, redirects included, is checked twice:
 
 * its URL, before the request: scheme, credentials, bare IP hosts in any spelling, metadata host names;
 * every address its host name resolves to, inside the resolver the HTTP client connects with. The
@@ -19,7 +20,7 @@ import ipaddress
 import os
 import socket
 import string
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -82,6 +83,19 @@ class FetchPolicy:
     max_redirects: int = 3
     # The operator's explicit exceptions to "public addresses only", e.g. an internal image store.
     allowed_networks: tuple[IPNetwork, ...] = ()
+
+
+def parse_networks(value: object) -> object:
+    """`MODERATION_FETCH_ALLOW_NETWORKS` as read from the environment: comma-separated networks."""
+    if not isinstance(value, str):
+        return value
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError("each entry must be a network such as 127.0.0.0/8 or ::1/128") from None
+    return tuple(networks)
 
 
 def is_forbidden(address: IPAddress, allowed_networks: Iterable[IPNetwork] = ()) -> bool:
@@ -242,8 +256,9 @@ class ImageFetcher:
             timeout=None,
         )
 
-    async def fetch(self, url: str, *, timeout: float) -> bytes:
-        """The image's bytes; `timeout` is the caller's remaining budget, never exceeded."""
+    async def fetch(self, url: str, *, timeout: float, headers: Mapping[str, str] | None = None) -> bytes:
+        """The image's bytes; `timeout` is the caller's remaining budget, never exceeded. `headers` are
+        added to every hop's request (an origin's anti-hotlinking rules may want a Referer)."""
         start = self._checked(self._parse(url))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -255,7 +270,7 @@ class ImageFetcher:
             # Refusals are BackendErrors and leave the loop at once: another attempt would be refused too.
             try:
                 async with asyncio.timeout(budget):
-                    return await self._attempt(start)
+                    return await self._attempt(start, headers or {})
             except _Forbidden as exc:
                 raise _refused(str(exc)) from None
             except UnicodeError:
@@ -272,13 +287,21 @@ class ImageFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _attempt(self, start: httpx.URL) -> bytes:
+    async def _attempt(self, start: httpx.URL, headers: Mapping[str, str]) -> bytes:
         url = start
+        seen = {start}
         for _ in range(self._policy.max_redirects + 1):
-            async with self._client.stream("GET", url) as response:
+            async with self._client.stream("GET", url, headers=headers) as response:
                 location = response.headers.get("location")
                 if response.status_code in REDIRECT_STATUSES and location:
                     url = self._checked(self._parse(location, base=url))
+                    if url in seen:
+                        raise BackendError(
+                            Kind.IMAGE_DOWNLOAD_FAILED,
+                            f"could not download {_shown(start)}: its redirects loop back to a URL "
+                            "they already visited; give the image's final URL",
+                        )
+                    seen.add(url)
                     continue
                 if response.status_code != 200:
                     raise _AttemptFailed(f"HTTP {response.status_code}")

@@ -1,0 +1,208 @@
+"""Where fitting meets the call path: `prepare` before the verdict cache, `moderate` instead of the
+router's own after a cache miss.
+
+`prepare` downloads a URL image when its route says the gateway fetches (so the cache keys the
+picture, not the address: the same picture at two URLs is paid once) and checks that the image can be
+fitted, tiles and all, before anything is spent. `moderate` fits it off the event loop within a memory
+budget and sends each piece through the router: every tile is a billed call that the route's budgets,
+retries and cost metrics see like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+from backends.errors import BackendError, Kind
+from backends.fetch import ImageFetcher
+from backends.local.admission import FairBudget, NoRoom
+from service.auth import CALLER
+from service.deadlines import Deadline
+from service.errors import CallFailure
+from service.fitting.combine import combined
+from service.fitting.limits import IMS_LIMITS, BackendLimits
+from service.fitting.plan import FitRefused, Plan, plan
+from service.fitting.render import Header, Piece, as_given, decode_memory, read_header, render
+from service.governor import Priority
+from service.routing import Router
+from service.validation import (
+    MAX_IMAGE_BYTES,
+    MIN_IMAGE_BYTES,
+    FieldViolation,
+    ValidationError,
+    parameter_violations,
+    validate,
+)
+
+__all__ = ["DEFAULT_MEMORY_BUDGET", "FitRoute", "Fitting", "Prepared"]
+
+# Memory for the pixels of all images being fitted at once (estimated from their headers); it bounds
+# the gateway's RSS. One 12,000 x 9,000 PNG takes about 630 MiB; the same photo as a JPEG, decoded at a
+# quarter of its size, 26 MiB.
+DEFAULT_MEMORY_BUDGET = 1024**3
+
+
+@dataclass(frozen=True)
+class FitRoute:
+    """A route's fitting options (`service.routes.RouteConfig`)."""
+
+    fetch: bool = False
+    fetch_headers: dict[str, str] = field(default_factory=dict)
+    max_tiles: int = 8
+    # The limits of the route's first backend: what its images are fitted to.
+    limits: BackendLimits = IMS_LIMITS
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: ModerateImageRequest
+    # The image passed fitting's checks, which stand in for validation's own image checks.
+    checked: bool
+
+
+class Fitting:
+    def __init__(
+        self,
+        router: Router,
+        routes: Callable[[str], FitRoute],
+        fetcher: ImageFetcher,
+        *,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        self._router = router
+        self._routes = routes
+        self._fetcher = fetcher
+        self._memory = FairBudget(memory_budget)
+
+    async def prepare(self, request: ModerateImageRequest, deadline: Deadline) -> Prepared:
+        """The request as the rest of the call sees it. Raises ValidationError or CallFailure."""
+        route = self.route_options(request.biz_type)
+        source = request.WhichOneof("image")
+        if source == "url" and route.fetch:
+            # Everything else about the request is checked before anything is downloaded.
+            validate(request)
+            content = await self._download(request.url, route, deadline)
+            request = _with_content(request, content)
+            self._planned(request, route, field_name="url")
+            return Prepared(request, checked=True)
+        if source == "content" and MIN_IMAGE_BYTES <= len(request.content) <= MAX_IMAGE_BYTES:
+            try:
+                self._planned(request, route, field_name="content")
+            except _Unread:
+                # Not an image Pillow reads: validation says why, or the backend measures it (SVG, HEIC).
+                return Prepared(request, checked=False)
+            return Prepared(request, checked=True)
+        return Prepared(request, checked=False)
+
+    async def moderate(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+    ) -> ModerateImageResponse:
+        """The router's answer for the fitted image (combined over its tiles). Raises CallFailure."""
+        if request.WhichOneof("image") != "content":
+            return await self._router.moderate(request, deadline, priority)
+        route = self.route_options(request.biz_type)
+        try:
+            header, fit_plan = self._planned(request, route, field_name="content")
+        except _Unread:
+            return await self._router.moderate(request, deadline, priority)
+        given = as_given(request.content, header, fit_plan, route.limits)
+        pieces = (
+            [given] if given else await self._rendered(request.content, header, fit_plan, route, deadline)
+        )
+        calls = [
+            self._router.moderate(_with_content(request, piece.content), deadline, priority)
+            for piece in pieces
+        ]
+        answers = await asyncio.gather(*calls)
+        return combined(answers, pieces, fit_plan)
+
+    def route_options(self, biz_type: str) -> FitRoute:
+        return self._routes(biz_type)
+
+    async def aclose(self) -> None:
+        await self._fetcher.aclose()
+
+    async def _download(self, url: str, route: FitRoute, deadline: Deadline) -> bytes:
+        try:
+            return await self._fetcher.fetch(url, timeout=deadline.remaining(), headers=route.fetch_headers)
+        except BackendError as error:
+            raise CallFailure(error, backend="", attempts=0) from None
+
+    def _planned(
+        self, request: ModerateImageRequest, route: FitRoute, *, field_name: str
+    ) -> tuple[Header, Plan]:
+        cap = min(request.max_tiles, route.max_tiles) if request.max_tiles > 0 else route.max_tiles
+        try:
+            header = read_header(request.content)
+        except FitRefused as refused:
+            if field_name == "content":
+                raise _Unread from None
+            raise _invalid(field_name, refused, request) from None
+        try:
+            fit_plan = plan(
+                header.width, header.height, route.limits, max_tiles=cap, draft=header.format == "JPEG"
+            )
+            if as_given(request.content, header, fit_plan, route.limits) is None:
+                self._check_memory(header, fit_plan)
+            return header, fit_plan
+        except FitRefused as refused:
+            raise _invalid(field_name, refused, request) from None
+
+    def _check_memory(self, header: Header, fit_plan: Plan) -> None:
+        """Refuses at once an image whose fitting would need more than the whole memory budget."""
+        needed = decode_memory(header, fit_plan)
+        if needed > self._memory.capacity:
+            raise FitRefused(
+                "IMAGE_DIMENSIONS_OUT_OF_RANGE",
+                f"the image is {header.width}x{header.height} {header.format}; fitting it takes about "
+                f"{needed >> 20} MiB, more than the gateway gives one image ({self._memory.capacity >> 20} "
+                "MiB): send it as a JPEG, or smaller",
+            )
+
+    async def _rendered(
+        self, content: bytes, header: Header, fit_plan: Plan, route: FitRoute, deadline: Deadline
+    ) -> list[Piece]:
+        try:
+            grant = await self._memory.acquire(
+                CALLER.get(), decode_memory(header, fit_plan), timeout=max(0.0, deadline.remaining())
+            )
+        except NoRoom:
+            # Never more than the whole budget (`_check_memory`): the others in flight took it.
+            estimate = decode_memory(header, fit_plan) >> 20
+            raise CallFailure(
+                BackendError(
+                    Kind.OVERLOADED,
+                    f"fitting the image takes about {estimate} MiB: no room before the deadline",
+                ),
+                backend="",
+                attempts=0,
+            ) from None
+        try:
+            return await asyncio.to_thread(render, content, header, fit_plan, route.limits)
+        except FitRefused as refused:
+            raise CallFailure(
+                BackendError(Kind.INVALID_REQUEST, str(refused), field="content"), backend="", attempts=0
+            ) from None
+        finally:
+            grant.release()
+
+
+class _Unread(Exception):
+    """Content Pillow cannot read: left to validation and the backend, as before fitting."""
+
+
+def _invalid(field_name: str, refused: FitRefused, request: ModerateImageRequest) -> ValidationError:
+    """The refusal, with whatever else is wrong with the request, as validation lists them."""
+    return ValidationError(
+        [FieldViolation(field_name, str(refused), refused.reason), *parameter_violations(request)]
+    )
+
+
+def _with_content(request: ModerateImageRequest, content: bytes) -> ModerateImageRequest:
+    copy = ModerateImageRequest()
+    copy.CopyFrom(request)
+    copy.content = content
+    return copy

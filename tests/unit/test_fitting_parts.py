@@ -1,0 +1,170 @@
+"""Fitting's pure parts: the plan for each shape of image, the route options, the routes' defaults."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+from PIL import Image
+
+from backends.fetch import FetchPolicy, ImageFetcher
+from service.deadlines import Deadline
+from service.fitting.limits import IMS_LIMITS
+from service.fitting.plan import FitRefused, Tile, plan
+from service.fitting.render import read_header
+from service.fitting.setup import build_fitting
+from service.fitting.stage import FitRoute, Fitting
+from service.routes import RoutesError, load_routes
+from service.routing import Route, Router
+from service.settings import Settings, load_settings
+from service.validation import ValidationError
+
+ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
+
+
+def test_an_image_within_the_limits_is_left_alone() -> None:
+    fitted = plan(400, 300, IMS_LIMITS, max_tiles=8)
+    assert (fitted.resized, fitted.tiles) == (False, ())
+
+
+def test_a_large_photo_is_downscaled_to_the_working_size() -> None:
+    fitted = plan(12_000, 9_000, IMS_LIMITS, max_tiles=8)
+    assert (fitted.scaled_width, fitted.scaled_height, fitted.tiles) == (4096, 3072, ())
+
+
+def test_a_large_jpeg_is_decoded_reduced_instead() -> None:
+    fitted = plan(12_000, 9_000, IMS_LIMITS, max_tiles=8, draft=True)
+    assert (fitted.scaled_width, fitted.scaled_height) == (3_000, 2_250)
+
+
+def test_a_long_screenshot_is_tiled_at_full_resolution_with_overlaps() -> None:
+    fitted = plan(1_080, 30_000, IMS_LIMITS, max_tiles=8)
+    assert (fitted.scaled_width, fitted.scaled_height) == (1_080, 30_000)
+    assert fitted.tiles[0] == Tile(0, 9_999)
+    assert fitted.tiles[-1].end == 30_000
+    assert all(a.end > b.start for a, b in zip(fitted.tiles, fitted.tiles[1:], strict=False))
+    assert all(tile.end - tile.start < IMS_LIMITS.max_side for tile in fitted.tiles)
+
+
+def test_an_extreme_aspect_ratio_is_tiled_within_the_ratio() -> None:
+    fitted = plan(40_000, 60, IMS_LIMITS, max_tiles=64)
+    assert all((tile.end - tile.start) < IMS_LIMITS.max_aspect_ratio * 60 for tile in fitted.tiles)
+    assert len(fitted.tiles) == 9
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "reason"),
+    [
+        (50, 400, "IMAGE_DIMENSIONS_OUT_OF_RANGE"),
+        (40_001, 1_000, "IMAGE_DIMENSIONS_OUT_OF_RANGE"),
+        (20_000, 9_000, "IMAGE_DIMENSIONS_OUT_OF_RANGE"),
+        (1_080, 30_000, "TOO_MANY_TILES"),
+    ],
+)
+def test_what_cannot_be_fitted_is_refused(width: int, height: int, reason: str) -> None:
+    with pytest.raises(FitRefused) as refused:
+        plan(width, height, IMS_LIMITS, max_tiles=3)
+    assert refused.value.reason == reason
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A real PNG whose header says `width` x `height`: enough for anything that reads only headers."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 60)).save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def test_a_header_declaring_too_many_pixels_is_named_as_such() -> None:
+    with pytest.raises(FitRefused) as refused:
+        read_header(png_header(20_000, 20_000))
+    assert refused.value.reason == "IMAGE_DIMENSIONS_OUT_OF_RANGE"
+
+
+async def test_an_image_needing_more_than_the_memory_budget_is_refused_before_any_work() -> None:
+    router = Router([], [], Route(("cloud",)))
+    fitting = Fitting(router, lambda _: FitRoute(), ImageFetcher(FetchPolicy()), memory_budget=64 * 1024**2)
+    # Over the backend's 10,000 px: it must be decoded to be downscaled.
+    request = ModerateImageRequest(content=png_header(10_000, 8_000))
+    try:
+        with pytest.raises(ValidationError) as refused:
+            await fitting.prepare(request, Deadline.for_call(None))
+    finally:
+        await fitting.aclose()
+    [violation] = refused.value.violations
+    assert (violation.field, violation.reason) == ("content", "IMAGE_DIMENSIONS_OUT_OF_RANGE")
+    assert "more than the gateway gives one image (64 MiB)" in violation.description
+
+
+def write(tmp_path: Path, route: str) -> Path:
+    path = tmp_path / "routes.toml"
+    path.write_text(
+        f"""
+[backends.cloud]
+type = "tencent"
+secret_id_env = "CLOUD_ID"
+secret_key_env = "CLOUD_KEY"
+
+[backends.onprem]
+type = "local"
+
+[[routes]]
+biz_types = ["kids"]
+chain = ["onprem"]
+
+[default]
+chain = ["cloud"]
+{route}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_route_fetch_options_load(tmp_path: Path) -> None:
+    routes = load_routes(
+        write(
+            tmp_path, 'fetch = "backend"\nmax_tiles = 3\nfetch_headers = { Referer = "https://app.example/" }'
+        ),
+        ENV,
+    )
+    assert (routes.default.fetch, routes.default.max_tiles) == ("backend", 3)
+    assert routes.default.fetch_headers == {"Referer": "https://app.example/"}
+
+
+@pytest.mark.parametrize(
+    ("route", "problem"),
+    [
+        ('fetch = "cdn"', "fetch"),
+        ("max_tiles = 0", "max_tiles"),
+        ('fetch_headers = { Host = "x" }', "sets these headers itself: Host"),
+        ('fetch_headers = { Referer = "a\\nb" }', "fetch_headers"),
+    ],
+)
+def test_bad_route_fetch_options_are_reported(tmp_path: Path, route: str, problem: str) -> None:
+    with pytest.raises(RoutesError) as raised:
+        load_routes(write(tmp_path, route), ENV)
+    assert problem in str(raised.value)
+
+
+async def test_the_gateway_fetches_for_tencent_routes_by_default(tmp_path: Path) -> None:
+    routes = load_routes(write(tmp_path, ""), ENV)
+    settings = Settings(backend="tencent", backends=tuple(routes.backends.values()), routes=routes)
+    router = Router([], [Route(("onprem",), ("kids",))], Route(("cloud",)))
+    fitting = build_fitting(settings, router)
+    try:
+        assert fitting.route_options("other").fetch
+        assert not fitting.route_options("kids").fetch
+    finally:
+        await fitting.aclose()
+
+
+def test_moderation_fetch_is_read_from_the_environment() -> None:
+    settings = load_settings({"MODERATION_BACKEND": "local", "MODERATION_FETCH": "Gateway"})
+    assert settings.fetch == "gateway"
