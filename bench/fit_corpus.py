@@ -6,12 +6,13 @@ from __future__ import annotations
 import http.server
 import io
 import random
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
+
+from bench.fileserver import serve_handler
 
 # What the origin's hotlink check wants, and the routing file's `fetch_headers` send.
 REFERER = "https://app.example/"
@@ -116,10 +117,5 @@ def origin(items: list[Item]) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             """Quiet."""
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Handler) as base_url:
+        yield base_url
