@@ -81,6 +81,7 @@ class FleetGovernor:
         on_close: Callable[[], Awaitable[None]] | None = None,
         expected_replicas: int | None = None,
         idle_after: float | None = None,
+        replicas_known_to: Callable[[], int | None] | None = None,
     ) -> None:
         parameters = schedule.parameters
         self.qps = parameters.qps
@@ -100,6 +101,9 @@ class FleetGovernor:
         # A slice (a caller's, a route's) stops its heartbeats after this long without a call: a caller
         # gone must not keep writing to Redis. None: the budget itself, which beats for as long as it lives.
         self._idle_after = idle_after
+        # A slice made during an outage never reaches Redis itself, but the budget it slices did: the
+        # replicas that budget last heard of size its fallback share, not a first-contact hold.
+        self._replicas_known_to = replicas_known_to
         self._last_acquire = 0.0
         self._expected_replicas = expected_replicas
         self._metrics = metrics
@@ -163,7 +167,14 @@ class FleetGovernor:
             clock=self._membership.clock,
             expected_replicas=self._expected_replicas,
             idle_after=IDLE_SLICE,
+            replicas_known_to=self._replicas_heard_of,
         )
+
+    def _replicas_heard_of(self) -> int | None:
+        """The replicas alive at this budget's (or the budget it slices') last contact; None: never."""
+        if self._membership.warm.is_set():
+            return self._membership.replicas
+        return self._replicas_known_to() if self._replicas_known_to is not None else None
 
     def waiting(self, priority: Priority) -> int:
         return sum(not future.done() for future, _, _ in self._waiting[priority])
@@ -274,7 +285,7 @@ class FleetGovernor:
         membership = self._membership
         if self._fallback.enter(
             rate=membership.rate,
-            replicas=membership.replicas if membership.warm.is_set() else None,
+            replicas=self._replicas_heard_of(),
             margin=membership.margin,
             why=why,
         ):
