@@ -92,6 +92,8 @@ class Gateway:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, NOT_SERVING)
         await self.server.start()
+        for upstream in self.router.upstreams.values():
+            upstream.governor.start()
         await asyncio.gather(*(backend.start() for backend in self.backends))
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch_health())

@@ -56,8 +56,8 @@ def limited(request: pytest.FixtureRequest) -> Iterator[ImsEmulator]:
         yield emulator
 
 
-@pytest.fixture(params=ARRIVAL_MODES)
-def limited_in_both_modes(request: pytest.FixtureRequest) -> Iterator[ImsEmulator]:
+@pytest.fixture(params=ARRIVAL_MODES[1:])
+def limited_behind_a_loaded_front_end(request: pytest.FixtureRequest) -> Iterator[ImsEmulator]:
     with ImsEmulator(emulator_config(request.param), host="127.0.0.1", port=0) as emulator:
         yield emulator
 
@@ -241,9 +241,23 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 async def test_callers_share_the_budget_equally_whatever_their_streams_and_replicas(
-    limited_in_both_modes: ImsEmulator, redis: RedisServer, tokens_file: Path, layout: str
+    limited: ImsEmulator, redis: RedisServer, tokens_file: Path, layout: str
 ) -> None:
-    limited = limited_in_both_modes
+    await _callers_share_the_budget_equally(limited, redis, tokens_file, layout)
+
+
+async def test_callers_share_the_budget_equally_behind_a_loaded_front_end(
+    limited_behind_a_loaded_front_end: ImsEmulator, redis: RedisServer, tokens_file: Path
+) -> None:
+    # The layout (ten streams on one replica, one on another), arrivals stamped after the body.
+    await _callers_share_the_budget_equally(
+        limited_behind_a_loaded_front_end, redis, tokens_file, "ten-streams-here-one-there"
+    )
+
+
+async def _callers_share_the_budget_equally(
+    limited: ImsEmulator, redis: RedisServer, tokens_file: Path, layout: str
+) -> None:
     a_streams, b_streams = LAYOUTS[layout]
     replicas = 1 + max(index for index, _ in (*a_streams, *b_streams))
     settings = {"MODERATION_REDIS_URL": redis.url} if replicas > 1 else {}

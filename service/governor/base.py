@@ -40,6 +40,10 @@ class Governor(Protocol):
         of a fleet too, whose parts of the pace it also has)."""
         ...
 
+    def start(self) -> None:
+        """Begin contact with the schedule it shares, if any, before the first call needs a slot."""
+        ...
+
     async def acquire(self, priority: Priority, deadline: Deadline) -> None:
         """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
         ...

@@ -248,6 +248,11 @@ class FleetGovernor:
 
     # --- membership: heartbeats, and the fallback when Redis is lost -----------------------------
 
+    def start(self) -> None:
+        """Heartbeats from the gateway's start: a replica that had Redis then has been in contact (its
+        fallback is its share of the replicas it heard of) even if Redis goes before its first call."""
+        self._start()
+
     def _start(self) -> None:
         if self._heartbeats is None or self._heartbeats.done():
             self._heartbeats = asyncio.create_task(self._heartbeat_while_used())

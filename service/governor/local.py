@@ -116,6 +116,9 @@ class RateGovernor:
             # Cancelled or timed out: the dispatcher skips a done future, so no slot is spent on it.
             slot.cancel()
 
+    def start(self) -> None:
+        """Nothing to reach: the budget is this process's own."""
+
     async def aclose(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
