@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
-from backends.base import Backend
+from backends.base import Backend, Fingerprint
 from backends.errors import BackendError, Kind
 from service.auth import CALLER
 from service.circuit import CircuitBreaker, CircuitState
@@ -27,6 +27,7 @@ from service.errors import KIND_POLICIES, CallFailure, CircuitEffect
 from service.governor import Governor, Priority
 from service.intake import intake_limit
 from service.retry import Retrier
+from service.routes import RouteConfig
 from service.telemetry import Metrics, Telemetry
 
 # The least time kept back for the next backend of a chain, and the multiple of its usual latency.
@@ -55,24 +56,38 @@ class Upstream:
         return self.backend.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Route:
-    chain: tuple[str, ...]
-    biz_types: tuple[str, ...] = ()
-    attempts: int | None = None
-    fail_closed: bool = False
-    # The share of each backend's qps this route may spend, so one busy route cannot take it all.
-    rate_share: float | None = None
-    # Requests with `user` or `device` may be answered from the verdict cache.
-    cache_user_fields: bool = False
+    """The route of a call, chosen once by `Router.route_for` and carried down to fitting, the verdict
+    cache and the router: its options as the routing file declares them, and its chain of upstreams.
+
+    One object per configured route, made when the router is built: a call's route is the object,
+    compared by identity (a route's rate shares are keyed by it)."""
+
+    options: RouteConfig
+    chain: tuple[Upstream, ...]
+
+    @property
+    def name(self) -> str:
+        """The same on every replica reading the same routing file: a fleet's slices are keyed by it."""
+        return _route_name(self.options)
+
+    def fingerprints(self) -> tuple[Fingerprint, ...]:
+        """What the chain's verdicts depend on; read per call, as a backend's fingerprint changes when
+        it reloads a file its verdicts depend on."""
+        return tuple([upstream.backend.fingerprint for upstream in self.chain])
+
+    def first_latency(self) -> float:
+        """What a call on the chain's first backend typically takes (UNKNOWN_LATENCY before it answered)."""
+        return self.chain[0].retrier.latency.seconds or UNKNOWN_LATENCY
 
 
 class Router:
     def __init__(
         self,
         upstreams: list[Upstream],
-        routes: list[Route],
-        default: Route,
+        routes: list[RouteConfig],
+        default: RouteConfig,
         *,
         metrics: Metrics | None = None,
         caller_share: float | None = None,
@@ -81,16 +96,26 @@ class Router:
         self._metrics = metrics or Telemetry.off().metrics
         for upstream in upstreams:
             upstream.breaker.report_as(upstream.name, self._metrics)
-        self._routes = routes
-        self._default = default
-        self._exact = {name: route for route in routes for name in route.biz_types if not _is_pattern(name)}
+        self._routes = [self._resolved(config) for config in routes]
+        self._default = self._resolved(default)
+        self._exact: dict[str, Route] = {}
+        for route in self._routes:
+            for name in route.options.biz_types:
+                if not _is_pattern(name):
+                    # Of two routes naming one BizType, the first wins, as for patterns.
+                    self._exact.setdefault(name, route)
+        self._patterns = [
+            (route, patterns)
+            for route in self._routes
+            if (patterns := tuple(p for p in route.options.biz_types if _is_pattern(p)))
+        ]
         # A governor per (route, backend) for routes limited to a share of their backends' budgets,
         # passed before the backend's own governor, which keeps the account's total within its limit.
         self._shares = {
-            (id(route), name): self._slice(name, route.rate_share, f"route:{_route_name(route)}")
-            for route in (*routes, default)
-            if route.rate_share is not None
-            for name in route.chain
+            (route, upstream.name): self._slice(upstream.name, share, f"route:{route.name}")
+            for route in self.routes
+            if (share := route.options.rate_share) is not None
+            for upstream in route.chain
         }
         # Per caller, made on a caller's first call, closed once idle for IDLE_CALLER_SHARE: with mutual
         # TLS any certificate name may call, and each share of a fleet budget writes to Redis.
@@ -104,13 +129,24 @@ class Router:
     def single(
         cls, upstream: Upstream, *, metrics: Metrics | None = None, caller_share: float | None = None
     ) -> Router:
-        return cls([upstream], [], Route((upstream.name,)), metrics=metrics, caller_share=caller_share)
+        return cls(
+            [upstream], [], RouteConfig(chain=(upstream.name,)), metrics=metrics, caller_share=caller_share
+        )
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """Every route, the default last."""
+        return (*self._routes, self._default)
+
+    def _resolved(self, config: RouteConfig) -> Route:
+        return Route(config, tuple(self.upstreams[name] for name in config.chain))
 
     def _slice(self, backend: str, share: float, name: str) -> Governor:
         return self.upstreams[backend].governor.share(share, name)
 
     def _shares_for(self, route: Route, backend: str) -> list[Governor]:
-        shares = [self._shares[(id(route), backend)]] if (id(route), backend) in self._shares else []
+        share = self._shares.get((route, backend))
+        shares = [share] if share is not None else []
         caller = CALLER.get()
         if self._caller_share is not None and caller:
             key = (caller, backend)
@@ -136,47 +172,47 @@ class Router:
                 closing.add_done_callback(self._closing.discard)
 
     def route_for(self, biz_type: str) -> Route:
-        if biz_type in self._exact:
-            return self._exact[biz_type]
-        for route in self._routes:
-            if any(_is_pattern(p) and fnmatch.fnmatchcase(biz_type, p) for p in route.biz_types):
+        """The BizType's route: the first naming it exactly, else the first whose pattern matches it."""
+        exact = self._exact.get(biz_type)
+        if exact is not None:
+            return exact
+        for route, patterns in self._patterns:
+            if any(fnmatch.fnmatchcase(biz_type, p) for p in patterns):
                 return route
         return self._default
 
     def intake_limit(self) -> int:
         """How many stream and batch items this replica takes in now (`service.intake`): what the default
         route's first backend's pace, this replica's part of it, serves within the intake's horizon."""
-        upstream = self.upstreams[self._default.chain[0]]
-        typical = upstream.retrier.latency.seconds or UNKNOWN_LATENCY
-        return intake_limit(upstream.governor.replica_pace, typical)
+        return intake_limit(self._default.chain[0].governor.replica_pace, self._default.first_latency())
 
     def intake_weight(self, caller: str) -> float:
         """A caller's weight in the intake: its part of the pace here (`Governor.caller_weight`)."""
-        return self.upstreams[self._default.chain[0]].governor.caller_weight(caller)
+        return self._default.chain[0].governor.caller_weight(caller)
 
     def concurrency(self) -> int | None:
         """How many calls the default route's first backend works on at once, if it is bounded."""
-        return self.upstreams[self._default.chain[0]].backend.concurrency
+        return self._default.chain[0].backend.concurrency
 
     def can_answer(self) -> bool:
         """Whether some route has a backend whose circuit is not open (health stays SERVING)."""
         return any(
-            self.upstreams[name].breaker.state is not CircuitState.OPEN
-            for route in (*self._routes, self._default)
-            for name in route.chain
+            upstream.breaker.state is not CircuitState.OPEN
+            for route in self.routes
+            for upstream in route.chain
         )
 
     async def moderate(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
     ) -> ModerateImageResponse:
         """The answer of the first backend of the route's chain that gives one.
 
         Raises `CallFailure`: the last failure seen, or the router's own when no backend could be tried.
         """
-        route = self.route_for(request.biz_type)
         last_failure: CallFailure | None = None
-        for position, name in enumerate(route.chain):
-            upstream = self.upstreams[name]
+        options = route.options
+        for position, upstream in enumerate(route.chain):
+            name = upstream.name
             if deadline.remaining() <= 0:
                 break
             if not upstream.breaker.allow():
@@ -187,7 +223,7 @@ class Router:
                     request,
                     self._budget(route, position, deadline),
                     priority,
-                    max_attempts=route.attempts,
+                    max_attempts=options.attempts,
                     shares=self._shares_for(route, name),
                 )
             except CallFailure as failure:
@@ -206,7 +242,7 @@ class Router:
             upstream.breaker.record_success()
             result.fallback = position > 0
             return result
-        if route.fail_closed:
+        if options.on_failure == "review":
             return ModerateImageResponse(
                 suggestion=Suggestion.SUGGESTION_REVIEW,
                 label="Unmoderated",
@@ -215,14 +251,11 @@ class Router:
                 biz_type=request.biz_type,
                 data_id=request.data_id,
             )
-        raise last_failure or _router_failure(
-            BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route"), route.chain[0]
-        )
+        no_time = BackendError(Kind.TIMEOUT, "no time was left to try any backend of the route")
+        raise last_failure or _router_failure(no_time, route.chain[0].name)
 
     def _budget(self, route: Route, position: int, deadline: Deadline) -> Deadline:
-        later = [
-            self.upstreams[n] for n in route.chain[position + 1 :] if self.upstreams[n].breaker.allow_peek()
-        ]
+        later = [upstream for upstream in route.chain[position + 1 :] if upstream.breaker.allow_peek()]
         if not later:
             return deadline
         remaining = deadline.remaining()
@@ -260,7 +293,7 @@ def _had_time(upstream: Upstream, failure: CallFailure, deadline: Deadline) -> b
     return failure.attempt_budget >= TIMEOUT_FAULT_LATENCIES * typical
 
 
-def _route_name(route: Route) -> str:
+def _route_name(route: RouteConfig) -> str:
     """The same on every replica reading the same routing file: a fleet's slices are keyed by it. Each
     name is percent-encoded before the join, so `["a+b"]` and `["a", "b"]` never share a key."""
     return "+".join(urllib.parse.quote(name, safe="") for name in route.biz_types) or "default"

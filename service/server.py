@@ -37,7 +37,7 @@ from service.quotas.guard import QuotaGuard
 from service.quotas.usage import UsageRpc
 from service.retry import Retrier, RetryPolicy
 from service.routes import BackendConfig
-from service.routing import Route, Router, Upstream
+from service.routing import Router, Upstream
 from service.servicer import ModerationServicer
 from service.settings import ConfigError, Settings
 from service.streaming import Window
@@ -194,20 +194,8 @@ def build_router(
     routes = settings.routes
     return Router(
         upstreams,
-        [
-            Route(
-                r.chain, r.biz_types, r.attempts, r.on_failure == "review", r.rate_share, r.cache_user_fields
-            )
-            for r in routes.routes
-        ],
-        Route(
-            routes.default.chain,
-            (),
-            routes.default.attempts,
-            routes.default.on_failure == "review",
-            routes.default.rate_share,
-            routes.default.cache_user_fields,
-        ),
+        list(routes.routes),
+        routes.default,
         metrics=telemetry.metrics,
         caller_share=settings.caller_share,
     )
@@ -301,7 +289,7 @@ def build_server(
     policy, policy_watcher = _policy(settings, telemetry)
     servicer = ModerationServicer(
         router,
-        cache=build_cache(settings, router, costs, fleet_connection(settings)),
+        cache=build_cache(settings, costs, fleet_connection(settings)),
         backend_timeout=settings.backend_timeout,
         stream_window=Window(
             min(settings.stream_max_in_flight, router.concurrency() or settings.stream_max_in_flight),

@@ -35,7 +35,7 @@ from service.intake import Intake
 from service.observe import Observer, Outcome
 from service.policy.gate import PolicyGate
 from service.quotas.usage import UsageRpc
-from service.routing import Router
+from service.routing import Route, Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
 from service.telemetry import Telemetry
 from service.validation import FieldViolation, ValidationError, validate, validate_fields
@@ -223,39 +223,44 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
     ) -> Outcome:
         try:
-            fitted_image = False
-            if self._fitting is not None:
-                # URL images the route has the gateway fetch become content here, so the cache keys the
-                # picture; an image the backend's limits need fitted is checked by fitting, not validation.
-                prepared = await self._fitting.prepare(request, deadline)
-                request, fitted_image = prepared.request, prepared.checked
-            cache = self._cache
+            route = self._router.route_for(request.biz_type)
+            fitting, cache = self._fitting, self._cache
+            image_checked = False
+            if fitting is not None:
+                # A URL image the route has the gateway fetch becomes content here, so the cache keys the
+                # picture, not the address.
+                prepared = await fitting.fetched(request, route, deadline)
+                request, image_checked = prepared.request, prepared.checked
+            found = None
             if cache is not None:
                 # Invalid fields are refused before the image is hashed; the image itself is checked
                 # after the cache is asked: a hit's image passed when its verdict was cached.
                 validate_fields(request)
-            found = await cache.look_up(request) if cache is not None else None
-            _validate_traced(
-                request,
-                image_checked=fitted_image or (found is not None and found.hit is not None),
-                fields_checked=cache is not None,
-            )
-            if cache is None or found is None:
-                return await self._routed(request, deadline, priority)
-            if found.hit is not None:
+                found = await cache.look_up(request, route)
+                if found.hit is not None and (fitting is None or fitting.fits_as_cached(request, route)):
+                    return found.hit
+            if fitting is not None and not image_checked:
+                # An image the backend's limits need fitted is checked by fitting, not validation.
+                image_checked = fitting.checked(request, route)
+            _validate_traced(request, image_checked=image_checked, fields_checked=cache is not None)
+            if found is not None and found.hit is not None:
                 return found.hit
-            routed = functools.partial(self._routed, request, deadline, priority)
+            routed = functools.partial(self._routed, request, route, deadline, priority)
+            if cache is None or found is None:
+                return await routed()
             return await cache.moderate(found, request, deadline, routed)
         except (ValidationError, errors.CallFailure) as failure:
             return failure
         except Exception as error:
             return errors.InternalFailure(error)
 
-    async def _routed(self, request: ModerateImageRequest, deadline: Deadline, priority: Priority) -> Outcome:
+    async def _routed(
+        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
+    ) -> Outcome:
         """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
         try:
             moderate = self._fitting.moderate if self._fitting is not None else self._router.moderate
-            return await moderate(request, deadline, priority)
+            return await moderate(request, route, deadline, priority)
         except errors.CallFailure as failure:
             return failure
         except Exception as error:

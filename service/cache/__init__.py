@@ -14,7 +14,6 @@ from service.cache.metering import BilledBackend, metered
 from service.cache.verdicts import Ttls, VerdictCache
 from service.governor import FleetConnection
 from service.observe import CostMetrics
-from service.routing import Router
 from service.settings import Settings
 
 __all__ = [
@@ -33,14 +32,13 @@ __all__ = [
 
 
 def build_cache(
-    settings: Settings, router: Router, metrics: CostMetrics, fleet: FleetConnection | None
+    settings: Settings, metrics: CostMetrics, fleet: FleetConnection | None
 ) -> VerdictCache | None:
-    """The cache `settings` ask for, in front of `router`; None when it is off."""
+    """The cache `settings` ask for; None when it is off."""
     if settings.cache == "off":
         return None
     store = FleetStore(fleet.client()) if settings.cache == "redis" and fleet is not None else None
     return VerdictCache(
-        router,
         policy=KeyPolicy(settings.cache_version, urls=settings.cache_urls),
         ttls=Ttls(settings.cache_ttl_pass, settings.cache_ttl_review, settings.cache_ttl_block),
         lru=MemoryLru(settings.cache_max_entries),

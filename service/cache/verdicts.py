@@ -36,7 +36,7 @@ from service.cache.memory import MemoryLru
 from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.observe import CostMetrics, Outcome
-from service.routing import Route, Router
+from service.routing import Route
 
 __all__ = ["Lookup", "Ttls", "VerdictCache"]
 
@@ -51,9 +51,6 @@ POLL_FIRST = 0.01
 POLL_MAX = 0.1
 # A lease outlives its holder's deadline by this much, then expires by itself.
 LEASE_MARGIN = 0.5
-# The time a request keeps for a call of its own when it waits for another's; until a backend has
-# answered once, its latency is unknown.
-UNKNOWN_LATENCY = 1.0
 # The request fields a refusal about the image itself names (see `_about_the_image`).
 _IMAGE_FIELDS = frozenset({"image", "content", "url"})
 
@@ -99,7 +96,6 @@ class Lookup:
 class VerdictCache:
     def __init__(
         self,
-        router: Router,
         *,
         policy: KeyPolicy,
         ttls: Ttls,
@@ -107,7 +103,6 @@ class VerdictCache:
         metrics: CostMetrics,
         fleet: FleetStore | None = None,
     ) -> None:
-        self._router = router
         self._policy = policy
         self._ttls = ttls
         self._lru = lru
@@ -117,15 +112,14 @@ class VerdictCache:
         # Publishing and releasing in Redis happen after the answer, never delaying it.
         self._background: set[asyncio.Task[None]] = set()
 
-    async def look_up(self, request: ModerateImageRequest) -> Lookup:
-        """The request's key and route, and its verdict if the in-process LRU holds one.
+    async def look_up(self, request: ModerateImageRequest, route: Route) -> Lookup:
+        """The request's key on its route, and its verdict if the in-process LRU holds one.
 
         Asked once the request's fields passed validation, before its image is checked: a hit's image is
         one that passed before."""
-        route = self._router.route_for(request.biz_type)
-        # Read per request: a backend's fingerprint changes when it reloads a file its verdicts depend on.
-        chain = tuple([self._router.upstreams[name].backend.fingerprint for name in route.chain])
-        key = await cache_key(request, chain, self._policy, user_fields=route.cache_user_fields)
+        key = await cache_key(
+            request, route.fingerprints(), self._policy, user_fields=route.options.cache_user_fields
+        )
         value = self._lru.get(key) if isinstance(key, str) else None
         if value is None:
             return Lookup(key, route, None)
@@ -152,7 +146,7 @@ class VerdictCache:
         self, key: str, route: Route, request: ModerateImageRequest, deadline: Deadline, call: Call
     ) -> Outcome:
         """Waits for the call an identical request started, while a call of its own could still finish."""
-        wait = deadline.remaining() - self._reserve(route)
+        wait = deadline.remaining() - route.first_latency()
         try:
             # Too little time left for a call of its own: waiting for the shared one is the best chance.
             async with asyncio.timeout(wait if wait > 0 else None):
@@ -198,7 +192,7 @@ class VerdictCache:
                 return claim.owner
             # Another replica calls the backend for this key: wait for its verdict.
             source = FLEET
-            left = deadline.remaining() - self._reserve(route)
+            left = deadline.remaining() - route.first_latency()
             if left <= 0:
                 return None
             await asyncio.sleep(min(delay, left))
@@ -249,10 +243,6 @@ class VerdictCache:
         self._background.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("verdict cache: publishing to Redis failed unexpectedly (%s)", type(error).__name__)
-
-    def _reserve(self, route: Route) -> float:
-        """The time a call of this request's own would take on the route's first backend."""
-        return self._router.upstreams[route.chain[0]].retrier.latency.seconds or UNKNOWN_LATENCY
 
     def _count(self, source: str) -> None:
         if source == REDIS:

@@ -18,21 +18,9 @@ GATEWAY_FETCHES = frozenset({"tencent"})
 
 def build_fitting(settings: Settings, router: Router, *, resolver: Lookup | None = None) -> Fitting:
     types = {backend.name: backend.type for backend in settings.backends}
-    routes = settings.routes
-    configs = (
-        [*routes.routes, routes.default] if routes is not None else [RouteConfig(chain=(settings.backend,))]
-    )
-    # Keyed by the BizTypes the router's routes name (the default's: none); of two routes naming the
-    # same ones, the router picks the first.
-    by_biz_types: dict[tuple[str, ...], FitRoute] = {}
-    for config in configs:
-        by_biz_types.setdefault(config.biz_types, _fit_route(config, types, settings.fetch))
-
-    def route_for(biz_type: str) -> FitRoute:
-        return by_biz_types.get(router.route_for(biz_type).biz_types, FitRoute())
-
+    fit_routes = {route: _fit_route(route.options, types, settings.fetch) for route in router.routes}
     policy = FetchPolicy(allowed_networks=settings.fetch_allow_networks)
-    return Fitting(router, route_for, ImageFetcher(policy, resolver=resolver))
+    return Fitting(router, fit_routes.__getitem__, ImageFetcher(policy, resolver=resolver))
 
 
 def _fit_route(config: RouteConfig, types: dict[str, str], fetch_setting: str | None) -> FitRoute:

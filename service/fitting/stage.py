@@ -1,9 +1,9 @@
-"""Where fitting meets the call path: `prepare` before the verdict cache, `moderate` instead of the
-router's own after a cache miss.
+"""Where fitting meets the call path: `fetched` before the verdict cache, `checked` after a miss (a hit's
+image was checked when its verdict was cached), `moderate` instead of the router's own.
 
-`prepare` downloads a URL image when its route says the gateway fetches (so the cache keys the
-picture, not the address: the same picture at two URLs is paid once) and checks that the image can be
-fitted, tiles and all, before anything is spent. `moderate` fits it off the event loop within a memory
+`fetched` downloads a URL image when its route says the gateway fetches (so the cache keys the
+picture, not the address: the same picture at two URLs is paid once); `checked` checks that the image
+can be fitted, tiles and all, before anything is spent. `moderate` fits it off the event loop within a memory
 budget and sends each piece through the router: every tile is a billed call that the route's budgets,
 retries and cost metrics see like any other.
 """
@@ -27,7 +27,7 @@ from service.fitting.limits import IMS_LIMITS, BackendLimits
 from service.fitting.plan import FitRefused, Plan, plan
 from service.fitting.render import Header, Piece, as_given, decode_memory, read_header, render
 from service.governor import Priority
-from service.routing import Router
+from service.routing import Route, Router
 from service.validation import (
     MAX_IMAGE_BYTES,
     MIN_IMAGE_BYTES,
@@ -67,7 +67,7 @@ class Fitting:
     def __init__(
         self,
         router: Router,
-        routes: Callable[[str], FitRoute],
+        routes: Callable[[Route], FitRoute],
         fetcher: ImageFetcher,
         *,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -77,50 +77,62 @@ class Fitting:
         self._fetcher = fetcher
         self._memory = FairBudget(memory_budget)
 
-    async def prepare(self, request: ModerateImageRequest, deadline: Deadline) -> Prepared:
-        """The request as the rest of the call sees it. Raises ValidationError or CallFailure."""
-        route = self.route_options(request.biz_type)
-        source = request.WhichOneof("image")
-        if source == "url" and route.fetch:
-            # Everything else about the request is checked before anything is downloaded.
-            validate(request)
-            content = await self._download(request.url, route, deadline)
-            request = _with_content(request, content)
-            self._planned(request, route, field_name="url")
-            return Prepared(request, checked=True)
-        if source == "content" and MIN_IMAGE_BYTES <= len(request.content) <= MAX_IMAGE_BYTES:
-            try:
-                self._planned(request, route, field_name="content")
-            except _Unread:
-                # Not an image Pillow reads: validation says why, or the backend measures it (SVG, HEIC).
-                return Prepared(request, checked=False)
-            return Prepared(request, checked=True)
-        return Prepared(request, checked=False)
+    async def fetched(self, request: ModerateImageRequest, route: Route, deadline: Deadline) -> Prepared:
+        """The request with its URL image downloaded and checked, when the route has the gateway fetch;
+        else the request as it is. Raises ValidationError or CallFailure."""
+        options = self.route_options(route)
+        if request.WhichOneof("image") != "url" or not options.fetch:
+            return Prepared(request, checked=False)
+        # Everything else about the request is checked before anything is downloaded.
+        validate(request)
+        content = await self._download(request.url, options, deadline)
+        request = _with_content(request, content)
+        self._planned(request, options, field_name="url")
+        return Prepared(request, checked=True)
+
+    def checked(self, request: ModerateImageRequest, route: Route) -> bool:
+        """Whether the request's content can be fitted to the route's backend, tiles and all, which stands
+        in for validation's own image checks; False: not an image Pillow reads (validation says why, or
+        the backend measures it: SVG, HEIC). Raises ValidationError."""
+        if request.WhichOneof("image") != "content" or not (
+            MIN_IMAGE_BYTES <= len(request.content) <= MAX_IMAGE_BYTES
+        ):
+            return False
+        try:
+            self._planned(request, self.route_options(route), field_name="content")
+        except _Unread:
+            return False
+        return True
+
+    def fits_as_cached(self, request: ModerateImageRequest, route: Route) -> bool:
+        """Whether a cached verdict's image needs no check of its own: it was fitted within the route's
+        tile cap when cached; a request asking for fewer tiles is checked against its own cap."""
+        return request.max_tiles == 0 or request.max_tiles >= self.route_options(route).max_tiles
 
     async def moderate(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
     ) -> ModerateImageResponse:
         """The router's answer for the fitted image (combined over its tiles). Raises CallFailure."""
         if request.WhichOneof("image") != "content":
-            return await self._router.moderate(request, deadline, priority)
-        route = self.route_options(request.biz_type)
+            return await self._router.moderate(request, route, deadline, priority)
+        options = self.route_options(route)
         try:
-            header, fit_plan = self._planned(request, route, field_name="content")
+            header, fit_plan = self._planned(request, options, field_name="content")
         except _Unread:
-            return await self._router.moderate(request, deadline, priority)
-        given = as_given(request.content, header, fit_plan, route.limits)
+            return await self._router.moderate(request, route, deadline, priority)
+        given = as_given(request.content, header, fit_plan, options.limits)
         pieces = (
-            [given] if given else await self._rendered(request.content, header, fit_plan, route, deadline)
+            [given] if given else await self._rendered(request.content, header, fit_plan, options, deadline)
         )
         calls = [
-            self._router.moderate(_with_content(request, piece.content), deadline, priority)
+            self._router.moderate(_with_content(request, piece.content), route, deadline, priority)
             for piece in pieces
         ]
         answers = await asyncio.gather(*calls)
         return combined(answers, pieces, fit_plan)
 
-    def route_options(self, biz_type: str) -> FitRoute:
-        return self._routes(biz_type)
+    def route_options(self, route: Route) -> FitRoute:
+        return self._routes(route)
 
     async def aclose(self) -> None:
         await self._fetcher.aclose()

@@ -85,16 +85,17 @@ async def test_a_timeout_starved_of_time_never_opens_the_circuit_and_a_slow_back
     breaker = CircuitBreaker(failure_threshold=1)
     governor = RateGovernor(100)
     router = router_for(SlowBackend(2.0), breaker, governor)
+    route = router.route_for(REQUEST.biz_type)
     try:
         # 0.3 s left: enough to send (0.25 s needed), not the twice-typical 0.4 s that makes it a fault.
         with pytest.raises(CallFailure):
-            await router.moderate(REQUEST, Deadline.for_call(None, cap=0.3), Priority.BATCH)
+            await router.moderate(REQUEST, route, Deadline.for_call(None, cap=0.3), Priority.BATCH)
         assert breaker.allow_peek()
         with pytest.raises(CallFailure):
-            await router.moderate(REQUEST, Deadline.for_call(None, cap=0.6), Priority.BATCH)
+            await router.moderate(REQUEST, route, Deadline.for_call(None, cap=0.6), Priority.BATCH)
         assert breaker.state is CircuitState.OPEN
         with pytest.raises(CallFailure) as caught:
-            await router.moderate(REQUEST, Deadline.for_call(None, cap=0.6), Priority.BATCH)
+            await router.moderate(REQUEST, route, Deadline.for_call(None, cap=0.6), Priority.BATCH)
     finally:
         await governor.aclose()
     status = failure_status(caught.value)

@@ -12,16 +12,15 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image
 
 from backends.fetch import FetchPolicy, ImageFetcher
-from service.deadlines import Deadline
 from service.fitting.limits import IMS_LIMITS
 from service.fitting.plan import FitRefused, Tile, plan
 from service.fitting.render import read_header
 from service.fitting.setup import build_fitting
 from service.fitting.stage import FitRoute, Fitting
-from service.routes import RoutesError, load_routes
-from service.routing import Route, Router
+from service.routes import RouteConfig, RoutesError, load_routes
 from service.settings import Settings, load_settings
 from service.validation import ValidationError
+from tests.unit.test_route_decision import router
 
 ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 
@@ -88,13 +87,13 @@ def test_a_header_declaring_too_many_pixels_is_named_as_such() -> None:
 
 
 async def test_an_image_needing_more_than_the_memory_budget_is_refused_before_any_work() -> None:
-    router = Router([], [], Route(("cloud",)))
-    fitting = Fitting(router, lambda _: FitRoute(), ImageFetcher(FetchPolicy()), memory_budget=64 * 1024**2)
+    routing = router()
+    fitting = Fitting(routing, lambda _: FitRoute(), ImageFetcher(FetchPolicy()), memory_budget=64 * 1024**2)
     # Over the backend's 10,000 px: it must be decoded to be downscaled.
     request = ModerateImageRequest(content=png_header(10_000, 8_000))
     try:
         with pytest.raises(ValidationError) as refused:
-            await fitting.prepare(request, Deadline.for_call(None))
+            fitting.checked(request, routing.route_for(""))
     finally:
         await fitting.aclose()
     [violation] = refused.value.violations
@@ -156,11 +155,11 @@ def test_bad_route_fetch_options_are_reported(tmp_path: Path, route: str, proble
 async def test_the_gateway_fetches_for_tencent_routes_by_default(tmp_path: Path) -> None:
     routes = load_routes(write(tmp_path, ""), ENV)
     settings = Settings(backend="tencent", backends=tuple(routes.backends.values()), routes=routes)
-    router = Router([], [Route(("onprem",), ("kids",))], Route(("cloud",)))
-    fitting = build_fitting(settings, router)
+    routing = router(RouteConfig(chain=("onprem",), biz_types=("kids",)), default=("cloud",))
+    fitting = build_fitting(settings, routing)
     try:
-        assert fitting.route_options("other").fetch
-        assert not fitting.route_options("kids").fetch
+        assert fitting.route_options(routing.route_for("other")).fetch
+        assert not fitting.route_options(routing.route_for("kids")).fetch
     finally:
         await fitting.aclose()
 

@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from service.routes import RoutesError, load_routes
-from service.routing import Route, _route_name
+from service.routes import RouteConfig, RoutesError, load_routes
+from service.routing import _route_name
 
 
 def test_route_names_joined_for_a_fleet_key_never_collide() -> None:
-    names = {_route_name(Route(("cloud",), biz_types)) for biz_types in (("a+b",), ("a", "b"), ("a%2Bb",))}
+    names = {
+        _route_name(RouteConfig(chain=("cloud",), biz_types=biz_types))
+        for biz_types in (("a+b",), ("a", "b"), ("a%2Bb",))
+    }
     assert len(names) == 3
-    assert _route_name(Route(("cloud",))) == "default"
+    assert _route_name(RouteConfig(chain=("cloud",))) == "default"
 
 
 def test_a_routing_file_budget_past_the_settings_bound_is_refused(tmp_path: Path) -> None:

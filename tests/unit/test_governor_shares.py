@@ -39,9 +39,8 @@ class RecordingBudget(RateGovernor):
 async def call_as(router: Router, caller: str) -> None:
     token = CALLER.set(caller)
     try:
-        await router.moderate(
-            ModerateImageRequest(url="https://a.example/x.png"), Deadline.for_call(5.0), Priority.BATCH
-        )
+        request = ModerateImageRequest(url="https://a.example/x.png")
+        await router.moderate(request, router.route_for(""), Deadline.for_call(5.0), Priority.BATCH)
     finally:
         CALLER.reset(token)
 

@@ -1,0 +1,97 @@
+"""The route decision: chosen once per call by the router, it carries the chain, its fingerprints, its
+first backend's latency and the route's options down to fitting, the verdict cache and the router."""
+
+from __future__ import annotations
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+
+from backends.base import Fingerprint
+from service.deadlines import Deadline
+from service.governor import Priority, RateGovernor
+from service.retry import Retrier, RetryPolicy
+from service.routes import RouteConfig
+from service.routing import UNKNOWN_LATENCY, Router, Upstream
+from tests.unit.test_circuit import SlowBackend
+
+
+class NamedBackend(SlowBackend):
+    """SlowBackend under a name of its own, with a fingerprint a test may change (a reload)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(0.0)
+        self.name = name
+        self.fingerprint = Fingerprint.of("named", name)
+
+    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+        return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS, backend=self.name)
+
+
+def upstream(name: str) -> Upstream:
+    backend = NamedBackend(name)
+    governor = RateGovernor(1000)
+    return Upstream(backend, governor, Retrier(backend, RetryPolicy(), governor=governor))
+
+
+def router(*routes: RouteConfig, default: tuple[str, ...] = ("cloud",)) -> Router:
+    names = {name for route in (*routes, RouteConfig(chain=default)) for name in route.chain}
+    return Router([upstream(name) for name in sorted(names)], list(routes), RouteConfig(chain=default))
+
+
+def test_exact_names_come_before_patterns_and_the_first_route_naming_a_biz_type_wins() -> None:
+    kids = RouteConfig(chain=("onprem",), biz_types=("kids_*",))
+    exact = RouteConfig(chain=("cloud", "onprem"), biz_types=("kids_avatars",))
+    again = RouteConfig(chain=("cloud",), biz_types=("kids_avatars",))
+    subject = router(kids, exact, again)
+    assert subject.route_for("kids_avatars").options is exact
+    assert subject.route_for("kids_chat").options is kids
+    assert subject.route_for("adults").options is subject.routes[-1].options
+
+
+def test_a_route_is_one_object_per_configured_route_and_carries_its_chain() -> None:
+    kids = RouteConfig(chain=("onprem", "cloud"), biz_types=("kids",))
+    subject = router(kids)
+    route = subject.route_for("kids")
+    assert route is subject.route_for("kids")
+    assert [u.name for u in route.chain] == ["onprem", "cloud"]
+    assert all(u is subject.upstreams[u.name] for u in route.chain)
+    assert subject.routes == (route, subject.route_for("other"))
+
+
+def test_fingerprints_are_read_per_call_so_a_reload_changes_them() -> None:
+    subject = router(default=("cloud", "onprem"))
+    route = subject.route_for("any")
+    before = route.fingerprints()
+    assert before == tuple(u.backend.fingerprint for u in route.chain)
+    backend = route.chain[1].backend
+    assert isinstance(backend, NamedBackend)
+    backend.fingerprint = Fingerprint.of("named", "onprem", "reloaded")
+    assert route.fingerprints() != before
+    assert route.fingerprints()[0] == before[0]
+
+
+def test_the_first_backends_latency_is_what_it_has_learnt_or_the_unknown_default() -> None:
+    route = router(default=("cloud", "onprem")).route_for("any")
+    assert route.first_latency() == UNKNOWN_LATENCY
+    route.chain[1].retrier.latency.observe(0.05)
+    assert route.first_latency() == UNKNOWN_LATENCY
+    route.chain[0].retrier.latency.observe(0.2)
+    assert route.first_latency() == route.chain[0].retrier.latency.seconds > 0
+
+
+def test_route_names_key_a_fleets_slices_and_the_default_is_named_so() -> None:
+    subject = router(RouteConfig(chain=("onprem",), biz_types=("kids", "teens")))
+    assert subject.route_for("kids").name == "kids+teens"
+    assert subject.route_for("other").name == "default"
+
+
+async def test_the_router_tries_the_chain_of_the_route_it_is_handed() -> None:
+    subject = router(RouteConfig(chain=("onprem",), biz_types=("kids",)), default=("cloud",))
+    request = ModerateImageRequest(biz_type="kids", url="https://a.example/x.png")
+    try:
+        # The route handed down decides, whatever the request's BizType says.
+        answer = await subject.moderate(
+            request, subject.route_for("other"), Deadline.for_call(5.0), Priority.INTERACTIVE
+        )
+    finally:
+        await subject.aclose()
+    assert (answer.backend, answer.fallback) == ("cloud", False)
