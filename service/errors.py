@@ -1,9 +1,11 @@
 """The one table of what each failure kind means, and the statuses callers get.
 
 `KIND_POLICIES` holds one row per `Kind`: its gRPC code and `ErrorInfo` reason, whether the retrier
-retries it, whether the router fails over to the next backend, what it tells the backend's circuit, and
-whether it is the gateway operator's fault. Every one of those decisions reads the row; a `Kind` without
-one fails at import.
+retries it, whether the router fails over to the next backend, what it tells the backend's circuit,
+whether it is the gateway operator's fault, whether the attempt is billed, and whether it judges the
+request itself. Every one of those decisions reads the row; a `Kind` without one fails at import. What
+a client may do about a reason (retry it) is the contract's: each reason is a value of
+`moderation.v1.ErrorReason` (error_reasons.proto), whose options both the gateway and the client read.
 
 Every error status carries exactly one `google.rpc.ErrorInfo` (stable UPPER_SNAKE reason, our domain,
 metadata naming the upstream code, its request id and the attempts made), plus `BadRequest` for
@@ -22,6 +24,7 @@ from typing import Final, TypeAlias
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from moderation.v1 import error_reasons_pb2
 
 from backends.errors import BackendError, Kind
 from backends.scrub import REQUEST_ID, UPSTREAM_CODE
@@ -32,6 +35,7 @@ from service.validation import FieldViolation, ValidationError
 __all__ = [
     "DOMAIN",
     "KIND_POLICIES",
+    "REASON_OPTIONS",
     "CallFailure",
     "CircuitEffect",
     "Failure",
@@ -67,6 +71,18 @@ class CircuitEffect(enum.Enum):
     NONE = "none"
 
 
+# The ErrorReason values' names start with it; ErrorInfo's reasons do not.
+REASON_PREFIX = "ERROR_REASON_"
+# Every reason the contract declares, with what a client may do about it.
+REASON_OPTIONS: Final[Mapping[str, error_reasons_pb2.ErrorReasonOptions]] = MappingProxyType(
+    {
+        value.name.removeprefix(REASON_PREFIX): value.GetOptions().Extensions[error_reasons_pb2.reason]
+        for value in error_reasons_pb2.ErrorReason.DESCRIPTOR.values
+        if value.number != error_reasons_pb2.ERROR_REASON_UNSPECIFIED
+    }
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class KindPolicy:
     """Everything the gateway decides from a failure's kind. No field has a default: a row is complete."""
@@ -83,12 +99,25 @@ class KindPolicy:
     operator_fault: bool
     # Seconds a caller should wait before retrying (`RetryInfo`), when waiting helps.
     retry_delay: float | None
+    # The attempt may have reached a paid backend's moderation, which bills it (metering, quotas).
+    billed: bool
+    # The failure judges the request itself (for INVALID_REQUEST, the field it names): an identical
+    # request would get it too, so the verdict cache shares it with requests waiting on the same call.
+    about_the_request: bool
+
+    @property
+    def client_retries(self) -> bool:
+        """Whether the contract lets a client retry it (`(moderation.v1.reason).retryable`)."""
+        return REASON_OPTIONS[self.reason].retryable
 
 
 def _complete(rows: dict[Kind, KindPolicy]) -> Mapping[Kind, KindPolicy]:
     missing = [kind.name for kind in Kind if kind not in rows]
     if missing:
         raise LookupError(f"service/errors.py has no KindPolicy row for {', '.join(missing)}")
+    undeclared = [row.reason for row in rows.values() if row.reason not in REASON_OPTIONS]
+    if undeclared:
+        raise LookupError(f"moderation.v1.ErrorReason has no value for {', '.join(undeclared)}")
     return MappingProxyType(rows)
 
 
@@ -103,6 +132,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.SUCCESS,
             operator_fault=False,
             retry_delay=None,
+            billed=False,
+            about_the_request=True,
         ),
         Kind.IMAGE_DOWNLOAD_FAILED: KindPolicy(
             code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -112,6 +143,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.SUCCESS,
             operator_fault=False,
             retry_delay=None,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.RATE_LIMITED: KindPolicy(
             code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -121,6 +154,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.SUCCESS,
             operator_fault=False,
             retry_delay=1.0,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.QUOTA_EXHAUSTED: KindPolicy(
             code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -130,6 +165,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.SUCCESS,
             operator_fault=False,
             retry_delay=None,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.MISCONFIGURED: KindPolicy(
             # The gateway's own configuration: an operator's problem, never the caller's authentication.
@@ -140,6 +177,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.FAILURE,
             operator_fault=True,
             retry_delay=None,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.ACCOUNT_UNAVAILABLE: KindPolicy(
             code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -149,6 +188,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.FAILURE,
             operator_fault=True,
             retry_delay=None,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.UNAVAILABLE: KindPolicy(
             code=grpc.StatusCode.UNAVAILABLE,
@@ -158,6 +199,9 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.FAILURE,
             operator_fault=False,
             retry_delay=1.0,
+            # IMS bills the `InternalError` and `ModelCallFailed` it answers.
+            billed=True,
+            about_the_request=False,
         ),
         Kind.TIMEOUT: KindPolicy(
             code=grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -168,6 +212,9 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.FAILURE,
             operator_fault=False,
             retry_delay=None,
+            # IMS bills a call its client gave up on.
+            billed=True,
+            about_the_request=False,
         ),
         Kind.FAILED: KindPolicy(
             code=grpc.StatusCode.INTERNAL,
@@ -177,6 +224,9 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.SUCCESS,
             operator_fault=True,
             retry_delay=None,
+            # `FailedOperation`: IMS bills it.
+            billed=True,
+            about_the_request=False,
         ),
         Kind.THROTTLED: KindPolicy(
             code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -186,6 +236,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.NONE,
             operator_fault=False,
             retry_delay=1.0,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.OVERLOADED: KindPolicy(
             code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -196,6 +248,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.NONE,
             operator_fault=False,
             retry_delay=1.0,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.CALLER_QUOTA_EXHAUSTED: KindPolicy(
             code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -207,6 +261,8 @@ KIND_POLICIES: Final = _complete(
             operator_fault=False,
             # The error carries the time until the quota's period ends.
             retry_delay=None,
+            billed=False,
+            about_the_request=False,
         ),
         Kind.QUOTA_UNAVAILABLE: KindPolicy(
             code=grpc.StatusCode.UNAVAILABLE,
@@ -216,6 +272,8 @@ KIND_POLICIES: Final = _complete(
             circuit=CircuitEffect.NONE,
             operator_fault=False,
             retry_delay=1.0,
+            billed=False,
+            about_the_request=False,
         ),
     }
 )

@@ -31,6 +31,7 @@ from service.cache import VerdictCache
 from service.deadlines import Deadline
 from service.fitting.stage import Fitting
 from service.governor import Priority
+from service.image_hash import ImageHash
 from service.intake import Intake
 from service.observe import Observer, Outcome
 from service.policy.gate import PolicyGate
@@ -215,12 +216,14 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
     ) -> Outcome:
         """The result, or the failure explaining why there is none. Never raises (but for cancellation)."""
-        outcome = functools.partial(self._outcome, request, deadline, priority)
-        decided = self._policy.answer(request, outcome) if self._policy is not None else outcome()
+        # Hashed at most once, by the first of the policy's image lists and the verdict cache to need it.
+        image = ImageHash(request.content)
+        outcome = functools.partial(self._outcome, request, image, deadline, priority)
+        decided = self._policy.answer(request, image, outcome) if self._policy is not None else outcome()
         return await self._observer.image(method, request, priority, decided)
 
     async def _outcome(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+        self, request: ModerateImageRequest, image: ImageHash, deadline: Deadline, priority: Priority
     ) -> Outcome:
         try:
             route = self._router.route_for(request.biz_type)
@@ -230,13 +233,15 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 # A URL image the route has the gateway fetch becomes content here, so the cache keys the
                 # picture, not the address.
                 prepared = await fitting.fetched(request, route, deadline)
-                request, image_checked = prepared.request, prepared.checked
+                if prepared.request is not request:
+                    request, image = prepared.request, ImageHash(prepared.request.content)
+                image_checked = prepared.checked
             found = None
             if cache is not None:
                 # Invalid fields are refused before the image is hashed; the image itself is checked
                 # after the cache is asked: a hit's image passed when its verdict was cached.
                 validate_fields(request)
-                found = await cache.look_up(request, route)
+                found = await cache.look_up(request, route, image)
                 if found.hit is not None and (fitting is None or fitting.fits_as_cached(request, route)):
                     return found.hit
             if fitting is not None and not image_checked:

@@ -14,15 +14,28 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from moderation.v1 import error_reasons_pb2
 
 DOMAIN = "moderation-gateway"
-# The gateway sent nothing upstream (its rate governor had no slot), so a retry is not billed twice.
-RATE_BUDGET_EXHAUSTED = "RATE_BUDGET_EXHAUSTED"
 # The gateway is shutting down: a stream ended with every item it read answered.
 SERVER_DRAINING = "SERVER_DRAINING"
-# The only reasons this client retries. BACKEND_RATE_LIMITED and BACKEND_UNAVAILABLE are not among
-# them: the gateway already retried those, and every retry of theirs was a billed call.
-RETRYABLE_REASONS = frozenset({RATE_BUDGET_EXHAUSTED, SERVER_DRAINING})
+# The ErrorReason values' names start with it; ErrorInfo's reasons do not.
+REASON_PREFIX = "ERROR_REASON_"
+
+
+def _retryable_reasons() -> frozenset[str]:
+    """The reasons the contract marks `(moderation.v1.reason).retryable` (error_reasons.proto)."""
+    values = error_reasons_pb2.ErrorReason.DESCRIPTOR.values
+    return frozenset(
+        value.name.removeprefix(REASON_PREFIX)
+        for value in values
+        if value.GetOptions().Extensions[error_reasons_pb2.reason].retryable
+    )
+
+
+# The only reasons this client retries, as the contract marks them. BACKEND_RATE_LIMITED and
+# BACKEND_UNAVAILABLE are not among them: the gateway already retried those, each retry a billed call.
+RETRYABLE_REASONS = _retryable_reasons()
 # Where gRPC carries a status's google.rpc.Status, details included (the gRPC over HTTP/2 spec).
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 

@@ -1,6 +1,6 @@
 """Cache keys: a SHA-256 over everything that can change a verdict, or the reason a request has none.
 
-The image's own bytes are hashed once (off the event loop when large), then the key is the hash of
+The image's own bytes are hashed once per call (`service.image_hash`), then the key is the hash of
 that digest with the fingerprint of each backend of the route's chain (`Backend.fingerprint`: type,
 endpoint, region, account, policy and library files), `biz_type`, `type`, `biz_tag`, `interval`,
 `max_frames` and the operator's policy version. The key starts with the hashed account of the chain's
@@ -10,7 +10,6 @@ namespace in Redis. Keys name nothing a caller sent: Redis sees hashes only.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 from dataclasses import dataclass
@@ -18,15 +17,12 @@ from dataclasses import dataclass
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from backends.base import Fingerprint
+from service.image_hash import ImageHash
 
-__all__ = ["HASH_OFF_LOOP_BYTES", "Bypass", "KeyPolicy", "cache_key"]
+__all__ = ["Bypass", "KeyPolicy", "cache_key"]
 
 # The namespace of backends without an account (local ones, private deployments without a key id).
 NO_ACCOUNT = "no-account"
-# Measured on the 2-core bench machine: SHA-256 runs at ~1.7 GB/s (150 µs for 256 KiB) and a hand-off
-# to a thread costs ~70 µs; hashlib releases the GIL for inputs over 2 KiB, so above this size the
-# loop is better off waiting for a thread than blocking for the hash.
-HASH_OFF_LOOP_BYTES = 256 * 1024
 
 
 class Bypass(enum.Enum):
@@ -44,27 +40,26 @@ class KeyPolicy:
 
 
 async def cache_key(
-    request: ModerateImageRequest, chain: tuple[Fingerprint, ...], policy: KeyPolicy, *, user_fields: bool
+    request: ModerateImageRequest,
+    chain: tuple[Fingerprint, ...],
+    policy: KeyPolicy,
+    image: ImageHash,
+    *,
+    user_fields: bool,
 ) -> str | Bypass:
     """The request's key (`<account>:<64 hex digits>`), or why it bypasses the cache.
 
-    `user_fields`: the route opted in to caching requests that carry `user` or `device`.
+    `image`: the hash of the request's content. `user_fields`: the route opted in to caching requests
+    that carry `user` or `device`.
     """
     if not user_fields and (request.HasField("user") or request.HasField("device")):
         return Bypass.USER_FIELDS
     if request.WhichOneof("image") == "url":
         if not policy.urls:
             return Bypass.URL
-        image = b"url:" + request.url.encode()
+        hashed = b"url:" + request.url.encode()
     else:
-        content = request.content
-        # Small images inline: awaiting a coroutine that never suspends still costs a frame per call.
-        digest = (
-            hashlib.sha256(content)
-            if len(content) <= HASH_OFF_LOOP_BYTES
-            else await asyncio.to_thread(hashlib.sha256, content)
-        )
-        image = b"content:" + digest.digest()
+        hashed = b"content:" + await image.digest()
     # A tuple's repr spells each field unambiguously (strings and bytes quoted and escaped), so no two
     # sets of fields give the same text; one call instead of encoding each field.
     fields = (
@@ -75,6 +70,6 @@ async def cache_key(
         request.biz_tag,
         request.interval,
         request.max_frames,
-        image,
+        hashed,
     )
     return f"{chain[0].account or NO_ACCOUNT}:{hashlib.sha256(repr(fields).encode()).hexdigest()}"

@@ -1,10 +1,9 @@
 """Cost metering: every call a paid backend (IMS) bills, counted by backend, caller and biz_type.
 
 IMS cannot split its packages by caller; the gateway can. A backend attempt counts as billed when it
-may have reached moderation: it gave a verdict, timed out or was abandoned (IMS bills a call its
-client gave up on), or failed with an answer IMS bills (`InternalError`, `ModelCallFailed`,
-`FailedOperation`). Refusals in front of moderation (rate limit, quota, credentials, parameters) are
-not billed.
+may have reached moderation: it gave a verdict, was abandoned (IMS bills a call its client gave up on),
+or failed in a way the error table (`service.errors.KIND_POLICIES`) marks `billed`. Refusals in front
+of moderation (rate limit, quota, credentials, parameters) are not billed.
 """
 
 from __future__ import annotations
@@ -15,14 +14,14 @@ from typing import Final
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
 from backends.base import Backend, WrappedBackend
-from backends.errors import BackendError, Kind
+from backends.errors import BackendError
+from service.errors import KIND_POLICIES
 from service.observe import CostMetrics
 
-__all__ = ["BILLED_FAILURES", "BILLING_TYPES", "BilledBackend", "metered"]
+__all__ = ["BILLING_TYPES", "BilledBackend", "metered"]
 
 # Backend types whose every call is paid for (a private deployment or the local backend is not).
 BILLING_TYPES: Final = frozenset({"tencent"})
-BILLED_FAILURES: Final = frozenset({Kind.TIMEOUT, Kind.UNAVAILABLE, Kind.FAILED})
 
 
 class BilledBackend(WrappedBackend):
@@ -36,7 +35,7 @@ class BilledBackend(WrappedBackend):
         try:
             result = await self._backend.moderate(request, timeout=timeout)
         except BackendError as error:
-            if error.kind in BILLED_FAILURES:
+            if KIND_POLICIES[error.kind].billed:
                 self._metrics.billed_call(self.name, request.biz_type)
             raise
         except asyncio.CancelledError:

@@ -28,13 +28,13 @@ from typing import Any
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
-from backends.errors import Kind
 from service.cache.coalesce import Coalescer
 from service.cache.fleet import Claimed, FleetStore, Hit, StoreUnavailable
 from service.cache.keys import Bypass, KeyPolicy, cache_key
 from service.cache.memory import MemoryLru
 from service.deadlines import Deadline
-from service.errors import CallFailure
+from service.errors import KIND_POLICIES, CallFailure
+from service.image_hash import ImageHash
 from service.observe import CostMetrics, Outcome
 from service.routing import Route
 
@@ -112,13 +112,13 @@ class VerdictCache:
         # Publishing and releasing in Redis happen after the answer, never delaying it.
         self._background: set[asyncio.Task[None]] = set()
 
-    async def look_up(self, request: ModerateImageRequest, route: Route) -> Lookup:
+    async def look_up(self, request: ModerateImageRequest, route: Route, image: ImageHash) -> Lookup:
         """The request's key on its route, and its verdict if the in-process LRU holds one.
 
         Asked once the request's fields passed validation, before its image is checked: a hit's image is
         one that passed before."""
         key = await cache_key(
-            request, route.fingerprints(), self._policy, user_fields=route.options.cache_user_fields
+            request, route.fingerprints(), self._policy, image, user_fields=route.options.cache_user_fields
         )
         value = self._lru.get(key) if isinstance(key, str) else None
         if value is None:
@@ -261,7 +261,8 @@ class VerdictCache:
 def _about_the_image(failure: CallFailure) -> bool:
     """A refusal of the image's bytes (undecodable, too small, a URL refused), which any
     caller sending them would get: nothing of the caller's own is in it."""
-    return failure.error.kind is Kind.INVALID_REQUEST and failure.error.field in _IMAGE_FIELDS
+    error = failure.error
+    return KIND_POLICIES[error.kind].about_the_request and error.field in _IMAGE_FIELDS
 
 
 def _redis_timeout(deadline: Deadline) -> float:

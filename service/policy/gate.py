@@ -16,10 +16,11 @@ from moderation.v1.moderation_service_pb2 import (
 from opentelemetry import trace
 
 from service.errors import Failure, InternalFailure
+from service.image_hash import ImageHash
 from service.observe import SUGGESTION_NAMES
 from service.policy.decide import decide
 from service.policy.fields import SOURCE_NAMES, decision_fields
-from service.policy.imagelists import ListHit, sha256
+from service.policy.imagelists import ListHit
 from service.policy.metrics import PolicyMetrics
 from service.policy.pdq import pdq_hash
 from service.policy.rules import Policy, Rules
@@ -41,22 +42,22 @@ class PolicyGate:
         self._shadow = ShadowTally(metrics)
 
     async def answer(
-        self, request: ModerateImageRequest, moderate: Callable[[], Awaitable[Outcome]]
+        self, request: ModerateImageRequest, image: ImageHash, moderate: Callable[[], Awaitable[Outcome]]
     ) -> Outcome:
-        """`moderate()`'s outcome decided by the request's BizType's rules, or a listed image's answer.
-        Never raises (but for cancellation)."""
+        """`moderate()`'s outcome decided by the request's BizType's rules, or a listed image's answer
+        (`image`: the hash of the request's content). Never raises (but for cancellation)."""
         try:
-            return await self._answer(request, moderate)
+            return await self._answer(request, image, moderate)
         except Exception as error:
             return InternalFailure(error)
 
     async def _answer(
-        self, request: ModerateImageRequest, moderate: Callable[[], Awaitable[Outcome]]
+        self, request: ModerateImageRequest, image: ImageHash, moderate: Callable[[], Awaitable[Outcome]]
     ) -> Outcome:
         policy = self.policy
         rules = policy.rules(request.biz_type)
         if (rules.exact_lists or rules.near_lists) and request.WhichOneof("image") == "content":
-            listed = await _listed(rules, request.content)
+            listed = await _listed(rules, image)
             if listed is not None:
                 try:
                     validate(request)
@@ -87,16 +88,16 @@ class PolicyGate:
         return answer
 
 
-async def _listed(rules: Rules, content: bytes) -> ListHit | None:
+async def _listed(rules: Rules, image: ImageHash) -> ListHit | None:
     """The list entry the image matches: exact lists first (deny, then allow), then near-duplicates."""
-    digest = sha256(content)
+    digest = await image.digest() if rules.exact_lists else b""
     for exact in rules.exact_lists:
         hit = exact.find(digest)
         if hit is not None:
             return hit
     if not rules.near_lists:
         return None
-    hashed = await asyncio.to_thread(pdq_hash, content)
+    hashed = await asyncio.to_thread(pdq_hash, image.content)
     if hashed is None:
         return None
     for near in rules.near_lists:

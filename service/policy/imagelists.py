@@ -3,7 +3,6 @@ and the ids the file gave its entries."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -63,7 +62,3 @@ class ExactList:
         if self._digests[at : at + 1].tobytes() != digest:
             return None
         return ListHit(self.name, self.kind, self.label, self._ids.get(digest) or digest.hex())
-
-
-def sha256(content: bytes) -> bytes:
-    return hashlib.sha256(content).digest()

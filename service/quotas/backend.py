@@ -12,7 +12,8 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend, WrappedBackend
 from backends.errors import BackendError
 from service.auth import CALLER
-from service.cache.metering import BILLED_FAILURES, BILLING_TYPES
+from service.cache.metering import BILLING_TYPES
+from service.errors import KIND_POLICIES
 from service.quotas.guard import QuotaGuard
 
 __all__ = ["QuotaGovernedBackend", "governed"]
@@ -32,7 +33,7 @@ class QuotaGovernedBackend(WrappedBackend):
         try:
             return await self._backend.moderate(request, timeout=timeout)
         except BackendError as error:
-            if error.kind not in BILLED_FAILURES:
+            if not KIND_POLICIES[error.kind].billed:
                 await ticket.release()
             raise
         # Anything else (an abandoned call, which IMS bills all the same) keeps its unit.

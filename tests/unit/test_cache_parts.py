@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from backends.base import Fingerprint
 from service.cache import Bypass, KeyPolicy, MemoryLru, cache_key
-from service.cache.keys import HASH_OFF_LOOP_BYTES
+from service.image_hash import HASH_OFF_LOOP_BYTES, ImageHash
 from service.observe import CostMetrics
 
 POLICY = KeyPolicy("1", urls=False)
@@ -24,7 +24,8 @@ async def key(request: ModerateImageRequest, **changes: object) -> str | Bypass:
     policy = KeyPolicy(str(changes.pop("version", "1")), urls=bool(changes.pop("urls", False)))
     chain = changes.pop("chain", CHAIN)
     assert isinstance(chain, tuple)
-    return await cache_key(request, chain, policy, user_fields=bool(changes.pop("user_fields", False)))
+    user_fields = bool(changes.pop("user_fields", False))
+    return await cache_key(request, chain, policy, ImageHash(request.content), user_fields=user_fields)
 
 
 async def test_every_field_that_can_change_a_verdict_changes_the_key() -> None:

@@ -1,4 +1,6 @@
-"""The one table of what each failure kind means: a complete row per Kind, as the docs' errors page says."""
+"""The one table of what each failure kind means: a complete row per Kind, as the docs' errors page says,
+its reasons declared by the contract, whose options the client reads too. Properties only: the rows
+themselves are written once, in service/errors.py."""
 
 from __future__ import annotations
 
@@ -7,46 +9,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from moderation_client import RETRYABLE_REASONS
 
 from backends.errors import Kind
-from service.errors import KIND_POLICIES, CircuitEffect, KindPolicy
+from service.errors import KIND_POLICIES, REASON_OPTIONS, CircuitEffect, KindPolicy
 
 ERRORS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "errors.md"
-
-FAILURE, SUCCESS, NONE = CircuitEffect.FAILURE, CircuitEffect.SUCCESS, CircuitEffect.NONE
-# What each kind meant when it was spread over six tables, pinned so that moving it into one changed
-# nothing. The status: code, reason, retry delay.
-STATUSES = {
-    Kind.INVALID_REQUEST: ("INVALID_ARGUMENT", "BACKEND_REJECTED_REQUEST", None),
-    Kind.IMAGE_DOWNLOAD_FAILED: ("FAILED_PRECONDITION", "IMAGE_DOWNLOAD_FAILED", None),
-    Kind.RATE_LIMITED: ("RESOURCE_EXHAUSTED", "BACKEND_RATE_LIMITED", 1.0),
-    Kind.QUOTA_EXHAUSTED: ("RESOURCE_EXHAUSTED", "BACKEND_QUOTA_EXHAUSTED", None),
-    Kind.MISCONFIGURED: ("INTERNAL", "BACKEND_MISCONFIGURED", None),
-    Kind.ACCOUNT_UNAVAILABLE: ("FAILED_PRECONDITION", "BACKEND_ACCOUNT_UNAVAILABLE", None),
-    Kind.UNAVAILABLE: ("UNAVAILABLE", "BACKEND_UNAVAILABLE", 1.0),
-    Kind.TIMEOUT: ("DEADLINE_EXCEEDED", "BACKEND_TIMEOUT", None),
-    Kind.FAILED: ("INTERNAL", "BACKEND_FAILED", None),
-    Kind.THROTTLED: ("RESOURCE_EXHAUSTED", "RATE_BUDGET_EXHAUSTED", 1.0),
-    Kind.OVERLOADED: ("RESOURCE_EXHAUSTED", "BACKEND_OVERLOADED", 1.0),
-    Kind.CALLER_QUOTA_EXHAUSTED: ("RESOURCE_EXHAUSTED", "CALLER_QUOTA_EXHAUSTED", None),
-    Kind.QUOTA_UNAVAILABLE: ("UNAVAILABLE", "QUOTA_STORE_UNAVAILABLE", 1.0),
-}
-# The decisions: retried, fails over, circuit, operator fault.
-DECISIONS = {
-    Kind.INVALID_REQUEST: (False, False, SUCCESS, False),
-    Kind.IMAGE_DOWNLOAD_FAILED: (False, False, SUCCESS, False),
-    Kind.RATE_LIMITED: (True, True, SUCCESS, False),
-    Kind.QUOTA_EXHAUSTED: (False, True, SUCCESS, False),
-    Kind.MISCONFIGURED: (False, True, FAILURE, True),
-    Kind.ACCOUNT_UNAVAILABLE: (False, True, FAILURE, True),
-    Kind.UNAVAILABLE: (True, True, FAILURE, False),
-    Kind.TIMEOUT: (False, True, FAILURE, False),
-    Kind.FAILED: (False, True, SUCCESS, True),
-    Kind.THROTTLED: (False, True, NONE, False),
-    Kind.OVERLOADED: (False, True, NONE, False),
-    Kind.CALLER_QUOTA_EXHAUSTED: (False, True, NONE, False),
-    Kind.QUOTA_UNAVAILABLE: (False, True, NONE, False),
-}
+SERVICE = Path(__file__).resolve().parents[2] / "service"
 
 
 @pytest.mark.parametrize("kind", list(Kind), ids=lambda kind: kind.name)
@@ -54,11 +23,44 @@ def test_every_kind_has_a_complete_row(kind: Kind) -> None:
     row = KIND_POLICIES[kind]
     assert row.code is not grpc.StatusCode.OK
     assert re.fullmatch(r"[A-Z]+(_[A-Z]+)*", row.reason)
-    assert all(isinstance(flag, bool) for flag in (row.retried, row.fails_over, row.operator_fault))
+    flags = (row.retried, row.fails_over, row.operator_fault, row.billed, row.about_the_request)
+    assert all(isinstance(flag, bool) for flag in flags)
     assert isinstance(row.circuit, CircuitEffect)
-    assert kind in STATUSES, f"{kind.name} is new: pin its row here too"
-    assert (row.code.name, row.reason, row.retry_delay) == STATUSES[kind]
-    assert (row.retried, row.fails_over, row.circuit, row.operator_fault) == DECISIONS[kind]
+    assert row.reason in REASON_OPTIONS, f"{row.reason} is not a value of moderation.v1.ErrorReason"
+
+
+def test_every_reason_the_contract_declares_is_one_the_gateway_sends() -> None:
+    rows = {row.reason for row in KIND_POLICIES.values()}
+    source = "\n".join(path.read_text(encoding="utf-8") for path in SERVICE.rglob("*.py"))
+    unsent = [reason for reason in REASON_OPTIONS if reason not in rows and f'"{reason}"' not in source]
+    assert unsent == []
+
+
+def test_what_a_client_may_retry_was_never_sent_upstream_and_says_when_to_retry() -> None:
+    retryable = [row for row in KIND_POLICIES.values() if row.client_retries]
+    assert retryable
+    for row in retryable:
+        assert (row.circuit, row.billed, row.retried) == (CircuitEffect.NONE, False, False), row.reason
+        assert row.retry_delay is not None, row.reason
+
+
+def test_a_billed_failure_reached_the_backend() -> None:
+    for row in KIND_POLICIES.values():
+        if row.billed:
+            assert row.circuit is not CircuitEffect.NONE, row.reason
+
+
+def test_a_failure_about_the_request_is_final() -> None:
+    # The next backend, or a retry, would judge the same request the same way.
+    for row in KIND_POLICIES.values():
+        if row.about_the_request:
+            assert (row.retried, row.fails_over, row.billed) == (False, False, False), row.reason
+
+
+def test_the_clients_retry_set_is_read_from_the_same_contract() -> None:
+    contract = frozenset(reason for reason, options in REASON_OPTIONS.items() if options.retryable)
+    assert contract == RETRYABLE_REASONS
+    assert {row.reason for row in KIND_POLICIES.values() if row.client_retries} <= RETRYABLE_REASONS
 
 
 def test_the_table_has_no_row_for_a_kind_that_does_not_exist() -> None:
