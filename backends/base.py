@@ -5,9 +5,10 @@ model), filling the result fields, `backend` and `request_id`; the service fills
 backend makes exactly one attempt per call: retries, deadlines and rate limits are the caller's policy,
 so every backend gets them alike. Backends raise only `BackendError` and never import grpc.
 
-Each backend declares its `Fingerprint`: what its verdicts depend on, as hashes. The verdict cache keys
-by the fingerprints of a route's chain, so a backend that changes (another type, endpoint, region or
-account, another policy or library file) never answers from verdicts the old one gave.
+Each backend declares the images it takes (`image_limits`, checked and fitted to after routing) and its
+`Fingerprint`: what its verdicts depend on, as hashes. The verdict cache keys by the fingerprints of a
+route's chain, so a backend that changes (another type, endpoint, region or account, another policy or
+library file) never answers from verdicts the old one gave.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+
+from backends.image_limits import ImageLimits
 
 __all__ = ["SECOND_REQUEST_SLOT", "Backend", "Fingerprint"]
 
@@ -72,6 +75,12 @@ class Backend(Protocol):
         """Calls worth accepting at once, for in-process backends; None when the backend is remote."""
         ...
 
+    @property
+    def image_limits(self) -> ImageLimits:
+        """The images this backend takes: the gateway checks and fits each request's image to its
+        route's backends' limits before any is called."""
+        ...
+
     async def start(self) -> None:
         """Get ready to serve (load models, warm up); the server reports NOT_SERVING until it returns."""
         ...
@@ -102,6 +111,10 @@ class WrappedBackend:
     @property
     def concurrency(self) -> int | None:
         return self._backend.concurrency
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return self._backend.image_limits
 
     async def start(self) -> None:
         await self._backend.start()

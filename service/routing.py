@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
@@ -20,6 +21,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.base import Backend, Fingerprint
 from backends.errors import BackendError, Kind
+from backends.image_limits import ImageLimits
 from service.auth import CALLER
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
@@ -66,6 +68,8 @@ class Route:
 
     options: RouteConfig
     chain: tuple[Upstream, ...]
+    # What every backend of the chain takes: the request's image is checked and fitted against it.
+    image_limits: ImageLimits
 
     @property
     def name(self) -> str:
@@ -139,7 +143,9 @@ class Router:
         return (*self._routes, self._default)
 
     def _resolved(self, config: RouteConfig) -> Route:
-        return Route(config, tuple(self.upstreams[name] for name in config.chain))
+        chain = tuple(self.upstreams[name] for name in config.chain)
+        limits = functools.reduce(ImageLimits.within, (upstream.backend.image_limits for upstream in chain))
+        return Route(config, chain, limits)
 
     def _slice(self, backend: str, share: float, name: str) -> Governor:
         return self.upstreams[backend].governor.share(share, name)

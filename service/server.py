@@ -43,14 +43,13 @@ from service.settings import ConfigError, Settings
 from service.streaming import Window
 from service.telemetry import SCOPE, ServerSpans, Telemetry
 from service.undecodable import RejectUndecodable
-from service.validation import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = moderation_service_pb2.DESCRIPTOR.services_by_name["ModerationService"].full_name
-# The largest image IMS accepts, plus room for the other fields and for sizes just over the limit,
-# which then get a clear INVALID_ARGUMENT instead of a bare RESOURCE_EXHAUSTED.
-MAX_RECEIVE_MESSAGE_BYTES = MAX_IMAGE_BYTES + 4 * 1024 * 1024
+# Room past the largest image any backend takes, for the other fields and for sizes just over the
+# limit, which then get a clear INVALID_ARGUMENT instead of a bare RESOURCE_EXHAUSTED.
+RECEIVE_MARGIN_BYTES = 4 * 1024 * 1024
 # grpc's own call limiter sits this many times above MODERATION_MAX_CONCURRENT_RPCS (see build_server).
 BACKSTOP_FACTOR = 2
 # Calls C-core holds that grpc's Python loop has not picked up yet (a burst waits there).
@@ -235,6 +234,8 @@ def build_server(
 ) -> Gateway:
     """The server bound to `settings.listen` (port 0 picks a free one), not yet started."""
     telemetry = telemetry or Telemetry.off()
+    backends = list(backends) if isinstance(backends, Sequence) else [backends]
+    largest_image = max(backend.image_limits.max_bytes for backend in backends)
     # Answers, spans and metric labels leave through the outward scrubber: it must know these secrets.
     scrub.configure(settings.secrets)
     interceptors = []
@@ -261,7 +262,7 @@ def build_server(
         options=[
             # Otherwise a second server silently shares the port with a leftover one.
             ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", largest_image + RECEIVE_MARGIN_BYTES),
             # Calls one connection may have open at once (HTTP/2 SETTINGS); more wait in the client.
             ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
             # On (C-core's default), the server also counts streams the client already saw closed but
@@ -283,9 +284,7 @@ def build_server(
         callers=telemetry.metrics.callers,
     )
     quotas = build_quotas(settings, fleet_connection(settings), telemetry)
-    router = build_router(
-        settings, list(backends) if isinstance(backends, Sequence) else [backends], telemetry, costs, quotas
-    )
+    router = build_router(settings, backends, telemetry, costs, quotas)
     policy, policy_watcher = _policy(settings, telemetry)
     servicer = ModerationServicer(
         router,

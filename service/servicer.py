@@ -25,6 +25,7 @@ from moderation.v1.moderation_service_pb2 import (
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from backends.image_limits import ImageLimits
 from service import errors
 from service.admission import Admission, Ticket, caller_key
 from service.cache import VerdictCache
@@ -216,17 +217,24 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
     ) -> Outcome:
         """The result, or the failure explaining why there is none. Never raises (but for cancellation)."""
+        # The call's route, decided here once and carried down to fitting, the cache and the router.
+        route = self._router.route_for(request.biz_type)
         # Hashed at most once, by the first of the policy's image lists and the verdict cache to need it.
         image = ImageHash(request.content)
-        outcome = functools.partial(self._outcome, request, image, deadline, priority)
-        decided = self._policy.answer(request, image, outcome) if self._policy is not None else outcome()
+        outcome = functools.partial(self._outcome, request, route, image, deadline, priority)
+        policy = self._policy
+        decided = policy.answer(request, image, route.image_limits, outcome) if policy else outcome()
         return await self._observer.image(method, request, priority, decided)
 
     async def _outcome(
-        self, request: ModerateImageRequest, image: ImageHash, deadline: Deadline, priority: Priority
+        self,
+        request: ModerateImageRequest,
+        route: Route,
+        image: ImageHash,
+        deadline: Deadline,
+        priority: Priority,
     ) -> Outcome:
         try:
-            route = self._router.route_for(request.biz_type)
             fitting, cache = self._fitting, self._cache
             image_checked = False
             if fitting is not None:
@@ -240,14 +248,16 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             if cache is not None:
                 # Invalid fields are refused before the image is hashed; the image itself is checked
                 # after the cache is asked: a hit's image passed when its verdict was cached.
-                validate_fields(request)
+                validate_fields(request, route.image_limits)
                 found = await cache.look_up(request, route, image)
                 if found.hit is not None and (fitting is None or fitting.fits_as_cached(request, route)):
                     return found.hit
             if fitting is not None and not image_checked:
                 # An image the backend's limits need fitted is checked by fitting, not validation.
                 image_checked = fitting.checked(request, route)
-            _validate_traced(request, image_checked=image_checked, fields_checked=cache is not None)
+            _validate_traced(
+                request, route.image_limits, image_checked=image_checked, fields_checked=cache is not None
+            )
             if found is not None and found.hit is not None:
                 return found.hit
             routed = functools.partial(self._routed, request, route, deadline, priority)
@@ -272,15 +282,17 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             return errors.InternalFailure(error)
 
 
-def _validate_traced(request: ModerateImageRequest, *, image_checked: bool, fields_checked: bool) -> None:
+def _validate_traced(
+    request: ModerateImageRequest, limits: ImageLimits, *, image_checked: bool, fields_checked: bool
+) -> None:
     """`validate`, timed as an event on the call's span when it is sampled."""
     span = trace.get_current_span()
     if not span.is_recording():
-        validate(request, image_checked=image_checked, fields_checked=fields_checked)
+        validate(request, limits, image_checked=image_checked, fields_checked=fields_checked)
         return
     started = time.perf_counter()
     try:
-        validate(request, image_checked=image_checked, fields_checked=fields_checked)
+        validate(request, limits, image_checked=image_checked, fields_checked=fields_checked)
     finally:
         span.add_event("moderation.validate", {"moderation.duration_s": time.perf_counter() - started})
 

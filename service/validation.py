@@ -1,4 +1,5 @@
-"""Checks against IMS's published limits, made before any backend quota is spent.
+"""Checks of a request, made before any backend quota is spent: its fields, and its image against the
+limits its route's backends declare (`backends.image_limits`).
 
 Image dimensions come from the header alone (Pillow opens lazily and decodes nothing here). Formats IMS
 accepts but Pillow cannot read (SVG, HEIC/HEIF, JNG) are recognised by their signature and left to the
@@ -19,14 +20,10 @@ from moderation.v1.moderation_service_pb2 import Gender, IpType, ModerateImageRe
 from PIL import Image, UnidentifiedImageError
 
 from backends.hostnames import host_name_problem, parse_url
-from backends.image_limits import MAX_ASPECT_RATIO, MAX_SIDE, MIN_SIDE
+from backends.image_limits import MAX_SIDE, ImageLimits
 
+# Fewer bytes are no image of any format.
 MIN_IMAGE_BYTES = 16
-# A TC3-signed IMS request carries at most 10 MiB in all, so the base64 image and the JSON around it
-# (up to 5000 escaped characters of user description among it) must fit together.
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
-JSON_ALLOWANCE = 64 * 1024
-MAX_IMAGE_BYTES = (MAX_REQUEST_BYTES - JSON_ALLOWANCE) // 4 * 3
 MAX_URL_LENGTH = 4096
 MAX_DESC_CHARS = 5000
 
@@ -57,38 +54,43 @@ class ValidationError(Exception):
 
 
 def validate(
-    request: ModerateImageRequest, *, image_checked: bool = False, fields_checked: bool = False
+    request: ModerateImageRequest,
+    limits: ImageLimits,
+    *,
+    image_checked: bool = False,
+    fields_checked: bool = False,
 ) -> None:
     """Raise `ValidationError` listing everything wrong with the request, or return.
 
-    `image_checked`: the image's bytes are known to have passed before (the verdict cache holds a
-    verdict for them), so their header is not read again. `fields_checked`: `validate_fields` passed.
+    `limits`: what the request's route's backends take (`Route.image_limits`). `image_checked`: the
+    image's bytes are known to have passed before (the verdict cache holds a verdict for them), so
+    their header is not read again. `fields_checked`: `validate_fields` passed.
     """
-    image = [] if image_checked else _image_violations(request)
+    image = [] if image_checked else _image_violations(request, limits)
     fields = [] if fields_checked else parameter_violations(request)
     if image or fields:
         raise ValidationError([*image, *fields])
 
 
-def validate_fields(request: ModerateImageRequest) -> None:
+def validate_fields(request: ModerateImageRequest, limits: ImageLimits) -> None:
     """`validate`'s refusal when a field other than the image is invalid, else nothing: such requests
     are refused before the verdict cache hashes their image. The image itself is checked by `validate`
     (after a cache miss only: a hit's image passed when its verdict was cached)."""
     fields = parameter_violations(request)
     if fields:
-        raise ValidationError([*_image_violations(request), *fields])
+        raise ValidationError([*_image_violations(request, limits), *fields])
 
 
-def _image_violations(request: ModerateImageRequest) -> list[FieldViolation]:
+def _image_violations(request: ModerateImageRequest, limits: ImageLimits) -> list[FieldViolation]:
     source = request.WhichOneof("image")
     if source == "content":
-        return _content_violations(request.content)
+        return _content_violations(request.content, limits)
     if source == "url":
         return _url_violations("url", request.url)
     return [FieldViolation("image", "set either `content` (image bytes) or `url`", "IMAGE_MISSING")]
 
 
-def _content_violations(content: bytes) -> list[FieldViolation]:
+def _content_violations(content: bytes, limits: ImageLimits) -> list[FieldViolation]:
     if len(content) < MIN_IMAGE_BYTES:
         return [
             FieldViolation(
@@ -97,12 +99,12 @@ def _content_violations(content: bytes) -> list[FieldViolation]:
                 "IMAGE_TOO_SMALL",
             )
         ]
-    if len(content) > MAX_IMAGE_BYTES:
+    if len(content) > limits.max_bytes:
         return [
             FieldViolation(
                 "content",
-                f"the image is {len(content)} bytes; at most {MAX_IMAGE_BYTES} fit the backend's 10 MiB "
-                "request limit once base64-encoded (send a `url` for larger images)",
+                f"the image is {len(content)} bytes; at most {limits.max_bytes} fit the backend's request "
+                "limit (send a `url` for larger images)",
                 "IMAGE_TOO_LARGE",
             )
         ]
@@ -112,7 +114,7 @@ def _content_violations(content: bytes) -> list[FieldViolation]:
         size = image_size(content)
     except ValueError as exc:
         return [FieldViolation("content", str(exc), "IMAGE_UNSUPPORTED")]
-    return _dimension_violations(*size)
+    return _dimension_violations(*size, limits)
 
 
 def image_size(content: bytes) -> tuple[int, int]:
@@ -155,21 +157,23 @@ def _signature_only_format(content: bytes) -> bool:
     return is_svg or is_heif or is_jng
 
 
-def _dimension_violations(width: int, height: int) -> list[FieldViolation]:
-    if not (MIN_SIDE < width < MAX_SIDE and MIN_SIDE < height < MAX_SIDE):
+def _dimension_violations(width: int, height: int, limits: ImageLimits) -> list[FieldViolation]:
+    low, high = limits.min_side, limits.max_side
+    if not (low < width < high and low < height < high):
         return [
             FieldViolation(
                 "content",
-                f"the image is {width}x{height}; width and height must be more than {MIN_SIDE} "
-                f"and less than {MAX_SIDE} pixels",
+                f"the image is {width}x{height}; width and height must be more than {low} "
+                f"and less than {high} pixels",
                 "IMAGE_DIMENSIONS_OUT_OF_RANGE",
             )
         ]
-    if max(width, height) >= MAX_ASPECT_RATIO * min(width, height):
+    ratio = limits.max_aspect_ratio
+    if max(width, height) >= ratio * min(width, height):
         return [
             FieldViolation(
                 "content",
-                f"the image is {width}x{height}; its aspect ratio must be less than {MAX_ASPECT_RATIO}:1",
+                f"the image is {width}x{height}; its aspect ratio must be less than {ratio}:1",
                 "IMAGE_ASPECT_RATIO_TOO_LARGE",
             )
         ]

@@ -20,6 +20,7 @@ from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, S
 from PIL import Image
 
 from backends.errors import BackendError
+from backends.image_limits import IMS_IMAGE_LIMITS
 from backends.tencent.wire import parse_response, request_body
 from service.server import Gateway
 from service.validation import ValidationError, image_size, validate
@@ -69,7 +70,7 @@ SAMPLES = [_image(f) for f in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "ICO
 def test_validation_accepts_or_explains(request: ModerateImageRequest) -> None:
     violations = []
     try:
-        validate(request)
+        validate(request, IMS_IMAGE_LIMITS)
     except ValidationError as error:
         violations = error.violations
     if violations:

@@ -22,6 +22,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from backends.errors import BackendError, Kind
 from backends.hostnames import host_name_problem
 from backends.http import TooLarge, read_capped
+from backends.image_limits import IMS_IMAGE_LIMITS
 from backends.scrub import LABEL, REQUEST_ID, UNRECOGNISED, UPSTREAM_CODE, Scrubber
 from backends.tencent.client import MAX_RESPONSE_BYTES, ImsBackend, ImsEndpoint
 from backends.tencent.wire import MAX_NESTING, parse_response
@@ -45,7 +46,7 @@ hosts = st.lists(host_labels, min_size=1, max_size=6).map(".".join)
 def test_every_host_name_is_a_valid_url_or_invalid_url(host: str) -> None:
     violations = []
     try:
-        validate(ModerateImageRequest(url=f"http://{host}/image.png"))
+        validate(ModerateImageRequest(url=f"http://{host}/image.png"), IMS_IMAGE_LIMITS)
     except ValidationError as error:
         violations = error.violations
     if violations:

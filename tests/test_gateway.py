@@ -18,10 +18,10 @@ from moderation.v1.moderation_service_pb2 import (
     User,
 )
 
+from backends.image_limits import MAX_IMAGE_BYTES
 from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
-from service.validation import MAX_IMAGE_BYTES
 from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
 from tests.richstatus import rich_error
 

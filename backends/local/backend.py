@@ -26,6 +26,7 @@ from backends.base import Fingerprint
 from backends.calls import CALLER
 from backends.errors import BackendError, Kind
 from backends.fetch import ImageFetcher
+from backends.image_limits import ImageLimits
 from backends.local.admission import FairBudget, Grant, NoRoom
 from backends.local.analysis import Checks, analyze_image
 from backends.local.cancel import Cancelled, CancelToken
@@ -51,6 +52,11 @@ STOP_WAIT = 5.0
 # Decodes at least this large hand their freed memory back to the OS afterwards.
 TRIM_AFTER_BYTES = 64 * 1024 * 1024
 UNDECODABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+# IMS's sizes (the local checks share them), and every format Pillow reads, frames and pages included
+# (its own checks refuse a page over the limits): only sizes are fitted for it.
+LOCAL_IMAGE_LIMITS = ImageLimits(
+    formats=frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "ICO", "TIFF", "AVIF"})
+)
 
 
 class LocalBackend:
@@ -80,6 +86,10 @@ class LocalBackend:
     @property
     def fingerprint(self) -> Fingerprint:
         return self._fingerprint
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return LOCAL_IMAGE_LIMITS
 
     @property
     def concurrency(self) -> int:

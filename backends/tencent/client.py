@@ -24,6 +24,7 @@ from opentelemetry import trace
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, TooLarge, body_payload, read_capped, session_factory
+from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
 from backends.scrub import Scrubber
 from backends.tencent import wire
 from backends.tencent.auth import Outgoing, RequestAuth
@@ -120,6 +121,11 @@ class ImsBackend:
     def concurrency(self) -> None:
         """Remote: the rate governor and the stream window bound what is in flight."""
         return None
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        """IMS's, which IMS-compatible deployments share."""
+        return IMS_IMAGE_LIMITS
 
     async def start(self) -> None:
         """Nothing to load: connections open on first use."""

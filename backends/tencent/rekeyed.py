@@ -9,6 +9,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.base import SECOND_REQUEST_SLOT, Backend, Fingerprint
 from backends.errors import BackendError, Kind
+from backends.image_limits import ImageLimits
 from backends.tencent.codes import REVOKED_KEY_CODES
 from backends.tencent.credentials import CredentialError, CredentialProvider, RefreshingCredentials
 
@@ -39,6 +40,10 @@ class RekeyedBackend:
     @property
     def concurrency(self) -> int | None:
         return self._inner.concurrency
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return self._inner.image_limits
 
     async def start(self) -> None:
         if isinstance(self._credentials, RefreshingCredentials):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from service.fitting.limits import BackendLimits
+from backends.image_limits import ImageLimits
 
 __all__ = ["MAX_LONG_SIDE", "MAX_PIXELS", "FitRefused", "Plan", "Tile", "plan"]
 
@@ -79,7 +79,7 @@ class Plan:
         return (self.scaled_width, length) if self.tall else (length, self.scaled_height)
 
 
-def plan(width: int, height: int, limits: BackendLimits, *, max_tiles: int, draft: bool = False) -> Plan:
+def plan(width: int, height: int, limits: ImageLimits, *, max_tiles: int, draft: bool = False) -> Plan:
     """The plan for a `width` x `height` image; FitRefused if there is none within `max_tiles` tiles.
     `draft`: the image can be decoded reduced (a JPEG)."""
     short, long = sorted((width, height))
@@ -109,13 +109,13 @@ def plan(width: int, height: int, limits: BackendLimits, *, max_tiles: int, draf
     return _tiled(width, height, limits, max_tiles)
 
 
-def _drafted(width: int, height: int, reduction: int, limits: BackendLimits) -> bool:
+def _drafted(width: int, height: int, reduction: int, limits: ImageLimits) -> bool:
     """Whether a JPEG decoded at 1/`reduction` is large enough to moderate and within the limits."""
     short, long = sorted((-(-width // reduction), -(-height // reduction)))
     return MIN_DRAFT_SIDE <= long < limits.max_side and short > limits.min_side
 
 
-def _tiled(width: int, height: int, limits: BackendLimits, max_tiles: int) -> Plan:
+def _tiled(width: int, height: int, limits: ImageLimits, max_tiles: int) -> Plan:
     short, long = sorted((width, height))
     scale = min(1.0, (limits.max_side - 1) / short)
     scaled_short, scaled_long = math.floor(short * scale), round(long * scale)

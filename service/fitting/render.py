@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from service.fitting.limits import BackendLimits
+from backends.image_limits import ImageLimits
 from service.fitting.plan import FitRefused, Plan, Tile
 
 __all__ = ["Header", "Piece", "as_given", "decode_memory", "read_header", "render"]
@@ -81,7 +81,7 @@ def decode_memory(header: Header, plan: Plan) -> int:
     return pixels * _PIXEL_BYTES
 
 
-def as_given(content: bytes, header: Header, plan: Plan, limits: BackendLimits) -> Piece | None:
+def as_given(content: bytes, header: Header, plan: Plan, limits: ImageLimits) -> Piece | None:
     """The image as it came, when the backend takes it so: no decoding, no worker thread."""
     sendable = header.format in limits.formats and len(content) <= limits.max_bytes
     if plan.resized or plan.tiles or not sendable:
@@ -89,7 +89,7 @@ def as_given(content: bytes, header: Header, plan: Plan, limits: BackendLimits) 
     return Piece(content, header.width, header.height, "")
 
 
-def render(content: bytes, header: Header, plan: Plan, limits: BackendLimits) -> list[Piece]:
+def render(content: bytes, header: Header, plan: Plan, limits: ImageLimits) -> list[Piece]:
     """The re-encoded pieces to send for `plan` (an image `as_given` does not send as it came)."""
     try:
         with _quiet(), Image.open(io.BytesIO(content)) as opened:
@@ -108,7 +108,7 @@ def render(content: bytes, header: Header, plan: Plan, limits: BackendLimits) ->
         ) from None
 
 
-def _pieces(decoded: Image.Image, plan: Plan, limits: BackendLimits) -> list[Piece]:
+def _pieces(decoded: Image.Image, plan: Plan, limits: ImageLimits) -> list[Piece]:
     image = _flattened(decoded)
     if image.size != (plan.scaled_width, plan.scaled_height):
         image = image.resize((plan.scaled_width, plan.scaled_height), Image.Resampling.LANCZOS)
@@ -153,7 +153,7 @@ def _cropped(image: Image.Image, plan: Plan, tile: Tile) -> Image.Image:
     return image.crop((tile.start, 0, tile.end, image.height))
 
 
-def _encoded(image: Image.Image, limits: BackendLimits, tile: Tile | None) -> Piece:
+def _encoded(image: Image.Image, limits: ImageLimits, tile: Tile | None) -> Piece:
     """JPEG down the quality ladder, then smaller, until it fits the backend's byte limit."""
     while True:
         for quality in JPEG_QUALITIES:

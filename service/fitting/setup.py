@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from backends.fetch import FetchPolicy, ImageFetcher, Lookup
-from service.fitting.limits import IMS_LIMITS, LIMITS_BY_TYPE
 from service.fitting.stage import FitRoute, Fitting
 from service.routes import RouteConfig
 from service.routing import Router
@@ -27,5 +26,4 @@ def _fit_route(config: RouteConfig, types: dict[str, str], fetch_setting: str | 
     first = types.get(config.chain[0], "")
     by_type = "gateway" if first in GATEWAY_FETCHES else "backend"
     fetch = config.fetch or fetch_setting or by_type
-    limits = LIMITS_BY_TYPE.get(first, IMS_LIMITS)
-    return FitRoute(fetch == "gateway", dict(config.fetch_headers), config.max_tiles, limits)
+    return FitRoute(fetch == "gateway", dict(config.fetch_headers), config.max_tiles)

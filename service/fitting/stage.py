@@ -18,18 +18,17 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.errors import BackendError, Kind
 from backends.fetch import ImageFetcher
+from backends.image_limits import ImageLimits
 from backends.local.admission import FairBudget, NoRoom
 from service.auth import CALLER
 from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.fitting.combine import combined
-from service.fitting.limits import IMS_LIMITS, BackendLimits
 from service.fitting.plan import FitRefused, Plan, plan
 from service.fitting.render import Header, Piece, as_given, decode_memory, read_header, render
 from service.governor import Priority
 from service.routing import Route, Router
 from service.validation import (
-    MAX_IMAGE_BYTES,
     MIN_IMAGE_BYTES,
     FieldViolation,
     ValidationError,
@@ -47,13 +46,12 @@ DEFAULT_MEMORY_BUDGET = 1024**3
 
 @dataclass(frozen=True)
 class FitRoute:
-    """A route's fitting options (`service.routes.RouteConfig`)."""
+    """A route's fitting options (`service.routes.RouteConfig`); it is fitted to the route's limits
+    (`Route.image_limits`)."""
 
     fetch: bool = False
     fetch_headers: dict[str, str] = field(default_factory=dict)
     max_tiles: int = 8
-    # The limits of the route's first backend: what its images are fitted to.
-    limits: BackendLimits = IMS_LIMITS
 
 
 @dataclass(frozen=True)
@@ -84,10 +82,10 @@ class Fitting:
         if request.WhichOneof("image") != "url" or not options.fetch:
             return Prepared(request, checked=False)
         # Everything else about the request is checked before anything is downloaded.
-        validate(request)
+        validate(request, route.image_limits)
         content = await self._download(request.url, options, deadline)
         request = _with_content(request, content)
-        self._planned(request, options, field_name="url")
+        self._planned(request, route, field_name="url")
         return Prepared(request, checked=True)
 
     def checked(self, request: ModerateImageRequest, route: Route) -> bool:
@@ -95,11 +93,11 @@ class Fitting:
         in for validation's own image checks; False: not an image Pillow reads (validation says why, or
         the backend measures it: SVG, HEIC). Raises ValidationError."""
         if request.WhichOneof("image") != "content" or not (
-            MIN_IMAGE_BYTES <= len(request.content) <= MAX_IMAGE_BYTES
+            MIN_IMAGE_BYTES <= len(request.content) <= route.image_limits.max_bytes
         ):
             return False
         try:
-            self._planned(request, self.route_options(route), field_name="content")
+            self._planned(request, route, field_name="content")
         except _Unread:
             return False
         return True
@@ -115,14 +113,14 @@ class Fitting:
         """The router's answer for the fitted image (combined over its tiles). Raises CallFailure."""
         if request.WhichOneof("image") != "content":
             return await self._router.moderate(request, route, deadline, priority)
-        options = self.route_options(route)
         try:
-            header, fit_plan = self._planned(request, options, field_name="content")
+            header, fit_plan = self._planned(request, route, field_name="content")
         except _Unread:
             return await self._router.moderate(request, route, deadline, priority)
-        given = as_given(request.content, header, fit_plan, options.limits)
+        limits = route.image_limits
+        given = as_given(request.content, header, fit_plan, limits)
         pieces = (
-            [given] if given else await self._rendered(request.content, header, fit_plan, options, deadline)
+            [given] if given else await self._rendered(request.content, header, fit_plan, limits, deadline)
         )
         calls = [
             self._router.moderate(_with_content(request, piece.content), route, deadline, priority)
@@ -144,9 +142,10 @@ class Fitting:
             raise CallFailure(error, backend="", attempts=0) from None
 
     def _planned(
-        self, request: ModerateImageRequest, route: FitRoute, *, field_name: str
+        self, request: ModerateImageRequest, route: Route, *, field_name: str
     ) -> tuple[Header, Plan]:
-        cap = min(request.max_tiles, route.max_tiles) if request.max_tiles > 0 else route.max_tiles
+        route_cap, limits = self.route_options(route).max_tiles, route.image_limits
+        cap = min(request.max_tiles, route_cap) if request.max_tiles > 0 else route_cap
         try:
             header = read_header(request.content)
         except FitRefused as refused:
@@ -154,10 +153,8 @@ class Fitting:
                 raise _Unread from None
             raise _invalid(field_name, refused, request) from None
         try:
-            fit_plan = plan(
-                header.width, header.height, route.limits, max_tiles=cap, draft=header.format == "JPEG"
-            )
-            if as_given(request.content, header, fit_plan, route.limits) is None:
+            fit_plan = plan(header.width, header.height, limits, max_tiles=cap, draft=header.format == "JPEG")
+            if as_given(request.content, header, fit_plan, limits) is None:
                 self._check_memory(header, fit_plan)
             return header, fit_plan
         except FitRefused as refused:
@@ -175,7 +172,7 @@ class Fitting:
             )
 
     async def _rendered(
-        self, content: bytes, header: Header, fit_plan: Plan, route: FitRoute, deadline: Deadline
+        self, content: bytes, header: Header, fit_plan: Plan, limits: ImageLimits, deadline: Deadline
     ) -> list[Piece]:
         try:
             grant = await self._memory.acquire(
@@ -193,7 +190,7 @@ class Fitting:
                 attempts=0,
             ) from None
         try:
-            return await asyncio.to_thread(render, content, header, fit_plan, route.limits)
+            return await asyncio.to_thread(render, content, header, fit_plan, limits)
         except FitRefused as refused:
             raise CallFailure(
                 BackendError(Kind.INVALID_REQUEST, str(refused), field="content"), backend="", attempts=0

@@ -15,6 +15,7 @@ from moderation.v1.moderation_service_pb2 import (
 )
 from opentelemetry import trace
 
+from backends.image_limits import ImageLimits
 from service.errors import Failure, InternalFailure
 from service.image_hash import ImageHash
 from service.observe import SUGGESTION_NAMES
@@ -42,17 +43,26 @@ class PolicyGate:
         self._shadow = ShadowTally(metrics)
 
     async def answer(
-        self, request: ModerateImageRequest, image: ImageHash, moderate: Callable[[], Awaitable[Outcome]]
+        self,
+        request: ModerateImageRequest,
+        image: ImageHash,
+        limits: ImageLimits,
+        moderate: Callable[[], Awaitable[Outcome]],
     ) -> Outcome:
         """`moderate()`'s outcome decided by the request's BizType's rules, or a listed image's answer
-        (`image`: the hash of the request's content). Never raises (but for cancellation)."""
+        (`image`: the hash of the request's content; `limits`: what its route's backends take, which a
+        listed image is checked against too). Never raises (but for cancellation)."""
         try:
-            return await self._answer(request, image, moderate)
+            return await self._answer(request, image, limits, moderate)
         except Exception as error:
             return InternalFailure(error)
 
     async def _answer(
-        self, request: ModerateImageRequest, image: ImageHash, moderate: Callable[[], Awaitable[Outcome]]
+        self,
+        request: ModerateImageRequest,
+        image: ImageHash,
+        limits: ImageLimits,
+        moderate: Callable[[], Awaitable[Outcome]],
     ) -> Outcome:
         policy = self.policy
         rules = policy.rules(request.biz_type)
@@ -60,7 +70,7 @@ class PolicyGate:
             listed = await _listed(rules, image)
             if listed is not None:
                 try:
-                    validate(request)
+                    validate(request, limits)
                 except ValidationError as failure:
                     return failure
                 return self._decided(request, _listed_answer(request, listed, policy.version))

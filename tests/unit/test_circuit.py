@@ -11,6 +11,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends.base import Fingerprint
+from backends.image_limits import IMS_IMAGE_LIMITS
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
 from service.errors import CallFailure, failure_status
@@ -29,6 +30,7 @@ class SlowBackend:
     name = "slow"
     concurrency = None
     fingerprint = Fingerprint.of("slow")
+    image_limits = IMS_IMAGE_LIMITS
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

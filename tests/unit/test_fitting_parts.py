@@ -12,7 +12,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image
 
 from backends.fetch import FetchPolicy, ImageFetcher
-from service.fitting.limits import IMS_LIMITS
+from backends.image_limits import IMS_IMAGE_LIMITS
 from service.fitting.plan import FitRefused, Tile, plan
 from service.fitting.render import read_header
 from service.fitting.setup import build_fitting
@@ -26,32 +26,32 @@ ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 
 
 def test_an_image_within_the_limits_is_left_alone() -> None:
-    fitted = plan(400, 300, IMS_LIMITS, max_tiles=8)
+    fitted = plan(400, 300, IMS_IMAGE_LIMITS, max_tiles=8)
     assert (fitted.resized, fitted.tiles) == (False, ())
 
 
 def test_a_large_photo_is_downscaled_to_the_working_size() -> None:
-    fitted = plan(12_000, 9_000, IMS_LIMITS, max_tiles=8)
+    fitted = plan(12_000, 9_000, IMS_IMAGE_LIMITS, max_tiles=8)
     assert (fitted.scaled_width, fitted.scaled_height, fitted.tiles) == (4096, 3072, ())
 
 
 def test_a_large_jpeg_is_decoded_reduced_instead() -> None:
-    fitted = plan(12_000, 9_000, IMS_LIMITS, max_tiles=8, draft=True)
+    fitted = plan(12_000, 9_000, IMS_IMAGE_LIMITS, max_tiles=8, draft=True)
     assert (fitted.scaled_width, fitted.scaled_height) == (3_000, 2_250)
 
 
 def test_a_long_screenshot_is_tiled_at_full_resolution_with_overlaps() -> None:
-    fitted = plan(1_080, 30_000, IMS_LIMITS, max_tiles=8)
+    fitted = plan(1_080, 30_000, IMS_IMAGE_LIMITS, max_tiles=8)
     assert (fitted.scaled_width, fitted.scaled_height) == (1_080, 30_000)
     assert fitted.tiles[0] == Tile(0, 9_999)
     assert fitted.tiles[-1].end == 30_000
     assert all(a.end > b.start for a, b in zip(fitted.tiles, fitted.tiles[1:], strict=False))
-    assert all(tile.end - tile.start < IMS_LIMITS.max_side for tile in fitted.tiles)
+    assert all(tile.end - tile.start < IMS_IMAGE_LIMITS.max_side for tile in fitted.tiles)
 
 
 def test_an_extreme_aspect_ratio_is_tiled_within_the_ratio() -> None:
-    fitted = plan(40_000, 60, IMS_LIMITS, max_tiles=64)
-    assert all((tile.end - tile.start) < IMS_LIMITS.max_aspect_ratio * 60 for tile in fitted.tiles)
+    fitted = plan(40_000, 60, IMS_IMAGE_LIMITS, max_tiles=64)
+    assert all((tile.end - tile.start) < IMS_IMAGE_LIMITS.max_aspect_ratio * 60 for tile in fitted.tiles)
     assert len(fitted.tiles) == 9
 
 
@@ -66,7 +66,7 @@ def test_an_extreme_aspect_ratio_is_tiled_within_the_ratio() -> None:
 )
 def test_what_cannot_be_fitted_is_refused(width: int, height: int, reason: str) -> None:
     with pytest.raises(FitRefused) as refused:
-        plan(width, height, IMS_LIMITS, max_tiles=3)
+        plan(width, height, IMS_IMAGE_LIMITS, max_tiles=3)
     assert refused.value.reason == reason
 
 

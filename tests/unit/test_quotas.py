@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
+from backends.image_limits import IMS_IMAGE_LIMITS
 from service.auth import CALLER
 from service.errors import CallFailure, failure_status
 from service.quotas.backend import QuotaGovernedBackend
@@ -244,6 +245,7 @@ class Backend:
         self.outcome = outcome
         self.name = "cloud"
         self.fingerprint = Fingerprint("test", "0")
+        self.image_limits = IMS_IMAGE_LIMITS
         self.concurrency = None
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
+from backends.image_limits import IMS_IMAGE_LIMITS
 from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.governor import Priority, RateGovernor
@@ -27,6 +28,7 @@ class ScriptedBackend:
 
     name = "scripted"
     fingerprint = Fingerprint.of("scripted")
+    image_limits = IMS_IMAGE_LIMITS
     concurrency = None
 
     def __init__(self, *script: BackendError | float) -> None:

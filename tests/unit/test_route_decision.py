@@ -6,6 +6,7 @@ from __future__ import annotations
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
 from backends.base import Fingerprint
+from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
 from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
@@ -17,17 +18,18 @@ from tests.unit.test_circuit import SlowBackend
 class NamedBackend(SlowBackend):
     """SlowBackend under a name of its own, with a fingerprint a test may change (a reload)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, limits: ImageLimits = IMS_IMAGE_LIMITS) -> None:
         super().__init__(0.0)
         self.name = name
         self.fingerprint = Fingerprint.of("named", name)
+        self.image_limits = limits
 
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
         return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS, backend=self.name)
 
 
-def upstream(name: str) -> Upstream:
-    backend = NamedBackend(name)
+def upstream(name: str, limits: ImageLimits = IMS_IMAGE_LIMITS) -> Upstream:
+    backend = NamedBackend(name, limits)
     governor = RateGovernor(1000)
     return Upstream(backend, governor, Retrier(backend, RetryPolicy(), governor=governor))
 
@@ -95,3 +97,17 @@ async def test_the_router_tries_the_chain_of_the_route_it_is_handed() -> None:
     finally:
         await subject.aclose()
     assert (answer.backend, answer.fallback) == ("cloud", False)
+
+
+def test_a_routes_image_limits_are_what_every_backend_of_its_chain_takes() -> None:
+    roomy = ImageLimits(max_side=20_000, max_bytes=5_000, formats=frozenset({"JPEG", "PNG", "TIFF"}))
+    strict = ImageLimits(min_side=100, max_side=8_000, max_aspect_ratio=10, formats=frozenset({"PNG"}))
+    subject = Router(
+        [upstream("cloud", roomy), upstream("onprem", strict)],
+        [RouteConfig(chain=("cloud",), biz_types=("roomy",))],
+        RouteConfig(chain=("cloud", "onprem")),
+    )
+    assert subject.route_for("roomy").image_limits == roomy
+    assert subject.route_for("other").image_limits == ImageLimits(
+        min_side=100, max_side=8_000, max_aspect_ratio=10, max_bytes=5_000, formats=frozenset({"PNG"})
+    )

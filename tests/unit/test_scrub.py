@@ -11,6 +11,7 @@ from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, U
 
 from backends.errors import BackendError, Kind
 from backends.hostnames import host_name_problem
+from backends.image_limits import IMS_IMAGE_LIMITS
 from backends.scrub import LABEL, REDACTED, UNRECOGNISED, UPSTREAM_CODE, Scrubber, excerpt
 from service import scrub
 from service.errors import CallFailure, failure_status
@@ -118,7 +119,7 @@ def test_the_worst_validation_failure_fits_well_under_the_metadata_limit(
         device=Device(ip=huge, imei=huge),
     )
     with pytest.raises(ValidationError) as caught:
-        validate(request)
+        validate(request, IMS_IMAGE_LIMITS)
     status = failure_status(caught.value)
     assert len(caught.value.violations) >= 7
     assert _wire_size(status) < METADATA_SOFT_LIMIT // 2

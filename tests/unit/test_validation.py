@@ -9,7 +9,8 @@ import pytest
 from moderation.v1.moderation_service_pb2 import Device, Gender, IpType, ModerateImageRequest, User, UserLevel
 from PIL import Image
 
-from service.validation import MAX_IMAGE_BYTES, ValidationError, image_size, validate, validate_fields
+from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
+from service.validation import ValidationError, image_size, validate, validate_fields
 
 
 def encoded(width: int, height: int, image_format: str = "PNG") -> bytes:
@@ -20,14 +21,14 @@ def encoded(width: int, height: int, image_format: str = "PNG") -> bytes:
 
 def violation_of(request: ModerateImageRequest) -> tuple[str, str]:
     with pytest.raises(ValidationError) as caught:
-        validate(request)
+        validate(request, IMS_IMAGE_LIMITS)
     first = caught.value.violations[0]
     return first.field, first.reason
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
 def test_accepted_formats(image_format: str) -> None:
-    validate(ModerateImageRequest(content=encoded(300, 200, image_format)))
+    validate(ModerateImageRequest(content=encoded(300, 200, image_format)), IMS_IMAGE_LIMITS)
 
 
 def test_dimensions_come_from_the_header() -> None:
@@ -50,7 +51,8 @@ def test_valid_request_with_every_field() -> None:
                 level=UserLevel.USER_LEVEL_HIGH,
             ),
             device=Device(ip="2001:db8::1", ip_type=IpType.IP_TYPE_IPV6, imei="12345678901234567"),
-        )
+        ),
+        IMS_IMAGE_LIMITS,
     )
 
 
@@ -59,7 +61,11 @@ def test_valid_request_with_every_field() -> None:
     [
         (ModerateImageRequest(), "image", "IMAGE_MISSING"),
         (ModerateImageRequest(content=b"tiny"), "content", "IMAGE_TOO_SMALL"),
-        (ModerateImageRequest(content=b"\0" * (MAX_IMAGE_BYTES + 1)), "content", "IMAGE_TOO_LARGE"),
+        (
+            ModerateImageRequest(content=b"\0" * (IMS_IMAGE_LIMITS.max_bytes + 1)),
+            "content",
+            "IMAGE_TOO_LARGE",
+        ),
         (ModerateImageRequest(content=b"this is not an image at all"), "content", "IMAGE_UNSUPPORTED"),
         (ModerateImageRequest(content=encoded(300, 200)[:40]), "content", "IMAGE_UNSUPPORTED"),
         (ModerateImageRequest(content=encoded(50, 200)), "content", "IMAGE_DIMENSIONS_OUT_OF_RANGE"),
@@ -137,7 +143,7 @@ def test_violations(request_: ModerateImageRequest, field: str, reason: str) -> 
 
 def test_every_violation_is_reported_at_once() -> None:
     with pytest.raises(ValidationError) as caught:
-        validate(ModerateImageRequest(content=b"tiny", data_id="bad id", biz_type="x"))
+        validate(ModerateImageRequest(content=b"tiny", data_id="bad id", biz_type="x"), IMS_IMAGE_LIMITS)
     assert [v.field for v in caught.value.violations] == ["content", "data_id", "biz_type"]
 
 
@@ -147,7 +153,7 @@ def test_decompression_bomb_is_refused_without_decoding() -> None:
     ihdr = b"IHDR" + (60000).to_bytes(4, "big") * 2 + png[24:29]
     bomb = png[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + png[33:]
     with pytest.raises(ValidationError) as caught:
-        validate(ModerateImageRequest(content=bomb))
+        validate(ModerateImageRequest(content=bomb), IMS_IMAGE_LIMITS)
     assert caught.value.violations[0].reason == "IMAGE_UNSUPPORTED"
     assert "pixels" in caught.value.violations[0].description
 
@@ -161,12 +167,28 @@ def test_decompression_bomb_is_refused_without_decoding() -> None:
     ],
 )
 def test_formats_pillow_cannot_read_are_left_to_the_backend(content: bytes) -> None:
-    validate(ModerateImageRequest(content=content))
+    validate(ModerateImageRequest(content=content), IMS_IMAGE_LIMITS)
 
 
 def test_fields_are_checked_apart_from_the_image_and_refused_with_every_problem() -> None:
     # Only the image wrong: left to `validate`, after the cache lookup.
-    validate_fields(ModerateImageRequest(content=b"tiny"))
+    validate_fields(ModerateImageRequest(content=b"tiny"), IMS_IMAGE_LIMITS)
     with pytest.raises(ValidationError) as caught:
-        validate_fields(ModerateImageRequest(content=b"tiny", user=User(account_type="9")))
+        validate_fields(ModerateImageRequest(content=b"tiny", user=User(account_type="9")), IMS_IMAGE_LIMITS)
     assert [v.field for v in caught.value.violations] == ["content", "user.account_type"]
+
+
+def test_the_image_is_checked_against_the_limits_it_is_given() -> None:
+    # A route whose backends take less than IMS refuses what IMS would take, and says so by its numbers.
+    narrow = ImageLimits(max_side=250, max_aspect_ratio=2, max_bytes=100_000)
+    request = ModerateImageRequest(content=encoded(300, 200))
+    validate(request, IMS_IMAGE_LIMITS)
+    with pytest.raises(ValidationError) as caught:
+        validate(request, narrow)
+    [violation] = caught.value.violations
+    assert violation.reason == "IMAGE_DIMENSIONS_OUT_OF_RANGE"
+    assert violation.description.endswith("less than 250 pixels")
+    with pytest.raises(ValidationError) as caught:
+        validate(ModerateImageRequest(content=encoded(220, 100)), narrow)
+    assert caught.value.violations[0].reason == "IMAGE_ASPECT_RATIO_TOO_LARGE"
+    assert "less than 2:1" in caught.value.violations[0].description
