@@ -29,7 +29,7 @@ from service.errors import KIND_POLICIES, CallFailure, CircuitEffect
 from service.governor import Governor, Priority
 from service.intake import intake_limit
 from service.retry import Retrier
-from service.routes import RouteConfig
+from service.routing_file import RouteConfig
 from service.telemetry import Metrics, Telemetry
 
 # The least time kept back for the next backend of a chain, and the multiple of its usual latency.

@@ -23,7 +23,8 @@ from backends.files import MIB, UnreadableFile, read_regular_file
 from service import scrub
 from service.admission import Admission
 from service.auth import CallerAuth
-from service.cache import build_cache, metered
+from service.billing import metered
+from service.cache import build_cache
 from service.circuit import CircuitBreaker, CircuitState
 from service.fitting.setup import build_fitting
 from service.governor import FleetConnection, build_governor, default_budget_key
@@ -36,8 +37,8 @@ from service.quotas.build import build_quotas
 from service.quotas.guard import QuotaGuard
 from service.quotas.usage import UsageRpc
 from service.retry import Retrier, RetryPolicy
-from service.routes import BackendConfig
 from service.routing import Router, Upstream
+from service.routing_file import BackendConfig
 from service.servicer import ModerationServicer
 from service.settings import ConfigError, Settings
 from service.streaming import Window

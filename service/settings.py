@@ -35,7 +35,7 @@ from service.deadlines import BACKEND_TIMEOUT
 from service.policy.loading import PolicyError, load_policy
 from service.policy.rules import Policy
 from service.quotas.config import load_quotas
-from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.routing_file import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
 from service.telemetry import DEFAULT_MAX_CALLERS
 
 __all__ = ["ConfigError", "Settings", "load_settings"]

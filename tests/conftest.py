@@ -17,7 +17,7 @@ from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
 from service.logs import JsonFormatter
-from service.routes import BackendConfig
+from service.routing_file import BackendConfig
 from service.server import Gateway, build_server
 from service.settings import Settings
 from service.telemetry import Telemetry

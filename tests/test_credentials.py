@@ -36,7 +36,7 @@ from backends.tencent.credentials import (
 from backends.tencent.plugin import TENCENT, TencentOptions
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.images import make_png
-from service.routes import load_routes
+from service.routing_file import load_routes
 
 OLD_ID, OLD_KEY = "AKIDold" + "a1" * 8, "old-key-" + "b2" * 8
 NEW_ID, NEW_KEY = "AKIDnew" + "c3" * 8, "new-key-" + "d4" * 8

@@ -30,7 +30,7 @@ from backends.local.policy import load_policies
 from emulator import EmulatorConfig, ImsEmulator
 from service.policy.loading import load_policy
 from service.quotas.config import quotas_from_document
-from service.routes import load_routes
+from service.routing_file import load_routes
 from tests.conftest import SECRET_ID, SECRET_KEY
 from tests.example_files import write_example_files
 from tests.service_process import free_port, start_service

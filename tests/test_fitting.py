@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from emulator import ImsEmulator
 from emulator.images import make_jpeg
-from service.routes import RouteConfig, RoutesConfig
+from service.routing_file import RouteConfig, RoutesConfig
 from service.server import Gateway
 from service.telemetry import setup_telemetry
 from tests.conftest import GatewayFactory, open_channel

@@ -1,7 +1,7 @@
 """The verdict cache: never pay twice for one image (README: Verdict cache).
 
 `build_cache` makes the configured one (`MODERATION_CACHE`: `memory`, `redis` or `off`); the servicer
-asks it before each request goes to the router. `metered` counts what paid backends bill.
+asks it before each request goes to the router.
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from service.cache.coalesce import Coalescer
 from service.cache.fleet import FleetStore
 from service.cache.keys import Bypass, KeyPolicy, cache_key
 from service.cache.memory import MemoryLru
-from service.cache.metering import BilledBackend, metered
 from service.cache.verdicts import Ttls, VerdictCache
 from service.governor import FleetConnection
 from service.observe import CostMetrics
 from service.settings import Settings
 
 __all__ = [
-    "BilledBackend",
     "Bypass",
     "Coalescer",
     "FleetStore",
@@ -27,7 +25,6 @@ __all__ = [
     "VerdictCache",
     "build_cache",
     "cache_key",
-    "metered",
 ]
 
 

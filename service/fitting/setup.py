@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from backends.fetch import FetchPolicy, ImageFetcher, Lookup
 from service.fitting.stage import FitRoute, Fitting
-from service.routes import RouteConfig
 from service.routing import Router
+from service.routing_file import RouteConfig
 from service.settings import Settings
 
 __all__ = ["build_fitting"]

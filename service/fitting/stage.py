@@ -46,7 +46,7 @@ DEFAULT_MEMORY_BUDGET = 1024**3
 
 @dataclass(frozen=True)
 class FitRoute:
-    """A route's fitting options (`service.routes.RouteConfig`); it is fitted to the route's limits
+    """A route's fitting options (`service.routing_file.RouteConfig`); it is fitted to the route's limits
     (`Route.image_limits`)."""
 
     fetch: bool = False

@@ -1,6 +1,6 @@
 """A billed backend behind the quota gate: each attempt reserves before it is sent and settles after.
 
-An attempt the backend bills (`service.cache.metering`: a verdict, a timeout, an abandoned call, a
+An attempt the backend bills (`service.billing`: a verdict, a timeout, an abandoned call, a
 billed failure) keeps its unit; any other failure gives it back. Nothing else counts: cache hits and
 coalesced answers never reach a backend, and validation failures and refusals never reach this one.
 """
@@ -12,7 +12,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend, WrappedBackend
 from backends.errors import BackendError
 from service.auth import CALLER
-from service.cache.metering import BILLING_TYPES
+from service.billing import BILLING_TYPES
 from service.errors import KIND_POLICIES
 from service.quotas.guard import QuotaGuard
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from backends.files import UnreadableFile, read_text_file
 from backends.options import describe_errors
-from service.routes import ROUTES_FILE_LIMIT, RoutesError
+from service.routing_file import ROUTES_FILE_LIMIT, RoutesError
 
 __all__ = ["Period", "Quota", "QuotaBook", "load_quotas", "quotas_from_document"]
 

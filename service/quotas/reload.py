@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.quotas.config import QuotaBook, load_quotas
-from service.routes import RoutesError
+from service.routing_file import RoutesError
 
 __all__ = ["QuotaReloader"]
 

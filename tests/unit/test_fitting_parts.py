@@ -17,7 +17,7 @@ from service.fitting.plan import FitRefused, Tile, plan
 from service.fitting.render import read_header
 from service.fitting.setup import build_fitting
 from service.fitting.stage import FitRoute, Fitting
-from service.routes import RouteConfig, RoutesError, load_routes
+from service.routing_file import RouteConfig, RoutesError, load_routes
 from service.settings import Settings, load_settings
 from service.validation import ValidationError
 from tests.unit.test_route_decision import router

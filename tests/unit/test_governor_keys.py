@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.routes import RouteConfig, RoutesError, load_routes
 from service.routing import _route_name
+from service.routing_file import RouteConfig, RoutesError, load_routes
 
 
 def test_route_names_joined_for_a_fleet_key_never_collide() -> None:

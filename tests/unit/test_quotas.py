@@ -29,7 +29,7 @@ from service.quotas.guard import QuotaGuard
 from service.quotas.refusal import QuotaExhausted
 from service.quotas.reload import QuotaReloader
 from service.quotas.store import Counter, LocalStore, Reservation, StoreUnavailable
-from service.routes import RoutesError
+from service.routing_file import RoutesError
 from service.telemetry import BoundedLabel
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -10,8 +10,8 @@ from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
 from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
-from service.routes import RouteConfig
 from service.routing import UNKNOWN_LATENCY, Router, Upstream
+from service.routing_file import RouteConfig
 from tests.unit.test_circuit import SlowBackend
 
 

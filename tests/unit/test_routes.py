@@ -9,7 +9,7 @@ import pytest
 from backends.options import secret_values
 from backends.private import PrivateOptions
 from service.circuit import CircuitBreaker, CircuitState
-from service.routes import RoutesError, load_routes
+from service.routing_file import RoutesError, load_routes
 
 ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 
