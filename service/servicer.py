@@ -223,7 +223,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         image = ImageHash(request.content)
         outcome = functools.partial(self._outcome, request, route, image, deadline, priority)
         policy = self._policy
-        decided = policy.answer(request, image, route.image_limits, outcome) if policy else outcome()
+        decided = (
+            policy.answer(request, image, route.image_limits, outcome) if policy is not None else outcome()
+        )
         return await self._observer.image(method, request, priority, decided)
 
     async def _outcome(

@@ -339,6 +339,21 @@ async def test_more_tiles_than_allowed_is_refused_before_any_call(
     assert emulator.stats.requests == 0
 
 
+async def test_a_cached_verdict_answers_only_requests_its_image_was_checked_for(
+    make_gateway: GatewayFactory, emulator: ImsEmulator
+) -> None:
+    # A hit skips fitting's check of the image, which passed when its verdict was cached, unless the
+    # request asks for fewer tiles than its route allows: then its own cap is checked.
+    gateway = await make_gateway(cache="memory")
+    screenshot = inked(1_080, 30_000, (0, 0, 60, 60))
+    first = await answer(gateway, ModerateImageRequest(content=screenshot))
+    again = await answer(gateway, ModerateImageRequest(content=screenshot, max_tiles=4))
+    assert (first.cached, again.cached, emulator.stats.billed) == (False, True, 4)
+    error = await refusal(gateway, ModerateImageRequest(content=screenshot, max_tiles=2))
+    assert (error.code, error.info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_TILES")
+    assert emulator.stats.billed == 4
+
+
 async def test_a_too_small_fetched_image_is_refused_never_upscaled(
     make_gateway: GatewayFactory, emulator: ImsEmulator
 ) -> None:

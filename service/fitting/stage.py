@@ -89,7 +89,7 @@ class Fitting:
         return Prepared(request, checked=True)
 
     def checked(self, request: ModerateImageRequest, route: Route) -> bool:
-        """Whether the request's content can be fitted to the route's backend, tiles and all, which stands
+        """Whether the request's content can be fitted to the route's backends, tiles and all, which stands
         in for validation's own image checks; False: not an image Pillow reads (validation says why, or
         the backend measures it: SVG, HEIC). Raises ValidationError."""
         if request.WhichOneof("image") != "content" or not (
