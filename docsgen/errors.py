@@ -4,7 +4,7 @@ retried, failover, circuit), and the gateway's own refusals, each with when it h
 from __future__ import annotations
 
 from backends.errors import Kind
-from service.errors import KIND_POLICIES
+from service.errors import KIND_POLICIES, REASON_OPTIONS
 
 __all__ = ["GATEWAY_REASONS", "WHEN", "backend_errors", "gateway_errors"]
 
@@ -122,26 +122,34 @@ def _yes(flag: bool) -> str:
 
 def backend_errors() -> str:
     rows = [
-        "| gRPC code | `reason` | when | retried by the gateway | fails over | circuit |",
-        "|---|---|---|---|---|---|",
+        "| gRPC code | `reason` | when | retried by the gateway | fails over | circuit | billed "
+        "| the client may retry |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind, row in KIND_POLICIES.items():
         rows.append(
             f"| `{row.code.name}` | `{row.reason}` | {WHEN[kind]} | {_yes(row.retried)} | "
-            f"{_yes(row.fails_over)} | {row.circuit.value} |"
+            f"{_yes(row.fails_over)} | {row.circuit.value} | {_yes(row.billed)} | "
+            f"{_yes(row.client_retries)} |"
         )
     return "\n".join(rows)
 
 
 def gateway_errors() -> str:
-    rows = ["| gRPC code | `reason` | when | retried by the gateway |", "|---|---|---|---|"]
+    rows = [
+        "| gRPC code | `reason` | when | retried by the gateway | the client may retry |",
+        "|---|---|---|---|---|",
+    ]
     for code, reasons, when in GATEWAY_REASONS:
         retried = "—" if when.startswith("(ends a stream)") else "no"
-        rows.append(f"| `{code}` | {', '.join(f'`{r}`' for r in reasons)} | {when} | {retried} |")
+        # One answer for a group whose reasons agree (they all do today), else one per reason.
+        answers = [_yes(REASON_OPTIONS[r].retryable) for r in reasons]
+        client = answers[0] if len(set(answers)) == 1 else ", ".join(answers)
+        rows.append(f"| `{code}` | {', '.join(f'`{r}`' for r in reasons)} | {when} | {retried} | {client} |")
     rows.append(
         "| `RESOURCE_EXHAUSTED` | (none) | a message over the ~11.5 MiB receive limit, or, as a backstop "
         "only, "
         "more than twice `MODERATION_MAX_CONCURRENT_RPCS` calls of any kind at once (gRPC's own statuses) "
-        "| — |"
+        "| — | no |"
     )
     return "\n".join(rows)
