@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
+from service.routing import Route
 from service.server import Gateway
 from service.telemetry import setup_telemetry
 from tests.conftest import GatewayFactory, open_channel
@@ -80,6 +81,24 @@ async def test_a_repeated_image_is_answered_from_the_cache_with_its_own_data_id(
         answer.ClearField("attempts")
         answer.ClearField("cached")
     assert again == first
+
+
+async def test_each_call_decides_its_route_once(
+    cached: Gateway, emulator: ImsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fitting, the cache and the router read the route the servicer decided: none decides it again.
+    route_for = cached.router.route_for
+    decided: list[str] = []
+
+    def counted(biz_type: str) -> Route:
+        decided.append(biz_type)
+        return route_for(biz_type)
+
+    monkeypatch.setattr(cached.router, "route_for", counted)
+    missed = await moderate(cached, ModerateImageRequest(content=REVIEW, biz_type="chat"))
+    hit = await moderate(cached, ModerateImageRequest(content=REVIEW, biz_type="chat"))
+    assert (missed.cached, hit.cached, emulator.stats.billed) == (False, True, 1)
+    assert decided == ["chat", "chat"]
 
 
 async def test_a_hit_still_checks_the_request_s_own_fields(cached: Gateway, emulator: ImsEmulator) -> None:
