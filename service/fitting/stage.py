@@ -74,6 +74,9 @@ class Fitting:
         self._routes = routes
         self._fetcher = fetcher
         self._memory = FairBudget(memory_budget)
+        # The most bytes the gateway takes (its receive limit is sized by it): an image over its route's
+        # own limit but within this one is re-encoded to fit, not refused.
+        self._largest_image = max(u.backend.image_limits.max_bytes for u in router.upstreams.values())
 
     async def fetched(self, request: ModerateImageRequest, route: Route, deadline: Deadline) -> Prepared:
         """The request with its URL image downloaded and checked, when the route has the gateway fetch;
@@ -93,7 +96,7 @@ class Fitting:
         in for validation's own image checks; False: not an image Pillow reads (validation says why, or
         the backend measures it: SVG, HEIC). Raises ValidationError."""
         if request.WhichOneof("image") != "content" or not (
-            MIN_IMAGE_BYTES <= len(request.content) <= route.image_limits.max_bytes
+            MIN_IMAGE_BYTES <= len(request.content) <= self._largest_image
         ):
             return False
         try:

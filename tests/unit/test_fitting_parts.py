@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -12,15 +13,16 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from PIL import Image
 
 from backends.fetch import FetchPolicy, ImageFetcher
-from backends.image_limits import IMS_IMAGE_LIMITS
+from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
 from service.fitting.plan import FitRefused, Tile, plan
 from service.fitting.render import read_header
 from service.fitting.setup import build_fitting
 from service.fitting.stage import FitRoute, Fitting
+from service.routing import Router
 from service.routing_file import RouteConfig, RoutesError, load_routes
 from service.settings import Settings, load_settings
-from service.validation import ValidationError
-from tests.unit.test_route_decision import router
+from service.validation import ValidationError, validate
+from tests.unit.test_route_decision import router, upstream
 
 ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 
@@ -99,6 +101,27 @@ async def test_an_image_needing_more_than_the_memory_budget_is_refused_before_an
     [violation] = refused.value.violations
     assert (violation.field, violation.reason) == ("content", "IMAGE_DIMENSIONS_OUT_OF_RANGE")
     assert "more than the gateway gives one image (64 MiB)" in violation.description
+
+
+async def test_an_image_over_its_routes_byte_limit_is_fitted_not_refused() -> None:
+    small = ImageLimits(max_bytes=50_000)
+    routing = Router(
+        [upstream("cloud"), upstream("small", small)],
+        [RouteConfig(chain=("small",), biz_types=("small",))],
+        RouteConfig(chain=("cloud",)),
+    )
+    fitting = Fitting(routing, lambda _: FitRoute(), ImageFetcher(FetchPolicy()))
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3)).save(noise, format="PNG")
+    request = ModerateImageRequest(content=noise.getvalue(), biz_type="small")
+    route = routing.route_for("small")
+    try:
+        # Validation alone refuses it; fitting, which re-encodes it within the route's limit, takes it.
+        with pytest.raises(ValidationError):
+            validate(request, route.image_limits)
+        assert fitting.checked(request, route)
+    finally:
+        await fitting.aclose()
 
 
 def write(tmp_path: Path, route: str) -> Path:
