@@ -13,7 +13,7 @@ truth of what is on it.
 - Unrelated: the other photographs and the same near-duplicates of them, and noise textures; with the
   text and QR images they are what must not match the library.
 
-The truth of each text image is checked with the backend's own keyword matcher against the rendered
+The truth of each text image is checked with the gateway's keyword matching against the rendered
 strings, so a sentence that happens to contain a keyword cannot be miscounted.
 """
 
@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from backends.local.keywords import KeywordMatcher, load_libraries
 from bench.local_images import CJK_FONT, encode, photo
+from service.policy.keywords import KeywordIndex
+from service.policy.loading import load_policy
 
 SIZE = (640, 480)
 MARGIN = 16
@@ -161,17 +162,36 @@ class Library:
     deny: Path
 
 
-def write_keyword_libraries(folder: Path) -> KeywordMatcher:
-    """One TOML file per library in `folder`, and the backend's matcher over them."""
+class KeywordFinder:
+    """The gateway's keyword matching, one index per list, so that every list's hit in a text is seen."""
+
+    def __init__(self, policy: Path) -> None:
+        default = load_policy(policy).default.keywords
+        assert default is not None, "the policy has keyword lists"
+        self._indexes = [KeywordIndex([keyword_list]) for keyword_list in default.lists]
+
+    def find(self, text: str) -> set[tuple[str, str]]:
+        """(list name, entry) of each list's hit."""
+        return {
+            (hit.list.name, hit.entry) for index in self._indexes if (hit := index.find(text)) is not None
+        }
+
+
+def write_keyword_policy(folder: Path) -> Path:
+    """A policy in `folder` with one keyword list per library, each a file beside it, every BizType's."""
     folder.mkdir(parents=True, exist_ok=True)
+    tables = []
     for library in LIBRARIES:
         words = [word for language in ("en", "zh") for word in library.words[language]]
-        (folder / f"{library.id}.toml").write_text(
-            f"id = {json.dumps(library.id)}\nname = {json.dumps(library.name)}\n"
-            f"label = {json.dumps(library.label)}\nwords = {json.dumps(words, ensure_ascii=False)}\n",
-            encoding="utf-8",
+        (folder / f"{library.id}.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        tables.append(
+            f"[keyword_lists.{library.id}]\nfile = {json.dumps(library.id + '.txt')}\n"
+            f'label = {json.dumps(library.label)}\naction = "block"\n'
         )
-    return KeywordMatcher(load_libraries(folder))
+    ids = json.dumps([library.id for library in LIBRARIES])
+    path = folder / "policy.toml"
+    path.write_text("\n".join(tables) + f"\n[default]\nkeyword_lists = {ids}\n", encoding="utf-8")
+    return path
 
 
 def photographs() -> dict[str, Image.Image]:
@@ -180,7 +200,7 @@ def photographs() -> dict[str, Image.Image]:
 
 class CaseMaker:
     def __init__(
-        self, seed: int, photos: dict[str, Image.Image], matcher: KeywordMatcher, library_share: float = 0.0
+        self, seed: int, photos: dict[str, Image.Image], finder: KeywordFinder, library_share: float = 0.0
     ) -> None:
         """`library_share` of the photographs go to the sample library (two thirds of them deny)."""
         self._rng = random.Random(seed)
@@ -191,7 +211,7 @@ class CaseMaker:
         self._deny = set(self._library[: round(len(self._library) * 2 / 3)])
         # Text over a sample photograph would be a true near-duplicate of it, not an unrelated image.
         self._backgrounds = [name for name in PHOTOS if name not in self._library]
-        self._matcher = matcher
+        self._finder = finder
 
     # Backgrounds and encodings.
 
@@ -271,7 +291,7 @@ class CaseMaker:
         return canvas, lines, font_px
 
     def _found(self, lines: list[str]) -> set[tuple[str, str]]:
-        return {(hit.library.id, hit.keyword) for line in lines for hit in self._matcher.find(line)}
+        return {found for line in lines for found in self._finder.find(line)}
 
     def text_cases(self, count: int) -> Iterator[Case]:
         """`count` images with a keyword, then `count` without, half of each in Chinese."""

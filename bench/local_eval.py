@@ -1,5 +1,5 @@
-"""The local backend's evaluation: every case of `local_cases` through an in-process `LocalBackend` with
-the default policy, scored per check.
+"""The local backend's evaluation: every case of `local_cases` through an in-process `LocalBackend`, its
+text matched by the gateway's keyword lists, scored per check.
 
 Each image is moderated once and every check's figures read that one answer. A check's negatives are
 all the images without what it looks for on which the check ran (a library match decides an image
@@ -22,8 +22,17 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.local.backend import LocalBackend
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
-from bench.local_cases import LIBRARY_VARIANT, Case, CaseMaker, Library, photographs, write_keyword_libraries
+from bench.local_cases import (
+    LIBRARY_VARIANT,
+    Case,
+    CaseMaker,
+    KeywordFinder,
+    Library,
+    photographs,
+    write_keyword_policy,
+)
 from bench.report import share
+from service.policy.keywords import read_text
 
 # Generous: only a hung backend takes this long for one image.
 CASE_TIMEOUT = 120.0
@@ -83,7 +92,8 @@ async def evaluate(seed: int, sizes: EvalSizes, models: Models) -> EvalResult:
         library = Library(root / "keywords", root / "allow", root / "deny")
         library.allow.mkdir()
         library.deny.mkdir()
-        maker = CaseMaker(seed, photographs(), write_keyword_libraries(library.keywords), sizes.library_share)
+        finder = KeywordFinder(write_keyword_policy(library.keywords))
+        maker = CaseMaker(seed, photographs(), finder, sizes.library_share)
         cases = [
             *maker.text_cases(sizes.text_images),
             *maker.qr_cases(sizes.qr_images),
@@ -91,7 +101,7 @@ async def evaluate(seed: int, sizes: EvalSizes, models: Models) -> EvalResult:
             *maker.noise_cases(sizes.noise_images),
         ]
         backend = LocalBackend(
-            LocalSettings(keyword_dir=library.keywords, allow_dir=library.allow, deny_dir=library.deny),
+            LocalSettings(allow_dir=library.allow, deny_dir=library.deny),
             models=models,
         )
         await backend.start()
@@ -109,14 +119,14 @@ async def evaluate(seed: int, sizes: EvalSizes, models: Models) -> EvalResult:
             await backend.aclose()
     result = EvalResult(seconds=seconds)
     for case, answer in zip(cases, answers, strict=True):
-        _score(result, case, answer)
+        _score(result, case, answer, finder)
     return result
 
 
-def _score(result: EvalResult, case: Case, answer: ModerateImageResponse) -> None:
+def _score(result: EvalResult, case: Case, answer: ModerateImageResponse, finder: KeywordFinder) -> None:
     result.classes[case.group] += 1
-    ocr = [detail for ocr in answer.ocr_results for detail in ocr.details]
-    keywords = {(detail.lib_id, keyword) for detail in ocr for keyword in detail.keywords}
+    # The gateway's policy matches its keyword lists against the text the backend read.
+    keywords = finder.find(read_text(answer))
     if case.keyword is not None:
         found = case.keyword in keywords
         note = None if found else f"{case.name} ({case.font_px} px): read {_read(answer)!r}"

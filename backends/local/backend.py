@@ -34,9 +34,7 @@ from backends.local.frames import LimitExceeded, decoded_bytes
 from backends.local.header import open_header
 from backends.local.imagelib import ImageLibrary, load_samples
 from backends.local.imagelib import Kind as SampleKind
-from backends.local.keywords import KeywordMatcher, load_libraries
 from backends.local.models import Models
-from backends.local.policy import Policies, load_policies
 from backends.local.settings import LocalSettings
 from backends.local.threads import DaemonPool, release_free_memory
 
@@ -59,11 +57,8 @@ class LocalBackend:
         self._name = name
         self._models = models
         self._settings = settings
-        # What the verdict cache keys by: the policy and library files (read here and at start) and limits.
+        # What the verdict cache keys by: what makes this backend's own answer (models, samples, limits).
         self._fingerprint = local_fingerprint(settings)
-        # Configuration errors surface at construction, before the server starts.
-        self._policies: Policies = load_policies(settings.policy_file)
-        self._keywords = KeywordMatcher(load_libraries(settings.keyword_dir) if settings.keyword_dir else [])
         self._fetcher = ImageFetcher(settings.fetch)
         self._checks: Checks | None = None
         self._threads = DaemonPool(settings.workers)
@@ -102,7 +97,7 @@ class LocalBackend:
             models = Models()
             models.warm_up()
         log.info("local backend ready: %d library samples", len(samples))
-        return Checks(models, self._keywords, ImageLibrary(samples))
+        return Checks(models, ImageLibrary(samples))
 
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
         if self._checks is None:
@@ -125,7 +120,6 @@ class LocalBackend:
             content,
             interval=request.interval,
             max_frames=request.max_frames,
-            policy=self._policies.for_biz_type(biz_type),
             checks=self._checks,
             limits=self._settings.limits,
             token=token,

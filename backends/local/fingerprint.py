@@ -1,9 +1,10 @@
-"""The local backend's fingerprint: its models' versions, policy file, keyword and sample libraries, and
-frame limits.
+"""The local backend's fingerprint: what makes its own answer, so the verdict cache's keys change with it:
+its models' versions, its sample libraries and its frame limits. Not the policy: the gateway applies it
+to cached answers on the way out.
 
-Every file of the libraries' folders counts, by its path within the folder (a sub-folder names a deny
-sample's label) and a digest of its content, so adding, removing, renaming or editing a sample or a
-word list changes the fingerprint, and with it the verdict cache's keys.
+Every file of the sample folders counts, by its path within the folder (a sub-folder names a deny
+sample's label) and a digest of its content, so adding, removing, renaming or editing a sample changes
+the fingerprint.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ def local_fingerprint(settings: LocalSettings) -> Fingerprint:
     return Fingerprint.of(
         "local",
         tuple(_version(name) for name in _MODEL_DISTRIBUTIONS),
-        _file_digest(settings.policy_file),
-        _folder_digests(settings.keyword_dir),
         _folder_digests(settings.allow_dir),
         _folder_digests(settings.deny_dir),
         settings.max_frames,

@@ -1,0 +1,116 @@
+"""The local backend's deprecated policy settings fold into the gateway's policy: its policy file stands in
+for a missing MODERATION_POLICY_FILE, and its keyword libraries become keyword lists of every BizType."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.policy.loading import PolicySource, load_policy
+from service.settings import ConfigError, load_settings
+
+LEGACY = """
+[default.thresholds]
+Porn = { review = 0, block = 101 }
+Ad = { review = 50, block = 101 }
+
+[biz_types.strict]
+checks = ["porn", "ocr"]
+thresholds.Ad = { review = 50, block = 90 }
+
+[biz_types.lenient]
+thresholds.Ad = { review = 101, block = 101 }
+"""
+
+
+def legacy_files(folder: Path) -> tuple[Path, Path]:
+    policy = folder / "local_policy.toml"
+    policy.write_text(LEGACY, encoding="utf-8")
+    keywords = folder / "keywords"
+    keywords.mkdir()
+    (keywords / "ads.toml").write_text(
+        'id = "ads"\nname = "Advertising"\nlabel = "Ad"\nwords = ["加微信", "free money", "..."]\n',
+        encoding="utf-8",
+    )
+    return policy, keywords
+
+
+def test_the_local_policy_file_and_keyword_libraries_become_the_gateway_s_policy(tmp_path: Path) -> None:
+    policy, keywords = legacy_files(tmp_path)
+    settings = load_settings(
+        {
+            "MODERATION_BACKEND": "local",
+            "MODERATION_LOCAL_POLICY": str(policy),
+            "MODERATION_LOCAL_KEYWORDS": str(keywords),
+        }
+    )
+    assert settings.policy_source == PolicySource(
+        policy, keywords, ("MODERATION_LOCAL_POLICY", "MODERATION_LOCAL_KEYWORDS")
+    )
+    folded = settings.policy
+    assert folded is not None
+    assert folded.files == (policy, keywords / "ads.toml")
+    # Each BizType's list takes the action its threshold for the label gave a hit (scored 100).
+    hits = {
+        biz_type: folded.rules(biz_type).keywords.find("请 加-微-信")  # type: ignore[union-attr]
+        for biz_type in ("default", "strict")
+    }
+    assert {b: (h.list.name, h.list.action, h.entry) for b, h in hits.items() if h} == {
+        "default": ("ads", "review", "加微信"),
+        "strict": ("ads", "block", "加微信"),
+    }
+    # A label its thresholds never flag: the library is not a list of that BizType.
+    assert folded.rules("lenient").keywords is None
+    assert folded.rules("default").thresholds.judge("Porn", "", 3) is not None
+
+
+def test_the_gateway_s_policy_file_wins_and_still_takes_the_keyword_libraries(tmp_path: Path) -> None:
+    legacy, keywords = legacy_files(tmp_path)
+    gateway = tmp_path / "policy.toml"
+    gateway.write_text("[default.thresholds]\nPorn = { review = 50, block = 80 }\n", encoding="utf-8")
+    settings = load_settings(
+        {
+            "MODERATION_BACKEND": "local",
+            "MODERATION_POLICY_FILE": str(gateway),
+            "MODERATION_LOCAL_POLICY": str(legacy),
+            "MODERATION_LOCAL_KEYWORDS": str(keywords),
+        }
+    )
+    source = settings.policy_source
+    assert source is not None
+    assert (source.file, source.local_keywords) == (gateway, keywords)
+    assert settings.policy is not None
+    assert settings.policy.version == load_policy(gateway, local_keywords=keywords).version
+    hit = settings.policy.default.keywords.find("free money")  # type: ignore[union-attr]
+    # No threshold for Ad here: the local backend's own, 50/90, blocked a hit.
+    assert hit is not None
+    assert hit.list.action == "block"
+
+
+def test_routed_local_backends_that_name_different_policies_are_refused(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    for path in (first, second):
+        path.write_text("", encoding="utf-8")
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        f'[backends.a]\ntype = "local"\npolicy_file = "{first}"\n'
+        f'[backends.b]\ntype = "local"\npolicy_file = "{second}"\n'
+        '[default]\nchain = ["a", "b"]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"MODERATION_ROUTES": str(routes)})
+    assert caught.value.problems == [
+        "backends.a.policy_file and backends.b.policy_file name different files: the gateway has one policy"
+    ]
+
+
+def test_a_bad_keyword_library_is_a_start_up_problem_naming_the_setting(tmp_path: Path) -> None:
+    keywords = tmp_path / "keywords"
+    keywords.mkdir()
+    (keywords / "bad.toml").write_text('id = "bad"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"MODERATION_BACKEND": "local", "MODERATION_LOCAL_KEYWORDS": str(keywords)})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"MODERATION_LOCAL_KEYWORDS: {keywords / 'bad.toml'}: needs id, name, label")
