@@ -355,7 +355,7 @@ class CaseMaker:
             module_px -= 1
         scaled = cv2.resize(modules, None, fx=module_px, fy=module_px, interpolation=cv2.INTER_NEAREST)
         quiet = 4 * module_px
-        code = cv2.copyMakeBorder(scaled, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=255)
+        code = cv2.copyMakeBorder(scaled, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=(255,))
         canvas, _ = self._background()
         x = self._rng.randint(MARGIN, SIZE[0] - MARGIN - code.shape[1])
         y = self._rng.randint(MARGIN, SIZE[1] - MARGIN - code.shape[0])
