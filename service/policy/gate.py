@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from service.errors import Failure, InternalFailure
 from service.observe import SUGGESTION_NAMES
-from service.policy.decide import decide
+from service.policy.decide import decide, searches_text
 from service.policy.fields import SOURCE_NAMES, decision_fields
 from service.policy.imagelists import ListHit, sha256
 from service.policy.metrics import PolicyMetrics
@@ -66,9 +66,13 @@ class PolicyGate:
         outcome = await moderate()
         if not isinstance(outcome, ModerateImageResponse):
             return outcome
-        answer = decide(rules, outcome, policy.version)
-        if rules.shadow is not None:
-            self._shadow.compare(request, answer, decide(rules.shadow, outcome, policy.version))
+        if searches_text(rules, outcome):
+            # The detectors' search takes milliseconds of Python: in a worker thread, off the event loop.
+            answer, shadow = await asyncio.to_thread(_decide, rules, outcome, policy.version)
+        else:
+            answer, shadow = _decide(rules, outcome, policy.version)
+        if shadow is not None:
+            self._shadow.compare(request, answer, shadow)
         return self._decided(request, answer)
 
     def _decided(self, request: ModerateImageRequest, answer: ModerateImageResponse) -> ModerateImageResponse:
@@ -85,6 +89,14 @@ class PolicyGate:
         if span.is_recording():
             span.set_attributes({f"moderation.decision.{k}": v for k, v in decision_fields(decision).items()})
         return answer
+
+
+def _decide(
+    rules: Rules, backend: ModerateImageResponse, version: str
+) -> tuple[ModerateImageResponse, ModerateImageResponse | None]:
+    """The live answer, and the shadow policy's when the BizType has one."""
+    shadow = decide(rules.shadow, backend, version) if rules.shadow is not None else None
+    return decide(rules, backend, version), shadow
 
 
 async def _listed(rules: Rules, content: bytes) -> ListHit | None:
