@@ -7,9 +7,10 @@ truth of what is on it.
 - QR codes: varied payloads, module sizes of 3-8 px, positions and backgrounds (photographs too); and
   decoys that look like codes (finder patterns over random modules, random module grids, checkerboards,
   bar stripes).
-- Library: about half of scikit-image's photographs become samples (two thirds deny, one third allow);
-  their near-duplicates (half and double size, JPEG at q40-q70, a 2-5 % crop, a 4-10 % brightness
-  change, and all three of resizing, cropping and recompression) must match the right sample.
+- Library: about half of scikit-image's photographs become deny samples (a near-duplicate can only deny,
+  so no allow samples); their near-duplicates (half and double size, JPEG at q40-q70, a 2-5 % crop, a
+  4-10 % brightness change, and all three of resizing, cropping and recompression) must match the right
+  sample.
 - Unrelated: the other photographs and the same near-duplicates of them, and noise textures; with the
   text and QR images they are what must not match the library.
 
@@ -158,7 +159,6 @@ class Case:
 @dataclass(frozen=True)
 class Library:
     keywords: Path
-    allow: Path
     deny: Path
 
 
@@ -202,13 +202,12 @@ class CaseMaker:
     def __init__(
         self, seed: int, photos: dict[str, Image.Image], finder: KeywordFinder, library_share: float = 0.0
     ) -> None:
-        """`library_share` of the photographs go to the sample library (two thirds of them deny)."""
+        """`library_share` of the photographs go to the sample library, as deny samples."""
         self._rng = random.Random(seed)
         self._photos = photos
         names = list(PHOTOS)
         self._rng.shuffle(names)
         self._library = names[: round(len(names) * library_share)]
-        self._deny = set(self._library[: round(len(self._library) * 2 / 3)])
         # Text over a sample photograph would be a true near-duplicate of it, not an unrelated image.
         self._backgrounds = [name for name in PHOTOS if name not in self._library]
         self._finder = finder
@@ -439,8 +438,8 @@ class CaseMaker:
             image = self._photos[name]
             sample = name if name in self._library else None
             if sample is not None:
-                image.save((library.deny if name in self._deny else library.allow) / f"{name}.png")
-            neutral = name not in self._deny
+                image.save(library.deny / f"{name}.png")
+            neutral = sample is None
             if neutral:
                 yield Case(name, PHOTOGRAPH, encode(image, "JPEG", quality=90), sample=sample, neutral=True)
             for variant, content in self.near_duplicates(image).items():

@@ -1,7 +1,7 @@
 """`python -m bench.local_raw IMAGES POLICY --workers W`: the local backend's models without the gateway,
 for the gateway's throughput to be compared with.
 
-The same models (no sample library) and policy as the gateway, through `analyze_image` and the policy's
+The same models and policy as the gateway, through `analyze_image` and the policy's
 default rules in a thread pool as large as the gateway's worker pool. It runs in a process of its
 own, as the gateway does, so both have the same onnxruntime thread pools and a fresh heap, and the
 bench reads its CPU time and memory from /proc as it reads the gateway's. It prints `ready` once the
@@ -19,8 +19,7 @@ from pathlib import Path
 
 from moderation.v1.moderation_service_pb2 import ModerateImageResponse
 
-from backends.local.analysis import Checks, analyze_image
-from backends.local.imagelib import ImageLibrary
+from backends.local.analysis import analyze_image
 from backends.local.models import Models
 from service.policy.decide import decide
 from service.policy.loading import load_policy
@@ -38,7 +37,7 @@ def main() -> int:
     images = [path.read_bytes() for path in sorted(args.images.iterdir())]
     models = Models()
     models.warm_up()
-    analyze = functools.partial(_decided, load_policy(args.policy), Checks(models, ImageLibrary([])))
+    analyze = functools.partial(_decided, load_policy(args.policy), models)
     print(READY, flush=True)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for line in sys.stdin:
@@ -48,8 +47,8 @@ def main() -> int:
     return 0
 
 
-def _decided(policy: Policy, checks: Checks, content: bytes) -> ModerateImageResponse:
-    answer = analyze_image(content, interval=0, max_frames=0, checks=checks)
+def _decided(policy: Policy, models: Models, content: bytes) -> ModerateImageResponse:
+    answer = analyze_image(content, interval=0, max_frames=0, models=models)
     return decide(policy.default, answer, policy.version)
 
 

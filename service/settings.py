@@ -561,7 +561,7 @@ def _policy_source(
     problems.extend(conflicts)
     if local is None:
         return PolicySource(given) if given is not None else None
-    return PolicySource(given or local.policy_file, local.keyword_dir, local.named_by)
+    return PolicySource(given or local.policy_file, local)
 
 
 def _policy(source: PolicySource | None, settings: Settings | None, problems: list[str]) -> Policy | None:

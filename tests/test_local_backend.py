@@ -6,7 +6,6 @@ import functools
 import io
 import ipaddress
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
@@ -19,7 +18,7 @@ from backends.local.frames import DEFAULT_LIMITS, sample_frames
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
 from bench.fileserver import serve_files
-from bench.local_images import animated_gif, encode, near_duplicates, photo, qr_image, text_image
+from bench.local_images import animated_gif, encode, photo, qr_image, text_image
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
@@ -32,21 +31,9 @@ def models() -> Models:
     return loaded
 
 
-@pytest.fixture(scope="module")
-def library_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("local")
-    allow, deny = root / "allow", root / "deny" / "Porn"
-    for folder in (allow, deny):
-        folder.mkdir(parents=True)
-    photo("coffee").save(allow / "coffee-sample.png")
-    photo("chelsea").save(deny / "cat-sample.png")
-    return root / "allow", root / "deny"
-
-
 @pytest.fixture
-async def backend(models: Models, library_dirs: tuple[Path, Path]) -> AsyncIterator[LocalBackend]:
-    allow, deny = library_dirs
-    local = LocalBackend(LocalSettings(allow_dir=allow, deny_dir=deny), models=models)
+async def backend(models: Models) -> AsyncIterator[LocalBackend]:
+    local = LocalBackend(LocalSettings(), models=models)
     await local.start()
     yield local
     await local.aclose()
@@ -82,29 +69,13 @@ async def test_qr_codes_are_advertising_objects(backend: LocalBackend) -> None:
     assert qr.details[0].location.width > 50
 
 
-@pytest.mark.parametrize("variant", ["half", "double", "jpeg_q40", "crop"])
-async def test_deny_library_matches_near_duplicates(backend: LocalBackend, variant: str) -> None:
-    image = near_duplicates(photo("chelsea"))[variant]
-    result = await moderate(backend, encode(image))
-    assert (result.suggestion, result.label) == (BLOCK, "Porn")
-    detail = result.lib_results[0].details[0]
-    assert (detail.image_id, detail.lib_id) == ("cat-sample", "deny")
-    assert detail.score >= 80
-
-
-async def test_allow_library_passes(backend: LocalBackend) -> None:
-    result = await moderate(backend, encode(near_duplicates(photo("coffee"))["jpeg_q40"], "PNG"))
-    assert result.suggestion == PASS
-    assert result.lib_results[0].details[0].lib_id == "allow"
-
-
 async def test_unrelated_photo_passes_with_a_porn_score(backend: LocalBackend) -> None:
     result = await moderate(backend, encode(photo("astronaut"), "JPEG", quality=90))
     assert result.suggestion == PASS
     porn = result.label_results[0]
     assert porn.scene == "Porn"
     assert 0 <= porn.score <= 100
-    assert not result.lib_results[0].details
+    assert not result.lib_results
 
 
 async def test_animated_images_sample_the_requested_frames(backend: LocalBackend) -> None:

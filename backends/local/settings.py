@@ -19,7 +19,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class LocalSettings(Declared):
-    # Deprecated, for one release: the gateway folds both into its policy (`service.policy.legacy`).
+    # Deprecated, for one release: the gateway folds these four into its policy (`service.policy.legacy`).
     policy_file: FilePath | None = Field(
         None,
         validation_alias="MODERATION_LOCAL_POLICY",
@@ -35,12 +35,14 @@ class LocalSettings(Declared):
     allow_dir: DirectoryPath | None = Field(
         None,
         validation_alias="MODERATION_LOCAL_ALLOW_DIR",
-        description="folder of sample images: a match passes.",
+        description="deprecated: folder of sample images, folded into the gateway's policy as an exact "
+        "(SHA-256) allow list of every BizType.",
     )
     deny_dir: DirectoryPath | None = Field(
         None,
         validation_alias="MODERATION_LOCAL_DENY_DIR",
-        description="folder of sample images: a match blocks (a sub-folder's name is the label).",
+        description="deprecated: folder of sample images (a sub-folder's name is the label), folded into "
+        "the gateway's policy as near-duplicate (PDQ) deny lists of every BizType.",
     )
     workers: int = Field(
         2,

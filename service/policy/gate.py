@@ -27,7 +27,7 @@ from service.policy.shadow import ShadowTally
 from service.policy.thresholds import BLOCK, NORMAL, PASS
 from service.validation import ValidationError, validate
 
-__all__ = ["PolicyGate"]
+__all__ = ["PolicyGate", "listed"]
 
 Outcome = ModerateImageResponse | Failure
 LISTED_SCORE = 100
@@ -56,13 +56,13 @@ class PolicyGate:
         policy = self.policy
         rules = policy.rules(request.biz_type)
         if (rules.exact_lists or rules.near_lists) and request.WhichOneof("image") == "content":
-            listed = await _listed(rules, request.content)
-            if listed is not None:
+            listed_hit = await listed(rules, request.content)
+            if listed_hit is not None:
                 try:
                     validate(request)
                 except ValidationError as failure:
                     return failure
-                return self._decided(request, _listed_answer(request, listed, policy.version))
+                return self._decided(request, _listed_answer(request, listed_hit, policy.version))
         outcome = await moderate()
         if not isinstance(outcome, ModerateImageResponse):
             return outcome
@@ -99,7 +99,7 @@ def _decide(
     return decide(rules, backend, version), shadow
 
 
-async def _listed(rules: Rules, content: bytes) -> ListHit | None:
+async def listed(rules: Rules, content: bytes) -> ListHit | None:
     """The list entry the image matches: exact lists first (deny, then allow), then near-duplicates."""
     digest = sha256(content)
     for exact in rules.exact_lists:

@@ -1,5 +1,5 @@
 """The local backend's policy of earlier releases, folded into the gateway's (deprecated; removed in the
-next release).
+next release), so that policy lives in one place and the local backend only reports what it finds.
 
 `MODERATION_LOCAL_POLICY` (a routing file's local `policy_file`) was a policy file of the format the
 gateway's extends: without `MODERATION_POLICY_FILE` it becomes the gateway's policy. Its `checks` are
@@ -13,37 +13,60 @@ no longer needed: the local backend runs every check, and thresholds decide what
 
 Each becomes a keyword list of every BizType, named by its `id`, whose action is what the BizType's
 threshold for its label says of a score of 100 (a hit scored 100), as the local backend decided it.
+`MODERATION_LOCAL_ALLOW_DIR` and `MODERATION_LOCAL_DENY_DIR` (`allow_dir`, `deny_dir`) were folders of
+sample images, matched by perceptual hashes: the allow samples become an exact allow list (`local_allow`,
+by SHA-256: a near-duplicate never allows), the deny samples near-duplicate deny lists by PDQ, one per
+label (`local_deny.<label>`, a sub-folder's name; `Deny` for the folder's own files). Every BizType
+checks them before any backend call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.files import MIB, UnreadableFile, read_text_file
+from backends.files import MIB, UnreadableFile, read_regular_file, read_text_file
 from backends.local.settings import LocalSettings
+from service.policy.imagelists import ExactList
 from service.policy.keywords import normalise
-from service.policy.model import Action, ThresholdConfig
+from service.policy.model import Action, ImageListConfig, ThresholdConfig
+from service.policy.pdq import NearList, pdq_hash
 from service.policy.thresholds import OTHER
 from service.routes import BackendConfig
 
-__all__ = ["LocalLibrary", "LocalSources", "action_for", "local_sources", "read_libraries"]
+__all__ = [
+    "LocalLibrary",
+    "LocalSources",
+    "SampleLists",
+    "action_for",
+    "local_sources",
+    "read_libraries",
+    "read_samples",
+]
 
 # A library of a hundred thousand words is a few MB.
 LIBRARY_FILE_LIMIT = 16 * MIB
 # The local backend's thresholds for a label without its own, and a hit's score.
 FALLBACK_REVIEW, FALLBACK_BLOCK = 50, 90
 HIT_SCORE = 100
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+# Past IMS's own 10 MB image limit: a sample larger than this is not an image worth hashing.
+SAMPLE_FILE_LIMIT = 64 * MIB
+# The fields of a local backend's settings that name what folds in, in the order they are reported.
+FOLDED = ("policy_file", "keyword_dir", "allow_dir", "deny_dir")
 
 
 @dataclass(frozen=True)
 class LocalSources:
-    """The deprecated files the local backends name, and the settings that named them."""
+    """The deprecated files and folders the local backends name, and the settings that named them."""
 
     policy_file: Path | None
     keyword_dir: Path | None
+    allow_dir: Path | None
+    deny_dir: Path | None
     named_by: tuple[str, ...]
 
 
@@ -59,33 +82,27 @@ class LocalLibrary:
 def local_sources(
     backends: Sequence[BackendConfig], *, routed: bool
 ) -> tuple[LocalSources | None, list[str]]:
-    """What the local backends' deprecated settings name; a problem when two name different files."""
-    policy_files: dict[Path, str] = {}
-    keyword_dirs: dict[Path, str] = {}
+    """What the local backends' deprecated settings name; a problem when two name different paths."""
+    named: dict[str, dict[Path, str]] = {field: {} for field in FOLDED}
     for backend in backends:
         options = backend.options
         if not isinstance(options, LocalSettings):
             continue
         where = f"backends.{backend.name}." if routed else ""
-        if options.policy_file is not None:
-            policy_files.setdefault(options.policy_file, where + _setting("policy_file", routed))
-        if options.keyword_dir is not None:
-            keyword_dirs.setdefault(options.keyword_dir, where + _setting("keyword_dir", routed))
+        for field, paths in named.items():
+            path = getattr(options, field)
+            if path is not None:
+                paths.setdefault(path, where + _setting(field, routed))
     problems = [
-        f"{' and '.join(named.values())} name different files: the gateway has one policy"
-        for named in (policy_files, keyword_dirs)
-        if len(named) > 1
+        f"{' and '.join(settings.values())} name different files: the gateway has one policy"
+        for settings in named.values()
+        if len(settings) > 1
     ]
-    if problems or not (policy_files or keyword_dirs):
+    if problems or not any(named.values()):
         return None, problems
-    return (
-        LocalSources(
-            next(iter(policy_files), None),
-            next(iter(keyword_dirs), None),
-            (*policy_files.values(), *keyword_dirs.values()),
-        ),
-        [],
-    )
+    first = {field: next(iter(paths), None) for field, paths in named.items()}
+    by = tuple(setting for paths in named.values() for setting in paths.values())
+    return LocalSources(**first, named_by=by), []
 
 
 def _setting(field: str, routed: bool) -> str:
@@ -129,3 +146,60 @@ def action_for(label: str, thresholds: Mapping[str, ThresholdConfig]) -> Action 
     if block <= HIT_SCORE:
         return "block"
     return "review" if review <= HIT_SCORE else None
+
+
+@dataclass(frozen=True)
+class SampleLists:
+    """The sample folders as image lists, what they were read from, and what their version hashes."""
+
+    exact: tuple[ExactList, ...]
+    near: tuple[NearList, ...]
+    files: tuple[Path, ...]
+    content: bytes
+
+
+def read_samples(allow: Path | None, deny: Path | None, problems: list[str]) -> SampleLists:
+    """The allow folder as an exact list, the deny folder as near-duplicate lists by label."""
+    allowed: list[tuple[str, str]] = []
+    denied: dict[str, list[tuple[str, str]]] = {}
+    files: list[Path] = []
+    for kind, folder in (("allow", allow), ("deny", deny)):
+        for path in _sample_files(folder):
+            where = f"the {kind} library's sample {path}"
+            try:
+                content = read_regular_file(path, SAMPLE_FILE_LIMIT)
+            except UnreadableFile as problem:
+                problems.append(f"{where}: {problem}")
+                continue
+            files.append(path)
+            if kind == "allow":
+                allowed.append((hashlib.sha256(content).hexdigest(), path.stem))
+                continue
+            hashed = pdq_hash(content)
+            if hashed is None:
+                problems.append(f"{where}: not an image the library can read")
+                continue
+            label = path.parent.name if path.parent != folder else "Deny"
+            denied.setdefault(label, []).append((hashed.digest.hex(), path.stem))
+    # The gateway's own defaults for a near-duplicate list (distance 31, quality 50).
+    defaults = ImageListConfig.model_fields
+    distance, quality = defaults["distance"].default, defaults["quality"].default
+    return SampleLists(
+        (ExactList("local_allow", "allow", "Allow", allowed),) if allowed else (),
+        tuple(
+            NearList(f"local_deny.{label}", label, entries, distance=distance, quality=quality)
+            for label, entries in denied.items()
+        ),
+        tuple(files),
+        repr((allowed, sorted(denied.items()))).encode(),
+    )
+
+
+def _sample_files(folder: Path | None) -> list[Path]:
+    if folder is None:
+        return []
+    return [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    ]

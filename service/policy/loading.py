@@ -16,7 +16,7 @@ from backends.options import describe_errors
 from service.policy.detectors import Detector
 from service.policy.imagelists import DIGEST_HEX, ExactList, parse_entries
 from service.policy.keywords import KeywordIndex, KeywordList, normalise
-from service.policy.legacy import LocalLibrary, action_for, read_libraries
+from service.policy.legacy import LocalLibrary, LocalSources, action_for, read_libraries, read_samples
 from service.policy.model import (
     DetectorConfig,
     DetectorKind,
@@ -70,20 +70,24 @@ LIST_FILE_LIMIT = 128 * MIB
 
 @dataclass(frozen=True)
 class PolicySource:
-    """Where the policy is read from, at start and at each reload: the policy file, and the local
-    backend's deprecated settings that name what it folds in (`service.policy.legacy`)."""
+    """Where the policy is read from, at start and at each reload: the policy file, and what the local
+    backends' deprecated settings fold into it (`service.policy.legacy`)."""
 
     file: Path | None
-    local_keywords: Path | None = None
-    deprecated: tuple[str, ...] = ()
+    local: LocalSources | None = None
+
+    @property
+    def deprecated(self) -> tuple[str, ...]:
+        """The deprecated settings in use."""
+        return self.local.named_by if self.local is not None else ()
 
     def load(self) -> Policy:
-        return load_policy(self.file, local_keywords=self.local_keywords)
+        return load_policy(self.file, local=self.local)
 
 
-def load_policy(path: Path | None, *, local_keywords: Path | None = None) -> Policy:
-    """The policy in `path` (None: no rules of its own), with the deprecated local keyword libraries of
-    `local_keywords` folded in; `PolicyError` listing every problem of the files."""
+def load_policy(path: Path | None, *, local: LocalSources | None = None) -> Policy:
+    """The policy in `path` (None: no rules of its own), with the local backends' deprecated keyword
+    libraries and sample folders folded in; `PolicyError` listing every problem of the files."""
     try:
         raw = read_regular_file(path, POLICY_FILE_LIMIT) if path is not None else b""
         table = tomllib.loads(raw.decode("utf-8"))
@@ -100,13 +104,16 @@ def load_policy(path: Path | None, *, local_keywords: Path | None = None) -> Pol
         raise PolicyError(problems)
     contents = [raw]
     folder = path.parent if path is not None else Path()
-    libraries = read_libraries(local_keywords, problems) if local_keywords is not None else []
+    keyword_dir = local.keyword_dir if local is not None else None
+    libraries = read_libraries(keyword_dir, problems) if keyword_dir is not None else []
     problems += [
         f"{library.path}: the library id {library.id!r} is also a [keyword_lists] name"
         for library in libraries
         if library.id in document.keyword_lists
     ]
     contents += [library.content for library in libraries]
+    samples = read_samples(local.allow_dir if local else None, local.deny_dir if local else None, problems)
+    contents += [samples.content] if samples.files else []
     keyword_lists = {}
     for name, config in document.keyword_lists.items():
         text = _read(folder / config.file, f"keyword_lists.{name}", problems)
@@ -138,12 +145,13 @@ def load_policy(path: Path | None, *, local_keywords: Path | None = None) -> Pol
         if names and names not in indexes:
             indexes[names] = KeywordIndex(lists)
         named = [exact_lists[n] for n in effective.image_lists if n in exact_lists]
+        named += samples.exact
         return Rules(
             Thresholds(effective.thresholds),
             indexes.get(names),
             tuple(Detector.configured(kind, c) for kind, c in effective.detectors.items()),
             tuple(sorted(named, key=lambda listed: listed.kind != "deny")),
-            tuple(near_lists[n] for n in effective.image_lists if n in near_lists),
+            (*(near_lists[n] for n in effective.image_lists if n in near_lists), *samples.near),
             compiled(_candidate(effective, effective.shadow)) if effective.shadow else None,
         )
 
@@ -153,6 +161,7 @@ def load_policy(path: Path | None, *, local_keywords: Path | None = None) -> Pol
     lists = [folder / c.file for c in document.keyword_lists.values()]
     lists += [folder / c.file for c in document.image_lists.values()]
     lists += [library.path for library in libraries]
+    lists += samples.files
     return Policy(version, compiled(default), by_biz_type, (*((path,) if path else ()), *lists))
 
 

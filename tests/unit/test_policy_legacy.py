@@ -1,5 +1,6 @@
 """The local backend's deprecated policy settings fold into the gateway's policy: its policy file stands in
-for a missing MODERATION_POLICY_FILE, and its keyword libraries become keyword lists of every BizType."""
+for a missing MODERATION_POLICY_FILE, its keyword libraries become keyword lists of every BizType, and its
+sample folders image lists (exact allow, near-duplicate deny)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.local_images import encode, near_duplicates, photo
+from service.policy.imagelists import sha256
+from service.policy.legacy import LocalSources
 from service.policy.loading import PolicySource, load_policy
+from service.policy.pdq import pdq_hash
 from service.settings import ConfigError, load_settings
 
 LEGACY = """
@@ -46,7 +51,8 @@ def test_the_local_policy_file_and_keyword_libraries_become_the_gateway_s_policy
         }
     )
     assert settings.policy_source == PolicySource(
-        policy, keywords, ("MODERATION_LOCAL_POLICY", "MODERATION_LOCAL_KEYWORDS")
+        policy,
+        LocalSources(policy, keywords, None, None, ("MODERATION_LOCAL_POLICY", "MODERATION_LOCAL_KEYWORDS")),
     )
     folded = settings.policy
     assert folded is not None
@@ -79,9 +85,10 @@ def test_the_gateway_s_policy_file_wins_and_still_takes_the_keyword_libraries(tm
     )
     source = settings.policy_source
     assert source is not None
-    assert (source.file, source.local_keywords) == (gateway, keywords)
+    assert source.file == gateway
+    assert source.local is not None
     assert settings.policy is not None
-    assert settings.policy.version == load_policy(gateway, local_keywords=keywords).version
+    assert settings.policy.version == load_policy(gateway, local=source.local).version
     hit = settings.policy.default.keywords.find("free money")  # type: ignore[union-attr]
     # No threshold for Ad here: the local backend's own, 50/90, blocked a hit.
     assert hit is not None
@@ -114,3 +121,36 @@ def test_a_bad_keyword_library_is_a_start_up_problem_naming_the_setting(tmp_path
         load_settings({"MODERATION_BACKEND": "local", "MODERATION_LOCAL_KEYWORDS": str(keywords)})
     (problem,) = caught.value.problems
     assert problem.startswith(f"MODERATION_LOCAL_KEYWORDS: {keywords / 'bad.toml'}: needs id, name, label")
+
+
+def test_sample_folders_become_an_exact_allow_list_and_near_duplicate_deny_lists(tmp_path: Path) -> None:
+    allow, deny = tmp_path / "allow", tmp_path / "deny"
+    (deny / "Porn").mkdir(parents=True)
+    allow.mkdir()
+    (allow / "coffee-sample.png").write_bytes(allowed := encode(photo("coffee"), "PNG"))
+    photo("chelsea").save(deny / "Porn" / "cat-sample.png")
+    photo("rocket").save(deny / "rocket-sample.png")
+    policy = load_policy(None, local=LocalSources(None, None, allow, deny, ()))
+    rules = policy.rules("any_biz_type")
+    assert [(e.name, e.kind) for e in rules.exact_lists] == [("local_allow", "allow")]
+    assert sorted((n.name, n.label) for n in rules.near_lists) == [
+        ("local_deny.Deny", "Deny"),
+        ("local_deny.Porn", "Porn"),
+    ]
+    exact = rules.exact_lists[0]
+    hit = exact.find(sha256(allowed))
+    assert hit is not None
+    assert (hit.kind, hit.entry) == ("allow", "coffee-sample")
+
+    def near(content: bytes) -> list[tuple[str, str]]:
+        hashed = pdq_hash(content)
+        assert hashed is not None
+        return [(h.list_name, h.entry) for n in rules.near_lists if (h := n.find(hashed)) is not None]
+
+    for variant in ("half", "double", "jpeg_q40"):
+        assert near(encode(near_duplicates(photo("chelsea"))[variant])) == [("local_deny.Porn", "cat-sample")]
+    # A near-duplicate of an allow sample is not allowed (nor denied): only its exact bytes are.
+    copy = encode(near_duplicates(photo("coffee"))["jpeg_q40"])
+    assert exact.find(sha256(copy)) is None
+    assert near(copy) == []
+    assert near(encode(photo("astronaut"))) == []
