@@ -342,8 +342,8 @@ def _policy(settings: Settings, telemetry: Telemetry) -> tuple[PolicyGate | None
         return gate, None
     if source.deprecated:
         log.warning(
-            "deprecated: %s fold into the gateway's policy; set MODERATION_POLICY_FILE instead (the next "
-            "release ignores them)",
+            "deprecated: the local backend's policy settings %s are folded into the gateway's policy; "
+            "set MODERATION_POLICY_FILE instead (the next release ignores them)",
             ", ".join(source.deprecated),
             extra={"fields": {"deprecated": list(source.deprecated), "use": "MODERATION_POLICY_FILE"}},
         )
