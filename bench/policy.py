@@ -33,7 +33,7 @@ _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz") + [chr(c) for c in range(
 OCR_TEXT = "限时优惠 加微信 领取 free gift card, call now! 本店地址：人民路 18 号。Visit our shop today " * 2  # noqa: RUF001
 # The same with a phone number and a URL in it: the detectors' full cost.
 CONTACT_TEXT = OCR_TEXT + " 加我 138 0013 8000 或访问 www.spam-shop.cn"
-# A shop's poster as OCR reads it: prices, dates and dots enough for both detectors to search, no
+# A shop's poster as OCR reads it: prices and dates, digits enough for the phone search to run, no
 # contact details to find.
 PROMO_TEXT = (
     "双十二 限时 3.5 折！原价 299.00 元，现价 104.65 元。活动时间 2026.12.06 - 2026.12.12，"  # noqa: RUF001

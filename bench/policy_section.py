@@ -50,9 +50,9 @@ def _header(sizes: PolicySizes) -> str:
             f"keyword list over a {len(OCR_TEXT)}-character Chinese and English OCR text (decide()), "
             "per call",
             "  detectors: phone numbers (CN, US) and URLs over the same text, over it with a phone "
-            f"number and a URL added, and over a {len(PROMO_TEXT)}-character poster's text (prices, dates: "
-            "both search, neither finds); searched in a worker thread, the check whether to search on the "
-            "event loop; PDQ hashing: a 512 x 512 photograph (JPEG) and a 2048 x 2048 one, "
+            f"number and a URL added, and over a {len(PROMO_TEXT)}-character poster's text (prices, "
+            "dates: the phone search runs, neither finds); searched in a worker thread, the check whether "
+            "to search on the event loop; PDQ hashing: a 512 x 512 photograph (JPEG) and a 2048 x 2048 one, "
             "decoded, downsampled and hashed",
             "  near-duplicate look-up (distance 31): a random hash against lists of "
             + ", ".join(f"{n:,}" for n in sizes.pdq_sizes)
