@@ -7,12 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from opentelemetry import metrics
 
 from bench.local_images import encode, near_duplicates, photo
+from service.policy.gate import PolicyGate
 from service.policy.imagelists import sha256
 from service.policy.legacy import LocalSources
 from service.policy.loading import PolicySource, load_policy
+from service.policy.metrics import PolicyMetrics
 from service.policy.pdq import pdq_hash
+from service.policy.reload import PolicyWatcher
 from service.settings import ConfigError, load_settings
 
 LEGACY = """
@@ -154,3 +158,20 @@ def test_sample_folders_become_an_exact_allow_list_and_near_duplicate_deny_lists
     assert exact.find(sha256(copy)) is None
     assert near(copy) == []
     assert near(encode(photo("astronaut"))) == []
+
+
+async def test_an_edited_keyword_library_is_reloaded_like_the_policy_s_own_files(tmp_path: Path) -> None:
+    _, keywords = legacy_files(tmp_path)
+    source = PolicySource(None, LocalSources(None, keywords, None, None, ("MODERATION_LOCAL_KEYWORDS",)))
+    gate = PolicyGate(source.load(), PolicyMetrics(metrics.get_meter("test")))
+    watcher = PolicyWatcher(source, gate)
+    before = gate.policy.version
+    assert gate.policy.default.keywords.find("bonus code") is None  # type: ignore[union-attr]
+    (keywords / "ads.toml").write_text(
+        'id = "ads"\nname = "Advertising"\nlabel = "Ad"\nwords = ["bonus code"]\n', encoding="utf-8"
+    )
+    await watcher.check()
+    assert gate.policy.version != before
+    hit = gate.policy.default.keywords.find("your BONUS-CODE")  # type: ignore[union-attr]
+    assert hit is not None
+    assert (hit.list.name, hit.entry) == ("ads", "bonus code")
