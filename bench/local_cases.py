@@ -7,13 +7,14 @@ truth of what is on it.
 - QR codes: varied payloads, module sizes of 3-8 px, positions and backgrounds (photographs too); and
   decoys that look like codes (finder patterns over random modules, random module grids, checkerboards,
   bar stripes).
-- Library: about half of scikit-image's photographs become samples (two thirds deny, one third allow);
-  their near-duplicates (half and double size, JPEG at q40-q70, a 2-5 % crop, a 4-10 % brightness
-  change, and all three of resizing, cropping and recompression) must match the right sample.
+- Library: about half of scikit-image's photographs become deny samples (a near-duplicate can only deny,
+  so no allow samples); their near-duplicates (half and double size, JPEG at q40-q70, a 2-5 % crop, a
+  4-10 % brightness change, and all three of resizing, cropping and recompression) must match the right
+  sample.
 - Unrelated: the other photographs and the same near-duplicates of them, and noise textures; with the
   text and QR images they are what must not match the library.
 
-The truth of each text image is checked with the backend's own keyword matcher against the rendered
+The truth of each text image is checked with the gateway's keyword matching against the rendered
 strings, so a sentence that happens to contain a keyword cannot be miscounted.
 """
 
@@ -30,8 +31,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from backends.local.keywords import KeywordMatcher, load_libraries
 from bench.local_images import CJK_FONT, encode, photo
+from service.policy.keywords import KeywordIndex
+from service.policy.loading import load_policy
 
 SIZE = (640, 480)
 MARGIN = 16
@@ -157,21 +159,39 @@ class Case:
 @dataclass(frozen=True)
 class Library:
     keywords: Path
-    allow: Path
     deny: Path
 
 
-def write_keyword_libraries(folder: Path) -> KeywordMatcher:
-    """One TOML file per library in `folder`, and the backend's matcher over them."""
+class KeywordFinder:
+    """The gateway's keyword matching, one index per list, so that every list's hit in a text is seen."""
+
+    def __init__(self, policy: Path) -> None:
+        default = load_policy(policy).default.keywords
+        assert default is not None, "the policy has keyword lists"
+        self._indexes = [KeywordIndex([keyword_list]) for keyword_list in default.lists]
+
+    def find(self, text: str) -> set[tuple[str, str]]:
+        """(list name, entry) of each list's hit."""
+        return {
+            (hit.list.name, hit.entry) for index in self._indexes if (hit := index.find(text)) is not None
+        }
+
+
+def write_keyword_policy(folder: Path) -> Path:
+    """A policy in `folder` with one keyword list per library, each a file beside it, every BizType's."""
     folder.mkdir(parents=True, exist_ok=True)
+    tables = []
     for library in LIBRARIES:
         words = [word for language in ("en", "zh") for word in library.words[language]]
-        (folder / f"{library.id}.toml").write_text(
-            f"id = {json.dumps(library.id)}\nname = {json.dumps(library.name)}\n"
-            f"label = {json.dumps(library.label)}\nwords = {json.dumps(words, ensure_ascii=False)}\n",
-            encoding="utf-8",
+        (folder / f"{library.id}.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        tables.append(
+            f"[keyword_lists.{library.id}]\nfile = {json.dumps(library.id + '.txt')}\n"
+            f'label = {json.dumps(library.label)}\naction = "block"\n'
         )
-    return KeywordMatcher(load_libraries(folder))
+    ids = json.dumps([library.id for library in LIBRARIES])
+    path = folder / "policy.toml"
+    path.write_text("\n".join(tables) + f"\n[default]\nkeyword_lists = {ids}\n", encoding="utf-8")
+    return path
 
 
 def photographs() -> dict[str, Image.Image]:
@@ -180,18 +200,17 @@ def photographs() -> dict[str, Image.Image]:
 
 class CaseMaker:
     def __init__(
-        self, seed: int, photos: dict[str, Image.Image], matcher: KeywordMatcher, library_share: float = 0.0
+        self, seed: int, photos: dict[str, Image.Image], finder: KeywordFinder, library_share: float = 0.0
     ) -> None:
-        """`library_share` of the photographs go to the sample library (two thirds of them deny)."""
+        """`library_share` of the photographs go to the sample library, as deny samples."""
         self._rng = random.Random(seed)
         self._photos = photos
         names = list(PHOTOS)
         self._rng.shuffle(names)
         self._library = names[: round(len(names) * library_share)]
-        self._deny = set(self._library[: round(len(self._library) * 2 / 3)])
         # Text over a sample photograph would be a true near-duplicate of it, not an unrelated image.
         self._backgrounds = [name for name in PHOTOS if name not in self._library]
-        self._matcher = matcher
+        self._finder = finder
 
     # Backgrounds and encodings.
 
@@ -271,7 +290,7 @@ class CaseMaker:
         return canvas, lines, font_px
 
     def _found(self, lines: list[str]) -> set[tuple[str, str]]:
-        return {(hit.library.id, hit.keyword) for line in lines for hit in self._matcher.find(line)}
+        return {found for line in lines for found in self._finder.find(line)}
 
     def text_cases(self, count: int) -> Iterator[Case]:
         """`count` images with a keyword, then `count` without, half of each in Chinese."""
@@ -335,7 +354,7 @@ class CaseMaker:
             module_px -= 1
         scaled = cv2.resize(modules, None, fx=module_px, fy=module_px, interpolation=cv2.INTER_NEAREST)
         quiet = 4 * module_px
-        code = cv2.copyMakeBorder(scaled, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=255)
+        code = cv2.copyMakeBorder(scaled, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=(255,))
         canvas, _ = self._background()
         x = self._rng.randint(MARGIN, SIZE[0] - MARGIN - code.shape[1])
         y = self._rng.randint(MARGIN, SIZE[1] - MARGIN - code.shape[0])
@@ -419,8 +438,8 @@ class CaseMaker:
             image = self._photos[name]
             sample = name if name in self._library else None
             if sample is not None:
-                image.save((library.deny if name in self._deny else library.allow) / f"{name}.png")
-            neutral = name not in self._deny
+                image.save(library.deny / f"{name}.png")
+            neutral = sample is None
             if neutral:
                 yield Case(name, PHOTOGRAPH, encode(image, "JPEG", quality=90), sample=sample, neutral=True)
             for variant, content in self.near_duplicates(image).items():

@@ -1,11 +1,11 @@
-"""The local backend's evaluation: every case of `local_cases` through an in-process `LocalBackend` with
-the default policy, scored per check.
+"""The local backend's evaluation: every case of `local_cases` through an in-process `LocalBackend`, its
+text matched by the gateway's keyword lists and the image by the gateway's near-duplicate deny lists
+(the deny samples, folded as the deprecated MODERATION_LOCAL_DENY_DIR is), scored per check.
 
-Each image is moderated once and every check's figures read that one answer. A check's negatives are
-all the images without what it looks for on which the check ran (a library match decides an image
-before OCR and QR codes are looked at): so text and QR images count as library negatives, photographs
-and QR images as keyword negatives, and text and photographs as QR negatives, besides the classes made
-for each check.
+Each image is moderated once and every check's figures read that one answer and that one list look-up.
+A check's negatives are all the images without what it looks for: so text and QR images count as
+library negatives, photographs and QR images as keyword negatives, and text and photographs as QR
+negatives, besides the classes made for each check.
 """
 
 from __future__ import annotations
@@ -22,8 +22,22 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.local.backend import LocalBackend
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
-from bench.local_cases import LIBRARY_VARIANT, Case, CaseMaker, Library, photographs, write_keyword_libraries
+from bench.local_cases import (
+    LIBRARY_VARIANT,
+    Case,
+    CaseMaker,
+    KeywordFinder,
+    Library,
+    photographs,
+    write_keyword_policy,
+)
 from bench.report import share
+from service.image_hash import ImageHash
+from service.policy.gate import listed
+from service.policy.imagelists import ListHit
+from service.policy.keywords import read_text
+from service.policy.legacy import LocalSources
+from service.policy.loading import load_policy
 
 # Generous: only a hung backend takes this long for one image.
 CASE_TIMEOUT = 120.0
@@ -80,20 +94,19 @@ class EvalResult:
 async def evaluate(seed: int, sizes: EvalSizes, models: Models) -> EvalResult:
     with tempfile.TemporaryDirectory(prefix="bench-local-") as folder:
         root = Path(folder)
-        library = Library(root / "keywords", root / "allow", root / "deny")
-        library.allow.mkdir()
+        library = Library(root / "keywords", root / "deny")
         library.deny.mkdir()
-        maker = CaseMaker(seed, photographs(), write_keyword_libraries(library.keywords), sizes.library_share)
+        finder = KeywordFinder(write_keyword_policy(library.keywords))
+        maker = CaseMaker(seed, photographs(), finder, sizes.library_share)
         cases = [
             *maker.text_cases(sizes.text_images),
             *maker.qr_cases(sizes.qr_images),
             *maker.library_cases(library),
             *maker.noise_cases(sizes.noise_images),
         ]
-        backend = LocalBackend(
-            LocalSettings(keyword_dir=library.keywords, allow_dir=library.allow, deny_dir=library.deny),
-            models=models,
-        )
+        rules = load_policy(None, local=LocalSources(None, None, None, library.deny, ())).default
+        hits = [await listed(rules, ImageHash(case.content)) for case in cases]
+        backend = LocalBackend(LocalSettings(), models=models)
         await backend.start()
         try:
             started = time.perf_counter()
@@ -108,15 +121,17 @@ async def evaluate(seed: int, sizes: EvalSizes, models: Models) -> EvalResult:
         finally:
             await backend.aclose()
     result = EvalResult(seconds=seconds)
-    for case, answer in zip(cases, answers, strict=True):
-        _score(result, case, answer)
+    for case, answer, hit in zip(cases, answers, hits, strict=True):
+        _score(result, case, answer, finder, hit)
     return result
 
 
-def _score(result: EvalResult, case: Case, answer: ModerateImageResponse) -> None:
+def _score(
+    result: EvalResult, case: Case, answer: ModerateImageResponse, finder: KeywordFinder, hit: ListHit | None
+) -> None:
     result.classes[case.group] += 1
-    ocr = [detail for ocr in answer.ocr_results for detail in ocr.details]
-    keywords = {(detail.lib_id, keyword) for detail in ocr for keyword in detail.keywords}
+    # The gateway's policy matches its keyword lists against the text the backend read.
+    keywords = finder.find(read_text(answer))
     if case.keyword is not None:
         found = case.keyword in keywords
         note = None if found else f"{case.name} ({case.font_px} px): read {_read(answer)!r}"
@@ -133,7 +148,7 @@ def _score(result: EvalResult, case: Case, answer: ModerateImageResponse) -> Non
     elif answer.object_results:
         result.qr_false.count(bool(values), f"{case.name}: {sorted(values)}" if values else None)
 
-    matched = next((d.image_id for lib in answer.lib_results for d in lib.details), None)
+    matched = hit.entry if hit is not None else None
     if case.group == LIBRARY_VARIANT:
         found = matched == case.sample
         result.library.count(found, None if found else f"{case.name}: matched {matched}")
@@ -144,7 +159,7 @@ def _score(result: EvalResult, case: Case, answer: ModerateImageResponse) -> Non
         )
 
     if case.neutral:
-        blocked = answer.suggestion == Suggestion.SUGGESTION_BLOCK
+        blocked = answer.suggestion == Suggestion.SUGGESTION_BLOCK or matched is not None
         note = f"{case.name}: {answer.label} {answer.score}" if blocked else None
         result.neutral_blocked.count(blocked, note)
 

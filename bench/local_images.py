@@ -28,7 +28,7 @@ def qr_image(value: str, *, size: tuple[int, int] = (640, 480), module_px: int =
     code = cv2.QRCodeEncoder.create().encode(value)
     code = cv2.resize(code, None, fx=module_px, fy=module_px, interpolation=cv2.INTER_NEAREST)
     quiet = 4 * module_px
-    code = cv2.copyMakeBorder(code, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=255)
+    code = cv2.copyMakeBorder(code, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=(255,))
     canvas = Image.new("RGB", size, (230, 230, 240))
     canvas.paste(
         Image.fromarray(code).convert("RGB"), ((size[0] - code.shape[1]) // 2, (size[1] - code.shape[0]) // 2)

@@ -22,7 +22,7 @@ from moderation.v1 import moderation_service_pb2_grpc
 from bench import processes
 from bench.client import error_label, open_channel, request, stub
 from bench.latency import CALL_TIMEOUT, LatencySample, sample_unary
-from bench.local_cases import CaseMaker, photographs, write_keyword_libraries
+from bench.local_cases import CaseMaker, KeywordFinder, photographs, write_keyword_policy
 from bench.local_images import encode, photo
 from bench.local_raw import READY
 from bench.processes import Running, Worker
@@ -97,17 +97,17 @@ class PerfResult:
 async def measure_perf(seed: int, sizes: PerfSizes, progress: Progress) -> PerfResult:
     with tempfile.TemporaryDirectory(prefix="bench-local-perf-") as folder:
         root = Path(folder)
-        keywords, images_dir = root / "keywords", root / "images"
+        policy, images_dir = write_keyword_policy(root / "policy"), root / "images"
         images_dir.mkdir()
-        maker = CaseMaker(seed, photographs(), write_keyword_libraries(keywords))
+        maker = CaseMaker(seed, photographs(), KeywordFinder(policy))
         images = maker.mixed_images(DISTINCT_IMAGES)
         for index, image in enumerate(images):
             (images_dir / f"{index:03d}").write_bytes(image)
         progress("local: starting the gateway and the raw loop, both loading the models")
         with (
-            processes.serve(MODERATION_BACKEND="local", MODERATION_LOCAL_KEYWORDS=str(keywords)) as gateway,
+            processes.serve(MODERATION_BACKEND="local", MODERATION_POLICY_FILE=str(policy)) as gateway,
             processes.worker(
-                ["bench.local_raw", str(images_dir), str(keywords), "--workers", str(WORKERS)], READY
+                ["bench.local_raw", str(images_dir), str(policy), "--workers", str(WORKERS)], READY
             ) as raw,
         ):
             result = PerfResult(

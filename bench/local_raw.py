@@ -1,8 +1,8 @@
-"""`python -m bench.local_raw IMAGES KEYWORDS --workers W`: the local backend's models without the gateway,
+"""`python -m bench.local_raw IMAGES POLICY --workers W`: the local backend's models without the gateway,
 for the gateway's throughput to be compared with.
 
-The same models, keyword libraries (no sample library) and default policy as the gateway, through
-`analyze_image` in a thread pool as large as the gateway's worker pool. It runs in a process of its
+The same models and policy as the gateway, through `analyze_image` and the policy's
+default rules in a thread pool as large as the gateway's worker pool. It runs in a process of its
 own, as the gateway does, so both have the same onnxruntime thread pools and a fresh heap, and the
 bench reads its CPU time and memory from /proc as it reads the gateway's. It prints `ready` once the
 models are loaded; then each line on stdin is a number of images to analyse (cycling through the
@@ -17,11 +17,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from backends.local.analysis import Checks, analyze_image
-from backends.local.imagelib import ImageLibrary
-from backends.local.keywords import KeywordMatcher, load_libraries
+from moderation.v1.moderation_service_pb2 import ModerateImageResponse
+
+from backends.local.analysis import analyze_image
 from backends.local.models import Models
-from backends.local.policy import load_policies
+from service.policy.decide import decide
+from service.policy.loading import load_policy
+from service.policy.rules import Policy
 
 READY = "ready"
 
@@ -29,16 +31,13 @@ READY = "ready"
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.local_raw", description=__doc__)
     parser.add_argument("images", type=Path, help="folder of images, used in name order")
-    parser.add_argument("keywords", type=Path, help="folder of keyword libraries")
+    parser.add_argument("policy", type=Path, help="the gateway's policy file")
     parser.add_argument("--workers", type=int, required=True)
     args = parser.parse_args()
     images = [path.read_bytes() for path in sorted(args.images.iterdir())]
     models = Models()
     models.warm_up()
-    checks = Checks(models, KeywordMatcher(load_libraries(args.keywords)), ImageLibrary([]))
-    analyze = functools.partial(
-        analyze_image, interval=0, max_frames=0, policy=load_policies().default, checks=checks
-    )
+    analyze = functools.partial(_decided, load_policy(args.policy), models)
     print(READY, flush=True)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for line in sys.stdin:
@@ -46,6 +45,11 @@ def main() -> int:
             answers = list(pool.map(analyze, [images[index % len(images)] for index in range(count)]))
             print(len(answers), flush=True)
     return 0
+
+
+def _decided(policy: Policy, models: Models, content: bytes) -> ModerateImageResponse:
+    answer = analyze_image(content, interval=0, max_frames=0, models=models)
+    return decide(policy.default, answer, policy.version)
 
 
 if __name__ == "__main__":

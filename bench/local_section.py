@@ -60,16 +60,18 @@ def _header(sizes: LocalSizes) -> str:
     evaluation, perf = sizes.evaluation, sizes.perf
     return "\n".join(
         [
-            "evaluation: images made from the run's number as seed; an in-process LocalBackend with the "
-            "default policy, 3 keyword libraries and scikit-image photographs as allow/deny samples",
+            "evaluation: images made from the run's number as seed; an in-process LocalBackend, the "
+            "gateway's policy with 3 keyword lists over its text and scikit-image photographs as "
+            "near-duplicate (PDQ) deny samples",
             f"  {evaluation.text_images} text images with a keyword and as many without (20-48 px), "
             f"{evaluation.qr_images} QR codes and as many decoys, {evaluation.library_share:.0%} of the "
-            "photographs in the library with 6 near-duplicates each, "
+            "photographs denied with 6 near-duplicates each, "
             f"{evaluation.noise_images} noise textures",
             "  a check's false alarms are counted over every image without what it looks for on which it ran",
-            "performance: `python -m service` with MODERATION_BACKEND=local and the keyword libraries "
-            "against a raw loop, analyze_image over the same models and images in a process of its own "
-            f"with {WORKERS} threads (the gateway's default MODERATION_LOCAL_WORKERS); both loaded at once, "
+            "performance: `python -m service` with MODERATION_BACKEND=local and the keyword lists "
+            "against a raw loop, analyze_image and the policy over the same models and images in a "
+            f"process of its own with {WORKERS} threads (the gateway's default MODERATION_LOCAL_WORKERS); "
+            "both loaded at once, "
             f"they take {perf.chunks} turns each on {perf.stream_images} 640x480 photographs and text "
             f"images in all, the gateway's as one stream per turn with at most {CLIENT_WINDOW} in flight",
             f"  unary latency: {perf.latency_calls} sequential calls per size, a scikit-image photograph "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 
-from bench.policy import OCR_TEXT, PolicyResult, PolicySizes, measure_policy
+from bench.policy import OCR_TEXT, PROMO_TEXT, PolicyResult, PolicySizes, measure_policy
 from bench.report import Figure
 from bench.sections import Progress, Section
 
@@ -48,8 +49,10 @@ def _header(sizes: PolicySizes) -> str:
             "  text and exact hash: the exact-list look-up of an image's SHA-256, then thresholds and the "
             f"keyword list over a {len(OCR_TEXT)}-character Chinese and English OCR text (decide()), "
             "per call",
-            "  detectors: phone numbers (CN, US) and URLs over the same text, and over it with a phone "
-            "number and a URL added; PDQ hashing: a 512 x 512 photograph (JPEG) and a 2048 x 2048 one, "
+            "  detectors: phone numbers (CN, US) and URLs over the same text, over it with a phone "
+            f"number and a URL added, and over a {len(PROMO_TEXT)}-character poster's text (prices, "
+            "dates: the phone search runs, neither finds); searched in a worker thread, the check whether "
+            "to search on the event loop; PDQ hashing: a 512 x 512 photograph (JPEG) and a 2048 x 2048 one, "
             "decoded, downsampled and hashed",
             "  near-duplicate look-up (distance 31): a random hash against lists of "
             + ", ".join(f"{n:,}" for n in sizes.pdq_sizes)
@@ -66,17 +69,15 @@ def _details(number: int, result: PolicyResult) -> str:
 
 def _figures(sizes: PolicySizes) -> list[Figure[PolicyResult]]:
     figures: list[Figure[PolicyResult]] = [
-        Figure(
-            "text and exact hash per call",
-            "us",
-            lambda r: r.text_and_exact,
-            f"<= {TEXT_AND_EXACT_GOAL * 1e6:.0f} µs",
-            lambda v: v <= TEXT_AND_EXACT_GOAL,
-        ),
+        _on_the_loop("text and exact hash per call", lambda r: r.text_and_exact),
         Figure("  keyword match per call", "us", lambda r: r.keywords),
         Figure("  exact-hash look-up per call", "us", lambda r: r.exact),
-        Figure("detectors (phone, URL) per call, both found", "us", lambda r: r.detectors),
+        Figure("detectors (phone, URL) per call, both found (worker thread)", "us", lambda r: r.detectors),
+        Figure("  99th percentile", "us", lambda r: r.detectors_p99),
+        Figure("detectors per call, a poster's prices (worker thread)", "us", lambda r: r.detectors_promo),
+        Figure("  99th percentile", "us", lambda r: r.detectors_promo_p99),
         Figure("detectors per call, text with neither", "us", lambda r: r.detectors_skipped),
+        _on_the_loop("whether to search, per call (event loop)", lambda r: r.detectors_check),
         Figure("SHA-256 of a 512 x 512 JPEG", "us", lambda r: r.sha256),
         Figure("PDQ hash, 512 x 512 JPEG (off the loop)", "ms", lambda r: r.pdq_hash_small),
         Figure("PDQ hash, 2048 x 2048 JPEG (off the loop)", "ms", lambda r: r.pdq_hash_large),
@@ -91,6 +92,12 @@ def _figures(sizes: PolicySizes) -> list[Figure[PolicyResult]]:
         Figure("memory per 100,000 PDQ hashes (MiB)", ".1", lambda r: r.pdq_mib),
     ]
     return figures
+
+
+def _on_the_loop(name: str, value: Callable[[PolicyResult], float]) -> Figure[PolicyResult]:
+    """A cost paid on the event loop, within the goal."""
+    goal = f"<= {TEXT_AND_EXACT_GOAL * 1e6:.0f} µs"
+    return Figure(name, "us", value, goal, lambda v: v <= TEXT_AND_EXACT_GOAL)
 
 
 def _lookup(result: PolicyResult, *, size: int) -> float:

@@ -325,5 +325,14 @@ def _policy(settings: Settings, telemetry: Telemetry) -> tuple[PolicyGate | None
     if settings.policy is None:
         return None, None
     gate = PolicyGate(settings.policy, PolicyMetrics(telemetry.meter_provider.get_meter(SCOPE)))
-    path = settings.policy_file
-    return gate, PolicyWatcher(path, gate) if path is not None else None
+    source = settings.policy_source
+    if source is None:
+        return gate, None
+    if source.deprecated:
+        log.warning(
+            "deprecated: the local backend's policy settings %s are folded into the gateway's policy; "
+            "set MODERATION_POLICY_FILE instead (the next release ignores them)",
+            ", ".join(source.deprecated),
+            extra={"fields": {"deprecated": list(source.deprecated), "use": "MODERATION_POLICY_FILE"}},
+        )
+    return gate, PolicyWatcher(source, gate)

@@ -32,7 +32,8 @@ from backends.options import Declared, Secret, describe_errors, secret_values, v
 from backends.registry import BACKEND_TYPES, DEFAULT_TYPE, UnknownBackendType, backend_type, default_type
 from service.auth import TokenFileError, load_tokens
 from service.deadlines import BACKEND_TIMEOUT
-from service.policy.loading import PolicyError, load_policy
+from service.policy.legacy import local_sources
+from service.policy.loading import PolicyError, PolicySource
 from service.policy.rules import Policy
 from service.quotas.config import load_quotas
 from service.routing_file import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
@@ -424,6 +425,8 @@ class Settings(Declared):
     backends: tuple[BackendConfig, ...] = ()
     routes: RoutesConfig | None = None
     policy: InstanceOf[Policy] | None = Field(None, repr=False)
+    # Where `policy` was read from, and is re-read from when its files change.
+    policy_source: InstanceOf[PolicySource] | None = Field(None, repr=False)
     auth_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     secrets: tuple[str, ...] = Field((), repr=False)
 
@@ -492,7 +495,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     else:
         backends = _single_backend(env, problems)
     auth_tokens = _auth_tokens(settings, problems)
-    policy = _policy(settings, problems)
+    source = _policy_source(settings, backends, routed=bool(routes_path), problems=problems)
+    policy = _policy(source, settings, problems)
     if settings is None or problems:
         raise ConfigError(problems)
     secrets = (
@@ -505,6 +509,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "backends": tuple(backends),
             "routes": routes,
             "policy": policy,
+            "policy_source": source,
             "auth_tokens": auth_tokens,
             "secrets": secrets,
         }
@@ -546,13 +551,28 @@ def _single_backend(env: Mapping[str, str], problems: list[str]) -> list[Backend
         return []
 
 
-def _policy(settings: Settings | None, problems: list[str]) -> Policy | None:
-    if settings is None or settings.policy_file is None:
+def _policy_source(
+    settings: Settings | None, backends: list[BackendConfig], *, routed: bool, problems: list[str]
+) -> PolicySource | None:
+    """`MODERATION_POLICY_FILE`, with what the local backends' deprecated settings fold into it (their
+    policy file stands in for it when it is unset)."""
+    given = settings.policy_file if settings is not None else None
+    local, conflicts = local_sources(backends, routed=routed)
+    problems.extend(conflicts)
+    if local is None:
+        return PolicySource(given) if given is not None else None
+    return PolicySource(given or local.policy_file, local)
+
+
+def _policy(source: PolicySource | None, settings: Settings | None, problems: list[str]) -> Policy | None:
+    if source is None:
         return None
     try:
-        return load_policy(settings.policy_file)
+        return source.load()
     except PolicyError as exc:
-        problems.extend(f"{_name('policy_file')}: {problem}" for problem in exc.problems)
+        given = settings is not None and settings.policy_file is not None
+        named = ", ".join(((_name("policy_file"),) if given else ()) + source.deprecated)
+        problems.extend(f"{named}: {problem}" for problem in exc.problems)
         return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.policy.loading import load_policy
+from service.policy.loading import PolicySource, load_policy
 
 
 def write_policy(folder: Path, text: str, **files: str) -> Path:
@@ -18,4 +18,4 @@ def write_policy(folder: Path, text: str, **files: str) -> Path:
 
 def policy_settings(path: Path) -> dict[str, object]:
     """Settings overrides for a gateway with the policy in `path`, as MODERATION_POLICY_FILE loads it."""
-    return {"policy_file": path, "policy": load_policy(path)}
+    return {"policy_file": path, "policy": load_policy(path), "policy_source": PolicySource(path)}

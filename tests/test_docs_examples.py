@@ -2,8 +2,8 @@
 
 Python examples run as written, each in a process of its own, against a real gateway process on the IMS
 emulator, in a folder holding the images they name (`cat.jpg`, `photos/`). TOML examples go through the
-loader of what they configure: a routing file through the gateway's own `load_routes`, a local policy
-through `load_policies`, a keyword library through `load_libraries`. Shell examples are not run here:
+loader of what they configure: a routing file through the gateway's own `load_routes`, a policy through
+`load_policy`, a deprecated local keyword library through `read_libraries`. Shell examples are not run here:
 the container line runs in tests/test_deploy_image.py, the Secret lines are checked against the
 manifests in tests/test_deploy_manifests.py.
 """
@@ -25,9 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sybil import Example, Sybil
 from sybil.parsers.markdown import CodeBlockParser
 
-from backends.local.keywords import load_libraries
-from backends.local.policy import load_policies
 from emulator import EmulatorConfig, ImsEmulator
+from service.policy.legacy import read_libraries
 from service.policy.loading import load_policy
 from service.quotas.config import quotas_from_document
 from service.routing_file import load_routes
@@ -80,26 +79,14 @@ def load_toml(example: Example) -> None:
     elif "quotas" in document:
         return
     elif "words" in document:
-        (library,) = load_libraries(write(folder / "library.toml", text).parent)
-        assert library.id == document["id"]
-    elif GATEWAY_POLICY_KEYS & _keys(document):
+        problems: list[str] = []
+        (library,) = read_libraries(write(folder / "library.toml", text).parent, problems)
+        assert (library.id, problems) == (document["id"], [])
+    else:
         for kind, lists in ((k, document.get(k, {})) for k in ("keyword_lists", "image_lists")):
             for declared in lists.values():
                 write_stand_in(folder / declared["file"], kind, declared.get("kind", ""))
         assert load_policy(write(folder / "policy.toml", text)).version
-    else:
-        policies = load_policies(write(folder / "policy.toml", text))
-        assert policies is not None
-
-
-# What only the gateway's policy (service/policy) has; the rest of its format is the local backend's.
-GATEWAY_POLICY_KEYS = {"keyword_lists", "image_lists", "detectors", "shadow", "sub_labels"}
-
-
-def _keys(table: Any) -> set[str]:
-    if not isinstance(table, dict):
-        return set()
-    return set(table) | {key for value in table.values() for key in _keys(value)}
 
 
 def write_stand_in(path: Path, kind: str, list_kind: str) -> None:

@@ -11,8 +11,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest, Suggestion
+from moderation.v1.moderation_service_pb2 import (
+    ModerateImageRequest,
+    ModerateImageResponse,
+    StreamModerateImagesRequest,
+    Suggestion,
+)
 
+from backends.base import Backend, WrappedBackend
 from backends.local.settings import LocalSettings
 from bench.fileserver import serve_files
 from bench.local_images import encode, photo, qr_image, text_image
@@ -122,13 +128,30 @@ async def test_make_run_without_credentials_serves_the_local_backend() -> None:
     assert process.returncode == 0, output
 
 
+class InFlight(WrappedBackend):
+    """The local backend, counting the calls it has been given and not yet answered."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
+        self.now = self.peak = 0
+
+    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            return await super().moderate(request, timeout=timeout)
+        finally:
+            self.now -= 1
+
+
 async def test_a_long_stream_reads_no_further_ahead_than_the_workers_can_serve() -> None:
-    # Each item's time budget starts when it is read: reading 128 ahead of two workers would let the
-    # last ones wait out their budget in the pool (and open the circuit for everyone). At ~0.5 s an
-    # image, 40 items read all at once would wait up to 10 s; 4 s leaves a loaded 2-core machine room
-    # to be twice as slow while still failing on unbounded read-ahead.
-    settings = single_backend_settings("local", LocalSettings(), backend_timeout=4.0)
-    gateway = build_server(settings, build_backend(settings))
+    # Each item's time budget starts when it is read, and every item read goes straight to the backend:
+    # reading 128 ahead of two workers would let the last ones wait out their budget in the pool (and
+    # open the circuit for everyone). The backend itself counts what the stream gave it at once, so the
+    # bound is checked however slow a loaded machine makes each image; the budget is generous for that.
+    settings = single_backend_settings("local", LocalSettings(workers=2), backend_timeout=60.0)
+    backend = InFlight(build_backend(settings))
+    gateway = build_server(settings, backend)
     await gateway.start()
     image = encode(text_image(["a line of text to read"]), "PNG")
     requests = [
@@ -142,3 +165,5 @@ async def test_a_long_stream_reads_no_further_ahead_than_the_workers_can_serve()
         await gateway.stop()
     assert len(answers) == 40
     assert all(a.WhichOneof("outcome") == "result" for a in answers)  # type: ignore[attr-defined]
+    # One item working and one queued per worker, and the stream did read that far ahead.
+    assert backend.peak == backend.concurrency == 4

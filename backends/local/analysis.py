@@ -1,4 +1,9 @@
-"""One image through the checks its policy names, as IMS-shaped result structures.
+"""One image through every check, as IMS-shaped result structures: the porn score, the text read with
+its boxes, and QR codes.
+
+The suggestions are the backend's own, as IMS's default policy gives its own: fixed, never configured
+here. The gateway's policy (`MODERATION_POLICY_FILE`) re-decides them from the scores, matches the text
+against its keyword lists and the image against its image lists, whichever backend answers.
 
 CPU-bound and synchronous: the backend runs it in a worker thread. Animated images are checked frame
 by frame (as sampled); the worst frame decides, and checking stops at the first Block.
@@ -9,19 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from dataclasses import dataclass
 
 from moderation.v1.moderation_service_pb2 import (
-    HitPosition,
     LabelDetail,
     LabelResult,
-    LibDetail,
-    LibResult,
     Location,
     ModerateImageResponse,
     ObjectDetail,
     ObjectResult,
-    OcrHitInfo,
     OcrResult,
     OcrTextDetail,
     Suggestion,
@@ -30,20 +30,12 @@ from PIL import Image
 
 from backends.local.cancel import CancelToken
 from backends.local.frames import DEFAULT_LIMITS, FrameLimits, sample_frames
-from backends.local.imagelib import ImageLibrary, Kind, Match
-from backends.local.keywords import KeywordMatcher
 from backends.local.models import Box, Models
-from backends.local.policy import Policy
 
 NORMAL = "Normal"
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
-
-
-@dataclass(frozen=True)
-class Checks:
-    models: Models
-    keywords: KeywordMatcher
-    library: ImageLibrary
+# The backend's own verdict on the porn score (open_nsfw's 0-100): the earlier releases' default policy.
+PORN_REVIEW, PORN_BLOCK = 60, 85
 
 
 def _location(box: Box) -> Location:
@@ -60,8 +52,7 @@ def analyze_image(
     *,
     interval: int,
     max_frames: int,
-    policy: Policy,
-    checks: Checks,
+    models: Models,
     limits: FrameLimits = DEFAULT_LIMITS,
     token: CancelToken | None = None,
 ) -> ModerateImageResponse:
@@ -72,7 +63,7 @@ def analyze_image(
     with Image.open(io.BytesIO(content)) as image:
         frames = sample_frames(image, interval=interval, max_frames=max_frames, limits=limits, token=token)
         for _, frame in frames:
-            result = analyze_frame(frame, policy, checks)
+            result = analyze_frame(frame, models)
             if worst is None or _severity(result.suggestion, result.score) > _severity(
                 worst.suggestion, worst.score
             ):
@@ -84,57 +75,18 @@ def analyze_image(
     return worst
 
 
-def analyze_frame(frame: Image.Image, policy: Policy, checks: Checks) -> ModerateImageResponse:
-    response = ModerateImageResponse()
-    if "library" in policy.checks:
-        match = checks.library.best_match(frame)
-        response.lib_results.append(_lib_result(match))
-        if match is not None:
-            # An allow sample vouches for the image; a deny sample condemns it: nothing else is checked.
-            return _decided_by_library(response, match)
-    if "porn" in policy.checks:
-        response.label_results.append(_porn_result(checks.models.porn_score(frame), policy))
-    if "ocr" in policy.checks:
-        response.ocr_results.append(_ocr_result(frame, policy, checks))
-    if "qrcode" in policy.checks:
-        response.object_results.append(_qr_result(frame, policy, checks))
+def analyze_frame(frame: Image.Image, models: Models) -> ModerateImageResponse:
+    response = ModerateImageResponse(
+        label_results=[_porn_result(models.porn_score(frame))],
+        ocr_results=[_ocr_result(frame, models)],
+        object_results=[_qr_result(frame, models)],
+    )
     _summarise(response)
     return response
 
 
-def _decided_by_library(response: ModerateImageResponse, match: Match) -> ModerateImageResponse:
-    allowed = match.sample.kind is Kind.ALLOW
-    response.suggestion = PASS if allowed else BLOCK
-    response.label = NORMAL if allowed else match.sample.label
-    response.score = match.score
-    return response
-
-
-def _lib_result(match: Match | None) -> LibResult:
-    if match is None:
-        return LibResult(scene="Similar", suggestion=PASS, label=NORMAL)
-    sample = match.sample
-    allowed = sample.kind is Kind.ALLOW
-    return LibResult(
-        scene="Similar",
-        suggestion=PASS if allowed else BLOCK,
-        label=sample.label,
-        score=match.score,
-        details=[
-            LibDetail(
-                id=0,
-                lib_id=sample.kind.value,
-                lib_name=f"{sample.kind.value} samples",
-                image_id=sample.image_id,
-                label=sample.label,
-                score=match.score,
-            )
-        ],
-    )
-
-
-def _porn_result(score: int, policy: Policy) -> LabelResult:
-    suggestion = policy.suggestion("Porn", score)
+def _porn_result(score: int) -> LabelResult:
+    suggestion = BLOCK if score >= PORN_BLOCK else REVIEW if score >= PORN_REVIEW else PASS
     return LabelResult(
         scene="Porn",
         suggestion=suggestion,
@@ -144,49 +96,29 @@ def _porn_result(score: int, policy: Policy) -> LabelResult:
     )
 
 
-def _ocr_result(frame: Image.Image, policy: Policy, checks: Checks) -> OcrResult:
-    lines = checks.models.read_text(frame)
-    result = OcrResult(
-        scene="OCR", suggestion=PASS, label=NORMAL, text="\n".join(line.text for line in lines)
+def _ocr_result(frame: Image.Image, models: Models) -> OcrResult:
+    """The text read, line by line with its box and confidence: what keyword lists are matched against."""
+    lines = models.read_text(frame)
+    return OcrResult(
+        scene="OCR",
+        suggestion=PASS,
+        label=NORMAL,
+        text="\n".join(line.text for line in lines),
+        details=[
+            OcrTextDetail(text=line.text, label=NORMAL, location=_location(line.box), rate=line.confidence)
+            for line in lines
+        ],
     )
-    for line in lines:
-        detail = OcrTextDetail(
-            text=line.text, label=NORMAL, location=_location(line.box), rate=line.confidence
-        )
-        hits = checks.keywords.find(line.text)
-        if hits:
-            first = hits[0].library
-            detail.label, detail.lib_id, detail.lib_name, detail.score = (
-                first.label,
-                first.id,
-                first.name,
-                100,
-            )
-            detail.keywords.extend(dict.fromkeys(hit.keyword for hit in hits if hit.library is first))
-            detail.hit_infos.extend(
-                OcrHitInfo(
-                    type="Keyword",
-                    keyword=hit.keyword,
-                    lib_name=hit.library.name,
-                    label=hit.library.label,
-                    positions=[HitPosition(start=hit.start, end=hit.end)],
-                )
-                for hit in hits
-            )
-            suggestion = policy.suggestion(first.label, detail.score)
-            if _severity(suggestion, detail.score) > _severity(result.suggestion, result.score):
-                result.suggestion, result.label, result.score = suggestion, first.label, detail.score
-        result.details.append(detail)
-    return result
 
 
-def _qr_result(frame: Image.Image, policy: Policy, checks: Checks) -> ObjectResult:
-    codes = checks.models.qr_codes(frame)
+def _qr_result(frame: Image.Image, models: Models) -> ObjectResult:
+    codes = models.qr_codes(frame)
     if not codes:
         return ObjectResult(scene="QrCode", suggestion=PASS, label=NORMAL)
+    # IMS reports QR codes as advertising, and blocks them.
     return ObjectResult(
         scene="QrCode",
-        suggestion=policy.suggestion("Ad", 100),
+        suggestion=BLOCK,
         label="Ad",
         sub_label="QrCode",
         score=100,

@@ -28,16 +28,12 @@ from backends.errors import BackendError, Kind
 from backends.fetch import ImageFetcher
 from backends.image_limits import ImageLimits
 from backends.local.admission import FairBudget, Grant, NoRoom
-from backends.local.analysis import Checks, analyze_image
+from backends.local.analysis import analyze_image
 from backends.local.cancel import Cancelled, CancelToken
 from backends.local.fingerprint import local_fingerprint
 from backends.local.frames import LimitExceeded, decoded_bytes
 from backends.local.header import open_header
-from backends.local.imagelib import ImageLibrary, load_samples
-from backends.local.imagelib import Kind as SampleKind
-from backends.local.keywords import KeywordMatcher, load_libraries
 from backends.local.models import Models
-from backends.local.policy import Policies, load_policies
 from backends.local.settings import LocalSettings
 from backends.local.threads import DaemonPool, release_free_memory
 
@@ -65,13 +61,10 @@ class LocalBackend:
         self._name = name
         self._models = models
         self._settings = settings
-        # What the verdict cache keys by: the policy and library files (read here and at start) and limits.
+        # What the verdict cache keys by: what makes this backend's own answer (models, limits).
         self._fingerprint = local_fingerprint(settings)
-        # Configuration errors surface at construction, before the server starts.
-        self._policies: Policies = load_policies(settings.policy_file)
-        self._keywords = KeywordMatcher(load_libraries(settings.keyword_dir) if settings.keyword_dir else [])
         self._fetcher = ImageFetcher(settings.fetch)
-        self._checks: Checks | None = None
+        self._loaded: Models | None = None
         self._threads = DaemonPool(settings.workers)
         self._workers = FairBudget(settings.workers)
         self._memory = FairBudget(settings.decode_budget_bytes)
@@ -98,24 +91,19 @@ class LocalBackend:
         return 2 * self._settings.workers
 
     async def start(self) -> None:
-        """Load and warm the models and the sample libraries, off the event loop."""
-        self._checks = await self._threads.run(self._load, on_exit=lambda: None)
+        """Load and warm the models, off the event loop."""
+        self._loaded = await self._threads.run(self._load, on_exit=lambda: None)
 
-    def _load(self) -> Checks:
-        # The samples first: an unusable one is a configuration problem, found before the models load.
-        samples = [
-            *load_samples(self._settings.allow_dir, SampleKind.ALLOW),
-            *load_samples(self._settings.deny_dir, SampleKind.DENY),
-        ]
+    def _load(self) -> Models:
         models = self._models
         if models is None:
             models = Models()
             models.warm_up()
-        log.info("local backend ready: %d library samples", len(samples))
-        return Checks(models, self._keywords, ImageLibrary(samples))
+        log.info("local backend ready")
+        return models
 
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
-        if self._checks is None:
+        if self._loaded is None:
             raise BackendError(Kind.UNAVAILABLE, "the local backend's models are still loading")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -135,8 +123,7 @@ class LocalBackend:
             content,
             interval=request.interval,
             max_frames=request.max_frames,
-            policy=self._policies.for_biz_type(biz_type),
-            checks=self._checks,
+            models=self._loaded,
             limits=self._settings.limits,
             token=token,
         )

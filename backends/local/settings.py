@@ -4,7 +4,6 @@ whichever backend it runs)."""
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import BeforeValidator, DirectoryPath, Field, FilePath
@@ -14,34 +13,36 @@ from backends.fetch import FetchPolicy, parse_networks
 from backends.local.frames import DEFAULT_LIMITS, FrameLimits
 from backends.options import Declared
 
-__all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
+__all__ = ["LocalSettings"]
 
-DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
-_POLICY_LINK = "backends/local/default_policy.toml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class LocalSettings(Declared):
-    policy_file: FilePath = Field(
-        DEFAULT_POLICY_FILE,
+    # Deprecated, for one release: the gateway folds these four into its policy (`service.policy.legacy`).
+    policy_file: FilePath | None = Field(
+        None,
         validation_alias="MODERATION_LOCAL_POLICY",
-        description="the local backend's policy file (see [Local backend](#the-local-backend)).",
-        json_schema_extra={"default_text": f"[{_POLICY_LINK}]({_POLICY_LINK})"},
+        description="deprecated: a policy file the gateway uses as `MODERATION_POLICY_FILE` when that is "
+        "unset (see [Local backend](#the-local-backend)).",
     )
     keyword_dir: DirectoryPath | None = Field(
         None,
         validation_alias="MODERATION_LOCAL_KEYWORDS",
-        description="folder of keyword libraries, one TOML file each.",
+        description="deprecated: folder of keyword libraries (one TOML file each), folded into the "
+        "gateway's policy as keyword lists of every BizType.",
     )
     allow_dir: DirectoryPath | None = Field(
         None,
         validation_alias="MODERATION_LOCAL_ALLOW_DIR",
-        description="folder of sample images: a match passes.",
+        description="deprecated: folder of sample images, folded into the gateway's policy as an exact "
+        "(SHA-256) allow list of every BizType.",
     )
     deny_dir: DirectoryPath | None = Field(
         None,
         validation_alias="MODERATION_LOCAL_DENY_DIR",
-        description="folder of sample images: a match blocks (a sub-folder's name is the label).",
+        description="deprecated: folder of sample images (a sub-folder's name is the label), folded into "
+        "the gateway's policy as near-duplicate (PDQ) deny lists of every BizType.",
     )
     workers: int = Field(
         2,

@@ -19,7 +19,7 @@ from backends.image_limits import ImageLimits
 from service.errors import Failure, InternalFailure
 from service.image_hash import ImageHash
 from service.observe import SUGGESTION_NAMES
-from service.policy.decide import decide
+from service.policy.decide import decide, searches_text
 from service.policy.fields import SOURCE_NAMES, decision_fields
 from service.policy.imagelists import ListHit
 from service.policy.metrics import PolicyMetrics
@@ -29,7 +29,7 @@ from service.policy.shadow import ShadowTally
 from service.policy.thresholds import BLOCK, NORMAL, PASS
 from service.validation import ValidationError, validate
 
-__all__ = ["PolicyGate"]
+__all__ = ["PolicyGate", "listed"]
 
 Outcome = ModerateImageResponse | Failure
 LISTED_SCORE = 100
@@ -67,19 +67,23 @@ class PolicyGate:
         policy = self.policy
         rules = policy.rules(request.biz_type)
         if (rules.exact_lists or rules.near_lists) and request.WhichOneof("image") == "content":
-            listed = await _listed(rules, image)
-            if listed is not None:
+            listed_hit = await listed(rules, image)
+            if listed_hit is not None:
                 try:
                     validate(request, limits)
                 except ValidationError as failure:
                     return failure
-                return self._decided(request, _listed_answer(request, listed, policy.version))
+                return self._decided(request, _listed_answer(request, listed_hit, policy.version))
         outcome = await moderate()
         if not isinstance(outcome, ModerateImageResponse):
             return outcome
-        answer = decide(rules, outcome, policy.version)
-        if rules.shadow is not None:
-            self._shadow.compare(request, answer, decide(rules.shadow, outcome, policy.version))
+        if searches_text(rules, outcome):
+            # The detectors' search takes milliseconds of Python: in a worker thread, off the event loop.
+            answer, shadow = await asyncio.to_thread(_decide, rules, outcome, policy.version)
+        else:
+            answer, shadow = _decide(rules, outcome, policy.version)
+        if shadow is not None:
+            self._shadow.compare(request, answer, shadow)
         return self._decided(request, answer)
 
     def _decided(self, request: ModerateImageRequest, answer: ModerateImageResponse) -> ModerateImageResponse:
@@ -98,7 +102,15 @@ class PolicyGate:
         return answer
 
 
-async def _listed(rules: Rules, image: ImageHash) -> ListHit | None:
+def _decide(
+    rules: Rules, backend: ModerateImageResponse, version: str
+) -> tuple[ModerateImageResponse, ModerateImageResponse | None]:
+    """The live answer, and the shadow policy's when the BizType has one."""
+    shadow = decide(rules.shadow, backend, version) if rules.shadow is not None else None
+    return decide(rules, backend, version), shadow
+
+
+async def listed(rules: Rules, image: ImageHash) -> ListHit | None:
     """The list entry the image matches: exact lists first (deny, then allow), then near-duplicates."""
     digest = await image.digest() if rules.exact_lists else b""
     for exact in rules.exact_lists:

@@ -61,6 +61,7 @@ class KeywordIndex:
     """Every entry of some lists in one automaton; a hit reports the most severe list's entry."""
 
     def __init__(self, lists: Sequence[KeywordList]) -> None:
+        self.lists = tuple(lists)
         self._automaton: ahocorasick.Automaton | None = None
         owners: dict[str, list[KeywordHit]] = {}
         for keyword_list in lists:

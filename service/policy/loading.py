@@ -16,6 +16,7 @@ from backends.options import describe_errors
 from service.policy.detectors import Detector
 from service.policy.imagelists import DIGEST_HEX, ExactList, parse_entries
 from service.policy.keywords import KeywordIndex, KeywordList, normalise
+from service.policy.legacy import LocalLibrary, LocalSources, action_for, read_libraries, read_samples
 from service.policy.model import (
     DetectorConfig,
     DetectorKind,
@@ -28,7 +29,7 @@ from service.policy.pdq import HASH_HEX, NearList
 from service.policy.rules import Policy, Rules
 from service.policy.thresholds import Thresholds
 
-__all__ = ["MAX_KEYWORDS", "PolicyError", "load_policy"]
+__all__ = ["MAX_KEYWORDS", "PolicyError", "PolicySource", "load_policy"]
 
 MAX_KEYWORDS = 100_000
 
@@ -67,10 +68,28 @@ POLICY_FILE_LIMIT = MIB
 LIST_FILE_LIMIT = 128 * MIB
 
 
-def load_policy(path: Path) -> Policy:
-    """The policy in `path`; `PolicyError` listing every problem of the file and of the lists it names."""
+@dataclass(frozen=True)
+class PolicySource:
+    """Where the policy is read from, at start and at each reload: the policy file, and what the local
+    backends' deprecated settings fold into it (`service.policy.legacy`)."""
+
+    file: Path | None
+    local: LocalSources | None = None
+
+    @property
+    def deprecated(self) -> tuple[str, ...]:
+        """The deprecated settings in use."""
+        return self.local.named_by if self.local is not None else ()
+
+    def load(self) -> Policy:
+        return load_policy(self.file, local=self.local)
+
+
+def load_policy(path: Path | None, *, local: LocalSources | None = None) -> Policy:
+    """The policy in `path` (None: no rules of its own), with the local backends' deprecated keyword
+    libraries and sample folders folded in; `PolicyError` listing every problem of the files."""
     try:
-        raw = read_regular_file(path, POLICY_FILE_LIMIT)
+        raw = read_regular_file(path, POLICY_FILE_LIMIT) if path is not None else b""
         table = tomllib.loads(raw.decode("utf-8"))
     except (UnreadableFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError([f"{path}: {exc}"]) from None
@@ -84,15 +103,26 @@ def load_policy(path: Path) -> Policy:
     if problems:
         raise PolicyError(problems)
     contents = [raw]
+    folder = path.parent if path is not None else Path()
+    keyword_dir = local.keyword_dir if local is not None else None
+    libraries = read_libraries(keyword_dir, problems) if keyword_dir is not None else []
+    problems += [
+        f"{library.path}: the library id {library.id!r} is also a [keyword_lists] name"
+        for library in libraries
+        if library.id in document.keyword_lists
+    ]
+    contents += [library.content for library in libraries]
+    samples = read_samples(local.allow_dir if local else None, local.deny_dir if local else None, problems)
+    contents += [samples.content] if samples.files else []
     keyword_lists = {}
     for name, config in document.keyword_lists.items():
-        text = _read(path.parent / config.file, f"keyword_lists.{name}", problems)
+        text = _read(folder / config.file, f"keyword_lists.{name}", problems)
         contents.append(text.encode())
         entries = _keywords(text, f"keyword_lists.{name} ({config.file})", problems)
         keyword_lists[name] = KeywordList(name, config.label, config.action, entries)
     exact_lists, near_lists = {}, {}
     for name, listed in document.image_lists.items():
-        text = _read(path.parent / listed.file, f"image_lists.{name}", problems)
+        text = _read(folder / listed.file, f"image_lists.{name}", problems)
         contents.append(text.encode())
         hashes, bad = parse_entries(text, HASH_HEX if listed.kind == "near_deny" else DIGEST_HEX)
         problems += [f"image_lists.{name} ({listed.file}) {problem}" for problem in bad]
@@ -104,28 +134,47 @@ def load_policy(path: Path) -> Policy:
             exact_lists[name] = ExactList(name, listed.kind, listed.label, hashes)
     if problems:
         raise PolicyError(problems)
-    indexes: dict[tuple[str, ...], KeywordIndex] = {}
+    indexes: dict[tuple[tuple[str, str], ...], KeywordIndex] = {}
 
     def compiled(effective: _Effective) -> Rules:
-        names = effective.keyword_lists
+        lists = (
+            *(keyword_lists[n] for n in effective.keyword_lists),
+            *_folded(libraries, effective.thresholds),
+        )
+        names = tuple((listed.name, listed.action) for listed in lists)
         if names and names not in indexes:
-            indexes[names] = KeywordIndex([keyword_lists[n] for n in names])
+            indexes[names] = KeywordIndex(lists)
         named = [exact_lists[n] for n in effective.image_lists if n in exact_lists]
+        named += samples.exact
         return Rules(
             Thresholds(effective.thresholds),
             indexes.get(names),
             tuple(Detector.configured(kind, c) for kind, c in effective.detectors.items()),
             tuple(sorted(named, key=lambda listed: listed.kind != "deny")),
-            tuple(near_lists[n] for n in effective.image_lists if n in near_lists),
+            (*(near_lists[n] for n in effective.image_lists if n in near_lists), *samples.near),
             compiled(_candidate(effective, effective.shadow)) if effective.shadow else None,
         )
 
     default = _inherit(document.default, _EMPTY)
     by_biz_type = {name: compiled(_inherit(rules, default)) for name, rules in document.biz_types.items()}
     version = hashlib.sha256(b"\0".join(contents)).hexdigest()[:16]
-    lists = [path.parent / c.file for c in document.keyword_lists.values()]
-    lists += [path.parent / c.file for c in document.image_lists.values()]
-    return Policy(version, compiled(default), by_biz_type, (path, *lists))
+    lists = [folder / c.file for c in document.keyword_lists.values()]
+    lists += [folder / c.file for c in document.image_lists.values()]
+    lists += [library.path for library in libraries]
+    lists += samples.files
+    return Policy(version, compiled(default), by_biz_type, (*((path,) if path else ()), *lists))
+
+
+def _folded(
+    libraries: list[LocalLibrary], thresholds: Mapping[str, ThresholdConfig]
+) -> tuple[KeywordList, ...]:
+    """The local keyword libraries as a BizType's lists, each with the action its thresholds give a hit."""
+    lists = []
+    for library in libraries:
+        action = action_for(library.label, thresholds)
+        if action is not None:
+            lists.append(KeywordList(library.id, library.label, action, library.words))
+    return tuple(lists)
 
 
 def _candidate(live: _Effective, shadow: ShadowSet) -> _Effective:

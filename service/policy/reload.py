@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from service.policy.gate import PolicyGate
-from service.policy.loading import PolicyError, load_policy
+from service.policy.loading import PolicyError, PolicySource
 
 __all__ = ["POLL_INTERVAL", "PolicyWatcher"]
 
@@ -44,8 +44,8 @@ def signature(paths: Iterable[Path]) -> Signature:
 
 
 class PolicyWatcher:
-    def __init__(self, path: Path, gate: PolicyGate, *, interval: float = POLL_INTERVAL) -> None:
-        self._path = path
+    def __init__(self, source: PolicySource, gate: PolicyGate, *, interval: float = POLL_INTERVAL) -> None:
+        self._source = source
         self._gate = gate
         self._interval = interval
         self._seen = signature(gate.policy.files)
@@ -73,7 +73,7 @@ class PolicyWatcher:
             return
         self._seen = seen
         try:
-            policy = await asyncio.to_thread(load_policy, self._path)
+            policy = await asyncio.to_thread(self._source.load)
         except PolicyError as exc:
             self._rejected("; ".join(exc.problems))
             return

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from service.policy.detectors import find_phone, find_url
+from service.policy.detectors import Detector, find_phone, find_url
 from service.policy.keywords import KeywordIndex, KeywordList, normalise
+from service.policy.model import DetectorConfig
 
+URL = Detector.configured("url", DetectorConfig(action="block"))
 SPAM = KeywordList("spam", "Ad", "review", ("free money", "加微信", "Casino"))
 SLURS = KeywordList("abuse", "Abuse", "block", ("idiot", "casino"))
 
@@ -69,10 +71,21 @@ def test_numbers_that_are_not_phone_numbers_are_not_reported() -> None:
         ("详情见https://spam.cn/x?a=1", "https://spam.cn/x?a=1"),
         ("Visit example.org for free stuff", "example.org"),
         ("请访问ｗｗｗ．ｓｐａｍ．ｃｎ领奖", "www.spam.cn"),
+        ("WWW.SPAM.CN", "WWW.SPAM.CN"),
+        ("go to 47.100.1.2 now", "47.100.1.2"),
+        ("打开 http://localhost:8080/x", "http://localhost:8080/x"),
     ],
 )
 def test_urls_are_found_in_chinese_and_english(text: str, found: str) -> None:
     assert find_url(text) == found
+    # The check on the event loop lets every such text through to the search.
+    assert URL.may_find(text)
+
+
+def test_prices_and_dates_are_not_searched_for_urls() -> None:
+    poster = "原价 299.00 元，现价 104.65 元，3.5 折。Valid until 12.31.2026. 活动 2026.12.06"
+    assert not URL.may_find(poster)
+    assert find_url(poster) is None
 
 
 def test_text_without_urls_has_none() -> None:
