@@ -24,9 +24,8 @@ from pydantic import Field, FilePath, model_validator
 
 from backends.base import Backend
 from backends.errors import BackendError, Kind
-from backends.options import Declared, Secret
+from backends.options import BackendOptions, Secret
 from backends.plugin import BackendType, BuildContext
-from backends.scrub import Scrubber
 from backends.tencent.auth import Credentials, Outgoing, RequestAuth, TC3Auth
 from backends.tencent.client import (
     ACTION,
@@ -37,6 +36,7 @@ from backends.tencent.client import (
     ImsEndpoint,
 )
 from backends.tencent.plugin import Region
+from common.scrub import Scrubber
 
 __all__ = ["PRIVATE", "BearerAuth", "PrivateOptions", "PrivateSettings", "private_backend"]
 
@@ -180,7 +180,7 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
-class PrivateOptions(Declared):
+class PrivateOptions(BackendOptions):
     """A routing-file table: where the deployment is, how requests authenticate, whom to trust."""
 
     url: str = Field(
@@ -228,7 +228,7 @@ class PrivateOptions(Declared):
 
 
 def _build(name: str, options: PrivateOptions, context: BuildContext) -> Backend:
-    return private_backend(options.settings(), name=name, account=context.budget_key)
+    return private_backend(options.settings(), name=name, account=options.budget_key)
 
 
 PRIVATE = BackendType(

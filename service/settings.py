@@ -35,7 +35,7 @@ from service.deadlines import BACKEND_TIMEOUT
 from service.policy.loading import PolicyError, load_policy
 from service.policy.rules import Policy
 from service.quotas.config import load_quotas
-from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.routes import BackendConfig, RoutesConfig, RoutesError, load_routes
 from service.telemetry import DEFAULT_MAX_CALLERS
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -131,27 +131,13 @@ class Settings(Declared):
         description=f"which backend answers when there is no routing file: {_TYPE_NAMES}.",
         json_schema_extra={"default_text": f"{_SELECTED_BY}; else `{DEFAULT_TYPE}`"},
     )
-    max_attempts: int = Field(
-        3,
-        ge=1,
-        le=10,
-        validation_alias="IMS_MAX_ATTEMPTS",
-        description="backend calls per request, retries included. Each attempt is billed.",
-    )
-    qps: int = Field(
-        100,
-        ge=1,
-        le=100_000,
-        validation_alias="IMS_QPS",
-        description="the backend account's request budget per second, spent by the rate governor for "
-        "unary and streaming calls together.",
-    )
     interactive_share: float = Field(
         0.5,
         ge=0,
         le=1,
         validation_alias="MODERATION_INTERACTIVE_SHARE",
-        description="the share of `IMS_QPS` unary calls may take ahead of waiting stream items.",
+        description="the share of each backend's rate budget (`qps`) unary calls may take ahead of waiting "
+        "stream items.",
     )
     stream_max_in_flight: int = Field(
         128,
@@ -338,13 +324,6 @@ class Settings(Declared):
         validation_alias="MODERATION_REDIS_PASSWORD",
         description="Redis's password, when not in the URL; never logged, never written to Redis.",
     )
-    budget_key: Annotated[str | None, Field(pattern=BUDGET_KEY_PATTERN)] = Field(
-        None,
-        validation_alias="IMS_BUDGET_KEY",
-        description="fleet mode: the single backend's budget in Redis, so several keys of one account "
-        "share one budget (in a routing file: `budget_key` per backend).",
-        json_schema_extra={"default_text": "a hash of the account's SecretId"},
-    )
 
     cache: Annotated[Literal["memory", "redis", "off"], BeforeValidator(_lower)] = Field(
         "memory",
@@ -383,14 +362,6 @@ class Settings(Declared):
         "lists, detectors and image lists (TOML). Re-read when it or a file it names changes; a bad "
         "file at start-up is an error, at reload it is logged and the previous policy kept.",
         json_schema_extra={"default_text": "(the backends' answers as they are)"},
-    )
-    price_per_10k: float = Field(
-        25.0,
-        ge=0,
-        le=1_000_000,
-        validation_alias="IMS_PRICE_PER_10K",
-        description="CNY per 10,000 billed calls (IMS's pay-as-you-go price), for "
-        "`moderation_estimated_cost_cny_total`.",
     )
     quota_timezone: Annotated[str, AfterValidator(_time_zone)] = Field(
         "Asia/Shanghai",
@@ -449,11 +420,6 @@ class Settings(Declared):
         if self.cache == "redis" and self.redis_url is None:
             raise ValueError("MODERATION_CACHE=redis needs MODERATION_REDIS_URL")
         return self
-
-    def given_budget_key(self, backend: BackendConfig) -> str | None:
-        """The budget key the operator gave `backend` (its routing-file `budget_key`, or IMS_BUDGET_KEY
-        for the single backend), which names the account it spends; None when not given."""
-        return backend.budget_key if self.routes is not None else self.budget_key
 
     @property
     def redis_secrets(self) -> tuple[str, ...]:

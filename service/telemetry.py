@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
 
+from common.scrub import Scrubber
 from service.interceptors import AroundCalls, Behaviour, Context, Method
 
 SCOPE = "moderation-gateway"
@@ -238,6 +239,9 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     metrics: Metrics
     metrics_port: int | None = None
+    # The gateway's one outward scrubber: answers, spans, metric labels and log lines pass through it. It
+    # holds the configured secrets (`build_server`) and those the backends learn later (key rotation).
+    outward: Scrubber = field(default_factory=Scrubber)
     _metrics_server: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
     _readers: list[MetricReader] = field(default_factory=list, repr=False)
 
@@ -273,8 +277,10 @@ def setup_telemetry(
     span_processors: Iterable[SpanProcessor] = (),
     metric_readers: Iterable[MetricReader] = (),
     max_callers: int = DEFAULT_MAX_CALLERS,
+    outward: Scrubber | None = None,
 ) -> Telemetry:
-    """Providers built from the environment; tests add their own in-memory processors and readers."""
+    """Providers built from the environment; tests add their own in-memory processors and readers.
+    `outward`: the scrubber the log handler already uses, so every channel has the one."""
     env = os.environ if environ is None else environ
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME)})
     processors = [*span_processors, *(BatchSpanProcessor(e) for e in _span_exporters(env))]
@@ -299,6 +305,7 @@ def setup_telemetry(
         meter_provider,
         Metrics(meter_provider.get_meter(SCOPE), max_callers=max_callers),
         port,
+        outward or Scrubber(),
         server,
         readers,
     )

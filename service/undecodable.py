@@ -21,6 +21,7 @@ from typing import Any, Final
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from common.scrub import Scrubber
 from service import errors
 from service.interceptors import AroundCalls, Behaviour, Context, Deserializer, Method
 from service.logs import RateLimitedLog
@@ -51,8 +52,9 @@ def undecodable_status(messages_read: int | None = None) -> status_pb2.Status:
     description = "the request bytes are not a valid protobuf message of this method's request type"
     if messages_read is not None:
         description += f"; the {messages_read} messages before it were answered"
+    # The gateway's own words only: an empty scrubber has nothing to remove.
     return errors.failure_status(
-        ValidationError([FieldViolation("request", description, "UNDECODABLE_REQUEST")])
+        ValidationError([FieldViolation("request", description, "UNDECODABLE_REQUEST")]), Scrubber()
     )
 
 

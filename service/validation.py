@@ -18,8 +18,8 @@ import httpx
 from moderation.v1.moderation_service_pb2 import Gender, IpType, ModerateImageRequest, UserLevel
 from PIL import Image, UnidentifiedImageError
 
-from backends.hostnames import host_name_problem, parse_url
 from backends.image_limits import MAX_ASPECT_RATIO, MAX_SIDE, MIN_SIDE
+from common.hostnames import host_name_problem, parse_url
 
 MIN_IMAGE_BYTES = 16
 # A TC3-signed IMS request carries at most 10 MiB in all, so the base64 image and the JSON around it

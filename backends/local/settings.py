@@ -12,7 +12,7 @@ from pydantic_settings import NoDecode
 
 from backends.fetch import FetchPolicy, parse_networks
 from backends.local.frames import DEFAULT_LIMITS, FrameLimits
-from backends.options import Declared
+from backends.options import BackendOptions
 
 __all__ = ["DEFAULT_POLICY_FILE", "LocalSettings"]
 
@@ -21,7 +21,7 @@ _POLICY_LINK = "backends/local/default_policy.toml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class LocalSettings(Declared):
+class LocalSettings(BackendOptions):
     policy_file: FilePath = Field(
         DEFAULT_POLICY_FILE,
         validation_alias="MODERATION_LOCAL_POLICY",

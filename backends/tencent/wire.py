@@ -34,8 +34,8 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
-from backends.scrub import LABEL, REQUEST_ID, UPSTREAM_CODE, Scrubber
-from backends.tencent.codes import KIND_TEXTS, field_of, kind_of
+from backends.tencent.codes import KIND_TEXTS, UPSTREAM_CODE, field_of, kind_of
+from common.scrub import LABEL, REQUEST_ID, Scrubber
 
 log = logging.getLogger(__name__)
 

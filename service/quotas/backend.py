@@ -12,7 +12,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend, WrappedBackend
 from backends.errors import BackendError
 from service.auth import CALLER
-from service.cache.metering import BILLED_FAILURES, BILLING_TYPES
+from service.cache.metering import BILLED_FAILURES
 from service.quotas.guard import QuotaGuard
 
 __all__ = ["QuotaGovernedBackend", "governed"]
@@ -42,8 +42,6 @@ class QuotaGovernedBackend(WrappedBackend):
         await self._backend.aclose()
 
 
-def governed(backend: Backend, backend_type: str | None, gate: QuotaGuard | None) -> Backend:
-    """`backend` behind `gate` when its type bills per call (and quotas are configured), else itself."""
-    return (
-        QuotaGovernedBackend(backend, gate) if gate is not None and backend_type in BILLING_TYPES else backend
-    )
+def governed(backend: Backend, gate: QuotaGuard | None) -> Backend:
+    """A backend whose calls are billed behind `gate` when quotas are configured, else itself."""
+    return QuotaGovernedBackend(backend, gate) if gate is not None else backend

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 from moderation.v1.moderation_service_pb2 import GetUsageRequest, GetUsageResponse, QuotaUsage
 
+from common.scrub import Scrubber
 from service.auth import CALLER
 from service.errors import CallFailure, failure_status
 from service.quotas.guard import QuotaGuard
@@ -30,8 +31,9 @@ class UsageRpc:
         try:
             rows = await self._guard.usage(CALLER.get())
         except StoreUnavailable:
+            # The gateway's own words only: an empty scrubber has nothing to remove.
             rich = rpc_status.to_status(
-                failure_status(CallFailure(quota_unavailable(), backend="", attempts=0))
+                failure_status(CallFailure(quota_unavailable(), backend="", attempts=0), Scrubber())
             )
             await context.abort(rich.code, rich.details, rich.trailing_metadata)
         response = GetUsageResponse()

@@ -19,8 +19,13 @@ KEY = "secret-key-0123456789abcdef"
 def tencent(secret_id: str = "AKIDone", budget_key: str | None = None, **options: str) -> Fingerprint:
     backend: Backend = TENCENT.make(
         "cloud",
-        TencentOptions(secret_id=secret_id, secret_key=KEY, **options),  # type: ignore[arg-type]
-        BuildContext(budget_key=budget_key),
+        TencentOptions(
+            secret_id=secret_id,
+            secret_key=KEY,
+            budget_key=budget_key,
+            **options,  # type: ignore[arg-type]
+        ),
+        BuildContext(),
     )
     return backend.fingerprint
 

@@ -19,8 +19,8 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
-from backends.scrub import REDACTED, Scrubber
 from backends.tencent.wire import parse_response, request_body
+from common.scrub import REDACTED, Scrubber
 from service.errors import KIND_POLICIES
 
 
