@@ -1,10 +1,16 @@
-"""What a backend type declares: its options and its constructor. `backends.registry` names the types."""
+"""What a backend type declares: its options and its constructor. `backends.registry` names the types.
+
+Everything the gateway needs to know about a type is declared here or in its options
+(`backends.options.BackendOptions`): its rate budget, attempts and fleet budget key, whether and at what
+price its calls are billed, and who downloads its URL images. Its grammar of upstream codes it applies
+itself, where they enter (`BackendError` keeps the bound of any vendor's). `service/` names no type.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from opentelemetry import metrics
 
@@ -47,6 +53,9 @@ class BackendType(Generic[OptionsT]):
     from_environment: bool = True
     # Whether a routing-file table starts from the environment's values (then overrides them).
     table_extends_environment: bool = False
+    # Who downloads a `url` image for this type by default (`MODERATION_FETCH` and a route's `fetch` say
+    # otherwise): `gateway` (it fetches, fits and sends the bytes) or `backend` (the URL is passed on).
+    fetch: Literal["gateway", "backend"] = "backend"
 
     def options_from_table(self, table: Mapping[str, object], environ: Mapping[str, str]) -> OptionsT:
         if not self.table_extends_environment:

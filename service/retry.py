@@ -1,4 +1,4 @@
-"""One backend call under a deadline, retried only when IMS says retrying can help.
+"""One backend call under a deadline, retried only when the backend says retrying can help.
 
 Full-jitter exponential backoff (as googleapis api-core does), each sleep capped by the time left.
 No attempt, first or retry, is sent unless the time left after its rate slot covers the backend's

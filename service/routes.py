@@ -79,10 +79,10 @@ class RouteConfig(BaseModel):
     # The share of each chain backend's qps this route may spend (None: all of it).
     rate_share: float | None = Field(None, gt=0, le=1)
     # Requests with `user` or `device` may be answered from the verdict cache: this route's policies
-    # do not use those fields (IMS may, so by default such requests always go to the backend).
+    # do not use those fields (a backend may, so by default such requests always go to the backend).
     cache_user_fields: bool = False
     # Who downloads URL images: the gateway (then fits them and sends the bytes) or the backend.
-    # None: the gateway when the chain's first backend is of type tencent (`service.fitting.setup`).
+    # None: as the type of the chain's first backend declares (`BackendType.fetch`).
     fetch: Literal["gateway", "backend"] | None = None
     # Headers the gateway's downloads send, for origins with anti-hotlinking rules.
     fetch_headers: dict[

@@ -118,6 +118,9 @@ _SELECTED_BY = "; ".join(
 )
 
 
+_FETCH_BY_TYPE = ", ".join(f"`{t.fetch}` for {t.name}" for t in BACKEND_TYPES.values())
+
+
 class Settings(Declared):
     listen: Annotated[str, _host_port("[::]:50051")] = Field(
         "[::]:50051",
@@ -379,8 +382,8 @@ class Settings(Declared):
         None,
         validation_alias="MODERATION_FETCH",
         description="who downloads `url` images: `gateway` (the gateway fetches, fits and sends the "
-        "bytes) or `backend` (the URL is passed on); a route's own `fetch` wins. Unset: `gateway` for "
-        "tencent backends, `backend` for the others.",
+        "bytes) or `backend` (the URL is passed on); a route's own `fetch` wins. Unset: as the type of "
+        f"the route's first backend declares ({_FETCH_BY_TYPE}).",
         json_schema_extra={"default_text": "by backend type"},
     )
     fetch_allow_networks: Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)] = Field(

@@ -240,6 +240,9 @@ TENCENT = BackendType(
     summary="Tencent Cloud IMS (`ImageModeration`, API 2020-12-29, TC3-HMAC-SHA256 signing)",
     options=TencentOptions,
     build=build,
+    # IMS's own downloader gives up after 3 s, trips on hotlink checks and refuses what the gateway can
+    # reach: it is sent the fetched bytes.
+    fetch="gateway",
     # A key pair, or a role asked for: the metadata endpoint is set only on purpose, and TKE injects
     # TKE_ROLE_ARN only into pods given an OIDC role.
     selected_by=(

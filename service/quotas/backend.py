@@ -35,7 +35,7 @@ class QuotaGovernedBackend(WrappedBackend):
             if error.kind not in BILLED_FAILURES:
                 await ticket.release()
             raise
-        # Anything else (an abandoned call, which IMS bills all the same) keeps its unit.
+        # Anything else (an abandoned call, which is billed all the same) keeps its unit.
 
     async def aclose(self) -> None:
         await self._gate.aclose()
