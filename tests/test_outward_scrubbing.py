@@ -23,10 +23,10 @@ import httpx
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from tests.otlp import TraceReceiver, trace_receiver
 from tests.service_process import free_port, spawn_module, wait_serving
 
 OLD_ID, OLD_KEY = "AKIDrotold" + "e5" * 8, "rot-old-key-" + "f6" * 8
@@ -34,39 +34,11 @@ NEW_ID, NEW_KEY = "AKIDrotnew" + "a7" * 8, "rot-new-key-" + "b8" * 8
 IMAGE = make_png(128, 128)
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP trace receiver keeping every export as it arrived, serialized."""
-
-    def __init__(self) -> None:
-        self.exports: list[bytes] = []
-        self.received = asyncio.Event()
-
-    async def Export(
-        self,
-        request: trace_service_pb2.ExportTraceServiceRequest,
-        context: grpc.aio.ServicerContext[object, object],
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.exports.append(request.SerializeToString())
-        self.received.set()
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture
 def ims() -> Iterator[ImsEmulator]:
     config = EmulatorConfig(secret_id=OLD_ID, secret_key=OLD_KEY, keys={NEW_ID: NEW_KEY})
     with ImsEmulator(config, host="127.0.0.1", port=0) as emulator:
         yield emulator
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
-    collector = Receiver()
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield collector, port
-    await server.stop(None)
 
 
 def write_pair(root: Path, secret_id: str, secret_key: str) -> None:
@@ -92,10 +64,16 @@ async def calls_quoting_the_new_key(stub: ModerationServiceStub, ims: ImsEmulato
     return shown
 
 
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[TraceReceiver, str]]:
+    async with trace_receiver() as started:
+        yield started
+
+
 async def test_a_rotated_key_leaves_no_answer_span_metric_or_log_line(
-    ims: ImsEmulator, receiver: tuple[Receiver, int], tmp_path: Path
+    ims: ImsEmulator, receiver: tuple[TraceReceiver, str], tmp_path: Path
 ) -> None:
-    collector, otlp_port = receiver
+    collector, otlp_endpoint = receiver
     write_pair(tmp_path, OLD_ID, OLD_KEY)
     port, metrics_port = free_port(), free_port()
     with tempfile.TemporaryFile("w+") as output:
@@ -111,7 +89,7 @@ async def test_a_rotated_key_leaves_no_answer_span_metric_or_log_line(
                 "MODERATION_LOG_LEVEL": "DEBUG",
                 "OTEL_TRACES_EXPORTER": "otlp",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
                 "OTEL_BSP_SCHEDULE_DELAY": "50",
             },
             output,
