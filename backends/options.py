@@ -21,7 +21,6 @@ from typing import Annotated, Any, ClassVar, Final, Self, Union, get_args, get_o
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import EnvSettingsSource
 
 from backends.base import Billing
 from backends.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
@@ -79,15 +78,15 @@ def is_secret(field: FieldInfo) -> bool:
     return any(get_args(m)[:1] == (SecretStr,) or m is SecretStr for m in (field.annotation, *members))
 
 
-class _DeclaredVariables(EnvSettingsSource):
-    """The declared variables only, from a given mapping rather than the process's environment."""
+class _DeclaredVariables(PydanticBaseSettingsSource):
+    """A settings source (pydantic-settings' public extension point): the declared variables only, from a
+    given mapping rather than the process's environment. An empty or blank variable is not set. Values
+    stay text, never decoded as JSON: a field holding several values parses its own spelling of them
+    (`NoDecode` and a `BeforeValidator`, as `MODERATION_FETCH_ALLOW_NETWORKS`)."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
         self._environ = environ
-        super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name: value for name, value in self._environ.items() if value.strip()}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         name = variable(field)
@@ -95,7 +94,12 @@ class _DeclaredVariables(EnvSettingsSource):
             return None, field_name, False
         if is_secret(field) and self._environ.get(f"{name}_FILE", "").strip():
             return _read_secret_file(name, Path(self._environ[f"{name}_FILE"].strip())), name, False
-        return super().get_field_value(field, field_name)
+        value = self._environ.get(name)
+        return (value if value is not None and value.strip() else None), name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = (self.get_field_value(field, key) for key, field in self.settings_cls.model_fields.items())
+        return {name: value for value, name, _ in found if value is not None}
 
 
 def _read_secret_file(name: str, path: Path) -> str:
