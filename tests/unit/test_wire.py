@@ -343,6 +343,8 @@ def test_invalid_data_id_error_names_the_field() -> None:
         # Python's json reads these as infinity, which no integer field can hold.
         b'{"Response": {"Suggestion": Infinity, "RequestId": "r"}}',
         b'{"Response": {"Suggestion": "Pass", "Score": 1e400, "RequestId": "r"}}',
+        # An enum IMS never sends is not read as a suggestion (the gateway's own decision source).
+        b'{"Response": {"Suggestion": "Pass", "Decision": {"Source": "Block"}, "RequestId": "r"}}',
     ],
 )
 def test_unusable_responses_fail_closed_and_retryable(body: bytes) -> None:
