@@ -33,9 +33,10 @@ REDACTED: Final = "[REDACTED]"
 # What a code, label or request id that fails its grammar becomes, wherever it would be shown or counted.
 UNRECOGNISED: Final = "unrecognised"
 MAX_CODE_CHARS: Final = 64
-# Any upstream's error code, whatever its vendor: a dotted or dashed word. A backend type holds codes to
-# its own, narrower grammar where they enter; this is the bound `BackendError` keeps for every type.
-CODE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+# Any upstream's error code, whatever its vendor: a dotted or dashed word, or a number (`588`). A backend
+# type holds codes to its own, narrower grammar where they enter; this is the bound `BackendError` keeps
+# for every type.
+CODE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 # A label or sub-label (`Porn`, `SexyBehavior`, `Normal`, `Ad`): a word, no spaces or dots.
 LABEL: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 # An upstream's request id: a UUID, or a similar opaque id.

@@ -68,6 +68,7 @@ def test_the_tencent_type_holds_codes_to_the_ims_grammar(code: str, kept: bool) 
         ("InvalidParameterValue.InvalidDataId", True),
         ("throttled", True),
         ("quota-exceeded.v2", True),
+        ("588", True),
         ("", True),
         ("TC3-HMAC-SHA256 Credential=AKID/2024", False),
         ("A" * 65, False),
