@@ -168,8 +168,8 @@ class Settings(Declared):
         ge=0.1,
         le=BACKEND_TIMEOUT,
         validation_alias="MODERATION_BACKEND_TIMEOUT",
-        description="seconds a call may wait on the backend, at most IMS's 15 s service timeout (only "
-        "lowering is allowed).",
+        description="seconds a call may wait on the backend, at most the cloud API's 15 s service timeout "
+        "(only lowering is allowed).",
     )
     shutdown_grace: float = Field(
         20.0,
@@ -231,7 +231,7 @@ class Settings(Declared):
         "memory.",
     )
     caller_max_in_flight: int = Field(
-        # Above the 80 calls the default 100/s budget keeps busy at IMS's ~0.8 s, and well under the
+        # Above the 80 calls the default 100/s budget keeps busy at a cloud call's ~0.8 s, and well under the
         # server's cap: a 2-core gateway running 200 calls of one flood at once kept a canary waiting.
         128,
         ge=1,
@@ -348,7 +348,7 @@ class Settings(Declared):
     cache_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
         "1",
         validation_alias="MODERATION_CACHE_VERSION",
-        description="the policy version in every cache key: bump it after changing a policy in the IMS "
+        description="the policy version in every cache key: bump it after changing a policy in a backend's "
         "console, and no verdict cached before is used again.",
     )
     cache_urls: Annotated[bool, BeforeValidator(_on_off)] = Field(
@@ -369,8 +369,8 @@ class Settings(Declared):
     quota_timezone: Annotated[str, AfterValidator(_time_zone)] = Field(
         "Asia/Shanghai",
         validation_alias="MODERATION_QUOTA_TIMEZONE",
-        description="the time zone of the quotas' calendar days and months (an IANA name; IMS bills by "
-        "Beijing time). See the quotas guide.",
+        description="the time zone of the quotas' calendar days and months (an IANA name; the default is "
+        "the Beijing time the cloud provider bills by). See the quotas guide.",
     )
     quota_redis_failure: Annotated[Literal["fail-open", "fail-closed"], BeforeValidator(_lower)] = Field(
         "fail-open",

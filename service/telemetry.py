@@ -36,7 +36,7 @@ from service.interceptors import AroundCalls, Behaviour, Context, Method
 
 SCOPE = "moderation-gateway"
 DEFAULT_SERVICE_NAME = "moderation-gateway"
-# Seconds: IMS answers in ~0.8 s and at most 15 s; the default buckets stop at 10 s.
+# Seconds: a cloud backend answers in ~0.8 s and at most 15 s; the default buckets stop at 10 s.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20)
 
 
