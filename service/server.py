@@ -267,7 +267,7 @@ def build_server(
             )
         )
     # Innermost, so the tolerant deserializer it installs is the one grpc calls (the others copy it).
-    interceptors.append(RejectUndecodable())
+    interceptors.append(RejectUndecodable(telemetry.outward))
     server = grpc.aio.server(
         interceptors=interceptors,
         # The call cap is `Admission`'s (a logged, counted RESOURCE_EXHAUSTED with an ErrorInfo); grpc's
@@ -328,7 +328,7 @@ def build_server(
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,
         policy=policy,
-        usage=UsageRpc(quotas),
+        usage=UsageRpc(quotas, telemetry.outward),
         fitting=build_fitting(settings, router),
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)

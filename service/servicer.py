@@ -68,7 +68,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     ) -> None:
         self._policy = policy
         self._router = router
-        self._usage = usage or UsageRpc(None)
+        self._usage = usage or UsageRpc(None, telemetry.outward)
         self._fitting = fitting
         self._cache = cache
         self._admission = admission

@@ -20,8 +20,10 @@ __all__ = ["UsageRpc"]
 
 
 class UsageRpc:
-    def __init__(self, guard: QuotaGuard | None) -> None:
+    def __init__(self, guard: QuotaGuard | None, outward: Scrubber) -> None:
+        """`outward`: the gateway's scrubber, which the refusal passes like every status."""
         self._guard = guard
+        self._outward = outward
 
     async def get_usage(
         self, request: GetUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -31,9 +33,8 @@ class UsageRpc:
         try:
             rows = await self._guard.usage(CALLER.get())
         except StoreUnavailable:
-            # The gateway's own words only: an empty scrubber has nothing to remove.
             rich = rpc_status.to_status(
-                failure_status(CallFailure(quota_unavailable(), backend="", attempts=0), Scrubber())
+                failure_status(CallFailure(quota_unavailable(), backend="", attempts=0), self._outward)
             )
             await context.abort(rich.code, rich.details, rich.trailing_metadata)
         response = GetUsageResponse()
