@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from backends.base import Billing
-from backends.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
+from common.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 
 __all__ = [
     "BUDGET_KEY_PATTERN",

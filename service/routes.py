@@ -35,9 +35,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from backends.files import MIB, SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 from backends.options import BackendOptions, describe_errors, unreadable
 from backends.registry import UnknownBackendType, backend_type
+from common.files import MIB, SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 
 __all__ = ["BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
 

@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha import reflection
 from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 
 from backends.base import Backend
-from backends.files import MIB, UnreadableFile, read_regular_file
 from backends.options import BackendOptions
+from common.files import MIB, UnreadableFile, read_regular_file
 from service.admission import Admission
 from service.auth import CallerAuth
 from service.cache import build_cache, metered

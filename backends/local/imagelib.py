@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from backends.files import MIB, UnreadableFile, read_regular_file
+from common.files import MIB, UnreadableFile, read_regular_file
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 MAX_PHASH_DISTANCE = 12

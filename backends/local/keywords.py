@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ahocorasick
 
-from backends.files import MIB, UnreadableFile, read_text_file
+from common.files import MIB, UnreadableFile, read_text_file
 
 # A library of a hundred thousand words is a few MB.
 KEYWORD_LIBRARY_LIMIT = 16 * MIB

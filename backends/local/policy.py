@@ -22,8 +22,8 @@ from typing import Any
 
 from moderation.v1.moderation_service_pb2 import Suggestion
 
-from backends.files import MIB, UnreadableFile, read_text_file
 from backends.local.settings import DEFAULT_POLICY_FILE
+from common.files import MIB, UnreadableFile, read_text_file
 
 # A policy for each of thousands of BizTypes is well under this.
 POLICY_FILE_LIMIT = MIB
