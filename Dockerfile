@@ -25,6 +25,7 @@ COPY protos protos
 # Without them (`docker build` with no secrets) pip uses PyPI and the base's CAs.
 COPY service service
 COPY backends backends
+COPY common common
 # The client distribution: its build generates moderation.v1's stubs from protos/ (grpcio-tools in its
 # own build environment). The gateway requires it by name, so it is installed from client/ with no
 # dependencies to resolve: pip never looks it up on an index.

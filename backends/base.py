@@ -23,7 +23,22 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 
 from backends.image_limits import ImageLimits
 
-__all__ = ["SECOND_REQUEST_SLOT", "Backend", "Fingerprint"]
+__all__ = ["SECOND_REQUEST_SLOT", "Backend", "Billing", "Fingerprint"]
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What a paid backend's provider charges: `price_per_10k` (CNY) per 10,000 calls it bills.
+
+    A backend type declares it through its options (`BackendOptions.billing`): the gateway meters the
+    calls of a backend that has one (billed calls, estimated cost) and holds them to callers' quotas.
+    """
+
+    price_per_10k: float
+
+    @property
+    def per_call(self) -> float:
+        return self.price_per_10k / 10_000
 
 
 @dataclass(frozen=True)

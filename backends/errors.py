@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from backends.scrub import REQUEST_ID, UPSTREAM_CODE, bounded_token
+from common.scrub import CODE, REQUEST_ID, bounded_token
 
 
 class Kind(enum.Enum):
@@ -71,7 +71,7 @@ class BackendError(Exception):
         super().__init__(message)
         self.kind: Final = kind
         self.message: Final = message
-        self.upstream_code: Final = bounded_token(upstream_code, UPSTREAM_CODE)
+        self.upstream_code: Final = bounded_token(upstream_code, CODE)
         self.request_id: Final = bounded_token(request_id, REQUEST_ID)
         self.retry_after: Final = retry_after
         # For INVALID_REQUEST: the request field to fix, when the backend said which.

@@ -29,8 +29,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
 from backends.errors import BackendError, Kind
-from backends.hostnames import host_name_problem, parse_url
 from backends.http import TRANSPORT_ERRORS
+from common.hostnames import host_name_problem, parse_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -16,20 +16,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Self, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Final, Self, Union, get_args, get_origin
 
-from pydantic import BeforeValidator, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import EnvSettingsSource
 
-from backends.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
+from backends.base import Billing
+from common.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 
 __all__ = [
+    "BUDGET_KEY_PATTERN",
+    "BackendOptions",
     "Declared",
     "Secret",
+    "attempts",
+    "budget_key",
     "describe_errors",
     "is_secret",
+    "rate_budget",
     "secret_values",
     "unreadable",
     "variable",
@@ -73,15 +78,15 @@ def is_secret(field: FieldInfo) -> bool:
     return any(get_args(m)[:1] == (SecretStr,) or m is SecretStr for m in (field.annotation, *members))
 
 
-class _DeclaredVariables(EnvSettingsSource):
-    """The declared variables only, from a given mapping rather than the process's environment."""
+class _DeclaredVariables(PydanticBaseSettingsSource):
+    """A settings source (pydantic-settings' public extension point): the declared variables only, from a
+    given mapping rather than the process's environment. An empty or blank variable is not set. Values
+    stay text, never decoded as JSON: a field holding several values parses its own spelling of them
+    (`NoDecode` and a `BeforeValidator`, as `MODERATION_FETCH_ALLOW_NETWORKS`)."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
         self._environ = environ
-        super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name: value for name, value in self._environ.items() if value.strip()}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         name = variable(field)
@@ -89,7 +94,12 @@ class _DeclaredVariables(EnvSettingsSource):
             return None, field_name, False
         if is_secret(field) and self._environ.get(f"{name}_FILE", "").strip():
             return _read_secret_file(name, Path(self._environ[f"{name}_FILE"].strip())), name, False
-        return super().get_field_value(field, field_name)
+        value = self._environ.get(name)
+        return (value if value is not None and value.strip() else None), name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = (self.get_field_value(field, key) for key, field in self.settings_cls.model_fields.items())
+        return {name: value for value, name, _ in found if value is not None}
 
 
 def _read_secret_file(name: str, path: Path) -> str:
@@ -131,11 +141,6 @@ class Declared(BaseSettings):
         """ValidationError (locations are keys) if the table is invalid."""
         return cls.model_validate(dict(table), by_alias=False, by_name=True)
 
-    def account(self) -> str | None:
-        """What identifies the remote account whose rate budget these options spend (such as an API key
-        id), or None for a backend without one. Fleet mode hashes it into the default budget key."""
-        return None
-
     @classmethod
     def secret_fields(cls) -> tuple[str, ...]:
         return tuple(name for name, field in cls.model_fields.items() if is_secret(field))
@@ -144,6 +149,78 @@ class Declared(BaseSettings):
     def keys_by_variable(cls) -> dict[str, str]:
         """Each variable's key in a table."""
         return {name: key for key, field in cls.model_fields.items() if (name := variable(field))}
+
+
+# A fleet budget's name in Redis.
+BUDGET_KEY_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}$"
+DEFAULT_QPS: Final = 100
+DEFAULT_ATTEMPTS: Final = 3
+
+
+def rate_budget(variable: str | None = None) -> Any:
+    """The `qps` field of a type's options, read from `variable` when the type is the single backend."""
+    return Field(
+        DEFAULT_QPS,
+        ge=1,
+        # A budget past this is a typo, and would pace nothing.
+        le=100_000,
+        validation_alias=variable,
+        description="the backend account's request budget per second, spent by the rate governor for "
+        "unary and streaming calls together.",
+    )
+
+
+def attempts(variable: str | None = None) -> Any:
+    """The `max_attempts` field of a type's options (a route's `attempts` overrides it)."""
+    return Field(
+        DEFAULT_ATTEMPTS,
+        ge=1,
+        le=10,
+        validation_alias=variable,
+        description="backend calls per request, retries included.",
+    )
+
+
+def budget_key(variable: str | None = None) -> Any:
+    """The `budget_key` field of a type's options: fleet mode's name of the budget it spends."""
+    return Field(
+        None,
+        pattern=BUDGET_KEY_PATTERN,
+        validation_alias=variable,
+        description="fleet mode: the backend's budget in Redis, so several keys of one account share one "
+        "budget.",
+        json_schema_extra={"default_text": "a hash of the account it spends"},
+    )
+
+
+class BackendOptions(Declared):
+    """The options of a backend type: its own, and those every type declares (under its own variables):
+    its rate budget, its attempts per call, its fleet budget key, and whether and at what price its
+    calls are billed (`billing`)."""
+
+    # A routing-file table takes these from the type's variables when it does not give them itself
+    # (an account's budget, its attempts, its price are the account's wherever it is routed).
+    TABLE_INHERITS: ClassVar[tuple[str, ...]] = ("qps", "max_attempts", "price_per_10k")
+
+    qps: int = rate_budget()
+    max_attempts: int = attempts()
+    budget_key: str | None = budget_key()
+
+    def account(self) -> str | None:
+        """What identifies the remote account whose rate budget these options spend (such as an API key
+        id), or None for a backend without one. Fleet mode hashes it into the default budget key."""
+        return None
+
+    def billing(self) -> Billing | None:
+        """What a call costs, for a type whose provider bills per call; None for one that does not."""
+        return None
+
+    @classmethod
+    def inherited(cls, environ: Mapping[str, str]) -> dict[str, str]:
+        """The values a table takes from the environment (`TABLE_INHERITS`), by key."""
+        fields = ((key, cls.model_fields.get(key)) for key in cls.TABLE_INHERITS)
+        named = {key: name for key, field in fields if field is not None and (name := variable(field))}
+        return {key: environ[name] for key, name in named.items() if environ.get(name, "").strip()}
 
 
 def secret_values(model: Declared) -> tuple[str, ...]:

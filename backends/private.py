@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import functools
 import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 import aiohttp
 import certifi
 import yarl
-from pydantic import Field, FilePath, model_validator
+from pydantic import AfterValidator, Field, FilePath, model_validator
 
 from backends.base import Backend
 from backends.errors import BackendError, Kind
-from backends.options import Declared, Secret
+from backends.options import BackendOptions, Secret, secret_values
 from backends.plugin import BackendType, BuildContext
-from backends.scrub import Scrubber
 from backends.tencent.auth import Credentials, Outgoing, RequestAuth, TC3Auth
 from backends.tencent.client import (
     ACTION,
@@ -37,53 +35,9 @@ from backends.tencent.client import (
     ImsEndpoint,
 )
 from backends.tencent.plugin import Region
+from common.scrub import Scrubber
 
-__all__ = ["PRIVATE", "BearerAuth", "PrivateOptions", "PrivateSettings", "private_backend"]
-
-AUTH_MODES = frozenset({"tc3", "bearer", "none"})
-
-
-@dataclass(frozen=True)
-class PrivateSettings:
-    """Where the deployment is and how to talk to it; an inconsistent combination raises ValueError."""
-
-    url: str  # scheme, host and port only, e.g. https://ims.internal:8443/
-    auth: str = "tc3"
-    credentials: Credentials | None = None  # for tc3
-    token: str = field(default="", repr=False)  # for bearer
-    region: str = DEFAULT_REGION
-    version: str = VERSION
-    action: str = ACTION
-    path: str = "/"  # the request path, which TC3 signs as the canonical URI
-    ca_file: Path | None = None  # CA bundle that verifies the server; certifi's when None
-    client_cert_file: Path | None = None  # PEM client certificate for mutual TLS
-    client_key_file: Path | None = None  # its PEM private key
-
-    def __post_init__(self) -> None:
-        try:
-            url = yarl.URL(self.url)
-        except ValueError as error:  # UnicodeError too, for a host IDNA refuses
-            raise ValueError(f"the private deployment URL {self.url!r} is not a URL: {error}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"the private deployment URL {self.url!r} must be http:// or https://<host>")
-        if url.path not in ("", "/") or url.query_string or url.fragment:
-            raise ValueError(
-                f"the private deployment URL {self.url!r} must be scheme, host and port only; "
-                "give the request path as `path`"
-            )
-        if not self.path.startswith("/") or "?" in self.path or "#" in self.path:
-            raise ValueError(f"the request path {self.path!r} must start with / and carry no query")
-        if self.auth not in AUTH_MODES:
-            raise ValueError(f"auth {self.auth!r} is not one of {', '.join(sorted(AUTH_MODES))}")
-        if (self.auth == "tc3") != (self.credentials is not None):
-            raise ValueError("credentials are required with auth 'tc3', and used with it only")
-        if (self.auth == "bearer") != bool(self.token):
-            raise ValueError("a token is required with auth 'bearer', and used with it only")
-        if (self.client_cert_file is None) != (self.client_key_file is None):
-            raise ValueError("a client certificate needs its key, and a key its certificate")
-        tls_files = (self.ca_file, self.client_cert_file, self.client_key_file)
-        if url.scheme != "https" and any(f is not None for f in tls_files):
-            raise ValueError("a CA file or client certificate needs an https:// URL")
+__all__ = ["PRIVATE", "BearerAuth", "PrivateOptions", "private_backend"]
 
 
 class BearerAuth:
@@ -98,49 +52,45 @@ class BearerAuth:
         return self._headers
 
 
-def private_backend(
-    settings: PrivateSettings, *, name: str = "private", account: str | None = None
-) -> ImsBackend:
-    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded. `account`: the
-    name of the account it spends (a budget key), by default its TC3 key id if it has one."""
+def private_backend(options: PrivateOptions, *, name: str = "private") -> ImsBackend:
+    """An `ImsBackend` for the deployment; ValueError if its TLS files cannot be loaded. The account it
+    spends is named by its `budget_key`, by default its TC3 key id if it has one."""
     auth: RequestAuth | None = None
-    # PrivateSettings has tied credentials to auth "tc3" and a token to "bearer".
-    if settings.credentials is not None:
-        auth = TC3Auth(settings.credentials, service=SERVICE)
-    elif settings.token:
-        auth = BearerAuth(settings.token)
-    url = yarl.URL(settings.url).with_path(settings.path)
+    # The options have tied credentials to auth "tc3" and a token to "bearer".
+    if options.credentials is not None:
+        auth = TC3Auth(options.credentials, service=SERVICE)
+    elif options.token is not None:
+        auth = BearerAuth(options.token.get_secret_value())
+    url = yarl.URL(options.url).with_path(options.path)
     endpoint = ImsEndpoint(
-        url=str(url), region=settings.region, version=settings.version, action=settings.action
+        url=str(url), region=options.region, version=options.version, action=options.action
     )
-    secrets = (*settings.credentials.secrets, settings.token) if settings.credentials else (settings.token,)
     return ImsBackend(
         name=name,
         endpoint=endpoint,
         auth=auth,
-        ssl_context=_ssl_context(settings) if url.scheme == "https" else None,
+        ssl_context=_ssl_context(options) if url.scheme == "https" else None,
         classify=functools.partial(_tls_failure_is_misconfiguration, name),
-        scrubber=Scrubber(secrets),
+        scrubber=Scrubber(secret_values(options)),
         backend_type="private",
-        # Bearer and unauthenticated deployments have no account unless the operator names one.
-        account=account or (settings.credentials.secret_id if settings.credentials else None),
+        account=options.budget_key or options.account(),
     )
 
 
-def _ssl_context(settings: PrivateSettings) -> ssl.SSLContext:
+def _ssl_context(options: PrivateOptions) -> ssl.SSLContext:
     # An explicit bundle, or certifi's like every other backend: never the ambient SSL_CERT_* variables.
-    cafile = settings.ca_file or Path(certifi.where())
+    cafile = options.ca_file or Path(certifi.where())
     try:
         context = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as error:
         raise ValueError(f"cannot load the CA file {cafile}: {error}") from None
-    if settings.client_cert_file is not None:
+    if options.client_cert_file is not None:
         try:
-            context.load_cert_chain(settings.client_cert_file, settings.client_key_file)
+            context.load_cert_chain(options.client_cert_file, options.client_key_file)
         except (OSError, ssl.SSLError) as error:
             raise ValueError(
-                f"cannot load the client certificate {settings.client_cert_file} with its key "
-                f"{settings.client_key_file}: {error}"
+                f"cannot load the client certificate {options.client_cert_file} with its key "
+                f"{options.client_key_file}: {error}"
             ) from None
     return context
 
@@ -180,10 +130,29 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
-class PrivateOptions(Declared):
-    """A routing-file table: where the deployment is, how requests authenticate, whom to trust."""
+def _deployment_url(url: str) -> str:
+    try:
+        parsed = yarl.URL(url)
+    except ValueError as error:  # UnicodeError too, for a host IDNA refuses
+        raise ValueError(f"is not a URL: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("must be http:// or https://<host>")
+    if parsed.path not in ("", "/") or parsed.query_string or parsed.fragment:
+        raise ValueError("must be scheme, host and port only; give the request path as `path`")
+    return url
 
-    url: str = Field(
+
+def _request_path(path: str) -> str:
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ValueError("must start with / and carry no query")
+    return path
+
+
+class PrivateOptions(BackendOptions):
+    """A routing-file table: where the deployment is, how requests authenticate, whom to trust.
+    An inconsistent combination is refused with the table's other problems."""
+
+    url: Annotated[str, AfterValidator(_deployment_url)] = Field(
         description="scheme, host and port of the deployment, e.g. `https://ims.internal:8443/`."
     )
     auth: Literal["tc3", "bearer", "none"] = Field(
@@ -195,40 +164,41 @@ class PrivateOptions(Declared):
     region: Region = Field(DEFAULT_REGION, description="`X-TC-Region`.")
     version: str = Field(VERSION, description="`X-TC-Version`.")
     action: str = Field(ACTION, description="`X-TC-Action`.")
-    path: str = Field("/", description="the request path, signed as the canonical URI under TC3.")
+    path: Annotated[str, AfterValidator(_request_path)] = Field(
+        "/", description="the request path, signed as the canonical URI under TC3."
+    )
     ca_file: FilePath | None = Field(None, description="CA bundle (PEM) that verifies the deployment.")
     client_cert_file: FilePath | None = Field(None, description="client certificate (PEM) for mutual TLS.")
     client_key_file: FilePath | None = Field(None, description="its private key (PEM).")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        self.settings()  # raises ValueError, which pydantic reports with the other problems
+        pair = [part is not None for part in (self.secret_id, self.secret_key)]
+        if (self.auth == "tc3") != all(pair) or (self.auth != "tc3" and any(pair)):
+            raise ValueError("credentials are required with auth 'tc3', and used with it only")
+        if (self.auth == "bearer") != (self.token is not None):
+            raise ValueError("a token is required with auth 'bearer', and used with it only")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        tls_files = (self.ca_file, self.client_cert_file, self.client_key_file)
+        if yarl.URL(self.url).scheme != "https" and any(f is not None for f in tls_files):
+            raise ValueError("a CA file or client certificate needs an https:// URL")
         return self
 
-    def settings(self) -> PrivateSettings:
-        token = self.token.get_secret_value() if self.token else ""
-        credentials = None
-        if self.secret_id is not None and self.secret_key is not None:
-            credentials = Credentials(
-                self.secret_id.get_secret_value(), self.secret_key.get_secret_value(), token
-            )
-        return PrivateSettings(
-            url=self.url,
-            auth=self.auth,
-            credentials=credentials,
-            token=token,
-            region=self.region,
-            version=self.version,
-            action=self.action,
-            path=self.path,
-            ca_file=self.ca_file,
-            client_cert_file=self.client_cert_file,
-            client_key_file=self.client_key_file,
-        )
+    @property
+    def credentials(self) -> Credentials | None:
+        """The TC3 key pair (auth `tc3`), else None."""
+        if self.secret_id is None or self.secret_key is None:
+            return None
+        return Credentials(self.secret_id.get_secret_value(), self.secret_key.get_secret_value())
+
+    def account(self) -> str | None:
+        # Bearer and unauthenticated deployments have no account unless the operator names one.
+        return self.credentials.secret_id if self.credentials else None
 
 
 def _build(name: str, options: PrivateOptions, context: BuildContext) -> Backend:
-    return private_backend(options.settings(), name=name, account=context.budget_key)
+    return private_backend(options, name=name)
 
 
 PRIVATE = BackendType(

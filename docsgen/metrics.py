@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
 
 from backends.tencent.credentials.refresh import CredentialMetrics
+from common.scrub import Scrubber
 from service.observe import CostMetrics
 from service.quotas.calendar import wall_clock
 from service.quotas.config import EMPTY
@@ -67,7 +68,7 @@ class _RecordingMeter:
 def declared() -> list[Instrument]:
     meter: Any = _RecordingMeter()
     Metrics(meter)
-    CostMetrics(meter, price_per_10k=25)
+    CostMetrics(meter, outward=Scrubber())
     CredentialMetrics(meter)
     QuotaMetrics(meter, BoundedLabel(1), lambda: EMPTY, wall_clock)
     return list(meter.instruments)

@@ -10,7 +10,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from backends.options import Declared, is_secret, variable
+from backends.options import BackendOptions, Declared, is_secret, variable
 from backends.plugin import BackendType
 from backends.registry import BACKEND_TYPES
 from docsgen.links import relink
@@ -91,6 +91,8 @@ def _keys(kind: BackendType[Any]) -> Iterable[str]:
     fields = kind.options.model_fields
     secrets = {key for key, field in fields.items() if is_secret(field)}
     for key, field in fields.items():
+        if key in BackendOptions.model_fields:
+            continue  # every type's, in the rows above
         if key.endswith("_file") and key.removesuffix("_file") in secrets:
             continue  # the secret's own row names its `_file` key
         if key in secrets:
@@ -103,12 +105,23 @@ def _keys(kind: BackendType[Any]) -> Iterable[str]:
             yield _row(f"`{kind.name}`", f"`{key}`", _default(field), _meaning(field, key))
 
 
+def _everyones(key: str, field: FieldInfo) -> str:
+    """A key every type declares (`BackendOptions`): its default, or the variable a type reads it from."""
+    variables = [
+        f"`{name}` ({kind.name})"
+        for kind in BACKEND_TYPES.values()
+        if key in kind.options.TABLE_INHERITS and (name := variable(kind.options.model_fields[key]))
+    ]
+    default = f"{', '.join(variables)}, else {_default(field)}" if variables else _default(field)
+    return _row("every type", f"`{key}`", default, _meaning(field, key))
+
+
 def routing_keys() -> str:
     lines = [
         "| type | key | default | meaning |",
         "|---|---|---|---|",
         _row("every type", "`type`", "(required)", ", ".join(f"`{name}`" for name in BACKEND_TYPES) + "."),
-        _row("every type", "`qps`", "`IMS_QPS`", "this backend account's own request budget per second."),
+        *(_everyones(key, field) for key, field in BackendOptions.model_fields.items()),
     ]
     for kind in BACKEND_TYPES.values():
         lines.extend(_keys(kind))

@@ -10,6 +10,7 @@ import sys
 
 import uvloop
 
+from common.scrub import Scrubber
 from service.factory import build_backends
 from service.logs import configure_logging
 from service.server import PortInUseError, build_server
@@ -33,15 +34,17 @@ def missing_extra(module: str | None) -> str | None:
 
 
 async def serve(settings: Settings) -> None:
-    configure_logging(settings.log_level, settings.secrets, json_format=settings.log_json)
+    # One outward scrubber for every channel: the log handler's, the telemetry's and the answers'.
+    outward = Scrubber(settings.secrets)
+    configure_logging(settings.log_level, outward, json_format=settings.log_json)
     try:
         telemetry = setup_telemetry(
-            metrics_listen=settings.metrics_listen, max_callers=settings.metrics_max_callers
+            metrics_listen=settings.metrics_listen, max_callers=settings.metrics_max_callers, outward=outward
         )
     except OSError as exc:
         raise PortInUseError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}") from None
     try:
-        backends = build_backends(settings, meter_provider=telemetry.meter_provider)
+        backends = build_backends(settings, telemetry)
     except (ValueError, *_TOO_BIG) as exc:
         telemetry.shutdown()
         raise ConfigError([_problem(exc)]) from None

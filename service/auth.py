@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 # Re-exported: the access log, spans, metrics and router read it from here.
 from backends.calls import CALLER as CALLER
-from backends.files import MIB, UnreadableFile, read_text_file
+from common.files import MIB, UnreadableFile, read_text_file
 from service import errors
 from service.interceptors import AroundCalls, Behaviour, Context, Method
 

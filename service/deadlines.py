@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-# IMS's own service timeout: a call that has not answered in 15 s will not answer.
+# The cloud moderation API's own service timeout: a call that has not answered in 15 s will not answer.
 BACKEND_TIMEOUT = 15.0
 # Kept back from the caller's deadline so our status, with its details, reaches the caller before
 # the caller's own timer fires and hides it behind a bare DEADLINE_EXCEEDED.

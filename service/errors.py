@@ -16,7 +16,7 @@ are `google.rpc.Status` messages so the streaming RPCs can return them per item.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
@@ -27,8 +27,7 @@ from google.rpc import error_details_pb2, status_pb2
 from moderation.v1 import error_reasons_pb2
 
 from backends.errors import BackendError, Kind
-from backends.scrub import REQUEST_ID, UPSTREAM_CODE
-from service import scrub
+from common.scrub import CODE, REQUEST_ID, Scrubber, excerpt
 from service.quotas.refusal import QuotaExhausted
 from service.validation import FieldViolation, ValidationError
 
@@ -323,14 +322,19 @@ def code_and_reason(failure: Failure) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"
 
 
-def failure_status(failure: Failure) -> status_pb2.Status:
-    """The status the caller gets, with its details."""
+# How a text is shown in a status, cut to a number of characters: `Scrubber.excerpt` for text quoting a
+# caller or a backend (scrubbed of the secrets first), `excerpt` for the gateway's own words.
+Shown: TypeAlias = Callable[[str, int], str]
+
+
+def failure_status(failure: Failure, scrubber: Scrubber) -> status_pb2.Status:
+    """The status the caller gets, with its details, through the gateway's outward `scrubber`."""
     if isinstance(failure, CallFailure):
-        return _backend_status(failure)
+        return _backend_status(failure, scrubber)
     if isinstance(failure, ValidationError):
-        return _validation_status(failure)
+        return _validation_status(failure, scrubber.excerpt)
     code, reason = code_and_reason(failure)
-    return _status(code, "internal error in the moderation gateway", reason, {})
+    return _status(code, "internal error in the moderation gateway", reason, {}, shown=excerpt)
 
 
 def _packed(message: object) -> any_pb2.Any:
@@ -340,10 +344,9 @@ def _packed(message: object) -> any_pb2.Any:
 
 
 def _status(
-    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str], *details: object
+    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str], *details: object, shown: Shown
 ) -> status_pb2.Status:
-    """Every status is built here: the message and metadata scrubbed of secrets and cut to size."""
-    shown = scrub.outward().excerpt
+    """Every status is built here: the message and metadata `shown` (scrubbed of secrets), cut to size."""
     info = error_details_pb2.ErrorInfo(
         reason=reason,
         domain=DOMAIN,
@@ -362,8 +365,7 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
-def _quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFailure:
-    shown = scrub.outward().excerpt
+def _quota_failure(subject: str, description: str, shown: Shown) -> error_details_pb2.QuotaFailure:
     return error_details_pb2.QuotaFailure(
         violations=[
             error_details_pb2.QuotaFailure.Violation(
@@ -374,8 +376,7 @@ def _quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFai
     )
 
 
-def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadRequest:
-    shown = scrub.outward().excerpt
+def _bad_request(violations: list[FieldViolation], shown: Shown) -> error_details_pb2.BadRequest:
     return error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(
@@ -388,24 +389,24 @@ def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadReque
     )
 
 
-def _validation_status(error: ValidationError) -> status_pb2.Status:
+def _validation_status(error: ValidationError, shown: Shown) -> status_pb2.Status:
     code, reason = code_and_reason(error)
     return _status(
         code,
         f"invalid request: {error}",
         reason,
         {"field": error.violations[0].field},
-        _bad_request(error.violations),
+        _bad_request(error.violations, shown),
+        shown=shown,
     )
 
 
-def _backend_status(failure: CallFailure) -> status_pb2.Status:
+def _backend_status(failure: CallFailure, scrubber: Scrubber) -> status_pb2.Status:
     error, backend = failure.error, failure.backend
     row = KIND_POLICIES[error.kind]
-    scrubber = scrub.outward()
     metadata = {"backend": backend, "attempts": str(failure.attempts)}
     if error.upstream_code:
-        metadata["upstream_code"] = scrubber.token(error.upstream_code, UPSTREAM_CODE)
+        metadata["upstream_code"] = scrubber.token(error.upstream_code, CODE)
     if error.request_id:
         metadata["upstream_request_id"] = scrubber.token(error.request_id, REQUEST_ID)
     if row.operator_fault:
@@ -419,15 +420,19 @@ def _backend_status(failure: CallFailure) -> status_pb2.Status:
     details: list[object] = []
     if error.kind is Kind.INVALID_REQUEST:
         field = error.field or "image"
-        details.append(_bad_request([FieldViolation(field, error.message, row.reason)]))
+        details.append(_bad_request([FieldViolation(field, error.message, row.reason)], scrubber.excerpt))
     if isinstance(error, QuotaExhausted):
-        details.append(_quota_failure(f"quota:{error.quota}", f"{error.limit} billed calls a {error.period}"))
+        details.append(
+            _quota_failure(
+                f"quota:{error.quota}", f"{error.limit} billed calls a {error.period}", scrubber.excerpt
+            )
+        )
     elif error.kind is Kind.QUOTA_EXHAUSTED:
-        details.append(_quota_failure(f"backend:{backend}", error.message))
+        details.append(_quota_failure(f"backend:{backend}", error.message, scrubber.excerpt))
     retry_delay = error.retry_after if error.retry_after is not None else row.retry_delay
     if retry_delay is not None:
         details.append(_retry_info(retry_delay))
-    return _status(row.code, message, row.reason, metadata, *details)
+    return _status(row.code, message, row.reason, metadata, *details, shown=scrubber.excerpt)
 
 
 def stream_stopped_status(reason: str, items_read: int, idle_timeout: float | None) -> status_pb2.Status:
@@ -441,12 +446,14 @@ def stream_stopped_status(reason: str, items_read: int, idle_timeout: float | No
             "SERVER_DRAINING",
             metadata,
             _retry_info(0.0),
+            shown=excerpt,
         )
     return _status(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         f"the stream sent nothing for {idle_timeout:g} s with no item in flight; it was closed",
         "STREAM_IDLE",
         metadata,
+        shown=excerpt,
     )
 
 
@@ -456,6 +463,7 @@ def unauthenticated_status() -> status_pb2.Status:
         "send `authorization: Bearer <token>` metadata with a token the gateway's operators gave you",
         "CALLER_UNAUTHENTICATED",
         {},
+        shown=excerpt,
     )
 
 
@@ -468,5 +476,10 @@ def over_capacity_status(limit: int, *, per_caller: bool) -> status_pb2.Status:
         message = f"the gateway already runs {limit} calls, its limit: retry later or on another instance"
         reason = "SERVER_OVER_CAPACITY"
     return _status(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, message, reason, {"limit": str(limit)}, _retry_info(1.0)
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        message,
+        reason,
+        {"limit": str(limit)},
+        _retry_info(1.0),
+        shown=excerpt,
     )

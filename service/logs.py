@@ -18,8 +18,7 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from backends.scrub import REDACTED, Scrubber
-from service import scrub
+from common.scrub import REDACTED, Scrubber
 from service.auth import CALLER
 
 __all__ = ["REDACTED", "JsonFormatter", "RedactSecrets", "TraceContext", "configure_logging", "log_access"]
@@ -161,7 +160,8 @@ def log_access(method: str, code: str, seconds: float, **fields: object) -> None
     )
 
 
-def configure_logging(level: str, secrets: Iterable[str], *, json_format: bool = True) -> None:
+def configure_logging(level: str, outward: Scrubber, *, json_format: bool = True) -> None:
+    """Log lines to stderr, through the gateway's `outward` scrubber (which keeps learning secrets)."""
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonFormatter()
@@ -169,8 +169,7 @@ def configure_logging(level: str, secrets: Iterable[str], *, json_format: bool =
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler.addFilter(TraceContext())
-    # The same secrets leave answers, spans and metrics through the outward scrubber.
-    handler.addFilter(RedactSecrets(scrub.configure(secrets)))
+    handler.addFilter(RedactSecrets(outward))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # No line shows where it was logged from, or which thread or process logged it: skip finding out
     # on every record, as the logging HOWTO's "Optimization" section describes.

@@ -20,8 +20,7 @@ from google.rpc import status_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 from opentelemetry import metrics, trace
 
-from backends.scrub import LABEL, REQUEST_ID
-from service import scrub
+from common.scrub import LABEL, REQUEST_ID, Scrubber
 from service.auth import CALLER
 from service.errors import CallFailure, Failure, InternalFailure, code_and_reason
 from service.governor import Priority
@@ -59,7 +58,7 @@ MAX_BIZ_TYPE_LABELS = 200
 
 
 class CostMetrics:
-    """What IMS bills and what the verdict cache saves (README: Verdict cache, Metrics).
+    """What paid backends bill and what the verdict cache saves (README: Verdict cache, Metrics).
 
     The Prometheus names are contract (dashboards and alerts are written against them):
     `moderation_billed_calls_total`, `moderation_estimated_cost_cny_total` (both by `backend`,
@@ -70,21 +69,22 @@ class CostMetrics:
     """
 
     def __init__(
-        self, meter: metrics.Meter, *, price_per_10k: float, callers: BoundedLabel | None = None
+        self, meter: metrics.Meter, *, outward: Scrubber, callers: BoundedLabel | None = None
     ) -> None:
-        """`callers`: the `caller` label's values, shared with the other metrics that have one."""
-        self._price_per_call = price_per_10k / 10_000
+        """`outward`: the gateway's scrubber, which biz_type labels pass through. `callers`: the `caller`
+        label's values, shared with the other metrics that have one."""
+        self._outward = outward
         self._callers = callers or BoundedLabel(DEFAULT_MAX_CALLERS)
         self._biz_types = BoundedLabel(MAX_BIZ_TYPE_LABELS)
         self._billed = meter.create_counter(
             "moderation.billed_calls",
             unit="{call}",
-            description="Backend calls a paid backend (IMS) bills, by backend, caller and biz_type",
+            description="Backend calls a paid backend bills, by backend, caller and biz_type",
         )
         self._cost = meter.create_counter(
             "moderation.estimated_cost_cny",
             unit="{CNY}",
-            description="Billed calls priced at IMS_PRICE_PER_10K, by backend, caller and biz_type",
+            description="Billed calls priced at each backend's price, by backend, caller and biz_type",
         )
 
         # The cache's own counts happen on every hit.
@@ -108,15 +108,16 @@ class CostMetrics:
             "store_unavailable: Redis unreachable or slow)",
         )
 
-    def billed_call(self, backend: str, biz_type: str) -> None:
+    def billed_call(self, backend: str, biz_type: str, price: float) -> None:
+        """One call `backend` bills, at `price` (CNY)."""
         # Labels as the issue names them (dashboards sum by them): no `moderation_` prefix here.
         labels = {
             "backend": backend,
             "caller": self._callers(CALLER.get()),
-            "biz_type": self._biz_types(scrub.outward().excerpt(biz_type)),
+            "biz_type": self._biz_types(self._outward.excerpt(biz_type)),
         }
         self._billed.add(1, labels)
-        self._cost.add(self._price_per_call, labels)
+        self._cost.add(price, labels)
 
     def hit(self, store: str) -> None:
         self._hits.add((("moderation.store", store),))
@@ -157,13 +158,12 @@ def status_code_name(outcome: Outcome) -> str:
     return CODE_NAMES[code]
 
 
-def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attributes:
+def outcome_attributes(request: ModerateImageRequest, outcome: Outcome, scrubber: Scrubber) -> Attributes:
     """The documented `moderation.*` span attributes of one image.
 
-    Scrubbed of the configured secrets and bounded: `biz_type` is the caller's (unvalidated when the
+    Through the outward `scrubber` and bounded: `biz_type` is the caller's (unvalidated when the
     request was refused), the label and request id the backend's, and the label is a metric label too.
     """
-    scrubber = scrub.outward()
     biz_type = scrubber.excerpt(request.biz_type)
     if not isinstance(outcome, ModerateImageResponse):
         _, reason = code_and_reason(outcome)
@@ -176,7 +176,7 @@ def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attri
     return {
         "moderation.biz_type": biz_type,
         "moderation.status_code": status_code_name(outcome),
-        **_verdict_labels(outcome),
+        **_verdict_labels(outcome, scrubber),
         "moderation.score": outcome.score,
         "moderation.backend": outcome.backend,
         "moderation.backend_request_id": scrubber.token(outcome.request_id, REQUEST_ID),
@@ -186,10 +186,9 @@ def outcome_attributes(request: ModerateImageRequest, outcome: Outcome) -> Attri
     }
 
 
-def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, object]:
+def access_fields(request: ModerateImageRequest, outcome: Outcome, scrubber: Scrubber) -> dict[str, object]:
     """A unary call's access-log fields beyond method, code and duration: those of `outcome_attributes`
     a log reader needs, built directly (this runs on every call, a cache hit's included)."""
-    scrubber = scrub.outward()
     # The caller's, unvalidated when the request was refused.
     data_id = scrubber.excerpt(request.data_id)
     if not isinstance(outcome, ModerateImageResponse):
@@ -211,15 +210,16 @@ def access_fields(request: ModerateImageRequest, outcome: Outcome) -> dict[str, 
         "attempts": outcome.attempts,
         "reason": "",
         "cached": outcome.cached,
-        **({"decision": decision_fields(outcome.decision)} if outcome.HasField("decision") else {}),
+        **({"decision": decision_fields(outcome.decision, scrubber)} if outcome.HasField("decision") else {}),
     }
 
 
 class Observer:
     """Records each image on its span and in the metrics, each failure in the log, each RPC's access line."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, outward: Scrubber) -> None:
         self._metrics = metrics
+        self._outward = outward
 
     async def image(
         self, method: str, request: ModerateImageRequest, priority: Priority, outcome: Awaitable[Outcome]
@@ -239,7 +239,9 @@ class Observer:
     def unary_call(
         self, method: str, request: ModerateImageRequest, outcome: Outcome, seconds: float
     ) -> None:
-        log_access(method, status_code_name(outcome), seconds, **access_fields(request, outcome))
+        log_access(
+            method, status_code_name(outcome), seconds, **access_fields(request, outcome, self._outward)
+        )
 
     @contextmanager
     def stream_call(self, method: str) -> Iterator[StreamTally]:
@@ -266,14 +268,14 @@ class Observer:
         span = trace.get_current_span()
         if span.is_recording():
             # Only a sampled call's span gets its attributes: an unsampled one computes none of them.
-            attributes = outcome_attributes(request, outcome)
+            attributes = outcome_attributes(request, outcome, self._outward)
             if caller:
                 attributes["moderation.caller"] = caller
             span.set_attributes(attributes)
             if not isinstance(outcome, ModerateImageResponse):
                 span.set_status(trace.StatusCode.ERROR, str(attributes["moderation.error.reason"]))
         code = status_code_name(outcome)
-        suggestion, label = _verdict(outcome)
+        suggestion, label = _verdict(outcome, self._outward)
         labels: Labels = (
             ("rpc.method", method),
             ("rpc.grpc.status_code", code),
@@ -286,16 +288,16 @@ class Observer:
         self._metrics.duration.record(seconds, {"rpc.method": method, "rpc.grpc.status_code": code})
 
 
-def _verdict(outcome: Outcome) -> tuple[str, str]:
-    """The suggestion and label as metric labels (the label is one of IMS's words or `unrecognised`);
-    both empty on failure."""
+def _verdict(outcome: Outcome, scrubber: Scrubber) -> tuple[str, str]:
+    """The suggestion and label as metric labels (the label is a word or `unrecognised`); both empty on
+    failure."""
     if not isinstance(outcome, ModerateImageResponse):
         return "", ""
-    return SUGGESTION_NAMES[outcome.suggestion], scrub.outward().token(outcome.label, LABEL)
+    return SUGGESTION_NAMES[outcome.suggestion], scrubber.token(outcome.label, LABEL)
 
 
-def _verdict_labels(outcome: Outcome) -> dict[str, str]:
-    suggestion, label = _verdict(outcome)
+def _verdict_labels(outcome: Outcome, scrubber: Scrubber) -> dict[str, str]:
+    suggestion, label = _verdict(outcome, scrubber)
     return {"moderation.suggestion": suggestion, "moderation.label": label}
 
 

@@ -1,4 +1,4 @@
-"""One backend call under a deadline, retried only when IMS says retrying can help.
+"""One backend call under a deadline, retried only when the backend says retrying can help.
 
 Full-jitter exponential backoff (as googleapis api-core does), each sleep capped by the time left.
 No attempt, first or retry, is sent unless the time left after its rate slot covers the backend's
@@ -20,8 +20,7 @@ from opentelemetry import trace
 
 from backends.base import SECOND_REQUEST_SLOT, Backend
 from backends.errors import BackendError, Kind
-from backends.scrub import REQUEST_ID, UPSTREAM_CODE
-from service import scrub
+from common.scrub import CODE, REQUEST_ID, Scrubber
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure
 from service.governor import Governor, Priority
@@ -76,6 +75,7 @@ class Retrier:
         telemetry = telemetry or Telemetry.off()
         self._tracer = telemetry.tracer
         self._metrics: Metrics = telemetry.metrics
+        self._outward = telemetry.outward
         self._jitter = jitter
         self._sleep = sleep
         self.latency = LatencyEstimate()
@@ -122,7 +122,11 @@ class Retrier:
                 if delay is None:
                     raise self._failure(error, attempt, budget) from error
                 self._metrics.retries.add(
-                    1, {"moderation.backend": self._backend.name, "moderation.retry_reason": _reason(error)}
+                    1,
+                    {
+                        "moderation.backend": self._backend.name,
+                        "moderation.retry_reason": _reason(error, self._outward),
+                    },
                 )
                 await self._sleep(delay)
                 continue
@@ -194,13 +198,13 @@ class Retrier:
         ) as span:
             recording = span.is_recording()
             if recording:
-                span.set_attributes(_attempt_attributes(self._backend.name, attempt, previous))
+                span.set_attributes(_attempt_attributes(self._backend.name, attempt, previous, self._outward))
             try:
                 result = await self._attempt(request, deadline)
             except BackendError as error:
                 outcome = error.kind.value
                 if recording:
-                    span.set_attributes(_error_attributes(error))
+                    span.set_attributes(_error_attributes(error, self._outward))
                 raise
             finally:
                 self._metrics.attempt_duration.record(
@@ -209,7 +213,7 @@ class Retrier:
                 )
             if recording:
                 span.set_attribute(
-                    "moderation.backend_request_id", scrub.outward().token(result.request_id, REQUEST_ID)
+                    "moderation.backend_request_id", self._outward.token(result.request_id, REQUEST_ID)
                 )
             return result
 
@@ -243,27 +247,29 @@ class Retrier:
         return delay
 
 
-def _reason(error: BackendError) -> str:
+def _reason(error: BackendError, scrubber: Scrubber) -> str:
     """A metric label and span attribute: an upstream code only if it is one, holding no secret."""
     if error.upstream_code:
-        return scrub.outward().token(error.upstream_code, UPSTREAM_CODE)
+        return scrubber.token(error.upstream_code, CODE)
     return error.kind.value
 
 
-def _attempt_attributes(backend: str, attempt: int, previous: BackendError | None) -> dict[str, str | int]:
+def _attempt_attributes(
+    backend: str, attempt: int, previous: BackendError | None, scrubber: Scrubber
+) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {"moderation.backend": backend, "moderation.attempt": attempt}
     if previous is not None:
-        attributes["moderation.retry_reason"] = _reason(previous)
+        attributes["moderation.retry_reason"] = _reason(previous, scrubber)
     return attributes
 
 
-def _error_attributes(error: BackendError) -> dict[str, str]:
+def _error_attributes(error: BackendError, scrubber: Scrubber) -> dict[str, str]:
     # `error.type`: the semantic conventions' name for why a client call failed.
     attributes = {"moderation.error.kind": error.kind.value, "error.type": error.kind.value}
     if error.upstream_code:
-        attributes["moderation.upstream_code"] = _reason(error)
+        attributes["moderation.upstream_code"] = _reason(error, scrubber)
     if error.request_id:
-        attributes["moderation.backend_request_id"] = scrub.outward().token(error.request_id, REQUEST_ID)
+        attributes["moderation.backend_request_id"] = scrubber.token(error.request_id, REQUEST_ID)
     return attributes
 
 

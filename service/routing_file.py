@@ -2,8 +2,9 @@
 
     [backends.cloud]                  # any name; several of one type may coexist
     type = "..."                      # a type of backends.registry, with the keys that type declares
-    qps = 100                         # this backend's own budget (default IMS_QPS)
-    budget_key = "ims-main"           # fleet mode: backends (and deployments) naming one key share it
+    qps = 100                         # this backend's own budget (default: its type's variable, or 100)
+    max_attempts = 3                  # attempts per call (default: its type's variable, or 3)
+    budget_key = "main"               # fleet mode: backends (and deployments) naming one key share it
 
     [[routes]]                        # first match wins: exact names, then glob patterns
     biz_types = ["kids_*", "avatars"]
@@ -15,13 +16,13 @@
     attempts = 3
     rate_share = 0.8                  # at most 80 % of each backend's qps for this route
     cache_user_fields = true          # user/device fields do not change this route's verdicts
-    fetch = "gateway"                 # URL images downloaded by the gateway (default for tencent)
+    fetch = "gateway"                 # URL images downloaded by the gateway (default: by backend type)
     fetch_headers = { Referer = "https://app.example/" }   # sent with those downloads
     max_tiles = 8                     # tiles (billed calls) per image of extreme aspect ratio
 
-Each backend type declares its own keys (`backends.registry`); `type`, `qps` and `budget_key` are
-everyone's. The
-file is validated whole at start; every problem is reported with where it is, never with a value.
+Each backend type declares its own keys (`backends.registry`), `qps`, `max_attempts` and `budget_key`
+among them (`backends.options.BackendOptions`); `type` is everyone's. The file is validated whole at
+start; every problem is reported with where it is, never with a value.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from backends.files import MIB, SECRET_FILE_LIMIT, UnreadableFile, read_text_file
-from backends.options import Declared, describe_errors, unreadable
+from backends.options import BackendOptions, describe_errors, unreadable
 from backends.registry import UnknownBackendType, backend_type
+from common.files import MIB, SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 
-__all__ = ["BUDGET_KEY_PATTERN", "BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
+__all__ = ["BackendConfig", "RouteConfig", "RoutesConfig", "RoutesError", "load_routes"]
 
 # A routing file of a thousand backends is a few hundred KB.
 ROUTES_FILE_LIMIT = MIB
@@ -48,8 +49,8 @@ _HEADER_VALUE = r"^[\x20-\x7e]{0,1024}$"
 _RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
 )
-# Keys every backend table may have, whatever its type.
-_COMMON_KEYS = ("type", "qps", "budget_key")
+# The key every backend table has, whatever its type: the type, which declares the others.
+_TYPE_KEY = "type"
 _SOURCES = ("env", "file")
 
 
@@ -61,14 +62,11 @@ class RoutesError(ValueError):
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """One named backend: its type, its validated options, and its own budget if it has one."""
+    """One named backend: its type and its validated options (its budget and attempts among them)."""
 
     name: str
     type: str
-    options: Declared
-    qps: int | None = None
-    # Fleet mode's key of this backend's budget in Redis; None: derived from the account it spends.
-    budget_key: str | None = None
+    options: BackendOptions
 
 
 class RouteConfig(BaseModel):
@@ -81,10 +79,10 @@ class RouteConfig(BaseModel):
     # The share of each chain backend's qps this route may spend (None: all of it).
     rate_share: float | None = Field(None, gt=0, le=1)
     # Requests with `user` or `device` may be answered from the verdict cache: this route's policies
-    # do not use those fields (IMS may, so by default such requests always go to the backend).
+    # do not use those fields (a backend may, so by default such requests always go to the backend).
     cache_user_fields: bool = False
     # Who downloads URL images: the gateway (then fits them and sends the bytes) or the backend.
-    # None: the gateway when the chain's first backend is of type tencent (`service.fitting.setup`).
+    # None: as the type of the chain's first backend declares (`BackendType.fetch`).
     fetch: Literal["gateway", "backend"] | None = None
     # Headers the gateway's downloads send, for origins with anti-hotlinking rules.
     fetch_headers: dict[
@@ -114,17 +112,6 @@ class _Document(BaseModel):
     default: RouteConfig
     # Callers' quotas: validated by `service.quotas.config`, which reads them again when the file changes.
     quotas: dict[str, Any] = {}
-
-
-BUDGET_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-
-
-class _Qps(BaseModel):
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    # As IMS_QPS: a budget past this is a typo, and would pace nothing.
-    qps: int | None = Field(None, ge=1, le=100_000)
-    budget_key: str | None = Field(None, pattern=BUDGET_KEY_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -206,20 +193,19 @@ def _backend(
     except UnknownBackendType as unknown:
         problems.append(f"{where} type: {unknown}")
         return None
-    options_table = {k: v for k, v in table.items() if k not in _COMMON_KEYS}
+    options_table = {k: v for k, v in table.items() if k != _TYPE_KEY}
     resolved = _resolve_secrets(options_table, kind.options, environ, where, problems)
     try:
-        common = _Qps.model_validate({"qps": table.get("qps"), "budget_key": table.get("budget_key")})
         options = kind.options_from_table(resolved, environ)
     except ValidationError as error:
         problems.extend(describe_errors(error, where, keys=kind.options.keys_by_variable()))
         return None
-    return BackendConfig(name, kind.name, options, common.qps, common.budget_key)
+    return BackendConfig(name, kind.name, options)
 
 
 def _resolve_secrets(
     table: dict[str, Any],
-    options: type[Declared],
+    options: type[BackendOptions],
     environ: Mapping[str, str],
     where: str,
     problems: list[str],

@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha import reflection
 from moderation.v1 import moderation_service_pb2, moderation_service_pb2_grpc
 
 from backends.base import Backend
-from backends.files import MIB, UnreadableFile, read_regular_file
-from service import scrub
+from backends.options import BackendOptions
+from common.files import MIB, UnreadableFile, read_regular_file
 from service.admission import Admission
 from service.auth import CallerAuth
 from service.billing import metered
@@ -161,27 +161,31 @@ def build_router(
     telemetry: Telemetry,
     costs: CostMetrics | None = None,
     quotas: QuotaGuard | None = None,
+    fleet: FleetConnection | None = None,
 ) -> Router:
-    """Each backend with its own rate budget, retry loop and circuit, routed as `settings` says; the
-    calls of paid backends counted in `costs`."""
+    """Each backend with its own rate budget, retry loop and circuit, as its options declare them, routed
+    as `settings` say; the calls of paid backends counted in `costs`."""
     configs = {b.name: b for b in settings.backends}
-    fleet = fleet_connection(settings)
     upstreams = []
     for backend in backends:
         config = configs.get(backend.name)
-        if costs is not None:
-            backend = metered(backend, config.type if config else None, costs)
-        backend = governed(backend, config.type if config else None, quotas)
+        # A backend the settings do not name (tests build some) has every type's defaults.
+        options = config.options if config is not None else BackendOptions()
+        billing = options.billing()
+        if costs is not None and billing is not None:
+            backend = metered(backend, billing, costs)
+        if billing is not None:
+            backend = governed(backend, quotas)
         governor = build_governor(
-            (config.qps if config else None) or settings.qps,
+            options.qps,
             name=backend.name,
             interactive_share=settings.interactive_share,
             metrics=telemetry.metrics,
             fleet=fleet,
-            budget_key=_budget_key(settings, config),
+            budget_key=_budget_key(config),
         )
         retrier = Retrier(
-            backend, RetryPolicy(max_attempts=settings.max_attempts), governor=governor, telemetry=telemetry
+            backend, RetryPolicy(max_attempts=options.max_attempts), governor=governor, telemetry=telemetry
         )
         breaker = CircuitBreaker(
             failure_threshold=settings.circuit_failures, reset_timeout=settings.circuit_reset
@@ -201,14 +205,13 @@ def build_router(
     )
 
 
-def _budget_key(settings: Settings, config: BackendConfig | None) -> str | None:
-    """A routing file's `budget_key`, the single backend's IMS_BUDGET_KEY, or one derived from the
-    account the backend spends; None for a backend with no account (it has no shared budget)."""
+def _budget_key(config: BackendConfig | None) -> str | None:
+    """The budget key the backend's options give, or one derived from the account it spends; None for a
+    backend with no account (it has no shared budget)."""
     if config is None:
         return None
-    given = settings.given_budget_key(config)
     account = config.options.account()
-    return given or (default_budget_key(config.type, account) if account else None)
+    return config.options.budget_key or (default_budget_key(config.type, account) if account else None)
 
 
 def _pem(path: Path) -> bytes:
@@ -237,8 +240,9 @@ def build_server(
     telemetry = telemetry or Telemetry.off()
     backends = list(backends) if isinstance(backends, Sequence) else [backends]
     largest_image = max(backend.image_limits.max_bytes for backend in backends)
-    # Answers, spans and metric labels leave through the outward scrubber: it must know these secrets.
-    scrub.configure(settings.secrets)
+    # Answers, spans, metric labels and log lines leave through the telemetry's outward scrubber: it must
+    # know these secrets (the backends built with this telemetry add what they learn later).
+    telemetry.outward.add(settings.secrets)
     interceptors = []
     if telemetry.tracing:
         # The server span per RPC, continuing the caller's W3C traceparent and baggage.
@@ -253,7 +257,7 @@ def build_server(
             )
         )
     # Innermost, so the tolerant deserializer it installs is the one grpc calls (the others copy it).
-    interceptors.append(RejectUndecodable())
+    interceptors.append(RejectUndecodable(telemetry.outward))
     server = grpc.aio.server(
         interceptors=interceptors,
         # The call cap is `Admission`'s (a logged, counted RESOURCE_EXHAUSTED with an ErrorInfo); grpc's
@@ -281,15 +285,18 @@ def build_server(
     )
     costs = CostMetrics(
         telemetry.meter_provider.get_meter(SCOPE),
-        price_per_10k=settings.price_per_10k,
+        outward=telemetry.outward,
         callers=telemetry.metrics.callers,
     )
-    quotas = build_quotas(settings, fleet_connection(settings), telemetry)
-    router = build_router(settings, backends, telemetry, costs, quotas)
+    # One description of fleet mode's Redis: the governors, the quotas and the cache each get their own
+    # client of it.
+    fleet = fleet_connection(settings)
+    quotas = build_quotas(settings, fleet, telemetry)
+    router = build_router(settings, backends, telemetry, costs, quotas, fleet)
     policy, policy_watcher = _policy(settings, telemetry)
     servicer = ModerationServicer(
         router,
-        cache=build_cache(settings, costs, fleet_connection(settings)),
+        cache=build_cache(settings, costs, fleet),
         backend_timeout=settings.backend_timeout,
         stream_window=Window(
             min(settings.stream_max_in_flight, router.concurrency() or settings.stream_max_in_flight),
@@ -304,7 +311,7 @@ def build_server(
         telemetry=telemetry,
         stream_idle_timeout=settings.stream_idle_timeout,
         policy=policy,
-        usage=UsageRpc(quotas),
+        usage=UsageRpc(quotas, telemetry.outward),
         fitting=build_fitting(settings, router),
     )
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
@@ -324,7 +331,9 @@ def _policy(settings: Settings, telemetry: Telemetry) -> tuple[PolicyGate | None
     """The policy's gate in the call path, and what reloads it when its file changes; none without one."""
     if settings.policy is None:
         return None, None
-    gate = PolicyGate(settings.policy, PolicyMetrics(telemetry.meter_provider.get_meter(SCOPE)))
+    gate = PolicyGate(
+        settings.policy, PolicyMetrics(telemetry.meter_provider.get_meter(SCOPE), telemetry.outward)
+    )
     source = settings.policy_source
     if source is None:
         return gate, None

@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from backends.image_limits import ImageLimits
+from common.scrub import Scrubber
 from service import errors
 from service.admission import Admission, Ticket, caller_key
 from service.cache import VerdictCache
@@ -69,7 +70,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     ) -> None:
         self._policy = policy
         self._router = router
-        self._usage = usage or UsageRpc(None)
+        self._usage = usage or UsageRpc(None, telemetry.outward)
         self._fitting = fitting
         self._cache = cache
         self._admission = admission
@@ -78,7 +79,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         # Set when the server begins to shut down: streams stop reading, answer what they read, and end.
         self._draining = asyncio.Event()
         self._tracer = telemetry.tracer
-        self._observer = Observer(telemetry.metrics)
+        self._observer = Observer(telemetry.metrics, telemetry.outward)
         self._backend_timeout = backend_timeout
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server: a cap; the intake follows the budget.
@@ -114,7 +115,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             "ModerateImage", request, outcome, asyncio.get_running_loop().time() - started
         )
         if not isinstance(outcome, ModerateImageResponse):
-            await _abort(context, errors.failure_status(outcome))
+            await _abort(context, errors.failure_status(outcome, self._telemetry.outward))
         return outcome
 
     async def StreamModerateImages(
@@ -139,7 +140,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 "(use StreamModerateImages for more)",
                 "BATCH_TOO_LARGE",
             )
-            await _abort(context, errors.failure_status(ValidationError([violation])))
+            await _abort(
+                context, errors.failure_status(ValidationError([violation]), self._telemetry.outward)
+            )
         with await self._admit(context, "BatchModerateImages") as ticket:
             items = [
                 Item(index, entry.correlation_id, entry.request) for index, entry in enumerate(request.items)
@@ -163,7 +166,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             try:
                 async for item, outcome in self._answer_items(items, context, method, ticket):
                     tally(outcome)
-                    yield _item_answer(message_type, item, outcome)
+                    yield _item_answer(message_type, item, outcome, self._telemetry.outward)
             except ReadingStopped as stopped:
                 idle = self._stream_idle_timeout
                 status = errors.stream_stopped_status(stopped.reason, stopped.items_read, idle)
@@ -306,12 +309,14 @@ async def _stream_items(requests: AsyncIterator[StreamModerateImagesRequest]) ->
         index += 1
 
 
-def _item_answer(message_type: type[ItemAnswer], item: Item, outcome: Outcome) -> ItemAnswer:
+def _item_answer(
+    message_type: type[ItemAnswer], item: Item, outcome: Outcome, outward: Scrubber
+) -> ItemAnswer:
     answer = message_type(index=item.index, correlation_id=item.correlation_id)
     if isinstance(outcome, ModerateImageResponse):
         answer.result.CopyFrom(outcome)
     else:
-        answer.error.CopyFrom(errors.failure_status(outcome))
+        answer.error.CopyFrom(errors.failure_status(outcome, outward))
     return answer
 
 

@@ -36,7 +36,7 @@ from service.policy.legacy import local_sources
 from service.policy.loading import PolicyError, PolicySource
 from service.policy.rules import Policy
 from service.quotas.config import load_quotas
-from service.routing_file import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.routing_file import BackendConfig, RoutesConfig, RoutesError, load_routes
 from service.telemetry import DEFAULT_MAX_CALLERS
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -119,6 +119,9 @@ _SELECTED_BY = "; ".join(
 )
 
 
+_FETCH_BY_TYPE = ", ".join(f"`{t.fetch}` for {t.name}" for t in BACKEND_TYPES.values())
+
+
 class Settings(Declared):
     listen: Annotated[str, _host_port("[::]:50051")] = Field(
         "[::]:50051",
@@ -132,27 +135,13 @@ class Settings(Declared):
         description=f"which backend answers when there is no routing file: {_TYPE_NAMES}.",
         json_schema_extra={"default_text": f"{_SELECTED_BY}; else `{DEFAULT_TYPE}`"},
     )
-    max_attempts: int = Field(
-        3,
-        ge=1,
-        le=10,
-        validation_alias="IMS_MAX_ATTEMPTS",
-        description="backend calls per request, retries included. Each attempt is billed.",
-    )
-    qps: int = Field(
-        100,
-        ge=1,
-        le=100_000,
-        validation_alias="IMS_QPS",
-        description="the backend account's request budget per second, spent by the rate governor for "
-        "unary and streaming calls together.",
-    )
     interactive_share: float = Field(
         0.5,
         ge=0,
         le=1,
         validation_alias="MODERATION_INTERACTIVE_SHARE",
-        description="the share of `IMS_QPS` unary calls may take ahead of waiting stream items.",
+        description="the share of each backend's rate budget (`qps`) unary calls may take ahead of waiting "
+        "stream items.",
     )
     stream_max_in_flight: int = Field(
         128,
@@ -180,8 +169,8 @@ class Settings(Declared):
         ge=0.1,
         le=BACKEND_TIMEOUT,
         validation_alias="MODERATION_BACKEND_TIMEOUT",
-        description="seconds a call may wait on the backend, at most IMS's 15 s service timeout (only "
-        "lowering is allowed).",
+        description="seconds a call may wait on the backend, at most the cloud API's 15 s service timeout "
+        "(only lowering is allowed).",
     )
     shutdown_grace: float = Field(
         20.0,
@@ -243,7 +232,7 @@ class Settings(Declared):
         "memory.",
     )
     caller_max_in_flight: int = Field(
-        # Above the 80 calls the default 100/s budget keeps busy at IMS's ~0.8 s, and well under the
+        # Above the 80 calls the default 100/s budget keeps busy at a cloud call's ~0.8 s, and well under the
         # server's cap: a 2-core gateway running 200 calls of one flood at once kept a canary waiting.
         128,
         ge=1,
@@ -339,13 +328,6 @@ class Settings(Declared):
         validation_alias="MODERATION_REDIS_PASSWORD",
         description="Redis's password, when not in the URL; never logged, never written to Redis.",
     )
-    budget_key: Annotated[str | None, Field(pattern=BUDGET_KEY_PATTERN)] = Field(
-        None,
-        validation_alias="IMS_BUDGET_KEY",
-        description="fleet mode: the single backend's budget in Redis, so several keys of one account "
-        "share one budget (in a routing file: `budget_key` per backend).",
-        json_schema_extra={"default_text": "a hash of the account's SecretId"},
-    )
 
     cache: Annotated[Literal["memory", "redis", "off"], BeforeValidator(_lower)] = Field(
         "memory",
@@ -367,7 +349,7 @@ class Settings(Declared):
     cache_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
         "1",
         validation_alias="MODERATION_CACHE_VERSION",
-        description="the policy version in every cache key: bump it after changing a policy in the IMS "
+        description="the policy version in every cache key: bump it after changing a policy in a backend's "
         "console, and no verdict cached before is used again.",
     )
     cache_urls: Annotated[bool, BeforeValidator(_on_off)] = Field(
@@ -385,19 +367,11 @@ class Settings(Declared):
         "file at start-up is an error, at reload it is logged and the previous policy kept.",
         json_schema_extra={"default_text": "(the backends' answers as they are)"},
     )
-    price_per_10k: float = Field(
-        25.0,
-        ge=0,
-        le=1_000_000,
-        validation_alias="IMS_PRICE_PER_10K",
-        description="CNY per 10,000 billed calls (IMS's pay-as-you-go price), for "
-        "`moderation_estimated_cost_cny_total`.",
-    )
     quota_timezone: Annotated[str, AfterValidator(_time_zone)] = Field(
         "Asia/Shanghai",
         validation_alias="MODERATION_QUOTA_TIMEZONE",
-        description="the time zone of the quotas' calendar days and months (an IANA name; IMS bills by "
-        "Beijing time). See the quotas guide.",
+        description="the time zone of the quotas' calendar days and months (an IANA name; the default is "
+        "the Beijing time the cloud provider bills by). See the quotas guide.",
     )
     quota_redis_failure: Annotated[Literal["fail-open", "fail-closed"], BeforeValidator(_lower)] = Field(
         "fail-open",
@@ -409,8 +383,8 @@ class Settings(Declared):
         None,
         validation_alias="MODERATION_FETCH",
         description="who downloads `url` images: `gateway` (the gateway fetches, fits and sends the "
-        "bytes) or `backend` (the URL is passed on); a route's own `fetch` wins. Unset: `gateway` for "
-        "tencent backends, `backend` for the others.",
+        "bytes) or `backend` (the URL is passed on); a route's own `fetch` wins. Unset: as the type of "
+        f"the route's first backend declares ({_FETCH_BY_TYPE}).",
         json_schema_extra={"default_text": "by backend type"},
     )
     fetch_allow_networks: Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)] = Field(
@@ -452,11 +426,6 @@ class Settings(Declared):
         if self.cache == "redis" and self.redis_url is None:
             raise ValueError("MODERATION_CACHE=redis needs MODERATION_REDIS_URL")
         return self
-
-    def given_budget_key(self, backend: BackendConfig) -> str | None:
-        """The budget key the operator gave `backend` (its routing-file `budget_key`, or IMS_BUDGET_KEY
-        for the single backend), which names the account it spends; None when not given."""
-        return backend.budget_key if self.routes is not None else self.budget_key
 
     @property
     def redis_secrets(self) -> tuple[str, ...]:

@@ -31,11 +31,12 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
 
+from common.scrub import Scrubber
 from service.interceptors import AroundCalls, Behaviour, Context, Method
 
 SCOPE = "moderation-gateway"
 DEFAULT_SERVICE_NAME = "moderation-gateway"
-# Seconds: IMS answers in ~0.8 s and at most 15 s; the default buckets stop at 10 s.
+# Seconds: a cloud backend answers in ~0.8 s and at most 15 s; the default buckets stop at 10 s.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20)
 
 
@@ -238,6 +239,9 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     metrics: Metrics
     metrics_port: int | None = None
+    # The gateway's one outward scrubber: answers, spans, metric labels and log lines pass through it. It
+    # holds the configured secrets (`build_server`) and those the backends learn later (key rotation).
+    outward: Scrubber = field(default_factory=Scrubber)
     _metrics_server: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
     _readers: list[MetricReader] = field(default_factory=list, repr=False)
 
@@ -273,8 +277,10 @@ def setup_telemetry(
     span_processors: Iterable[SpanProcessor] = (),
     metric_readers: Iterable[MetricReader] = (),
     max_callers: int = DEFAULT_MAX_CALLERS,
+    outward: Scrubber | None = None,
 ) -> Telemetry:
-    """Providers built from the environment; tests add their own in-memory processors and readers."""
+    """Providers built from the environment; tests add their own in-memory processors and readers.
+    `outward`: the scrubber the log handler already uses, so every channel has the one."""
     env = os.environ if environ is None else environ
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME)})
     processors = [*span_processors, *(BatchSpanProcessor(e) for e in _span_exporters(env))]
@@ -299,6 +305,7 @@ def setup_telemetry(
         meter_provider,
         Metrics(meter_provider.get_meter(SCOPE), max_callers=max_callers),
         port,
+        outward or Scrubber(),
         server,
         readers,
     )

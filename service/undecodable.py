@@ -21,6 +21,7 @@ from typing import Any, Final
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from common.scrub import Scrubber
 from service import errors
 from service.interceptors import AroundCalls, Behaviour, Context, Deserializer, Method
 from service.logs import RateLimitedLog
@@ -46,21 +47,23 @@ class _Undecodable:
 UNDECODABLE: Final = _Undecodable()
 
 
-def undecodable_status(messages_read: int | None = None) -> status_pb2.Status:
+def undecodable_status(outward: Scrubber, messages_read: int | None = None) -> status_pb2.Status:
     """The fixed INVALID_ARGUMENT for bytes that are not the method's request message."""
     description = "the request bytes are not a valid protobuf message of this method's request type"
     if messages_read is not None:
         description += f"; the {messages_read} messages before it were answered"
     return errors.failure_status(
-        ValidationError([FieldViolation("request", description, "UNDECODABLE_REQUEST")])
+        ValidationError([FieldViolation("request", description, "UNDECODABLE_REQUEST")]), outward
     )
 
 
 class RejectUndecodable(AroundCalls):
     """Innermost of the interceptors, so that the deserializer it installs is the one grpc calls."""
 
-    def __init__(self, *, log_interval: float = LOG_INTERVAL) -> None:
+    def __init__(self, outward: Scrubber, *, log_interval: float = LOG_INTERVAL) -> None:
+        """`outward`: the gateway's scrubber, which the refusals pass like every status."""
         super().__init__()
+        self._outward = outward
         self._log = RateLimitedLog(log, "undecodable request bytes refused", interval=log_interval)
 
     def request_deserializer(self, deserializer: Deserializer) -> Deserializer:
@@ -80,7 +83,7 @@ class RejectUndecodable(AroundCalls):
 
     async def _refuse(self, context: Context, method: str, messages_read: int | None) -> None:
         self._log.record(**{"rpc.method": method})
-        rich = rpc_status.to_status(undecodable_status(messages_read))
+        rich = rpc_status.to_status(undecodable_status(self._outward, messages_read))
         await context.abort(rich.code, rich.details, rich.trailing_metadata)
 
 

@@ -19,8 +19,8 @@ import httpx
 from moderation.v1.moderation_service_pb2 import Gender, IpType, ModerateImageRequest, UserLevel
 from PIL import Image, UnidentifiedImageError
 
-from backends.hostnames import host_name_problem, parse_url
 from backends.image_limits import MAX_SIDE, ImageLimits
+from common.hostnames import host_name_problem, parse_url
 
 # Fewer bytes are no image of any format.
 MIN_IMAGE_BYTES = 16

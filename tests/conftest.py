@@ -11,7 +11,7 @@ import grpc
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 
-from backends.options import Declared
+from backends.options import BackendOptions
 from backends.tencent.plugin import TencentOptions
 from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
@@ -46,14 +46,15 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
-def single_backend_settings(kind: str, options: Declared, **overrides: object) -> Settings:
+def single_backend_settings(kind: str, options: BackendOptions, **overrides: object) -> Settings:
     """Settings on loopback's port 0 with one backend, as MODERATION_BACKEND would configure it.
 
+    Overrides of the options every backend type has (`qps`, `max_attempts`, ...) go to the backend's.
     The verdict cache is off unless a test turns it on: most tests count the backend's calls of one
     image sent many times."""
-    settings = Settings(
-        listen="127.0.0.1:0", backend=kind, backends=(BackendConfig(kind, kind, options),), cache="off"
-    )
+    own = {key: overrides.pop(key) for key in type(options).model_fields if key in overrides}
+    backend = BackendConfig(kind, kind, options.model_copy(update=own))
+    settings = Settings(listen="127.0.0.1:0", backend=kind, backends=(backend,), cache="off")
     return settings.model_copy(update=overrides)
 
 
@@ -74,7 +75,9 @@ async def make_gateway(emulator: ImsEmulator) -> AsyncIterator[GatewayFactory]:
 
     async def make(telemetry: Telemetry | None = None, **overrides: object) -> Gateway:
         settings = gateway_settings(emulator, **overrides)
-        gateway = build_server(settings, build_backend(settings), telemetry)
+        # The backend adds the keys it learns to the outward scrubber of the telemetry the gateway uses.
+        telemetry = telemetry or Telemetry.off()
+        gateway = build_server(settings, build_backend(settings, telemetry), telemetry)
         await gateway.start()
         started.append(gateway)
         return gateway

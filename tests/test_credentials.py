@@ -20,7 +20,6 @@ from backends.base import Backend
 from backends.errors import BackendError, Kind
 from backends.plugin import BuildContext
 from backends.registry import default_type
-from backends.scrub import Scrubber
 from backends.tencent.credentials import (
     CredentialError,
     Credentials,
@@ -34,6 +33,7 @@ from backends.tencent.credentials import (
     refresh,
 )
 from backends.tencent.plugin import TENCENT, TencentOptions
+from common.scrub import Scrubber
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.images import make_png
 from service.routing_file import load_routes

@@ -14,7 +14,7 @@ import yaml
 from moderation.v1 import moderation_service_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from moderation_client import ModerationClient, RetryPolicy
-from moderation_client.settings import CHANNEL_OPTIONS
+from moderation_client.base import CHANNEL_OPTIONS
 
 from emulator.images import make_png
 from service.deadlines import BACKEND_TIMEOUT

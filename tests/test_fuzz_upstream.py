@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from backends.errors import BackendError, Kind
-from backends.hostnames import host_name_problem
 from backends.http import TooLarge, read_capped
 from backends.image_limits import IMS_IMAGE_LIMITS
-from backends.scrub import LABEL, REQUEST_ID, UNRECOGNISED, UPSTREAM_CODE, Scrubber
 from backends.tencent.client import MAX_RESPONSE_BYTES, ImsBackend, ImsEndpoint
+from backends.tencent.codes import UPSTREAM_CODE
 from backends.tencent.wire import MAX_NESTING, parse_response
+from common.hostnames import host_name_problem
+from common.scrub import LABEL, REQUEST_ID, UNRECOGNISED, Scrubber
 from emulator.hostile import deep_json
 from service.validation import ValidationError, validate
 

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from common.scrub import Scrubber
 from service.auth import CALLER, CallerAuth
 from service.interceptors import AroundCalls, Behaviour, Context, Method
 from service.telemetry import ServerSpans
@@ -125,7 +126,7 @@ async def served() -> AsyncIterator[Served]:
         interceptors=[
             ServerSpans(provider.get_tracer(__name__), untraced_services=open_services),
             CallerAuth({TOKEN: "checkout"}, mutual_tls=False, open_services=open_services),
-            RejectUndecodable(),
+            RejectUndecodable(Scrubber()),
         ]
     )
     server.add_generic_rpc_handlers([shapes.handler()])

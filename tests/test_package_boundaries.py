@@ -1,4 +1,5 @@
-"""Who may import whom: the emulator stands apart from the gateway it checks, bench/ apart from tests/."""
+"""Who may import whom: the emulator stands apart from the gateway it checks, bench/ apart from tests/, and
+the gateway is layered: `service/` on `backends/` on `common/`, no package importing one above it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-GATEWAY_PACKAGES = frozenset({"backends", "service", "tests"})
+GATEWAY_PACKAGES = frozenset({"backends", "common", "service", "tests"})
 
 
 def _absolute_imports(package: str) -> dict[str, set[str]]:
@@ -52,3 +53,11 @@ def test_running_the_emulator_loads_no_gateway_module() -> None:
 
 def test_bench_imports_nothing_from_tests() -> None:
     assert _offenders("bench", frozenset({"tests"})) == {}
+
+
+def test_common_imports_neither_the_backends_nor_the_service() -> None:
+    assert _offenders("common", frozenset({"backends", "service", "tests", "bench"})) == {}
+
+
+def test_backends_import_nothing_from_the_service() -> None:
+    assert _offenders("backends", frozenset({"service", "tests", "bench"})) == {}

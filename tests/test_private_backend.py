@@ -6,7 +6,6 @@ a throwaway CA (trustme), so the TLS failures are the ones OpenSSL really report
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import socket
 import ssl
@@ -20,7 +19,7 @@ import trustme
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
 from backends.errors import BackendError, Kind
-from backends.private import PrivateSettings, private_backend
+from backends.private import PrivateOptions, private_backend
 from backends.tencent.auth import Credentials, TC3Auth
 from backends.tencent.client import SERVICE, ImsBackend, ImsEndpoint
 from emulator import EmulatorConfig, ImsEmulator
@@ -103,9 +102,9 @@ def bearer_emulator(serve: Callable[..., ImsEmulator]) -> ImsEmulator:
     return serve(EmulatorConfig(auth="bearer", bearer_token=TOKEN))
 
 
-def mtls(pki: Pki, url: str, **overrides: Any) -> PrivateSettings:
-    """Settings for the bearer emulator over mutual TLS, with `overrides`."""
-    settings = PrivateSettings(
+def mtls(pki: Pki, url: str, **overrides: Any) -> PrivateOptions:
+    """Options for the bearer emulator over mutual TLS, with `overrides`."""
+    options = PrivateOptions(
         url=url,
         auth="bearer",
         token=TOKEN,
@@ -113,7 +112,12 @@ def mtls(pki: Pki, url: str, **overrides: Any) -> PrivateSettings:
         client_cert_file=pki.client_cert_file,
         client_key_file=pki.client_key_file,
     )
-    return dataclasses.replace(settings, **overrides)
+    return replaced(options, **overrides)
+
+
+def replaced(options: PrivateOptions, **changes: Any) -> PrivateOptions:
+    """`options` with `changes`, validated again."""
+    return PrivateOptions(**{**dict(options), **changes})
 
 
 @pytest.fixture
@@ -127,8 +131,8 @@ async def backends() -> AsyncIterator[list[ImsBackend]]:
 
 @pytest.fixture
 def build(backends: list[ImsBackend]) -> Callable[..., ImsBackend]:
-    def build(settings: PrivateSettings, **options: Any) -> ImsBackend:
-        backends.append(private_backend(settings, **options))
+    def build(options: PrivateOptions, **arguments: Any) -> ImsBackend:
+        backends.append(private_backend(options, **arguments))
         return backends[-1]
 
     return build
@@ -169,9 +173,15 @@ async def test_mutual_tls_with_tc3_signed_by_the_deployment_keys_on_its_own_path
 ) -> None:
     config = EmulatorConfig(DEPLOYMENT_ID, DEPLOYMENT_KEY, path="/ims/v1", regions={"ap-shanghai"})
     emulator = serve(config)
-    credentials = Credentials(DEPLOYMENT_ID, DEPLOYMENT_KEY)
     settings = mtls(
-        pki, emulator.url, auth="tc3", token="", credentials=credentials, path="/ims/v1", region="ap-shanghai"
+        pki,
+        emulator.url,
+        auth="tc3",
+        token=None,
+        secret_id=DEPLOYMENT_ID,
+        secret_key=DEPLOYMENT_KEY,
+        path="/ims/v1",
+        region="ap-shanghai",
     )
 
     # The signature covers the path as its canonical URI, so this passing means both agree on it.
@@ -182,13 +192,13 @@ async def test_mutual_tls_with_tc3_signed_by_the_deployment_keys_on_its_own_path
         ({"path": "/"}, Kind.FAILED, "HTTP404"),
         ({"region": "ap-guangzhou"}, Kind.MISCONFIGURED, "UnsupportedRegion"),
         (
-            {"credentials": Credentials(DEPLOYMENT_ID, "not-the-key")},
+            {"secret_key": "not-the-key"},
             Kind.MISCONFIGURED,
             "AuthFailure.SignatureFailure",
         ),
     ]
     for overrides, kind, code in refusals:
-        error = await failure(build(dataclasses.replace(settings, **overrides)))
+        error = await failure(build(replaced(settings, **overrides)))
         assert (error.kind, error.upstream_code) == (kind, code), overrides
     assert (emulator.stats.requests, emulator.stats.billed) == (4, 1)
 
@@ -199,7 +209,7 @@ async def test_no_auth_over_plain_http(
     emulator = serve(EmulatorConfig(auth="none"), tls=False)
     assert emulator.url.startswith("http://")
 
-    result = await moderate(build(PrivateSettings(url=emulator.url, auth="none")))
+    result = await moderate(build(PrivateOptions(url=emulator.url, auth="none")))
 
     assert result.suggestion == Suggestion.SUGGESTION_PASS
     assert result.backend == "private"
@@ -258,11 +268,11 @@ async def test_tls_failures_are_misconfiguration_and_not_retried(
     emulator = serve(EmulatorConfig(auth="bearer", bearer_token=TOKEN), server=server)
     settings = mtls(pki, emulator.url)
     if case == "unknown server CA":
-        settings = dataclasses.replace(settings, ca_file=pki.other_ca_file)
+        settings = replaced(settings, ca_file=pki.other_ca_file)
     elif case == "no client certificate":
-        settings = dataclasses.replace(settings, client_cert_file=None, client_key_file=None)
+        settings = replaced(settings, client_cert_file=None, client_key_file=None)
     elif case == "client certificate from another CA":
-        settings = dataclasses.replace(
+        settings = replaced(
             settings, client_cert_file=pki.other_client_cert_file, client_key_file=pki.other_client_key_file
         )
 
@@ -281,7 +291,7 @@ async def test_https_to_a_plain_http_port_is_misconfiguration(
     emulator = serve(EmulatorConfig(auth="none"), tls=False)
     https_url = emulator.url.replace("http://", "https://")
 
-    error = await failure(build(PrivateSettings(url=https_url, auth="none")))
+    error = await failure(build(PrivateOptions(url=https_url, auth="none")))
 
     assert (error.kind, KIND_POLICIES[error.kind].retried) == (Kind.MISCONFIGURED, False)
     assert error.message == "TLS handshake with the private deployment 'private' failed: wrong version number"
@@ -292,7 +302,7 @@ async def test_refused_connection_stays_a_retryable_network_fault(build: Callabl
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
-    error = await failure(build(PrivateSettings(url=f"https://127.0.0.1:{port}", auth="none")))
+    error = await failure(build(PrivateOptions(url=f"https://127.0.0.1:{port}", auth="none")))
 
     assert (error.kind, KIND_POLICIES[error.kind].retried) == (Kind.UNAVAILABLE, True)
     assert "TLS" not in error.message
@@ -302,14 +312,14 @@ async def test_refused_connection_stays_a_retryable_network_fault(build: Callabl
     ("overrides", "code"),
     [
         ({"token": "not-the-token"}, "AuthFailure.TokenFailure"),
-        ({"auth": "none", "token": ""}, "AuthFailure.InvalidAuthorization"),
+        ({"auth": "none", "token": None}, "AuthFailure.InvalidAuthorization"),
     ],
 )
 async def test_a_refused_token_is_misconfiguration_with_the_upstream_code(
     pki: Pki,
     bearer_emulator: ImsEmulator,
     build: Callable[..., ImsBackend],
-    overrides: dict[str, str],
+    overrides: dict[str, str | None],
     code: str,
 ) -> None:
     error = await failure(build(mtls(pki, bearer_emulator.url, **overrides)))
@@ -336,9 +346,10 @@ async def test_a_refused_token_is_misconfiguration_with_the_upstream_code(
         ({"url": "https://ims.internal/ims/v1"}, "give the request path as `path`"),
         ({"url": "https://ims.internal/?x=1"}, "scheme, host and port only"),
         ({"path": "ims/v1"}, "must start with /"),
-        ({"auth": "basic"}, "is not one of bearer, none, tc3"),
+        ({"auth": "basic"}, "Input should be 'tc3', 'bearer' or 'none'"),
         ({"auth": "tc3"}, "credentials are required with auth 'tc3'"),
-        ({"auth": "none", "credentials": Credentials("AKID", "key")}, "credentials are required"),
+        ({"auth": "none", "secret_id": "AKID", "secret_key": "key"}, "credentials are required"),
+        ({"auth": "tc3", "secret_id": "AKID"}, "credentials are required with auth 'tc3'"),
         ({"auth": "bearer"}, "a token is required with auth 'bearer'"),
         ({"auth": "none", "token": TOKEN}, "a token is required"),
         ({"client_cert_file": Path("client.pem")}, "a client certificate needs its key"),
@@ -350,15 +361,21 @@ async def test_a_refused_token_is_misconfiguration_with_the_upstream_code(
         ),
     ],
 )
-def test_inconsistent_settings_are_refused(fields: dict[str, Any], complaint: str) -> None:
+def test_inconsistent_settings_are_refused(fields: dict[str, Any], complaint: str, tmp_path: Path) -> None:
+    # The files exist: only their combination is wrong.
+    for key, value in fields.items():
+        if isinstance(value, Path):
+            fields = {**fields, key: tmp_path / value}
+            fields[key].touch()
     with pytest.raises(ValueError, match=re.escape(complaint)):
-        PrivateSettings(**{"url": "https://ims.internal:8443/", "auth": "none", **fields})
+        PrivateOptions(**{"url": "https://ims.internal:8443/", "auth": "none", **fields})
 
 
 def test_unreadable_tls_files_are_refused_when_building(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "no.pem").write_text("not a certificate\n")
     with pytest.raises(ValueError, match="cannot load the CA file"):
-        private_backend(PrivateSettings(url="https://ims.internal", auth="none", ca_file=tmp_path / "no.pem"))
-    mismatched = PrivateSettings(
+        private_backend(PrivateOptions(url="https://ims.internal", auth="none", ca_file=tmp_path / "no.pem"))
+    mismatched = PrivateOptions(
         url="https://ims.internal",
         auth="none",
         client_cert_file=pki.client_cert_file,
@@ -369,5 +386,5 @@ def test_unreadable_tls_files_are_refused_when_building(pki: Pki, tmp_path: Path
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    settings = PrivateSettings(url="https://ims.internal", auth="bearer", token=TOKEN)
+    settings = PrivateOptions(url="https://ims.internal", auth="bearer", token=TOKEN)
     assert TOKEN not in repr(settings)

@@ -16,7 +16,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -30,6 +29,7 @@ from service.logs import JsonFormatter, RedactSecrets, TraceContext
 from service.server import Gateway
 from service.telemetry import Telemetry, setup_telemetry
 from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.otlp import trace_receiver
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
@@ -256,43 +256,19 @@ async def test_in_flight_gauge_counts_calls_while_they_run(
     assert f"{unary} 0.0" in after
 
 
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
-        self.spans: list[str] = []
-        self.received = asyncio.Event()
-
-    async def Export(
-        self,
-        request: trace_service_pb2.ExportTraceServiceRequest,
-        context: grpc.aio.ServicerContext[object, object],
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend(span.name for span in scope_spans.spans)
-        self.received.set()
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 async def test_traces_reach_a_real_otlp_receiver(
     make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    collector = Collector()
-    receiver = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)  # type: ignore[no-untyped-call]
-    port = receiver.add_insecure_port("127.0.0.1:0")
-    await receiver.start()
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    telemetry = setup_telemetry()
-    gateway = await make_gateway(telemetry=telemetry)
-    try:
+    async with trace_receiver() as (collector, endpoint):
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        telemetry = setup_telemetry()
+        gateway = await make_gateway(telemetry=telemetry)
         async with open_channel(gateway) as channel:
             await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
         await asyncio.wait_for(collector.received.wait(), timeout=10)
-    finally:
-        await receiver.stop(None)
     assert "/moderation.v1.ModerationService/ModerateImage" in collector.spans
     assert "moderation.backend.attempt" in collector.spans
 

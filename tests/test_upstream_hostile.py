@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from backends.scrub import UNRECOGNISED
+from common.scrub import UNRECOGNISED
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.telemetry import Telemetry, setup_telemetry

@@ -11,14 +11,14 @@ from pydantic_settings import NoDecode
 
 from backends.fetch import FetchPolicy, parse_networks
 from backends.local.frames import DEFAULT_LIMITS, FrameLimits
-from backends.options import Declared
+from backends.options import BackendOptions
 
 __all__ = ["LocalSettings"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class LocalSettings(Declared):
+class LocalSettings(BackendOptions):
     # Deprecated, for one release: the gateway folds these four into its policy (`service.policy.legacy`).
     policy_file: FilePath | None = Field(
         None,

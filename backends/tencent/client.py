@@ -25,9 +25,9 @@ from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
 from backends.http import TRANSPORT_ERRORS, TooLarge, body_payload, read_capped, session_factory
 from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
-from backends.scrub import Scrubber
 from backends.tencent import wire
 from backends.tencent.auth import Outgoing, RequestAuth
+from common.scrub import Scrubber
 
 ACTION = "ImageModeration"
 VERSION = "2020-12-29"

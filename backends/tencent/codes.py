@@ -7,7 +7,14 @@ back on their family (the part before the dot), and failing that on `Kind.FAILED
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 from backends.errors import Kind
+
+# IMS's grammar of error codes, which what IMS and STS send is held to where it enters: dotted CamelCase
+# (`InvalidParameterValue.InvalidDataId`, `HTTP502`); the longest documented one is 49 characters.
+UPSTREAM_CODE: Final = re.compile(r"[A-Z][A-Za-z0-9]{0,47}(?:\.[A-Z][A-Za-z0-9]{0,47}){0,3}")
 
 ERROR_KINDS: dict[str, Kind] = {
     # Rate limits: wait and retry.

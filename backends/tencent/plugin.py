@@ -8,10 +8,17 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, FilePath, model_validator
 
-from backends.base import Backend
-from backends.options import Declared, Secret, secret_values, unreadable
+from backends.base import Backend, Billing
+from backends.options import (
+    BackendOptions,
+    Secret,
+    attempts,
+    budget_key,
+    rate_budget,
+    secret_values,
+    unreadable,
+)
 from backends.plugin import BackendType, BuildContext
-from backends.scrub import Scrubber
 from backends.tencent.auth import Credentials, TC3Auth
 from backends.tencent.client import DEFAULT_REGION, DEFAULT_URL, SERVICE, ImsBackend, ImsEndpoint
 from backends.tencent.credentials import (
@@ -22,6 +29,7 @@ from backends.tencent.credentials import (
     profile_path,
 )
 from backends.tencent.rekeyed import RekeyedBackend
+from common.scrub import Scrubber
 
 __all__ = ["REGION_PATTERN", "TENCENT", "Region", "TencentOptions"]
 
@@ -44,7 +52,19 @@ _PAIR = ("secret_id", "secret_key")
 _WEB_IDENTITY = ("oidc_region", "oidc_provider_id", "oidc_token_file", "oidc_role_arn")
 
 
-class TencentOptions(Declared):
+class TencentOptions(BackendOptions):
+    # IMS's limit is per account (SecretId); every attempt is billed.
+    qps: int = rate_budget("IMS_QPS")
+    max_attempts: int = attempts("IMS_MAX_ATTEMPTS")
+    budget_key: str | None = budget_key("IMS_BUDGET_KEY")
+    price_per_10k: float = Field(
+        25.0,
+        ge=0,
+        le=1_000_000,
+        validation_alias="IMS_PRICE_PER_10K",
+        description="CNY per 10,000 billed calls (IMS's pay-as-you-go price), for "
+        "`moderation_estimated_cost_cny_total`.",
+    )
     secret_id: Secret | None = Field(
         None,
         validation_alias="TENCENTCLOUD_SECRET_ID",
@@ -138,6 +158,9 @@ class TencentOptions(Declared):
             )
         return self
 
+    def billing(self) -> Billing:
+        return Billing(self.price_per_10k)
+
     def account(self) -> str:
         # IMS's limit is per SecretId; a role's keys change, so the source names its budget, in the
         # chain's order.
@@ -207,7 +230,7 @@ def build(name: str, options: TencentOptions, context: BuildContext) -> Backend:
         auth=TC3Auth(credentials, service=SERVICE),
         scrubber=scrubber,
         backend_type="tencent",
-        account=context.budget_key or options.account(),
+        account=options.budget_key or options.account(),
     )
     return RekeyedBackend(inner, credentials)
 
@@ -217,6 +240,9 @@ TENCENT = BackendType(
     summary="Tencent Cloud IMS (`ImageModeration`, API 2020-12-29, TC3-HMAC-SHA256 signing)",
     options=TencentOptions,
     build=build,
+    # IMS's own downloader gives up after 3 s, trips on hotlink checks and refuses what the gateway can
+    # reach: it is sent the fetched bytes.
+    fetch="gateway",
     # A key pair, or a role asked for: the metadata endpoint is set only on purpose, and TKE injects
     # TKE_ROLE_ARN only into pods given an OIDC role.
     selected_by=(

@@ -7,16 +7,15 @@ import time
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from backends.base import SECOND_REQUEST_SLOT, Backend, Fingerprint
+from backends.base import SECOND_REQUEST_SLOT, Backend, WrappedBackend
 from backends.errors import BackendError, Kind
-from backends.image_limits import ImageLimits
 from backends.tencent.codes import REVOKED_KEY_CODES
 from backends.tencent.credentials import CredentialError, CredentialProvider, RefreshingCredentials
 
 __all__ = ["RekeyedBackend"]
 
 
-class RekeyedBackend:
+class RekeyedBackend(WrappedBackend):
     """A `Backend` around one signing with `credentials`.
 
     On `AuthFailure.SecretIdNotFound` or `AuthFailure.SignatureFailure` the source is read again (once,
@@ -26,36 +25,20 @@ class RekeyedBackend:
     """
 
     def __init__(self, inner: Backend, credentials: CredentialProvider) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._credentials = credentials
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._inner.fingerprint
-
-    @property
-    def concurrency(self) -> int | None:
-        return self._inner.concurrency
-
-    @property
-    def image_limits(self) -> ImageLimits:
-        return self._inner.image_limits
 
     async def start(self) -> None:
         if isinstance(self._credentials, RefreshingCredentials):
             await self._credentials.start()
-        await self._inner.start()
+        await self._backend.start()
 
     async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
         deadline = time.monotonic() + timeout
         try:
             signed_with = self._credentials.current()
             try:
-                return await self._inner.moderate(request, timeout=timeout)
+                return await self._backend.moderate(request, timeout=timeout)
             except BackendError as error:
                 if error.upstream_code not in REVOKED_KEY_CODES or not isinstance(
                     self._credentials, RefreshingCredentials
@@ -67,13 +50,13 @@ class RekeyedBackend:
             second_slot = SECOND_REQUEST_SLOT.get()
             if second_slot is not None:
                 await second_slot()
-            return await self._inner.moderate(request, timeout=deadline - time.monotonic())
+            return await self._backend.moderate(request, timeout=deadline - time.monotonic())
         except CredentialError as problem:
             raise BackendError(Kind.MISCONFIGURED, str(problem)) from None
 
     async def aclose(self) -> None:
         try:
-            await self._inner.aclose()
+            await self._backend.aclose()
         finally:
             if isinstance(self._credentials, RefreshingCredentials):
                 await self._credentials.aclose()

@@ -34,8 +34,8 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
-from backends.scrub import LABEL, REQUEST_ID, UPSTREAM_CODE, Scrubber
-from backends.tencent.codes import KIND_TEXTS, field_of, kind_of
+from backends.tencent.codes import KIND_TEXTS, UPSTREAM_CODE, field_of, kind_of
+from common.scrub import LABEL, REQUEST_ID, Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +257,17 @@ def _fields(descriptor: Descriptor) -> dict[str, _Field]:
             field.name,
             field.is_repeated,
             field.message_type if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE else None,
-            _CONVERSIONS.get(field.cpp_type, _unreadable),
+            _conversion(field),
         )
         for field in descriptor.fields
     }
+
+
+def _conversion(field: FieldDescriptor) -> Callable[[Any, Scrubber], Any]:
+    """How a scalar field's JSON value is read: by its type, an enum by the enum it is."""
+    if field.enum_type is not None:
+        return _ENUM_CONVERSIONS.get(field.enum_type.full_name, _unreadable)
+    return _CONVERSIONS.get(field.cpp_type, _unreadable)
 
 
 @functools.cache
@@ -335,7 +342,7 @@ def _string(value: Any, scrubber: Scrubber) -> str:
 
 
 def _suggestion(value: Any, scrubber: Scrubber) -> int:
-    # The one enum of a result; an unknown word is UNSPECIFIED, which fails the answer closed.
+    # IMS's word for a suggestion; an unknown word is UNSPECIFIED, which fails the answer closed.
     if not isinstance(value, str):
         raise TypeError("not a string")
     return _SUGGESTIONS.get(value.lower(), Suggestion.SUGGESTION_UNSPECIFIED)
@@ -380,7 +387,6 @@ def _unreadable(value: Any, scrubber: Scrubber) -> Any:
 FLOAT32_MAX = 3.4028234663852886e38
 _CONVERSIONS: dict[int, Callable[[Any, Scrubber], Any]] = {
     FieldDescriptor.CPPTYPE_STRING: _string,
-    FieldDescriptor.CPPTYPE_ENUM: _suggestion,
     FieldDescriptor.CPPTYPE_INT32: _integer,
     FieldDescriptor.CPPTYPE_INT64: _integer,
     FieldDescriptor.CPPTYPE_UINT32: _integer,
@@ -389,3 +395,5 @@ _CONVERSIONS: dict[int, Callable[[Any, Scrubber], Any]] = {
     FieldDescriptor.CPPTYPE_DOUBLE: _double,
     FieldDescriptor.CPPTYPE_BOOL: _boolean,
 }
+# The enums IMS sends, by the enum's full name; a field of any other enum is never read from IMS.
+_ENUM_CONVERSIONS: dict[str, Callable[[Any, Scrubber], Any]] = {Suggestion.DESCRIPTOR.full_name: _suggestion}

@@ -6,9 +6,9 @@ ended by a shutdown, resent with the items it left unanswered), each wait honour
 """
 
 from moderation_client.aio import ModerationClient
+from moderation_client.base import DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES
 from moderation_client.errors import RETRYABLE_REASONS, ModerationError, ServerUnreachable
 from moderation_client.retry import RetryPolicy
-from moderation_client.settings import DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES
 from moderation_client.stream import StreamItem, StreamResult
 from moderation_client.sync import SyncModerationClient
 

@@ -13,9 +13,9 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesRequest,
 )
 
+from moderation_client.base import HEALTH_TIMEOUT, ClientBase
 from moderation_client.errors import ModerationError, ServerUnreachable
 from moderation_client.health import HealthCheckRequest, status_name
-from moderation_client.settings import HEALTH_TIMEOUT, ClientBase
 from moderation_client.stream import NEED_INPUT, InputEnded, StreamItem, StreamLedger, StreamResult
 
 

@@ -45,11 +45,11 @@ import grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
 from moderation_client.aio import ModerationClient
+from moderation_client.base import DEFAULT_TIMEOUT, HEALTH_TIMEOUT
 from moderation_client.errors import ModerationError, ServerUnreachable
 from moderation_client.health import SERVING
 from moderation_client.images import read_image
 from moderation_client.output import BLOCK, ERROR, PASS, Failure, Outcome, printable, summary
-from moderation_client.settings import DEFAULT_TIMEOUT, HEALTH_TIMEOUT
 from moderation_client.stream import StreamResult
 
 if TYPE_CHECKING:

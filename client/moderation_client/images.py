@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from moderation_client.settings import MAX_MESSAGE_BYTES
+from moderation_client.base import MAX_MESSAGE_BYTES
 
 __all__ = ["read_image"]
 

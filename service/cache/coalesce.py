@@ -16,7 +16,7 @@ __all__ = ["Coalescer"]
 T = TypeVar("T")
 
 
-class _Shared(Generic[T]):
+class _RunningCall(Generic[T]):
     def __init__(self, task: asyncio.Task[T]) -> None:
         self.task = task
         self.callers = 0
@@ -24,7 +24,7 @@ class _Shared(Generic[T]):
 
 class Coalescer(Generic[T]):
     def __init__(self) -> None:
-        self._calls: dict[str, _Shared[T]] = {}
+        self._calls: dict[str, _RunningCall[T]] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -38,7 +38,7 @@ class Coalescer(Generic[T]):
         shared = self._calls.get(key)
         joined = shared is not None
         if shared is None:
-            shared = _Shared(asyncio.ensure_future(call()))
+            shared = _RunningCall(asyncio.ensure_future(call()))
             self._calls[key] = shared
             shared.task.add_done_callback(lambda _: self._forget(key, shared))
         shared.callers += 1
@@ -51,6 +51,6 @@ class Coalescer(Generic[T]):
                 self._forget(key, shared)
                 shared.task.cancel()
 
-    def _forget(self, key: str, shared: _Shared[T]) -> None:
+    def _forget(self, key: str, shared: _RunningCall[T]) -> None:
         if self._calls.get(key) is shared:
             del self._calls[key]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from backends.fetch import FetchPolicy, ImageFetcher, Lookup
+from backends.registry import backend_type
 from service.fitting.stage import FitRoute, Fitting
 from service.routing import Router
 from service.routing_file import RouteConfig
 from service.settings import Settings
 
 __all__ = ["build_fitting"]
-
-# Backend types that are sent fetched bytes by default: IMS's own downloader gives up after 3 s, trips
-# on hotlink checks and refuses what the gateway can reach.
-GATEWAY_FETCHES = frozenset({"tencent"})
 
 
 def build_fitting(settings: Settings, router: Router, *, resolver: Lookup | None = None) -> Fitting:
@@ -24,6 +21,6 @@ def build_fitting(settings: Settings, router: Router, *, resolver: Lookup | None
 
 def _fit_route(config: RouteConfig, types: dict[str, str], fetch_setting: str | None) -> FitRoute:
     first = types.get(config.chain[0], "")
-    by_type = "gateway" if first in GATEWAY_FETCHES else "backend"
+    by_type = backend_type(first).fetch if first else "backend"
     fetch = config.fetch or fetch_setting or by_type
     return FitRoute(fetch == "gateway", dict(config.fetch_headers), config.max_tiles)

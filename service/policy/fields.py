@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from moderation.v1.moderation_service_pb2 import Decision, DecisionSource
 
-from service import scrub
+from common.scrub import Scrubber
 
 __all__ = ["SOURCE_NAMES", "decision_fields"]
 
@@ -12,9 +12,8 @@ __all__ = ["SOURCE_NAMES", "decision_fields"]
 SOURCE_NAMES = {value: name.removeprefix("DECISION_SOURCE_") for name, value in DecisionSource.items()}
 
 
-def decision_fields(decision: Decision) -> dict[str, str]:
-    """The decision's fields, the rule and matched text scrubbed and cut short."""
-    scrubber = scrub.outward()
+def decision_fields(decision: Decision, scrubber: Scrubber) -> dict[str, str]:
+    """The decision's fields, the rule and matched text through the outward `scrubber` and cut short."""
     return {
         "source": SOURCE_NAMES[decision.source],
         "rule": scrubber.excerpt(decision.rule),

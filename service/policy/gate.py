@@ -98,7 +98,12 @@ class PolicyGate:
         )
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attributes({f"moderation.decision.{k}": v for k, v in decision_fields(decision).items()})
+            span.set_attributes(
+                {
+                    f"moderation.decision.{k}": v
+                    for k, v in decision_fields(decision, self.metrics.outward).items()
+                }
+            )
         return answer
 
 

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.files import MIB, UnreadableFile, read_regular_file, read_text_file
 from backends.local.settings import LocalSettings
+from common.files import MIB, UnreadableFile, read_regular_file, read_text_file
 from service.policy.imagelists import ExactList
 from service.policy.keywords import normalise
 from service.policy.model import Action, ImageListConfig, ThresholdConfig

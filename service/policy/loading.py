@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backends.files import MIB, UnreadableFile, read_regular_file, read_text_file
 from backends.options import describe_errors
+from common.files import MIB, UnreadableFile, read_regular_file, read_text_file
 from service.policy.detectors import Detector
 from service.policy.imagelists import DIGEST_HEX, ExactList, parse_entries
 from service.policy.keywords import KeywordIndex, KeywordList, normalise

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from service import scrub
+from common.scrub import Scrubber
 from service.telemetry import BoundedLabel, DictCounter
 
 __all__ = ["PolicyMetrics"]
@@ -19,7 +19,9 @@ MAX_LABEL_VALUES = 200
 
 
 class PolicyMetrics:
-    def __init__(self, meter: metrics.Meter) -> None:
+    def __init__(self, meter: metrics.Meter, outward: Scrubber) -> None:
+        # The gateway's outward scrubber: the policy's labels, spans and log lines pass through it.
+        self.outward = outward
         self._biz_types = BoundedLabel(MAX_LABEL_VALUES)
         self.shadow_labels = BoundedLabel(MAX_LABEL_VALUES)
         self.decisions = DictCounter(
@@ -52,7 +54,7 @@ class PolicyMetrics:
 
     def biz_type(self, value: str) -> str:
         """A request's biz_type as a label value: scrubbed, cut short and bounded."""
-        return self._biz_types(scrub.outward().excerpt(value))
+        return self._biz_types(self.outward.excerpt(value))
 
     def _observe_reload(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(int(self.reload_failed))]

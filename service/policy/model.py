@@ -56,7 +56,8 @@ class ThresholdConfig(Pair):
 
 class DetectorConfig(_Strict):
     action: Action
-    # The label the answer takes when the detector decides it (IMS files contact details under Ad).
+    # The label the answer takes when the detector decides it (the cloud backend files contact details
+    # under Ad).
     label: str = Field("Ad", pattern=LABEL_PATTERN)
     # Phone numbers written without a country code are read as numbers of these regions.
     regions: tuple[str, ...] = Field(("CN", "US"), min_length=1)

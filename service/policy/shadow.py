@@ -9,8 +9,7 @@ import time
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from backends.scrub import LABEL
-from service import scrub
+from common.scrub import LABEL
 from service.observe import SUGGESTION_NAMES
 from service.policy.metrics import PolicyMetrics
 
@@ -30,7 +29,7 @@ class ShadowTally:
     def compare(
         self, request: ModerateImageRequest, live: ModerateImageResponse, shadow: ModerateImageResponse
     ) -> None:
-        scrubber = scrub.outward()
+        scrubber = self._metrics.outward
         biz_type = self._metrics.biz_type(request.biz_type)
         self._metrics.shadow_compared.add((("biz_type", biz_type),))
         if (live.suggestion, live.label) == (shadow.suggestion, shadow.label):

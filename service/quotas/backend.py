@@ -12,7 +12,6 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from backends.base import Backend, WrappedBackend
 from backends.errors import BackendError
 from service.auth import CALLER
-from service.billing import BILLING_TYPES
 from service.errors import KIND_POLICIES
 from service.quotas.guard import QuotaGuard
 
@@ -36,15 +35,13 @@ class QuotaGovernedBackend(WrappedBackend):
             if not KIND_POLICIES[error.kind].billed:
                 await ticket.release()
             raise
-        # Anything else (an abandoned call, which IMS bills all the same) keeps its unit.
+        # Anything else (an abandoned call, which is billed all the same) keeps its unit.
 
     async def aclose(self) -> None:
         await self._gate.aclose()
         await self._backend.aclose()
 
 
-def governed(backend: Backend, backend_type: str | None, gate: QuotaGuard | None) -> Backend:
-    """`backend` behind `gate` when its type bills per call (and quotas are configured), else itself."""
-    return (
-        QuotaGovernedBackend(backend, gate) if gate is not None and backend_type in BILLING_TYPES else backend
-    )
+def governed(backend: Backend, gate: QuotaGuard | None) -> Backend:
+    """A backend whose calls are billed behind `gate` when quotas are configured, else itself."""
+    return QuotaGovernedBackend(backend, gate) if gate is not None else backend

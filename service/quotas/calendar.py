@@ -1,4 +1,4 @@
-"""Calendar periods in the billing time zone (IMS bills by Beijing time), and the clock seam."""
+"""Calendar periods in the billing time zone (the cloud provider bills by Beijing time); the clock seam."""
 
 from __future__ import annotations
 

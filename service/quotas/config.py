@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from backends.files import UnreadableFile, read_text_file
 from backends.options import describe_errors
+from common.files import UnreadableFile, read_text_file
 from service.routing_file import ROUTES_FILE_LIMIT, RoutesError
 
 __all__ = ["Period", "Quota", "QuotaBook", "load_quotas", "quotas_from_document"]

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 from moderation.v1.moderation_service_pb2 import GetUsageRequest, GetUsageResponse, QuotaUsage
 
+from common.scrub import Scrubber
 from service.auth import CALLER
 from service.errors import CallFailure, failure_status
 from service.quotas.guard import QuotaGuard
@@ -19,8 +20,10 @@ __all__ = ["UsageRpc"]
 
 
 class UsageRpc:
-    def __init__(self, guard: QuotaGuard | None) -> None:
+    def __init__(self, guard: QuotaGuard | None, outward: Scrubber) -> None:
+        """`outward`: the gateway's scrubber, which the refusal passes like every status."""
         self._guard = guard
+        self._outward = outward
 
     async def get_usage(
         self, request: GetUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -31,7 +34,7 @@ class UsageRpc:
             rows = await self._guard.usage(CALLER.get())
         except StoreUnavailable:
             rich = rpc_status.to_status(
-                failure_status(CallFailure(quota_unavailable(), backend="", attempts=0))
+                failure_status(CallFailure(quota_unavailable(), backend="", attempts=0), self._outward)
             )
             await context.abort(rich.code, rich.details, rich.trailing_metadata)
         response = GetUsageResponse()

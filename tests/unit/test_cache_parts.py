@@ -8,7 +8,8 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
-from backends.base import Fingerprint
+from backends.base import Billing, Fingerprint
+from common.scrub import Scrubber
 from service.cache import Bypass, KeyPolicy, MemoryLru, cache_key
 from service.image_hash import HASH_OFF_LOOP_BYTES, ImageHash
 from service.observe import CostMetrics
@@ -111,9 +112,10 @@ def test_the_cost_metrics_keep_their_prometheus_names() -> None:
     provider = MeterProvider(
         metric_readers=[PrometheusMetricReader(registry=registry, scope_info_enabled=False)]
     )
-    costs = CostMetrics(provider.get_meter("test"), price_per_10k=25)
-    costs.billed_call("tencent", "chat")
-    costs.billed_call("tencent", "chat")
+    costs = CostMetrics(provider.get_meter("test"), outward=Scrubber())
+    price = Billing(price_per_10k=25).per_call
+    costs.billed_call("tencent", "chat", price)
+    costs.billed_call("tencent", "chat", price)
     costs.hit("memory")
     costs.coalesced("fleet")
     costs.miss()

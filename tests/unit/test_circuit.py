@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from backends.base import Fingerprint
 from backends.image_limits import IMS_IMAGE_LIMITS
+from common.scrub import Scrubber
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
 from service.errors import CallFailure, failure_status
@@ -100,6 +101,6 @@ async def test_a_timeout_starved_of_time_never_opens_the_circuit_and_a_slow_back
             await router.moderate(REQUEST, route, Deadline.for_call(None, cap=0.6), Priority.BATCH)
     finally:
         await governor.aclose()
-    status = failure_status(caught.value)
+    status = failure_status(caught.value, Scrubber())
     assert caught.value.backend == "slow"
     assert status.message == "backend 'slow': its circuit is open after repeated failures; it was not called"

@@ -24,11 +24,11 @@ def test_defaults() -> None:
     settings = load_settings(CREDENTIALS)
     assert settings.listen == "[::]:50051"
     assert settings.backend == "tencent"
-    assert settings.max_attempts == 3
     assert settings.backend_timeout == 15.0
     assert settings.shutdown_grace >= 15.0
     assert settings.metrics_listen == "[::]:9464"
     options = tencent_options(settings)
+    assert (options.qps, options.max_attempts, options.budget_key) == (100, 3, None)
     assert options.region == "ap-guangzhou"
     assert options.endpoint == "https://ims.tencentcloudapi.com/"
     assert options.credentials.token == ""
@@ -153,6 +153,6 @@ def test_tls_files_go_together(tmp_path: Path) -> None:
 
 
 def test_settings_built_in_code_never_read_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IMS_QPS", "7")
-    assert Settings().qps == 100
-    assert load_settings().qps == 7
+    monkeypatch.setenv("MODERATION_MAX_IN_FLIGHT", "7")
+    assert Settings().max_in_flight == 512
+    assert load_settings().max_in_flight == 7

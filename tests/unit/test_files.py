@@ -1,4 +1,4 @@
-"""`backends.files`: regular files only, capped, and never a wait for a FIFO's writer."""
+"""`common.files`: regular files only, capped, and never a wait for a FIFO's writer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.files import UnreadableFile, read_regular_file, read_text_file
+from common.files import UnreadableFile, read_regular_file, read_text_file
 
 
 def test_a_regular_file_is_read_whole(tmp_path: Path) -> None:

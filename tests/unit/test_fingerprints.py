@@ -10,7 +10,7 @@ from backends.base import Backend, Fingerprint
 from backends.local.fingerprint import local_fingerprint
 from backends.local.settings import LocalSettings
 from backends.plugin import BuildContext
-from backends.private import PrivateSettings, private_backend
+from backends.private import PrivateOptions, private_backend
 from backends.tencent.plugin import TENCENT, TencentOptions
 
 KEY = "secret-key-0123456789abcdef"
@@ -19,8 +19,13 @@ KEY = "secret-key-0123456789abcdef"
 def tencent(secret_id: str = "AKIDone", budget_key: str | None = None, **options: str) -> Fingerprint:
     backend: Backend = TENCENT.make(
         "cloud",
-        TencentOptions(secret_id=secret_id, secret_key=KEY, **options),  # type: ignore[arg-type]
-        BuildContext(budget_key=budget_key),
+        TencentOptions(
+            secret_id=secret_id,
+            secret_key=KEY,
+            budget_key=budget_key,
+            **options,  # type: ignore[arg-type]
+        ),
+        BuildContext(),
     )
     return backend.fingerprint
 
@@ -45,7 +50,7 @@ def test_a_budget_key_names_the_account_whatever_key_of_it_signs() -> None:
 
 def test_a_private_deployment_is_named_by_its_url_and_its_account() -> None:
     def private(url: str, account: str | None = None) -> Fingerprint:
-        return private_backend(PrivateSettings(url=url, auth="none"), account=account).fingerprint
+        return private_backend(PrivateOptions(url=url, auth="none", budget_key=account)).fingerprint
 
     assert private("http://ims.internal").account == ""
     assert private("http://ims.internal") != private("http://ims-2.internal")

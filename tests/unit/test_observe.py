@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode, Tracer
 
 from backends.errors import BackendError, Kind
+from common.scrub import Scrubber
 from service.errors import CallFailure, Failure, InternalFailure, failure_status, stream_stopped_status
 from service.governor import Priority
 from service.observe import CODE_NAMES, Observer, Outcome, access_fields, outcome_attributes
@@ -42,10 +43,12 @@ INVALID = ValidationError(
     [FieldViolation("data_id", "too long", "INVALID_DATA_ID"), FieldViolation("url", "bad", "INVALID_URL")]
 )
 INTERNAL = InternalFailure(RuntimeError("a bug"))
+# The gateway's outward scrubber, holding no secret here.
+OUTWARD = Scrubber()
 
 
 def test_a_result_records_its_verdict_and_who_answered() -> None:
-    assert outcome_attributes(REQUEST, RESULT) == {
+    assert outcome_attributes(REQUEST, RESULT, OUTWARD) == {
         "moderation.biz_type": "policy_a",
         "moderation.status_code": "OK",
         "moderation.suggestion": "BLOCK",
@@ -57,7 +60,7 @@ def test_a_result_records_its_verdict_and_who_answered() -> None:
         "moderation.fallback": "true",
         "moderation.unmoderated": "false",
     }
-    assert access_fields(REQUEST, RESULT) == {
+    assert access_fields(REQUEST, RESULT, OUTWARD) == {
         "backend": "cloud",
         "data_id": "d-1",
         "backend_request_id": "req-1",
@@ -72,7 +75,11 @@ def test_a_cache_hit_says_so_in_the_access_line() -> None:
     hit = ModerateImageResponse()
     hit.CopyFrom(RESULT)
     hit.attempts, hit.cached = 0, True
-    assert access_fields(REQUEST, hit) == {**access_fields(REQUEST, RESULT), "attempts": 0, "cached": True}
+    assert access_fields(REQUEST, hit, OUTWARD) == {
+        **access_fields(REQUEST, RESULT, OUTWARD),
+        "attempts": 0,
+        "cached": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -86,13 +93,13 @@ def test_a_cache_hit_says_so_in_the_access_line() -> None:
 def test_a_failure_records_its_code_reason_and_backend(
     failure: Failure, code: str, reason: str, backend: str
 ) -> None:
-    assert outcome_attributes(REQUEST, failure) == {
+    assert outcome_attributes(REQUEST, failure, OUTWARD) == {
         "moderation.biz_type": "policy_a",
         "moderation.status_code": code,
         "moderation.error.reason": reason,
         "moderation.backend": backend,
     }
-    assert access_fields(REQUEST, failure) == {
+    assert access_fields(REQUEST, failure, OUTWARD) == {
         "backend": backend,
         "data_id": "d-1",
         "backend_request_id": "",
@@ -105,7 +112,7 @@ def test_a_failure_records_its_code_reason_and_backend(
 
 def sent_code_and_reason(failure: Failure) -> tuple[str, str]:
     """What the caller reads from the status, as any gRPC client would."""
-    status = failure_status(failure)
+    status = failure_status(failure, OUTWARD)
     (packed,) = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
     info = error_details_pb2.ErrorInfo()
     packed.Unpack(info)
@@ -124,7 +131,7 @@ def sent_code_and_reason(failure: Failure) -> tuple[str, str]:
     ids=repr,
 )
 def test_what_is_recorded_agrees_with_the_status_the_caller_gets(failure: Failure) -> None:
-    attributes = outcome_attributes(REQUEST, failure)
+    attributes = outcome_attributes(REQUEST, failure, OUTWARD)
     recorded = (attributes["moderation.status_code"], attributes["moderation.error.reason"])
     assert recorded == sent_code_and_reason(failure)
 
@@ -187,7 +194,9 @@ async def observed(metrics: Metrics, tracer: Tracer, outcome: Outcome, priority:
         return outcome
 
     with tracer.start_as_current_span("call"):
-        assert await Observer(metrics).image("ModerateImage", REQUEST, priority, arriving()) is outcome
+        assert (
+            await Observer(metrics, OUTWARD).image("ModerateImage", REQUEST, priority, arriving()) is outcome
+        )
     return seen
 
 
@@ -199,7 +208,7 @@ async def test_an_image_is_counted_in_flight_then_recorded_on_its_span_and_in_th
     assert (seen["unary"], seen["stream"]) == (1, 0)
     assert (metrics.in_flight["unary"], metrics.in_flight["stream"]) == (0, 0)
     (span,) = spans.get_finished_spans()
-    assert dict(span.attributes or {}) == outcome_attributes(REQUEST, RESULT)
+    assert dict(span.attributes or {}) == outcome_attributes(REQUEST, RESULT, OUTWARD)
     assert span.status.status_code is StatusCode.UNSET
     labels = {
         "rpc.method": "ModerateImage",
@@ -256,7 +265,7 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
 
 def test_a_unary_call_writes_one_access_line(metrics: Metrics, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="moderation.access"):
-        Observer(metrics).unary_call("ModerateImage", REQUEST, INVALID, 0.25)
+        Observer(metrics, OUTWARD).unary_call("ModerateImage", REQUEST, INVALID, 0.25)
 
     (line,) = access_lines(caplog)
     assert line == {
@@ -264,7 +273,7 @@ def test_a_unary_call_writes_one_access_line(metrics: Metrics, caplog: pytest.Lo
         "rpc.grpc.status_code": "INVALID_ARGUMENT",
         "duration_s": 0.25,
         "caller": "",
-        **access_fields(REQUEST, INVALID),
+        **access_fields(REQUEST, INVALID, OUTWARD),
     }
 
 
@@ -273,7 +282,7 @@ async def test_a_stream_writes_one_access_line_counting_items_and_errors(
 ) -> None:
     with (
         caplog.at_level(logging.INFO, logger="moderation.access"),
-        Observer(metrics).stream_call("StreamModerateImages") as tally,
+        Observer(metrics, OUTWARD).stream_call("StreamModerateImages") as tally,
     ):
         for outcome in (RESULT, CALL_FAILURE, RESULT, INVALID):
             tally(outcome)
@@ -293,7 +302,7 @@ async def test_a_stream_the_server_ends_is_logged_with_the_status_it_ended_with(
             raise grpc.aio.AbortError
 
     with caplog.at_level(logging.INFO, logger="moderation.access"), pytest.raises(grpc.aio.AbortError):
-        drained(Observer(metrics))
+        drained(Observer(metrics, OUTWARD))
 
     (line,) = access_lines(caplog)
     assert (line["rpc.grpc.status_code"], line["items"]) == ("UNAVAILABLE", 1)
@@ -313,7 +322,7 @@ async def test_a_stream_that_ends_abruptly_still_writes_its_access_line(
     metrics: Metrics, caplog: pytest.LogCaptureFixture, ending: type[BaseException], code: str
 ) -> None:
     with caplog.at_level(logging.INFO, logger="moderation.access"), pytest.raises(ending):
-        stream_ending_with(Observer(metrics), ending)
+        stream_ending_with(Observer(metrics, OUTWARD), ending)
 
     (line,) = access_lines(caplog)
     assert (line["rpc.grpc.status_code"], line["items"], line["errors"]) == (code, 1, 0)

@@ -12,7 +12,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 # The client is a distribution of its own (client/pyproject.toml; tests/test_client_package.py), and the
 # emulator is run from the checkout.
-TOP_LEVEL = ("service", "backends")
+TOP_LEVEL = ("service", "backends", "common")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 

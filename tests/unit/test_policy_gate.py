@@ -17,6 +17,7 @@ from moderation.v1.moderation_service_pb2 import (
 from opentelemetry import metrics
 
 from backends.image_limits import ImageLimits
+from common.scrub import Scrubber
 from service.image_hash import ImageHash
 from service.policy import detectors
 from service.policy.decide import searches_text
@@ -63,7 +64,7 @@ def searched_on(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
 
 
 async def decided(text: str) -> ModerateImageResponse:
-    gate = PolicyGate(Policy("v1", PHONE, {}), PolicyMetrics(metrics.get_meter("test")))
+    gate = PolicyGate(Policy("v1", PHONE, {}), PolicyMetrics(metrics.get_meter("test"), Scrubber()))
 
     async def backend() -> Outcome:
         return read(text)

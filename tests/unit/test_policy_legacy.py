@@ -11,6 +11,7 @@ import pytest
 from opentelemetry import metrics
 
 from bench.local_images import encode, near_duplicates, photo
+from common.scrub import Scrubber
 from service.policy.gate import PolicyGate
 from service.policy.legacy import LocalSources
 from service.policy.loading import PolicySource, load_policy
@@ -163,7 +164,7 @@ def test_sample_folders_become_an_exact_allow_list_and_near_duplicate_deny_lists
 async def test_an_edited_keyword_library_is_reloaded_like_the_policy_s_own_files(tmp_path: Path) -> None:
     _, keywords = legacy_files(tmp_path)
     source = PolicySource(None, LocalSources(None, keywords, None, None, ("MODERATION_LOCAL_KEYWORDS",)))
-    gate = PolicyGate(source.load(), PolicyMetrics(metrics.get_meter("test")))
+    gate = PolicyGate(source.load(), PolicyMetrics(metrics.get_meter("test"), Scrubber()))
     watcher = PolicyWatcher(source, gate)
     before = gate.policy.version
     assert gate.policy.default.keywords.find("bonus code") is None  # type: ignore[union-attr]

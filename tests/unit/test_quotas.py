@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
 from backends.image_limits import IMS_IMAGE_LIMITS
+from common.scrub import Scrubber
 from service.auth import CALLER
 from service.errors import CallFailure, failure_status
 from service.quotas.backend import QuotaGovernedBackend
@@ -188,7 +189,7 @@ async def test_a_hard_quota_refuses_past_its_limit_until_the_day_rolls_over() ->
     with pytest.raises(QuotaExhausted) as refused:
         await gate.reserve("uploads", "")
     assert refused.value.retry_after == pytest.approx(10)
-    status = failure_status(CallFailure(refused.value, backend="cloud", attempts=1))
+    status = failure_status(CallFailure(refused.value, backend="cloud", attempts=1), Scrubber())
     assert "per_day (3 billed calls a day)" in status.message
     # Another caller, and a caller without quotas, are not governed by it.
     await gate.reserve("others", "")

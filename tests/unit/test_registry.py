@@ -8,14 +8,14 @@ import pytest
 from pydantic import Field
 
 from backends.base import Backend
-from backends.options import Declared, Secret
+from backends.options import BackendOptions, Secret
 from backends.plugin import BackendType, BuildContext
 from backends.registry import BACKEND_TYPES, backend_type, default_type
 from service.factory import build_backends
 from service.settings import load_settings
 
 
-class EchoOptions(Declared):
+class EchoOptions(BackendOptions):
     colour: str = Field("blue", validation_alias="ECHO_COLOUR", description="a colour")
     password: Secret = Field(validation_alias="ECHO_PASSWORD", description="a password")
 
@@ -40,7 +40,7 @@ def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_type_declares_its_options_and_builds() -> None:
     for name, kind in BACKEND_TYPES.items():
         assert kind.name == name
-        assert issubclass(kind.options, Declared)
+        assert issubclass(kind.options, BackendOptions)
         assert kind.summary
 
 

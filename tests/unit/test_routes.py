@@ -57,7 +57,7 @@ attempts = 2
     assert isinstance(onprem, PrivateOptions)
     assert onprem.token is not None
     assert onprem.token.get_secret_value() == "on-prem-token"
-    assert {name: b.qps for name, b in routes.backends.items()} == {"cloud": 80, "onprem": None}
+    assert {name: b.options.qps for name, b in routes.backends.items()} == {"cloud": 80, "onprem": 100}
     secrets = {value for backend in routes.backends.values() for value in secret_values(backend.options)}
     assert secrets == {"AKIDcloud", "cloud-key", "on-prem-token"}
     assert "cloud-key" not in repr(routes)

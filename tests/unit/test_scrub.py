@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from moderation.v1.moderation_service_pb2 import Device, ModerateImageRequest, User
 
 from backends.errors import BackendError, Kind
-from backends.hostnames import host_name_problem
 from backends.image_limits import IMS_IMAGE_LIMITS
-from backends.scrub import LABEL, REDACTED, UNRECOGNISED, UPSTREAM_CODE, Scrubber, excerpt
-from service import scrub
+from backends.tencent.codes import UPSTREAM_CODE
+from common.hostnames import host_name_problem
+from common.scrub import LABEL, REDACTED, UNRECOGNISED, Scrubber, bounded_token, excerpt
 from service.errors import CallFailure, failure_status
 from service.validation import ValidationError, validate
 
@@ -24,9 +22,9 @@ METADATA_SOFT_LIMIT = 8 * 1024
 
 
 @pytest.fixture
-def secrets_configured() -> Iterator[Scrubber]:
-    yield scrub.configure([SECRET_ID, SECRET_KEY])
-    scrub.configure([])
+def secrets_configured() -> Scrubber:
+    """The gateway's outward scrubber, holding the configured secrets."""
+    return Scrubber([SECRET_ID, SECRET_KEY])
 
 
 def test_the_scrubber_removes_every_secret_longest_first() -> None:
@@ -61,7 +59,25 @@ def test_an_excerpt_is_short_printable_ascii_and_says_it_was_cut() -> None:
         ("A.B.C.D.E", False),
     ],
 )
-def test_upstream_codes_are_held_to_the_ims_grammar(code: str, kept: bool) -> None:
+def test_the_tencent_type_holds_codes_to_the_ims_grammar(code: str, kept: bool) -> None:
+    assert bounded_token(code, UPSTREAM_CODE) == (code if kept else UNRECOGNISED)
+
+
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [
+        ("InvalidParameterValue.InvalidDataId", True),
+        ("throttled", True),
+        ("quota-exceeded.v2", True),
+        ("588", True),
+        ("", True),
+        ("TC3-HMAC-SHA256 Credential=AKID/2024", False),
+        ("A" * 65, False),
+        ("Code\nInjected", False),
+        ("400 Bad Request", False),
+    ],
+)
+def test_every_backend_error_holds_its_code_to_the_bound_of_any_vendor(code: str, kept: bool) -> None:
     error = BackendError(Kind.FAILED, "refused", upstream_code=code)
     assert error.upstream_code == (code if kept else UNRECOGNISED)
 
@@ -120,7 +136,7 @@ def test_the_worst_validation_failure_fits_well_under_the_metadata_limit(
     )
     with pytest.raises(ValidationError) as caught:
         validate(request, IMS_IMAGE_LIMITS)
-    status = failure_status(caught.value)
+    status = failure_status(caught.value, secrets_configured)
     assert len(caught.value.violations) >= 7
     assert _wire_size(status) < METADATA_SOFT_LIMIT // 2
     assert SECRET_KEY not in str(status)
@@ -135,7 +151,7 @@ def test_the_worst_backend_failure_fits_well_under_the_metadata_limit(
     error = BackendError(
         kind, message, upstream_code="A" * 64, request_id="r" * 64, field="url" * 40, retry_after=1.5
     )
-    status = failure_status(CallFailure(error, backend="b" * 200, attempts=3))
+    status = failure_status(CallFailure(error, backend="b" * 200, attempts=3), secrets_configured)
     assert _wire_size(status) < METADATA_SOFT_LIMIT // 2
     assert SECRET_ID not in str(status)
     assert status.message.isascii()
@@ -145,7 +161,7 @@ def test_the_status_keeps_its_error_info_and_names_no_secret(secrets_configured:
     error = BackendError(
         Kind.INVALID_REQUEST, f"echoed {SECRET_ID} and {SECRET_KEY}", upstream_code="InvalidParameter"
     )
-    status = failure_status(CallFailure(error, backend="tencent", attempts=1))
+    status = failure_status(CallFailure(error, backend="tencent", attempts=1), secrets_configured)
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)

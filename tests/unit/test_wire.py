@@ -19,8 +19,8 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
-from backends.scrub import REDACTED, Scrubber
 from backends.tencent.wire import parse_response, request_body
+from common.scrub import REDACTED, Scrubber
 from service.errors import KIND_POLICIES
 
 
@@ -343,6 +343,8 @@ def test_invalid_data_id_error_names_the_field() -> None:
         # Python's json reads these as infinity, which no integer field can hold.
         b'{"Response": {"Suggestion": Infinity, "RequestId": "r"}}',
         b'{"Response": {"Suggestion": "Pass", "Score": 1e400, "RequestId": "r"}}',
+        # An enum IMS never sends is not read as a suggestion (the gateway's own decision source).
+        b'{"Response": {"Suggestion": "Pass", "Decision": {"Source": "Block"}, "RequestId": "r"}}',
     ],
 )
 def test_unusable_responses_fail_closed_and_retryable(body: bytes) -> None:

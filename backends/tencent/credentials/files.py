@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 from backends.tencent.credentials.model import CredentialError, Credentials
+from common.files import SECRET_FILE_LIMIT, UnreadableFile, read_text_file
 
 __all__ = ["PROFILE_PATHS", "KeyFiles", "ProfileFile", "profile_path", "read_credential_file"]
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import httpx
 
-from backends.scrub import UPSTREAM_CODE, bounded_token
+from backends.tencent.codes import UPSTREAM_CODE
 from backends.tencent.credentials.files import read_credential_file
 from backends.tencent.credentials.model import CredentialError, Credentials
 from backends.tencent.credentials.remote import credential_client, json_object, send, temporary_credentials
+from common.scrub import bounded_token
 
 __all__ = ["ACTION", "DEFAULT_STS_ENDPOINT", "DURATION_SECONDS", "VERSION", "WebIdentity", "WebIdentityRole"]
 

@@ -5,8 +5,8 @@ is not a file: a FIFO blocks `open` until a writer comes (and holds up shutdown 
 waits), `/dev/zero` answers forever. So a file is opened non-blocking, `fstat`ed before any read, and
 refused unless it is a regular file no larger than the reader's cap.
 
-Here in `backends/` rather than `service/`: the backends read their own files (credentials, policies)
-and must not import the service, which already imports `backends`.
+Here in `common/`: the service reads its files (routing, policy, tokens, TLS) and the backends theirs
+(credentials, policies) through it, and neither imports the layer above it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ ASCII-only snippet (gRPC percent-encodes everything else, tripling its size in t
 `Scrubber.token` keeps a code or label only if it matches its grammar and holds no secret, else the
 fixed `UNRECOGNISED`, so metric label sets stay bounded.
 
-Backends and the service both use it (backends never import `service/`), so it lives here.
+Backends hold what an upstream sends to its grammar where it enters (each backend type owns its own
+grammar of codes; `CODE` is the bound every code keeps); the service passes everything it shows
+through one outward `Scrubber`. Both stand on this module, which imports neither.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from collections.abc import Iterable
 from typing import Final
 
 __all__ = [
+    "CODE",
     "LABEL",
     "REDACTED",
     "REQUEST_ID",
     "UNRECOGNISED",
-    "UPSTREAM_CODE",
     "Scrubber",
     "bounded_token",
     "excerpt",
@@ -30,13 +32,14 @@ __all__ = [
 REDACTED: Final = "[REDACTED]"
 # What a code, label or request id that fails its grammar becomes, wherever it would be shown or counted.
 UNRECOGNISED: Final = "unrecognised"
-# IMS's error codes: dotted CamelCase (`InvalidParameterValue.InvalidDataId`, `HTTP502`); the longest
-# documented one is 49 characters.
-UPSTREAM_CODE: Final = re.compile(r"[A-Z][A-Za-z0-9]{0,47}(?:\.[A-Z][A-Za-z0-9]{0,47}){0,3}")
 MAX_CODE_CHARS: Final = 64
-# IMS's labels and sub-labels (`Porn`, `SexyBehavior`, `Normal`, `Ad`): a word, no spaces or dots.
+# Any upstream's error code, whatever its vendor: a dotted or dashed word, or a number (`588`). A backend
+# type holds codes to its own, narrower grammar where they enter; this is the bound `BackendError` keeps
+# for every type.
+CODE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+# A label or sub-label (`Porn`, `SexyBehavior`, `Normal`, `Ad`): a word, no spaces or dots.
 LABEL: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
-# IMS's RequestId is a UUID; other IMS-compatible engines use similar opaque ids.
+# An upstream's request id: a UUID, or a similar opaque id.
 REQUEST_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 # Quoted user or upstream text in a message: enough to recognise it, never enough to bloat a status.
 EXCERPT_CHARS: Final = 64

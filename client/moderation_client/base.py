@@ -1,4 +1,5 @@
-"""What both client forms share: the options, the channel they open, and each call's time budget."""
+"""What both client forms share: `ClientBase` (the options, the channel it opens, each call's time
+budget) and the constants around it."""
 
 from __future__ import annotations
 
