@@ -31,14 +31,14 @@ from moderation.v1.moderation_service_pb2 import (
     Suggestion,
 )
 
-from bench import processes
-from bench.client import error_label, open_channel, stub
 from bench.local_perf import Throughput
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY, Credentials, Running
-from bench.redis_server import redis_server
 from bench.telemetry_overhead import closed_loop
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import error_label, open_channel, stub
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY, Credentials, Running
+from testbed.redis_server import redis_server
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 ZIPF_EXPONENT = 1.1

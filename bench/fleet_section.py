@@ -8,9 +8,9 @@ from typing import TypeVar
 
 from bench import fleet
 from bench.fleet import ARRIVAL_JITTER, OUTAGE, RECOVERY_WINDOW, REPLICA_COUNTS, Batch, FleetResult, Sizes
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY
 from bench.report import Figure
 from bench.sections import Progress, Section
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY
 
 R = TypeVar("R")
 

@@ -23,10 +23,10 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
-from bench import bombs
-from bench.client import CODE_NAMES
 from bench.hostile import CLOUD_BIZ_TYPE, HOSTILE_BIZ_TYPE, Attack, Target, serve_bomb
 from emulator.images import make_png
+from testbed import bombs
+from testbed.client import CODE_NAMES
 
 _SERVICE = "/moderation.v1.ModerationService"
 # Every method a caller can reach, by its kind of call.

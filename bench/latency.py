@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench.client import Metadata, request
+from testbed.client import Metadata, request
 
 # IMS's own service timeout: a unary call never legitimately takes longer.
 CALL_TIMEOUT = 15.0

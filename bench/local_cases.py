@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from backends.local.keywords import KeywordMatcher, load_libraries
-from bench.local_images import CJK_FONT, encode, photo
+from testbed.local_images import CJK_FONT, encode, photo
 
 SIZE = (640, 480)
 MARGIN = 16

@@ -20,10 +20,10 @@ from typing import Any
 from bench.__main__ import SECTIONS
 from bench.efficiency import ECHO, OFF, EfficiencyResult
 from bench.fleet import FleetResult
-from bench.processes import BUDGET_QPS
 from bench.report import Figure
 from bench.sections import Section
 from docsgen.benchmarks import RESULTS
+from testbed.processes import BUDGET_QPS
 
 __all__ = ["main", "section_json"]
 

@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import io
 import logging
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 
-from backends.options import Declared
-from backends.tencent.plugin import TencentOptions
-from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
 from service.logs import JsonFormatter
-from service.routes import BackendConfig
 from service.server import Gateway, build_server
-from service.settings import Settings
 from service.telemetry import Telemetry
-
-# Fresh per run, so a scan of logs and errors for them means something.
-SECRET_ID = "AKID" + secrets.token_hex(16)
-SECRET_KEY = secrets.token_urlsafe(24)
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 32 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-]
+from testbed.redis_server import RedisServer, redis_server
+from tests.support.gateway import SECRET_ID, SECRET_KEY, GatewayFactory, gateway_settings, open_channel
 
 
 @pytest.fixture
@@ -44,27 +32,6 @@ def redis() -> Iterator[RedisServer]:
     """Debian's redis-server on 127.0.0.1, a free port and a temporary directory; stopped at teardown."""
     with redis_server() as server:
         yield server
-
-
-def single_backend_settings(kind: str, options: Declared, **overrides: object) -> Settings:
-    """Settings on loopback's port 0 with one backend, as MODERATION_BACKEND would configure it.
-
-    The verdict cache is off unless a test turns it on: most tests count the backend's calls of one
-    image sent many times."""
-    settings = Settings(
-        listen="127.0.0.1:0", backend=kind, backends=(BackendConfig(kind, kind, options),), cache="off"
-    )
-    return settings.model_copy(update=overrides)
-
-
-def gateway_settings(emulator: ImsEmulator, **overrides: object) -> Settings:
-    options = TencentOptions(secret_id=SECRET_ID, secret_key=SECRET_KEY, endpoint=emulator.url)
-    # The emulator downloads `url` images unless a test has the gateway fetch them (tests/test_fitting.py).
-    overrides = {"fetch": "backend", **overrides}
-    return single_backend_settings("tencent", options, secrets=(SECRET_ID, SECRET_KEY), **overrides)
-
-
-GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
@@ -87,10 +54,6 @@ async def make_gateway(emulator: ImsEmulator) -> AsyncIterator[GatewayFactory]:
 @pytest.fixture
 async def gateway(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway()
-
-
-def open_channel(gateway: Gateway) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", options=CHANNEL_OPTIONS)
 
 
 @pytest.fixture

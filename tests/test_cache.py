@@ -21,12 +21,12 @@ from moderation.v1.moderation_service_pb2 import (
 )
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway
 from service.telemetry import setup_telemetry
-from tests.conftest import GatewayFactory, open_channel
+from testbed.fileserver import serve_files
+from tests.support.gateway import GatewayFactory, open_channel
 from tests.test_routing import routes_file, start_emulator, start_gateway
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub

@@ -12,12 +12,12 @@ import grpc
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, User
 
-from bench.client import open_channel, stub
 from emulator import ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
-from tests.richstatus import rich_error
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.client import open_channel, stub
+from tests.support.richstatus import rich_error
+from tests.support.service_process import free_port, start_service, wait_serving
 from tests.test_cache_fingerprint import tencent_routes
 from tests.test_credentials import until
 

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from bench.client import open_channel, stub
-from bench.redis_server import RedisServer
-from bench.stream import StreamResult, run_stream
 from emulator import ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, spawn_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.redis_server import RedisServer
+from testbed.stream import StreamResult, run_stream
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import free_port, spawn_service, wait_serving
 
 LATENCY = 0.4
 IMAGES = [make_png(64, 64, f"IMSEMU:Review:Ad:Contact{n}:{50 + n}") for n in range(5)]

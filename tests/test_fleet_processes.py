@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.client import open_channel, stub
-from bench.delay_proxy import delay_proxy
-from bench.redis_server import RedisServer
-from bench.stream import StreamResult, run_stream
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.delay_proxy import delay_proxy
+from testbed.redis_server import RedisServer
+from testbed.stream import StreamResult, run_stream
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import free_port, start_service, wait_serving
 
 BUDGET = 40
 ITEMS = 120

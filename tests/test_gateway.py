@@ -18,12 +18,12 @@ from moderation.v1.moderation_service_pb2 import (
     User,
 )
 
-from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.validation import MAX_IMAGE_BYTES
-from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.richstatus import rich_error
+from testbed.fileserver import serve_files
+from tests.support.gateway import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS_IMAGE = make_png(256, 256)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from backends.errors import BackendError, Kind
-from bench.redis_server import RedisServer
 from emulator import ImsEmulator
 from service.deadlines import Deadline
 from service.governor import FleetGovernor, Priority
@@ -19,7 +18,8 @@ from service.governor import fleet as fleet_module
 from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
 from service.governor.schedule import Schedule
-from tests.service_process import free_port
+from testbed.redis_server import RedisServer
+from tests.support.service_process import free_port
 from tests.test_load_budget import BUDGET, Tally, limited, replica, stream, tokens_file
 
 __all__ = ["limited", "tokens_file"]

@@ -18,7 +18,7 @@ import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from emulator import EmulatorConfig, ImsEmulator
-from tests.service_process import free_port, spawn_service
+from tests.support.service_process import free_port, spawn_service
 from tests.test_credentials import OLD_ID, OLD_KEY, until, write_secret_dir
 from tests.test_credentials_process import PNG, gateway, metric
 

@@ -23,7 +23,7 @@ from service.auth import CALLER, CallerAuth
 from service.interceptors import AroundCalls, Behaviour, Context, Method
 from service.telemetry import ServerSpans
 from service.undecodable import RejectUndecodable
-from tests.richstatus import rich_error
+from tests.support.richstatus import rich_error
 
 SERVICE = "test.Shapes"
 TOKEN = "checkout-0123456789abcdef"

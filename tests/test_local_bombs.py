@@ -16,11 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
-from bench.bombs import frame_flood_gif, pixel_bomb_png, pixel_bomb_webp, tall_second_page_tiff
-from bench.fileserver import serve_files
-from bench.local_images import encode, photo
-from tests.richstatus import rich_error
-from tests.service_process import free_port, spawn_service
+from testbed.bombs import frame_flood_gif, pixel_bomb_png, pixel_bomb_webp, tall_second_page_tiff
+from testbed.fileserver import serve_files
+from testbed.local_images import encode, photo
+from tests.support.richstatus import rich_error
+from tests.support.service_process import free_port, spawn_service
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 SERVING = health_pb2.HealthCheckResponse.SERVING

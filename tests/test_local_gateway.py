@@ -14,13 +14,13 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamModerateImagesRequest, Suggestion
 
 from backends.local.settings import LocalSettings
-from bench.fileserver import serve_files
-from bench.local_images import encode, photo, qr_image, text_image
 from service.factory import build_backend
 from service.server import Gateway, build_server
-from tests.conftest import open_channel, single_backend_settings
-from tests.richstatus import rich_error
-from tests.service_process import spawn_service
+from testbed.fileserver import serve_files
+from testbed.local_images import encode, photo, qr_image, text_image
+from tests.support.gateway import open_channel, single_backend_settings
+from tests.support.richstatus import rich_error
+from tests.support.service_process import spawn_service
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)

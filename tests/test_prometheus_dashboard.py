@@ -25,12 +25,12 @@ import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
-from bench.redis_server import RedisServer
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, wait_serving
+from testbed.redis_server import RedisServer
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "moderation-gateway.json"

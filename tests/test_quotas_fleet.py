@@ -20,14 +20,14 @@ import pytest
 import redis as redis_sync
 from moderation.v1.moderation_service_pb2 import GetUsageRequest, ModerateImageRequest, QuotaUsage
 
-from bench.client import open_channel, stub
-from bench.redis_server import RedisServer
-from bench.stream import StreamResult, run_stream
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.richstatus import rich_error
-from tests.service_process import free_port, spawn_module, wait_serving
+from testbed.client import open_channel, stub
+from testbed.redis_server import RedisServer
+from testbed.stream import StreamResult, run_stream
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.richstatus import rich_error
+from tests.support.service_process import free_port, spawn_module, wait_serving
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TOKENS = {"uploads": secrets.token_hex(16), "others": secrets.token_hex(16)}
@@ -67,7 +67,7 @@ def set_clock(folder: Path, shanghai: datetime) -> None:
 def spawn(folder: Path, index: int, port: int, settings: dict[str, str]) -> subprocess.Popen[str]:
     with (folder / f"replica{index}.log").open("w", encoding="utf-8") as log:
         return spawn_module(
-            "tests.quota_clock_service",
+            "tests.support.quota_clock_service",
             port,
             {
                 "MODERATION_METRICS_LISTEN": "off",

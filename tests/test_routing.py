@@ -17,8 +17,8 @@ from emulator.images import make_png
 from service.factory import build_backends
 from service.server import Gateway, backend_health_name, build_server
 from service.settings import load_settings
-from tests.conftest import SECRET_ID, SECRET_KEY, open_channel
-from tests.richstatus import rich_error
+from tests.support.gateway import SECRET_ID, SECRET_KEY, open_channel
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)

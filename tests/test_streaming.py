@@ -19,8 +19,8 @@ from moderation.v1.moderation_service_pb2 import (
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway
-from tests.conftest import GatewayFactory, open_channel
-from tests.richstatus import rich_error
+from tests.support.gateway import GatewayFactory, open_channel
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS = make_png(256, 256)

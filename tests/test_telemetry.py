@@ -29,7 +29,7 @@ from service import observe, retry
 from service.logs import JsonFormatter, RedactSecrets, TraceContext
 from service.server import Gateway
 from service.telemetry import Telemetry, setup_telemetry
-from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.support.gateway import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)

@@ -1,6 +1,6 @@
 """The emulator and the gateway as subprocesses whose every output line is kept in a file.
 
-`bench.processes` starts them for the other benchmarks but discards the gateway's stdout and deletes
+`testbed.processes` starts them for the other benchmarks but discards the gateway's stdout and deletes
 its log when the gateway stops; the soak must scan both after the gateway has exited (its last spans
 are flushed at shutdown), so it spawns them itself, reusing that module's pieces.
 """
@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.processes import (
+from testbed.processes import (
     REPO_ROOT,
     START_TIMEOUT,
     STOP_TIMEOUT,
@@ -26,7 +26,7 @@ from bench.processes import (
     wait_until_serving,
 )
 
-# Inherited settings would silently change what is measured (as in bench.processes).
+# Inherited settings would silently change what is measured (as in testbed.processes).
 _SETTING_PREFIXES = ("MODERATION_", "IMS_", "TENCENTCLOUD_", "OTEL_")
 
 

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.client import open_channel, stub
-from bench.processes import Credentials, Running, free_port
 from bench.soak import processes
 from bench.soak.collector import SpanCollector, receiving
 from bench.soak.leaks import SecretScan
@@ -23,6 +21,8 @@ from bench.soak.plan import Plan, emulator_arguments, gateway_settings, images
 from bench.soak.streams import StreamLedger, run_stream
 from bench.soak.tally import Tally
 from bench.soak.unary import run_unary
+from testbed.client import open_channel, stub
+from testbed.processes import Credentials, Running, free_port
 
 Progress = Callable[[str], None]
 PROGRESS_INTERVAL = 15.0

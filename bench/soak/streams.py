@@ -17,11 +17,11 @@ import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
 
-from bench.client import error_label, request
 from bench.soak.errors import scan_call_error
 from bench.soak.leaks import ANSWERS, SecretScan
 from bench.soak.plan import BACKEND_TIMEOUT
 from bench.soak.tally import OK, Tally
+from testbed.client import error_label, request
 
 
 @dataclass

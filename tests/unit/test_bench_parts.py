@@ -18,7 +18,7 @@ from bench.circuits import CircuitWatch, read_circuits
 from bench.fleet import Batch, Upstream
 from bench.latency import LatencySample
 from bench.report import Figure, as_json, compared_table
-from bench.stream import StreamResult
+from testbed.stream import StreamResult
 
 EXPOSITION = """\
 # HELP moderation_circuit_state Each backend's circuit: 0 closed, 1 half-open (probing), 2 open (skipped)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from backends.local.cancel import Cancelled, CancelToken
 from backends.local.frames import FrameLimits, LimitExceeded, decoded_bytes, sample_frames
-from bench.bombs import frame_flood_gif, tall_second_page_tiff
+from testbed.bombs import frame_flood_gif, tall_second_page_tiff
 
 
 def _gif(frames: int, side: int = 60) -> Image.Image:

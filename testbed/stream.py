@@ -11,8 +11,8 @@ import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
 
-from bench.client import RATE_LIMITED, Metadata, error_label, request
-from bench.processes import BUDGET_QPS
+from testbed.client import RATE_LIMITED, Metadata, error_label, request
+from testbed.processes import BUDGET_QPS
 
 # Generous, so only a hung gateway hits it: the stream should take items / BUDGET_QPS seconds.
 STREAM_TIMEOUT_MARGIN = 120.0

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emulator import ImsEmulator
-from tests.conftest import SECRET_ID, SECRET_KEY
+from tests.support.gateway import SECRET_ID, SECRET_KEY
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
