@@ -155,6 +155,7 @@ def test_the_examples_are_found() -> None:
     EXAMPLES,
     ids=[f"{page.relative_to(ROOT)}:{example.line}" for page, example in EXAMPLES],
 )
+@pytest.mark.system
 def test_the_example_runs(
     page: Path, example: Example, workdir: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -66,6 +66,7 @@ async def test_a_replica_that_never_reached_redis_without_an_expected_count_gran
     assert refused.value.retry_after > 20
 
 
+@pytest.mark.system
 async def test_two_replicas_started_while_redis_is_unreachable_keep_to_the_budget(
     limited: ImsEmulator, tokens_file: Path
 ) -> None:

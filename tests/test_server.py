@@ -73,6 +73,7 @@ def slow_emulator() -> Iterator[ImsEmulator]:
         yield emulator
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_loop: str) -> None:
     port = free_port()
@@ -105,6 +106,7 @@ async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_
     assert SECRET_KEY not in output
 
 
+@pytest.mark.system
 async def test_port_clash_exits_with_a_message(emulator: ImsEmulator) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -116,6 +118,7 @@ async def test_port_clash_exits_with_a_message(emulator: ImsEmulator) -> None:
     assert "cannot listen on 127.0.0.1:" in output
 
 
+@pytest.mark.system
 async def test_tencent_without_credentials_fails_fast_naming_the_variables() -> None:
     env = {"PATH": os.environ["PATH"], "MODERATION_BACKEND": "tencent"}
     process = await asyncio.to_thread(
@@ -126,6 +129,7 @@ async def test_tencent_without_credentials_fails_fast_naming_the_variables() -> 
     assert "TENCENTCLOUD_SECRET_KEY" in process.stderr
 
 
+@pytest.mark.system
 async def test_every_configuration_problem_at_once_and_no_value_echoed() -> None:
     env = {
         "PATH": os.environ["PATH"],

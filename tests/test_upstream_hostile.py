@@ -192,6 +192,7 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.system
 async def test_a_gateway_process_against_every_hostile_mode(emulator: ImsEmulator) -> None:
     port, metrics_port = free_port(), free_port()
     service = spawn_service(
