@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from backends.tencent.plugin import TENCENT, TencentOptions
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.images import make_png
 from service.routes import load_routes
+from tests.support.eventually import eventually
 
 OLD_ID, OLD_KEY = "AKIDold" + "a1" * 8, "old-key-" + "b2" * 8
 NEW_ID, NEW_KEY = "AKIDnew" + "c3" * 8, "new-key-" + "d4" * 8
@@ -74,14 +75,6 @@ def file_options(ims: ImsEmulator, root: Path) -> TencentOptions:
             "IMS_ENDPOINT": ims.url,
         }
     )
-
-
-async def until(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    async with asyncio.timeout(seconds):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.05)
 
 
 def make(options: TencentOptions) -> Backend:
@@ -434,7 +427,7 @@ async def test_credentials_that_expire_while_refreshes_fail_are_misconfigured_un
             )
             metadata.failing = False
             # The next refresh (within half a second) gets a new key; calls succeed from then on.
-            await until(lambda: len(issuer.issued) >= 2)
+            await eventually(lambda: len(issuer.issued) >= 2, within=3)
             await asyncio.sleep(0.2)
             assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
         finally:

@@ -29,6 +29,7 @@ from emulator import EmulatorConfig, ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
 from testbed.redis_server import RedisServer
+from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.service_process import free_port, wait_serving
 
@@ -190,22 +191,21 @@ async def replicas(
             process.wait(timeout=30)
 
 
-async def load(replica: Replica, seconds: float, concurrency: int = 32) -> int:
-    """ModerateImage calls from `concurrency` callers for `seconds`, more than the budget and the
+async def load(replica: Replica, stop: asyncio.Event, concurrency: int = 32) -> int:
+    """ModerateImage calls from `concurrency` callers until `stop` is set, more than the budget and the
     bulkhead take (so some wait, some are refused); returns how many were answered OK. One call in four
     sends the same image (cache hits, and coalesced calls while its first is in flight), the others
     images of many sizes (misses, billed)."""
     repeated = make_png(256, 256)
     calls = 0
     answered = 0
-    stop = asyncio.get_running_loop().time() + seconds
     async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         stub = moderation_service_pb2_grpc.ModerationServiceStub(channel)
 
         async def caller() -> None:
             nonlocal answered
             nonlocal calls
-            while asyncio.get_running_loop().time() < stop:
+            while not stop.is_set():
                 calls += 1
                 image = repeated if calls % 4 == 0 else make_png(64 + calls % 1024, 64)
                 try:
@@ -226,22 +226,31 @@ def test_every_metric_named_is_the_gateways() -> None:
 async def test_every_panel_returns_data_from_a_gateway_under_load(
     replicas: list[Replica], prometheus: Prometheus
 ) -> None:
-    loading = asyncio.gather(*(load(replica, seconds=12) for replica in replicas))
-    await asyncio.sleep(9)  # several scrapes into the load, so every rate has two samples and more
-    exported = set(await asyncio.to_thread(prometheus.get, "/api/v1/label/__name__/values"))
-    missing = []
-    for title, expression in panel_queries():
-        for variable, value in GRAFANA_VARIABLES.items():
-            expression = expression.replace(variable, value)
-        if not await asyncio.to_thread(prometheus.query, expression):
-            missing.append(title)
+    stop = asyncio.Event()
+    loading = asyncio.gather(*(load(replica, stop) for replica in replicas))
+
+    async def every_panel_has_data() -> set[str]:
+        exported = set(await asyncio.to_thread(prometheus.get, "/api/v1/label/__name__/values"))
+        missing = []
+        for title, expression in panel_queries():
+            for variable, value in GRAFANA_VARIABLES.items():
+                expression = expression.replace(variable, value)
+            if not await asyncio.to_thread(prometheus.query, expression):
+                missing.append(title)
+        assert not missing, f"panels without data: {missing}"
+        return exported
+
+    try:
+        # Until a few scrapes into the load every rate has two samples.
+        exported = await eventually(every_panel_has_data, within=60, every=1.0)
+    finally:
+        stop.set()
     backends = await asyncio.to_thread(
         prometheus.get, "/api/v1/label/moderation_backend/values", **{"match[]": "moderation_circuit_state"}
     )
     rules = await asyncio.to_thread(prometheus.get, "/api/v1/rules")
     answered = await loading
     assert all(answered), answered
-    assert not missing, f"panels without data: {missing}"
     assert named_metrics() <= exported
     assert backends == ["tencent"]
     health = {rule["name"]: rule["health"] for group in rules["groups"] for rule in group["rules"]}

@@ -21,6 +21,7 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from service.factory import build_backend
 from service.server import PortInUseError, build_server
+from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY, gateway_settings
 from tests.support.service_process import free_port, start_service, wait_serving
 
@@ -87,13 +88,16 @@ async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_
             in_flight = asyncio.ensure_future(
                 stub.ModerateImage(ModerateImageRequest(content=make_png(256, 256)))
             )
-            await asyncio.sleep(0.3)
+            await eventually(lambda: slow_emulator.stats.max_in_flight == 1, within=5)  # at the backend
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)
-            status = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-            assert status.status == NOT_SERVING
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def draining() -> bool:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return bool(answer.status == NOT_SERVING)
+
+            # Within the drain delay, while health still answers.
+            await eventually(draining, within=0.5, every=0.05)
             result = await in_flight
             assert result.suggestion == Suggestion.SUGGESTION_PASS
         returncode = await asyncio.to_thread(process.wait, 10)
