@@ -25,6 +25,7 @@ from emulator.images import make_png
 from testbed.client import open_channel, stub
 from testbed.redis_server import RedisServer
 from testbed.stream import StreamResult, run_stream
+from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.richstatus import rich_error
 from tests.support.service_process import free_port, spawn_module, wait_serving
@@ -131,13 +132,15 @@ async def polled_usage(
     address: str, caller: str, ready: Callable[[list[QuotaUsage]], bool]
 ) -> list[QuotaUsage]:
     """The caller's usage once an answer satisfies `ready` (asked every 0.2 s; errors ask again)."""
-    async with asyncio.timeout(20):
-        while True:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                rows = await usage(address, caller)
-                if ready(rows):
-                    return rows
-            await asyncio.sleep(0.2)
+
+    async def answer() -> list[QuotaUsage] | None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            rows = await usage(address, caller)
+            if ready(rows):
+                return rows
+        return None
+
+    return await eventually(answer, within=20, every=0.2)
 
 
 def split(items: list[bytes], parts: int) -> list[list[bytes]]:

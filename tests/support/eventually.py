@@ -15,9 +15,11 @@ EVERY = 0.02
 
 
 @overload
-async def eventually(check: Callable[[], Awaitable[T]], *, within: float = ..., every: float = ...) -> T: ...
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, within: float = ..., every: float = ...
+) -> T: ...
 @overload
-async def eventually(check: Callable[[], T], *, within: float = ..., every: float = ...) -> T: ...
+async def eventually(check: Callable[[], T | None], *, within: float = ..., every: float = ...) -> T: ...
 async def eventually(check: Callable[[], Any], *, within: float = 10.0, every: float = EVERY) -> Any:
     """`check()`'s first true value (awaited when `check` is async); a false value or an AssertionError
     asks again every `every` seconds. After `within` seconds, the last AssertionError, or one naming
@@ -38,7 +40,7 @@ async def eventually(check: Callable[[], Any], *, within: float = 10.0, every: f
         await asyncio.sleep(every)
 
 
-def eventually_blocking(check: Callable[[], T], *, within: float = 10.0, every: float = EVERY) -> T:
+def eventually_blocking(check: Callable[[], T | None], *, within: float = 10.0, every: float = EVERY) -> T:
     """`eventually` for a test that runs no event loop: the thread sleeps between checks."""
     deadline = time.monotonic() + within
     while True:

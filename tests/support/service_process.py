@@ -3,12 +3,10 @@ statuses, start-up."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from typing import IO
 
@@ -16,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emulator import ImsEmulator
+from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -67,12 +66,11 @@ async def wait_serving(channel: grpc.aio.Channel, *, within: float = 60.0) -> No
     """Until health says SERVING; NOT_SERVING (models still loading) and refused connections alike wait
     and ask again, up to `within` seconds."""
     health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+
+    async def serving() -> bool:
         try:
-            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == SERVING:
-                return
+            return bool((await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == SERVING)
         except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the service did not become SERVING within {within:.0f} s")
+            return False
+
+    await eventually(serving, within=within, every=0.1)
