@@ -17,6 +17,7 @@ from bench.callers import Phase
 from bench.circuits import CircuitWatch, read_circuits
 from bench.fleet import Batch, Upstream
 from bench.latency import LatencySample
+from bench.percentile import percentile
 from bench.report import Figure, as_json, compared_table
 from testbed.stream import StreamResult
 
@@ -217,3 +218,11 @@ def test_json_has_every_run_and_null_for_what_could_not_be_measured() -> None:
     ]
     assert as_json(FIGURES[1:], [0.2])[0]["runs"] == [None]
     assert as_json(FIGURES[1:], [0.2])[0]["median"] is None
+
+
+def test_a_percentile_is_a_value_seen_by_nearest_rank() -> None:
+    values = [0.4, 0.1, 0.3, 0.2]
+    assert [percentile(values, share) for share in (0.25, 0.5, 0.51, 0.99, 1.0)] == [0.1, 0.2, 0.3, 0.4, 0.4]
+    assert percentile([7.0], 0.99) == 7.0
+    assert math.isnan(percentile([], 0.5))
+    assert LatencySample([0.4, 0.1, 0.3, 0.2]).percentile(0.5) == 0.2
