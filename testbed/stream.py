@@ -1,15 +1,17 @@
-"""One `StreamModerateImages` call, and what became of every item sent on it."""
+"""One `StreamModerateImages` call, and what became of every item sent on it: `drive_stream` is the one
+driver (items built lazily, an optional window of unanswered items, each answer and the call's end
+handed back); `run_stream` records a StreamResult over it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 from moderation.v1 import moderation_service_pb2_grpc
-from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
+from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest, StreamModerateImagesResponse
 
 from testbed.client import RATE_LIMITED, Metadata, error_label, request
 from testbed.processes import BUDGET_QPS
@@ -73,6 +75,51 @@ def _correlation_id(index: int) -> str:
     return f"item-{index}"
 
 
+# The call as a stub's or a channel's method gives it: requests in, answers out.
+StreamMethod = Callable[..., AsyncIterable[StreamModerateImagesResponse]]
+
+
+async def drive_stream(
+    method: StreamMethod,
+    item: Callable[[int], StreamModerateImagesRequest],
+    count: int,
+    on_answer: Callable[[StreamModerateImagesResponse, float], None],
+    *,
+    timeout: float,
+    window: int | None = None,
+    metadata: Metadata = (),
+    on_sent: Callable[[int, float], None] = lambda index, at: None,
+) -> grpc.aio.AioRpcError | None:
+    """Sends `item(0)`..`item(count - 1)`, each built as gRPC flow control lets it through, and hands
+    every answer to `on_answer` with its loop time; returns the error that ended the call, if any. With a
+    `window`, at most that many items are sent and not yet answered (an item's first answer frees its
+    place); otherwise the gateway reads as far ahead as its own stream window lets it."""
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(window) if window is not None else None
+    sent = 0
+    answered: set[int] = set()
+
+    async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
+        nonlocal sent
+        for index in range(count):
+            if slots is not None:
+                await slots.acquire()
+            message = item(index)
+            on_sent(index, loop.time())
+            sent += 1
+            yield message
+
+    try:
+        async for answer in method(requests(), timeout=timeout, metadata=metadata):
+            if slots is not None and 0 <= answer.index < sent and answer.index not in answered:
+                slots.release()
+            answered.add(answer.index)
+            on_answer(answer, loop.time())
+    except grpc.aio.AioRpcError as error:
+        return error
+    return None
+
+
 async def run_stream(
     stub: moderation_service_pb2_grpc.ModerationServiceStub,
     images: Sequence[bytes],
@@ -84,51 +131,51 @@ async def run_stream(
     metadata: Metadata = (),
 ) -> StreamResult:
     """Streams `count` items, cycling through `images`; sets `steady` once `steady_after` items are
-    answered. With a `window`, at most that many items are sent and not yet answered: otherwise the
-    gateway reads as far ahead as its own stream window lets it. `metadata` goes with the call (a
-    caller's `authorization`)."""
-    loop = asyncio.get_running_loop()
+    answered. `window` as `drive_stream` says. `metadata` goes with the call (a caller's
+    `authorization`)."""
     outcome = StreamResult()
-    slots = asyncio.Semaphore(window) if window is not None else None
 
-    async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
-        # Built lazily, so the client holds only what gRPC flow control lets through.
-        for index in range(count):
-            if slots is not None:
-                await slots.acquire()
-            outcome.sent += 1
-            yield StreamModerateImagesRequest(
-                correlation_id=_correlation_id(index),
-                request=request(images[index % len(images)], f"bench-{index}"),
-            )
+    def item(index: int) -> StreamModerateImagesRequest:
+        image = images[index % len(images)]
+        return StreamModerateImagesRequest(
+            correlation_id=_correlation_id(index), request=request(image, f"bench-{index}")
+        )
 
-    outcome.started = loop.time()
-    call = stub.StreamModerateImages(
-        requests(), timeout=count / BUDGET_QPS + STREAM_TIMEOUT_MARGIN, metadata=metadata
-    )
+    def sent(index: int, at: float) -> None:
+        outcome.sent += 1
+
+    def record(answer: StreamModerateImagesResponse, now: float) -> None:
+        outcome.first_answer = outcome.first_answer or now
+        outcome.last_answer = now
+        outcome.answered += 1
+        outcome.answers[answer.index] += 1
+        if answer.correlation_id != _correlation_id(answer.index):
+            outcome.misattributed += 1
+        if answer.HasField("result"):
+            outcome.results += 1
+            outcome.result_times.append(now)
+            outcome.upstream_retries += max(0, answer.result.attempts - 1)
+        else:
+            outcome.errors[error_label(answer.error)] += 1
+        if steady is not None and outcome.answered >= steady_after:
+            steady.set()
+
+    outcome.started = asyncio.get_running_loop().time()
     try:
-        async for answer in call:
-            now = loop.time()
-            outcome.first_answer = outcome.first_answer or now
-            outcome.last_answer = now
-            outcome.answered += 1
-            outcome.answers[answer.index] += 1
-            if slots is not None:
-                slots.release()
-            if answer.correlation_id != _correlation_id(answer.index):
-                outcome.misattributed += 1
-            if answer.HasField("result"):
-                outcome.results += 1
-                outcome.result_times.append(now)
-                outcome.upstream_retries += max(0, answer.result.attempts - 1)
-            else:
-                outcome.errors[error_label(answer.error)] += 1
-            if steady is not None and outcome.answered >= steady_after:
-                steady.set()
-    except grpc.aio.AioRpcError as error:
-        outcome.call_error = f"{error.code().name}: {error.details()}"
+        error = await drive_stream(
+            stub.StreamModerateImages,
+            item,
+            count,
+            record,
+            timeout=count / BUDGET_QPS + STREAM_TIMEOUT_MARGIN,
+            window=window,
+            metadata=metadata,
+            on_sent=sent,
+        )
     finally:
         # A stream that ends early must not leave a waiter on `steady` hanging.
         if steady is not None:
             steady.set()
+    if error is not None:
+        outcome.call_error = f"{error.code().name}: {error.details()}"
     return outcome
