@@ -90,10 +90,14 @@ endif
 bench: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The benchmark pages: run the sections (ONLY, RUNS, QUICK as for bench), write their JSON under
-# docs/benchmarks/results/, then regenerate docs/benchmarks/index.md and its plots from it.
+# The benchmark pages: run the sections (ONLY, RUNS, QUICK as for bench; by default the two the plots
+# draw, three runs each), write their JSON under docs/benchmarks/results/ (`--json`), then regenerate
+# docs/benchmarks/index.md and its plots from it.
+BENCH_RESULTS := docs/benchmarks/results
+BENCH_DOCS_ONLY := efficiency,fleet
 bench-docs: $(STAMP) $(GENERATED) system-deps
-	$(BIN)/python -m docsgen.bench_run $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS)) $(if $(QUICK),--quick)
+	$(BIN)/python -m bench --only $(or $(ONLY),$(BENCH_DOCS_ONLY)) --runs $(or $(RUNS),3) $(if $(QUICK),--quick) \
+		--json $(BENCH_RESULTS)
 	$(BIN)/python -m docsgen.benchmarks
 
 soak: $(STAMP) $(GENERATED)
