@@ -87,6 +87,31 @@ def free_port() -> int:
         return port
 
 
+def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
+    """`python -m service` on `port` with only `settings` (and PATH) in its environment; the verdict
+    cache off unless `settings` turn it on (most tests count the backend's calls of one image)."""
+    return spawn_module("service", port, settings, subprocess.PIPE)
+
+
+def spawn_module(
+    module: str, port: int, settings: Mapping[str, str], output: IO[str] | int
+) -> subprocess.Popen[str]:
+    """`python -m module` (the service, or a test's launcher of it) as `spawn_service` says; its output
+    piped, or written to the file `output`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        env={
+            "PATH": os.environ["PATH"],
+            "MODERATION_LISTEN": f"127.0.0.1:{port}",
+            "MODERATION_CACHE": "off",
+            **settings,
+        },
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _failed(what: str, log: Path, reason: str) -> RuntimeError:
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
     return RuntimeError(f"{what}: {reason}\n--- its log ---\n{tail}")

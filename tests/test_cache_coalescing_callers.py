@@ -16,9 +16,10 @@ from emulator import ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
 from testbed.client import open_channel, stub
+from testbed.processes import free_port
 from tests.support.eventually import eventually
 from tests.support.richstatus import rich_error
-from tests.support.service_process import free_port, start_service, wait_serving
+from tests.support.service_process import start_service, wait_serving
 from tests.test_cache_fingerprint import tencent_routes
 
 IMAGE = make_png(256, 256, "IMSEMU:Review:Terror:Knife:93")

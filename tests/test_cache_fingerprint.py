@@ -16,9 +16,10 @@ from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from testbed.client import open_channel, stub
 from testbed.local_images import encode, photo
+from testbed.processes import free_port, spawn_service
 from testbed.redis_server import RedisServer
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port, spawn_service, wait_serving
+from tests.support.service_process import wait_serving
 
 PASS, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_BLOCK
 VERDICT_KEYS = "moderation:cache:verdict:*"

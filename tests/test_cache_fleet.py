@@ -14,11 +14,12 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from emulator import ImsEmulator
 from emulator.images import make_png
 from testbed.client import open_channel, stub
+from testbed.processes import free_port, spawn_service
 from testbed.redis_server import RedisServer
 from testbed.stream import StreamResult, run_stream
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port, spawn_service, wait_serving
+from tests.support.service_process import wait_serving
 
 LATENCY = 0.4
 IMAGES = [make_png(64, 64, f"IMSEMU:Review:Ad:Contact{n}:{50 + n}") for n in range(5)]

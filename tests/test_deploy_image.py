@@ -26,8 +26,9 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestio
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from testbed.processes import free_port
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port, wait_serving
+from tests.support.service_process import wait_serving
 
 IMAGE = os.environ.get("MODERATION_TEST_IMAGE", "")
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,9 +31,10 @@ from emulator import EmulatorConfig, ImsEmulator
 from service.policy.loading import load_policy
 from service.quotas.config import quotas_from_document
 from service.routes import load_routes
+from testbed.processes import free_port
 from tests.support.example_files import write_example_files
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port, start_service
+from tests.support.service_process import start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

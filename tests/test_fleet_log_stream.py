@@ -8,8 +8,9 @@ import json
 import grpc
 
 from emulator import ImsEmulator
+from testbed.processes import free_port
 from testbed.redis_server import RedisServer
-from tests.support.service_process import free_port, start_service, wait_serving
+from tests.support.service_process import start_service, wait_serving
 
 
 async def test_every_line_of_a_fleet_gateway_is_json(emulator: ImsEmulator, redis: RedisServer) -> None:

@@ -19,10 +19,11 @@ from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from testbed.client import open_channel, stub
 from testbed.delay_proxy import delay_proxy
+from testbed.processes import free_port
 from testbed.redis_server import RedisServer
 from testbed.stream import StreamResult, run_stream
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port, start_service, wait_serving
+from tests.support.service_process import start_service, wait_serving
 
 BUDGET = 40
 ITEMS = 120

@@ -18,8 +18,8 @@ from service.governor import fleet as fleet_module
 from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
 from service.governor.schedule import Schedule
+from testbed.processes import free_port
 from testbed.redis_server import RedisServer
-from tests.support.service_process import free_port
 from tests.test_load_budget import BUDGET, Tally, limited, replica, stream, tokens_file
 
 __all__ = ["limited", "tokens_file"]

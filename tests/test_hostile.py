@@ -17,9 +17,10 @@ from moderation.v1.moderation_service_pb2 import (
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from testbed.processes import free_port
 from tests.support.gateway import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
 from tests.support.richstatus import rich_error
-from tests.support.service_process import free_port, start_service, wait_serving
+from tests.support.service_process import start_service, wait_serving
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)

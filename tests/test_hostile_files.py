@@ -18,8 +18,8 @@ import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from emulator import EmulatorConfig, ImsEmulator
+from testbed.processes import free_port, spawn_service
 from tests.support.eventually import eventually
-from tests.support.service_process import free_port, spawn_service
 from tests.test_credentials import OLD_ID, OLD_KEY, write_secret_dir
 from tests.test_credentials_process import PNG, gateway, metric
 

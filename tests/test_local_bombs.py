@@ -19,8 +19,8 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from testbed.bombs import frame_flood_gif, pixel_bomb_png, pixel_bomb_webp, tall_second_page_tiff
 from testbed.fileserver import serve_files
 from testbed.local_images import encode, photo
+from testbed.processes import free_port, spawn_service
 from tests.support.richstatus import rich_error
-from tests.support.service_process import free_port, spawn_service
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 SERVING = health_pb2.HealthCheckResponse.SERVING

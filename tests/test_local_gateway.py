@@ -18,9 +18,9 @@ from service.factory import build_backend
 from service.server import Gateway, build_server
 from testbed.fileserver import serve_files
 from testbed.local_images import encode, photo, qr_image, text_image
+from testbed.processes import spawn_service
 from tests.support.gateway import open_channel, single_backend_settings
 from tests.support.richstatus import rich_error
-from tests.support.service_process import spawn_service
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)

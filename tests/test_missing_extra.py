@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.__main__ import missing_extra
+from testbed.processes import free_port
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The gateway, run with the named top-level modules unimportable, as if their extra were not installed.

@@ -22,9 +22,10 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.policy.loading import load_policy
+from testbed.processes import free_port
 from tests.support.gateway import CHANNEL_OPTIONS, GatewayFactory
 from tests.support.policy_files import policy_settings, write_policy
-from tests.support.service_process import free_port, start_service, wait_serving
+from tests.support.service_process import start_service, wait_serving
 
 PORN_90 = make_png(64, 64, "IMSEMU:Block:Porn:SexBehavior:90")
 STRICT = "[default.thresholds]\nPorn = { review = 50, block = 80 }\n"

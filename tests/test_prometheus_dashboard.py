@@ -28,10 +28,11 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
+from testbed.processes import free_port
 from testbed.redis_server import RedisServer
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import free_port, wait_serving
+from tests.support.service_process import wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "moderation-gateway.json"

@@ -23,12 +23,13 @@ from moderation.v1.moderation_service_pb2 import GetUsageRequest, ModerateImageR
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from testbed.client import open_channel, stub
+from testbed.processes import free_port, spawn_module
 from testbed.redis_server import RedisServer
 from testbed.stream import StreamResult, run_stream
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.richstatus import rich_error
-from tests.support.service_process import free_port, spawn_module, wait_serving
+from tests.support.service_process import wait_serving
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TOKENS = {"uploads": secrets.token_hex(16), "others": secrets.token_hex(16)}

@@ -21,9 +21,10 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from service.factory import build_backend
 from service.server import PortInUseError, build_server
+from testbed.processes import free_port
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY, gateway_settings
-from tests.support.service_process import free_port, start_service, wait_serving
+from tests.support.service_process import start_service, wait_serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
