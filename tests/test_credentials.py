@@ -4,6 +4,7 @@ metadata, STS) and real files; the gateway processes are in test_credentials_pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -260,10 +261,14 @@ async def test_refresh_runs_ahead_of_expiry_and_keeps_valid_credentials_through_
     try:
         assert provider.current() == first
         seen = set()
-        while provider.current() != second:
-            assert time.time() < now + 3, "the refresh must land before the credentials expire"
-            seen.add(provider.current())
-            await asyncio.sleep(0.02)
+
+        def rotated() -> bool:
+            seen.add(current := provider.current())
+            return current == second
+
+        # Before the credentials expire.
+        await eventually(rotated, within=now + 3 - time.time())
+        seen.discard(second)
     finally:
         await provider.aclose()
     assert seen == {first}, "while refreshes failed, the still-valid credentials were kept"
@@ -418,18 +423,28 @@ async def test_credentials_that_expire_while_refreshes_fail_are_misconfigured_un
         try:
             assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
             metadata.failing = True
-            await asyncio.sleep(2.0)  # past the expiry of the only key issued
-            with pytest.raises(BackendError) as expired:
-                await backend.moderate(REQUEST, timeout=5)
-            assert (expired.value.kind, expired.value.upstream_code) == (
-                Kind.MISCONFIGURED,
-                "AuthFailure.TokenFailure",
-            )
+
+            async def refused() -> BackendError | None:
+                try:
+                    await backend.moderate(REQUEST, timeout=5)
+                except BackendError as error:
+                    return error
+                return None
+
+            expired = await eventually(refused, within=3, every=0.1)  # past the only key's expiry
+            assert (expired.kind, expired.upstream_code) == (Kind.MISCONFIGURED, "AuthFailure.TokenFailure")
             metadata.failing = False
+
             # The next refresh (within half a second) gets a new key; calls succeed from then on.
-            await eventually(lambda: len(issuer.issued) >= 2, within=3)
-            await asyncio.sleep(0.2)
-            assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
+            async def answered() -> bool:
+                with contextlib.suppress(BackendError):
+                    return (
+                        await backend.moderate(REQUEST, timeout=5)
+                    ).suggestion == Suggestion.SUGGESTION_PASS
+                return False
+
+            await eventually(answered, within=3, every=0.1)
+            assert len(issuer.issued) >= 2
         finally:
             await backend.aclose()
     assert len(issuer.issued) >= 2
