@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -28,7 +26,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
-from testbed.processes import free_port
+from testbed.processes import free_port, spawn_module
 from testbed.redis_server import RedisServer
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
@@ -151,23 +149,23 @@ class Replica:
 
 def start_replica(
     name: str, emulator: ImsEmulator, log_folder: Path, **settings: str
-) -> tuple[subprocess.Popen[bytes], Replica]:
-    """`python -m service` on the emulator with a budget and a bulkhead small enough for the load."""
+) -> tuple[subprocess.Popen[str], Replica]:
+    """`python -m service` on the emulator with a budget and a bulkhead small enough for the load, and
+    the verdict cache on (its panels need hits)."""
     replica = Replica(free_port(), f"127.0.0.1:{free_port()}")
-    env = {
-        "PATH": os.environ["PATH"],
-        "MODERATION_LISTEN": f"127.0.0.1:{replica.port}",
-        "MODERATION_METRICS_LISTEN": replica.metrics,
-        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-        "IMS_ENDPOINT": emulator.url,
-        "IMS_QPS": "20",
-        "MODERATION_CALLER_MAX_IN_FLIGHT": "16",
-        **settings,
-    }
     # Its log goes to a file: a pipe nobody reads would stall the gateway once full.
-    with (log_folder / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=log)
+    with (log_folder / f"{name}.log").open("w") as log:
+        settings = {
+            "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+            "IMS_ENDPOINT": emulator.url,
+            "MODERATION_METRICS_LISTEN": replica.metrics,
+            "MODERATION_CACHE": "memory",
+            "IMS_QPS": "20",
+            "MODERATION_CALLER_MAX_IN_FLIGHT": "16",
+            **settings,
+        }
+        process = spawn_module("service", replica.port, settings, log)
     return process, replica
 
 
