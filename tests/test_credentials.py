@@ -133,10 +133,12 @@ async def test_a_rotated_key_file_signs_from_the_next_request(ims: ImsEmulator, 
     try:
         await backend.moderate(REQUEST, timeout=5)
         write_secret_dir(tmp_path, NEW_ID, NEW_KEY)
-        deadline = time.monotonic() + 5
-        while NEW_ID not in ims.stats.authenticated and time.monotonic() < deadline:
+
+        async def signed_with_the_new_key() -> bool:
             await backend.moderate(REQUEST, timeout=5)
-            await asyncio.sleep(0.05)
+            return NEW_ID in ims.stats.authenticated
+
+        await eventually(signed_with_the_new_key, within=5, every=0.05)
         ims.config.revoked = {OLD_ID}
         assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
     finally:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import re
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +27,7 @@ from emulator.faults import Faults
 from emulator.images import make_png
 from testbed.processes import free_port, spawn_module
 from testbed.redis_server import RedisServer
-from tests.support.eventually import eventually
+from tests.support.eventually import eventually, eventually_blocking
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.service_process import wait_serving
 
@@ -116,16 +115,16 @@ def prometheus(tmp_path: Path, replicas: list[Replica]) -> Iterator[Prometheus]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
             try:
-                with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as ready:
-                    if ready.status == 200:
-                        break
+                with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as answer:
+                    return bool(answer.status == 200)
             except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"prometheus did not start: {process.stderr}") from None
-                time.sleep(0.2)
+                assert process.poll() is None, f"prometheus did not start: {process.stderr}"
+                return False
+
+        eventually_blocking(ready, within=30, every=0.2)
         yield Prometheus(f"http://{address}")
     finally:
         process.terminate()
