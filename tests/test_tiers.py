@@ -54,3 +54,17 @@ def test_a_system_module_and_a_systems_own_mark_select_it(tiers: dict[str, set[s
     assert {test for test in system if test.startswith("tests/test_make_run.py")}
     assert "tests/test_server.py::test_port_clash_exits_with_a_message" in system
     assert "tests/test_server.py::test_port_clash_fails_loudly" in tiers["integration"]
+
+
+def test_a_test_carries_its_tiers_mark_and_timeout(request: pytest.FixtureRequest) -> None:
+    assert request.node.get_closest_marker("integration") is not None
+    timeout = request.node.get_closest_marker("timeout")
+    assert timeout is not None
+    assert timeout.args == (120,)  # tests/conftest.py's TIER_TIMEOUTS["integration"]
+
+
+@pytest.mark.timeout(7)
+def test_a_tests_own_timeout_outranks_its_tiers(request: pytest.FixtureRequest) -> None:
+    timeout = request.node.get_closest_marker("timeout")
+    assert timeout is not None
+    assert timeout.args == (7,)
