@@ -46,7 +46,7 @@ IMAGE_BUILD := build/image
 PODMAN_FLAGS := --runtime runc
 PODMAN_LIMITS := --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
 
-.PHONY: run test proto lint bench bench-docs soak system-deps settings-table docs docs-reference lock clean image image-test
+.PHONY: run test test-fast proto lint bench bench-docs soak system-deps settings-table docs docs-reference lock clean image image-test
 
 # On loopback unless MODERATION_LISTEN (or MODERATION_METRICS_LISTEN) says otherwise: no TLS or
 # authentication is configured here. The image and the manifests listen on every interface.
@@ -63,6 +63,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP) $(GENERATED) system-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) --no-print-directory image-test
+
+# The unit tier only (tests/unit/: one module in-process, no server or process), in well under a minute;
+# `make test` runs it with the integration and system tiers (pyproject.toml's markers).
+test-fast: $(STAMP) $(GENERATED)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m unit
 
 proto: $(GENERATED)
 
@@ -85,10 +90,14 @@ endif
 bench: $(STAMP) $(GENERATED) system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The benchmark pages: run the sections (ONLY, RUNS, QUICK as for bench), write their JSON under
-# docs/benchmarks/results/, then regenerate docs/benchmarks/index.md and its plots from it.
+# The benchmark pages: run the sections (ONLY, RUNS, QUICK as for bench; by default the two the plots
+# draw, three runs each), write their JSON under docs/benchmarks/results/ (`--json`), then regenerate
+# docs/benchmarks/index.md and its plots from it.
+BENCH_RESULTS := docs/benchmarks/results
+BENCH_DOCS_ONLY := efficiency,fleet
 bench-docs: $(STAMP) $(GENERATED) system-deps
-	$(BIN)/python -m docsgen.bench_run $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS)) $(if $(QUICK),--quick)
+	$(BIN)/python -m bench --only $(or $(ONLY),$(BENCH_DOCS_ONLY)) --runs $(or $(RUNS),3) $(if $(QUICK),--quick) \
+		--json $(BENCH_RESULTS)
 	$(BIN)/python -m docsgen.benchmarks
 
 soak: $(STAMP) $(GENERATED)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from bench import (
     stream_section,
     telemetry_section,
 )
-from bench.sections import Section
+from bench.sections import Section, section_json
 
 SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "streaming": stream_section.section,
@@ -52,13 +53,6 @@ def _build(name: str, args: argparse.Namespace) -> list[Section[Any]]:
         sections.append(callers_section.section(args.quick, args.baseline))
         sections.append(quota_section.section(args.quick))
     return sections
-
-
-def _json(section: Section[Any], results: list[Any]) -> dict[str, Any]:
-    recorded = {"figures": report.as_json(section.figures, results)}
-    if section.record is not None:
-        recorded["runs"] = [section.record(result) for result in results]
-    return recorded
 
 
 def _progress(message: str) -> None:
@@ -109,11 +103,18 @@ def main() -> int:
         help="the revision whose gateways the fleet's many-callers part also measures, in the same run "
         f"(default {source_tree.DEFAULT_BASELINE}, main before issue 22)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every section's figures here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write each section's figures, and the series its plots need, as PATH/<section>.json "
+        "(the files docsgen.benchmarks reads; `make bench-docs` writes docs/benchmarks/results/)",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    sections = [section for name in args.only for section in _build(name, args)]
+    built = [(name, section) for name in args.only for section in _build(name, args)]
+    sections = [section for _, section in built]
     print(
         f"moderation-gateway bench: {args.runs} run(s) on {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
@@ -128,12 +129,12 @@ def main() -> int:
         print(section.table(results) if section.table else report.table(section.figures, results))
         missed += [f"{section.name}: {name}" for name in report.missed_goals(section.figures, results)]
     if args.json is not None:
-        recorded = {
-            section.name: _json(section, results) for section, results in zip(sections, measured, strict=True)
-        }
-        args.json.write_text(
-            json.dumps({"runs": args.runs, "quick": args.quick, "sections": recorded}, indent=2)
-        )
+        args.json.mkdir(parents=True, exist_ok=True)
+        for (name, section), results in zip(built, measured, strict=True):
+            command = f"make bench ONLY={name} RUNS={args.runs}" + (" QUICK=1" if args.quick else "")
+            path = args.json / f"{re.sub(r'[^a-z0-9]+', '-', section.name.lower()).strip('-')}.json"
+            path.write_text(json.dumps(section_json(section, results, command), indent=1) + "\n")
+            print(f"wrote {path}")
     print()
     print(
         f"total {time.monotonic() - started:.0f} s; "

@@ -23,7 +23,7 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.common.retry import StandardRetryer
 
-from bench.processes import Credentials
+from testbed.processes import Credentials
 
 RETRY_SLEEPS = (1.0, 2.0, 4.0)
 SDK_TIMEOUT = 15

@@ -19,26 +19,27 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
     ModerateImageRequest,
     ModerateImageResponse,
     StreamModerateImagesRequest,
+    StreamModerateImagesResponse,
     Suggestion,
 )
 
-from bench import processes
-from bench.client import error_label, open_channel, stub
 from bench.local_perf import Throughput
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY, Credentials, Running
-from bench.redis_server import redis_server
 from bench.telemetry_overhead import closed_loop
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import error_label, open_channel, stub
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY, Credentials, Running
+from testbed.redis_server import redis_server
+from testbed.stream import drive_stream
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 ZIPF_EXPONENT = 1.1
@@ -165,33 +166,34 @@ class CacheResult:
 
 
 async def _stream(address: str, work: Workload, indexes: list[int], tally: StreamTally) -> None:
-    loop = asyncio.get_running_loop()
+    def item(number: int) -> StreamModerateImagesRequest:
+        position = indexes[number]
+        return StreamModerateImagesRequest(
+            correlation_id=str(position),
+            request=ModerateImageRequest(
+                content=work.images[work.sequence[position]], data_id=f"i{position}"
+            ),
+        )
 
-    async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
-        for position in indexes:
-            yield StreamModerateImagesRequest(
-                correlation_id=str(position),
-                request=ModerateImageRequest(
-                    content=work.images[work.sequence[position]], data_id=f"i{position}"
-                ),
-            )
+    def record(answer: StreamModerateImagesResponse, now: float) -> None:
+        tally.answered += 1
+        tally.last_answer = now
+        if not answer.HasField("result"):
+            tally.errors[error_label(answer.error)] += 1
+            return
+        result = answer.result
+        expected = work.expected[work.sequence[int(answer.correlation_id)]]
+        got = (result.suggestion, result.label, result.sub_label, result.score)
+        tally.wrong += got != expected or result.data_id != f"i{answer.correlation_id}"
+        tally.cached += result.cached
 
     timeout = len(indexes) / BUDGET_QPS * 2 + 120
     async with open_channel(address) as channel:
-        try:
-            async for answer in stub(channel).StreamModerateImages(requests(), timeout=timeout):
-                tally.answered += 1
-                tally.last_answer = loop.time()
-                if not answer.HasField("result"):
-                    tally.errors[error_label(answer.error)] += 1
-                    continue
-                result = answer.result
-                expected = work.expected[work.sequence[int(answer.correlation_id)]]
-                got = (result.suggestion, result.label, result.sub_label, result.score)
-                tally.wrong += got != expected or result.data_id != f"i{answer.correlation_id}"
-                tally.cached += result.cached
-        except grpc.aio.AioRpcError as error:
-            tally.call_error = f"{error.code().name}: {error.details()}"
+        error = await drive_stream(
+            stub(channel).StreamModerateImages, item, len(indexes), record, timeout=timeout
+        )
+    if error is not None:
+        tally.call_error = f"{error.code().name}: {error.details()}"
 
 
 async def _stream_phase(

@@ -12,7 +12,7 @@ import grpc
 from moderation.v1 import moderation_service_pb2
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from bench.client import MAX_MESSAGE_BYTES
+from testbed.client import MAX_MESSAGE_BYTES
 
 SERVICE_NAME = moderation_service_pb2.DESCRIPTOR.services_by_name["ModerationService"].full_name
 

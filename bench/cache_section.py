@@ -7,9 +7,9 @@ import functools
 
 from bench import cache
 from bench.cache import REPLICAS, CacheResult, Sizes
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY
 from bench.report import Figure, ratio
 from bench.sections import Progress, Section
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY
 
 
 def section(quick: bool) -> Section[CacheResult]:

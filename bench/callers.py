@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.circuits import metrics_url, watch_circuits
-from bench.client import Metadata, bearer
 from bench.fleet import (
     ARRIVAL_JITTER,
     Batch,
@@ -29,13 +28,14 @@ from bench.fleet import (
     stream_items,
     strict_emulator,
 )
-from bench.processes import BUDGET_QPS, REPO_ROOT, Credentials, Running, free_port
-from bench.redis_server import redis_server
 from bench.report import ratio
-from bench.stream import StreamResult
 from emulator import ImsEmulator
 from emulator.config import ARRIVAL_STAMPS
 from emulator.images import make_png
+from testbed.client import Metadata, bearer
+from testbed.processes import BUDGET_QPS, REPO_ROOT, Credentials, Running, free_port
+from testbed.redis_server import redis_server
+from testbed.stream import StreamResult
 
 CALLERS = ("caller-1", "caller-2", "caller-3", "caller-4")
 # The fairness scenario: caller A's many streams on one replica, caller B's one stream on another.

@@ -22,10 +22,10 @@ from bench.callers import (
 )
 from bench.fleet import ARRIVAL_JITTER, Batch
 from bench.fleet_section import batch_figures, pace_figures
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY
 from bench.report import Figure, compared_table
 from bench.sections import Progress, Section
 from emulator.config import ARRIVAL_STAMPS
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY
 
 
 def section(quick: bool, baseline: str) -> Section[CallersResult]:

@@ -13,7 +13,7 @@ import sys
 import grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
-from bench.client import MAX_MESSAGE_BYTES
+from testbed.client import MAX_MESSAGE_BYTES
 
 ANSWER = ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS, label="Normal", backend="echo")
 

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench import processes
-from bench.client import open_channel, stub
 from bench.memory import MemoryResult, large_image, peak_rss
 from bench.otlp_receiver import otlp_receiver
-from bench.processes import Credentials, Running
 from bench.sections import Progress
-from bench.stream import run_stream
 from bench.telemetry_overhead import UNLIMITED_QPS, closed_loop
 from emulator.images import make_jpeg
+from testbed import processes
+from testbed.client import open_channel, stub
+from testbed.processes import Credentials, Running
+from testbed.stream import run_stream
 
 ECHO, OFF, ON, SAMPLED = "echo", "off", "on", "sampled"
 # The untraced gateway's StreamModerateImages, per item.

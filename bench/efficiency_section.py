@@ -4,7 +4,8 @@ the peak RSS of a stream of 5 MB images, and a stream item against a unary call 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bench.efficiency import (
     ECHO,
@@ -39,7 +40,18 @@ def section(quick: bool) -> Section[EfficiencyResult]:
         measure=functools.partial(_measure, sizes),
         details=_details,
         figures=_figures(),
+        series=_series,
     )
+
+
+def _series(results: Sequence[EfficiencyResult]) -> dict[str, Any]:
+    """CPU per call, every round's, of the echo server and the untraced gateway by image size."""
+    cpu: dict[str, list[float]] = {}
+    for result in results:
+        for (target, size), seconds in result.cpu.items():
+            if target in (ECHO, OFF):
+                cpu.setdefault(f"{'echo' if target == ECHO else 'gateway'} {size}", []).extend(seconds)
+    return {"cpu_per_call_seconds": cpu}
 
 
 async def _measure(sizes: EfficiencySizes, number: int, progress: Progress) -> EfficiencyResult:

@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
-from bench import processes
-from bench.client import open_channel, stub
 from bench.fit_corpus import REFERER, Item, Sizes, corpus, origin
-from bench.processes import Credentials
 from bench.sections import Progress
+from testbed import processes
+from testbed.client import open_channel, stub
+from testbed.processes import Credentials
 
 CALL_TIMEOUT = 60.0
 

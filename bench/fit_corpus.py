@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from bench.fileserver import serve_handler
+from testbed.fileserver import serve_handler
 
 # What the origin's hotlink check wants, and the routing file's `fetch_headers` send.
 REFERER = "https://app.example/"

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import processes
-from bench.client import Metadata, open_channel, stub
 from bench.latency import LatencySample, sample_unary
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY, REPO_ROOT, Credentials, Running
-from bench.redis_server import RedisServer, redis_server
 from bench.report import ratio
-from bench.stream import StreamResult, run_stream
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import Metadata, open_channel, stub
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY, REPO_ROOT, Credentials, Running
+from testbed.redis_server import RedisServer, redis_server
+from testbed.stream import StreamResult, run_stream
 
 ARRIVAL_JITTER = 0.02
 REPLICA_COUNTS = (1, 2, 4)

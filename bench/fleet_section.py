@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from bench import fleet
 from bench.fleet import ARRIVAL_JITTER, OUTAGE, RECOVERY_WINDOW, REPLICA_COUNTS, Batch, FleetResult, Sizes
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY
 from bench.report import Figure
 from bench.sections import Progress, Section
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY
 
 R = TypeVar("R")
 
@@ -23,7 +23,25 @@ def section(quick: bool) -> Section[FleetResult]:
         measure=functools.partial(_measure, sizes),
         details=run_details,
         figures=figures(),
+        series=_series,
     )
+
+
+def _series(results: Sequence[FleetResult]) -> dict[str, Any]:
+    """Unary latency idle and during each batch, and each stream's share of the budget, by replicas."""
+    latency: dict[str, list[float]] = {}
+    shares: dict[str, list[float]] = {}
+    for result in results:
+        for batch in result.batches:
+            for phase, samples in (("idle", batch.idle), ("during the batch", batch.loaded)):
+                key = f"{batch.replicas} replicas, {phase}"
+                latency.setdefault(key, []).extend(s for sample in samples for s in sample.seconds)
+            for stream in batch.streams:
+                span = stream.last_answer - stream.first_answer
+                # A stream with one answer or none has no steady share: 0 on the plot.
+                share = (stream.results - 1) / span / BUDGET_QPS if span > 0 else 0.0
+                shares.setdefault(f"{batch.replicas} replicas", []).append(share)
+    return {"unary_latency_seconds": latency, "budget_share_per_replica": shares}
 
 
 async def _measure(sizes: Sizes, number: int, progress: Progress) -> FleetResult:

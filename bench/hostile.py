@@ -24,13 +24,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
-from bench import processes
-from bench.client import MAX_MESSAGE_BYTES
-from bench.fileserver import serve_files
 from bench.latency import LatencySample
 from bench.sections import Progress
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import MAX_MESSAGE_BYTES
+from testbed.fileserver import serve_files
 
 CANARY_INTERVAL = 0.2
 CANARY_DEADLINE = 5.0

@@ -23,10 +23,11 @@ from moderation.v1.moderation_service_pb2 import (
     StreamModerateImagesResponse,
 )
 
-from bench import bombs
-from bench.client import CODE_NAMES
 from bench.hostile import CLOUD_BIZ_TYPE, HOSTILE_BIZ_TYPE, Attack, Target, serve_bomb
 from emulator.images import make_png
+from testbed import bombs
+from testbed.client import CODE_NAMES
+from testbed.stream import drive_stream
 
 _SERVICE = "/moderation.v1.ModerationService"
 # Every method a caller can reach, by its kind of call.
@@ -163,21 +164,20 @@ async def _stream(channel: grpc.aio.Channel, target: Target, items: int = 100) -
         request_serializer=StreamModerateImagesRequest.SerializeToString,
         response_deserializer=StreamModerateImagesResponse.FromString,
     )
-    requests = [
-        StreamModerateImagesRequest(
-            correlation_id=str(i), request=ModerateImageRequest(content=IMAGE, biz_type=CLOUD_BIZ_TYPE)
+
+    def item(index: int) -> StreamModerateImagesRequest:
+        return StreamModerateImagesRequest(
+            correlation_id=str(index), request=ModerateImageRequest(content=IMAGE, biz_type=CLOUD_BIZ_TYPE)
         )
-        for i in range(items)
-    ]
+
     codes: dict[int, str] = {}
-    call = method(iter(requests), timeout=60, metadata=target.attacker)
-    try:
-        async for answer in call:
-            codes[answer.index] = "OK" if answer.WhichOneof("outcome") == "result" else _item_code(answer)
-    except grpc.aio.AioRpcError as error:
-        ended = _outcome(error)
-        return [*codes.values(), *([ended] * (items - len(codes)))]
-    return [*codes.values(), *(["UNANSWERED"] * (items - len(codes)))]
+
+    def record(answer: StreamModerateImagesResponse, now: float) -> None:
+        codes[answer.index] = "OK" if answer.WhichOneof("outcome") == "result" else _item_code(answer)
+
+    error = await drive_stream(method, item, items, record, timeout=60, metadata=target.attacker)
+    ended = "UNANSWERED" if error is None else _outcome(error)
+    return [*codes.values(), *([ended] * (items - len(codes)))]
 
 
 def _item_code(answer: StreamModerateImagesResponse) -> str:

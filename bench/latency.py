@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +9,8 @@ from dataclasses import dataclass, field
 import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench.client import Metadata, request
+from bench.percentile import percentile
+from testbed.client import Metadata, request
 
 # IMS's own service timeout: a unary call never legitimately takes longer.
 CALL_TIMEOUT = 15.0
@@ -23,11 +23,8 @@ class LatencySample:
     failures: int = 0
 
     def percentile(self, share: float) -> float:
-        """Nearest-rank percentile (`share` in 0..1); NaN when no call succeeded."""
-        if not self.seconds:
-            return math.nan
-        ordered = sorted(self.seconds)
-        return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+        """NaN when no call succeeded."""
+        return percentile(self.seconds, share)
 
 
 async def sample_unary(

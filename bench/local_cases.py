@@ -31,9 +31,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from bench.local_images import CJK_FONT, encode, photo
 from service.policy.keywords import KeywordIndex
 from service.policy.loading import load_policy
+from testbed.local_images import CJK_FONT, encode, photo
 
 SIZE = (640, 480)
 MARGIN = 16

@@ -19,15 +19,15 @@ import grpc
 from grpc_status import rpc_status
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench import processes
-from bench.client import error_label, open_channel, request, stub
 from bench.latency import CALL_TIMEOUT, LatencySample, sample_unary
 from bench.local_cases import CaseMaker, KeywordFinder, photographs, write_keyword_policy
-from bench.local_images import encode, photo
 from bench.local_raw import READY
-from bench.processes import Running, Worker
 from bench.sections import Progress
-from bench.stream import StreamResult, run_stream
+from testbed import processes
+from testbed.client import error_label, open_channel, request, stub
+from testbed.local_images import encode, photo
+from testbed.processes import Running, Worker
+from testbed.stream import StreamResult, run_stream
 
 # The gateway's default MODERATION_LOCAL_WORKERS (backends/local/settings.py): the raw loop's pool.
 WORKERS = 2

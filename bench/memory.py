@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench import processes
-from bench.client import open_channel, stub
-from bench.processes import Credentials
-from bench.stream import StreamResult, run_stream
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import open_channel, stub
+from testbed.processes import Credentials
+from testbed.stream import StreamResult, run_stream
 
 LARGE_IMAGE_BYTES = 5_000_000
 

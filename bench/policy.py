@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from moderation.v1.moderation_service_pb2 import ModerateImageResponse, OcrResult, Suggestion
 
-from bench.local_images import encode, photo
 from service.policy.decide import decide, searches_text
 from service.policy.detectors import Detector
 from service.policy.imagelists import ExactList
@@ -25,6 +24,7 @@ from service.policy.model import DetectorConfig, ThresholdConfig
 from service.policy.pdq import NearList, PdqHash, pdq_hash
 from service.policy.rules import Rules
 from service.policy.thresholds import Thresholds
+from testbed.local_images import encode, photo
 
 __all__ = ["PolicyResult", "PolicySizes", "measure_policy"]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import grpc
 import redis
 
-from bench.client import open_channel, request, stub
 from bench.latency import LatencySample
-from bench.processes import Credentials, emulator, serve
-from bench.redis_server import redis_server
 from bench.sections import Progress
 from emulator.images import make_png
+from testbed.client import open_channel, request, stub
+from testbed.processes import Credentials, emulator, serve
+from testbed.redis_server import redis_server
 
 __all__ = ["CALLS", "CONCURRENCY", "EMULATOR_LATENCY", "QUICK_CALLS", "Phase", "QuotaResult", "measure"]
 

@@ -124,19 +124,24 @@ def missed_goals(figures: Sequence[Figure[R]], results: Sequence[R]) -> list[str
 
 
 def as_json(figures: Sequence[Figure[R]], results: Sequence[R]) -> list[dict[str, Any]]:
-    """Each figure's values in every run, median, goal and verdict, for `--json`."""
+    """Each figure's value in every run, median, goal and verdict, as `--json` writes them (NaN, what
+    could not be measured, as null)."""
     rows = []
     for figure in figures:
         values = [float(figure.value(result)) for result in results]
         median = statistics.median(values)
         rows.append(
             {
-                "figure": figure.name,
+                "name": figure.name,
                 "unit": figure.unit,
-                "runs": [None if math.isnan(v) else v for v in values],
-                "median": None if math.isnan(median) else median,
-                "goal": figure.goal or None,
-                "met": None if figure.met is None else figure.met(median),
+                "goal": figure.goal,
+                "values": [_number(v) for v in values],
+                "median": _number(median),
+                "met": None if figure.met is None else bool(figure.met(median)),
             }
         )
     return rows
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value

@@ -7,14 +7,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench import processes
 from bench.baseline import BaselineResult, run_baseline
-from bench.client import open_channel, stub
 from bench.latency import LatencySample, sample_unary
 from bench.memory import MemoryResult, large_image, peak_rss
-from bench.processes import Credentials
-from bench.stream import StreamResult, run_stream
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import open_channel, stub
+from testbed.processes import Credentials
+from testbed.stream import StreamResult, run_stream
 
 # The emulator's limit is a sliding second: pausing longer keeps each phase out of the last one's window.
 WINDOW_CLEAR = 1.5

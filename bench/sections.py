@@ -1,12 +1,16 @@
-"""What `python -m bench` runs: named sections, each measured once per run and reported as one table."""
+"""What `python -m bench` runs: named sections, each measured once per run and reported as one table,
+and with `--json` as one JSON document (the format docsgen.benchmarks reads and documents)."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from bench.report import Figure
+from bench.report import Figure, as_json
 
 R = TypeVar("R")
 Progress = Callable[[str], None]
@@ -27,3 +31,22 @@ class Section(Generic[R]):
     table: Callable[[Sequence[R]], str] | None = None
     # What else `--json` records of each run (failures by class, say), beside the figures.
     record: Callable[[R], Any] | None = None
+    # The series the benchmark page's plots draw, from all the runs: {series: {label: [numbers]}}.
+    series: Callable[[Sequence[R]], dict[str, Any]] | None = None
+
+
+def section_json(section: Section[R], results: Sequence[R], command: str) -> dict[str, Any]:
+    """The section's runs as one JSON document; `command` is what reproduces them."""
+    recorded: dict[str, Any] = {
+        "section": section.name,
+        "command": command,
+        "runs": len(results),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "measured_on": datetime.date.today().isoformat(),
+        "figures": as_json(section.figures, results),
+        "series": section.series(results) if section.series is not None else {},
+    }
+    if section.record is not None:
+        recorded["records"] = [section.record(result) for result in results]
+    return recorded

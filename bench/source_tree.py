@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.processes import REPO_ROOT
+from testbed.processes import REPO_ROOT
 
 # main before issue 22: what the many-callers section compares against unless `--baseline` says otherwise.
 DEFAULT_BASELINE = "9f618be"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 
-from bench.processes import BUDGET_QPS, EMULATOR_LATENCY
 from bench.report import Figure, ratio
 from bench.run import FULL, QUICK, RunResult, Sizes, measure
 from bench.sections import Progress, Section
+from testbed.processes import BUDGET_QPS, EMULATOR_LATENCY
 
 # "Bounded by the window, not the length": the longer stream may cost allocator noise, not images.
 RSS_RATIO_GOAL = 1.10

@@ -22,13 +22,13 @@ import grpc
 import httpx
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench import processes
-from bench.client import open_channel, request, stub
 from bench.latency import CALL_TIMEOUT
 from bench.otlp_receiver import otlp_receiver
-from bench.processes import Credentials, Running
 from bench.sections import Progress
 from emulator.images import make_png
+from testbed import processes
+from testbed.client import open_channel, request, stub
+from testbed.processes import Credentials, Running
 
 OFF, ON, SAMPLED = "off", "on", "sampled"
 SAMPLED_RATIO = 0.1

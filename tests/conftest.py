@@ -1,34 +1,79 @@
-"""Fixtures: the IMS emulator on loopback and the real gateway, built by the production build_server()."""
+"""Fixtures: the IMS emulator on loopback and the real gateway, built by the production build_server();
+and each test's tier (unit, integration, system: see pyproject.toml's markers) with its default timeout."""
 
 from __future__ import annotations
 
 import io
 import logging
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 
-from backends.options import BackendOptions
-from backends.tencent.plugin import TencentOptions
-from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from service.factory import build_backend
 from service.logs import JsonFormatter
-from service.routing_file import BackendConfig
 from service.server import Gateway, build_server
-from service.settings import Settings
 from service.telemetry import Telemetry
+from testbed.redis_server import RedisServer, redis_server
+from tests.support.gateway import SECRET_ID, SECRET_KEY, GatewayFactory, gateway_settings, open_channel
 
-# Fresh per run, so a scan of logs and errors for them means something.
-SECRET_ID = "AKID" + secrets.token_hex(16)
-SECRET_KEY = secrets.token_urlsafe(24)
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 32 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-]
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "system")
+# Every test of these modules runs a program of the project as its own process (`python -m service`, a
+# make target, the image) or a build tool over shipped files; in other modules a test that does says so
+# with its own mark.
+SYSTEM_MODULES = frozenset(
+    {
+        "test_cache_coalescing_callers.py",
+        "test_cache_fingerprint.py",
+        "test_cache_fleet.py",
+        "test_cache_redis_shapes.py",
+        "test_caller_label.py",
+        "test_client_package.py",
+        "test_contract.py",
+        "test_credentials_process.py",
+        "test_credentials_stalled.py",
+        "test_deploy_image.py",
+        "test_fleet_log_stream.py",
+        "test_fleet_processes.py",
+        "test_hostile_files.py",
+        "test_load_budget.py",
+        "test_local_bombs.py",
+        "test_make_image.py",
+        "test_make_run.py",
+        "test_quotas_fleet.py",
+    }
+)
+# Seconds a test may take before pytest-timeout fails it, by tier, unless it carries its own mark: what
+# the tiers run and wait on differs by orders of magnitude (the slowest seen in each tier's heaviest
+# modules, on 2 loaded cores: unit 7 s, integration 16 s, system 27 s).
+TIER_TIMEOUTS = {"unit": 60, "integration": 120, "system": 300}
+
+
+def _tier(item: pytest.Item) -> str:
+    """tests/unit/ is the unit tier; a module of SYSTEM_MODULES the system tier; elsewhere a test's own
+    tier mark, else integration."""
+    path = Path(item.path)
+    if path.parent == TESTS / "unit":
+        return "unit"
+    if path.parent == TESTS and path.name in SYSTEM_MODULES:
+        return "system"
+    marked = [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
+    return marked[0] if marked else "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = _tier(item)
+        others = [other for other in TIERS if other != tier and item.get_closest_marker(other) is not None]
+        if others:
+            raise pytest.UsageError(f"{item.nodeid} is in the {tier} tier, not {' and '.join(others)}")
+        item.add_marker(tier)
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS[tier]))
 
 
 @pytest.fixture
@@ -44,28 +89,6 @@ def redis() -> Iterator[RedisServer]:
     """Debian's redis-server on 127.0.0.1, a free port and a temporary directory; stopped at teardown."""
     with redis_server() as server:
         yield server
-
-
-def single_backend_settings(kind: str, options: BackendOptions, **overrides: object) -> Settings:
-    """Settings on loopback's port 0 with one backend, as MODERATION_BACKEND would configure it.
-
-    Overrides of the options every backend type has (`qps`, `max_attempts`, ...) go to the backend's.
-    The verdict cache is off unless a test turns it on: most tests count the backend's calls of one
-    image sent many times."""
-    own = {key: overrides.pop(key) for key in type(options).model_fields if key in overrides}
-    backend = BackendConfig(kind, kind, options.model_copy(update=own))
-    settings = Settings(listen="127.0.0.1:0", backend=kind, backends=(backend,), cache="off")
-    return settings.model_copy(update=overrides)
-
-
-def gateway_settings(emulator: ImsEmulator, **overrides: object) -> Settings:
-    options = TencentOptions(secret_id=SECRET_ID, secret_key=SECRET_KEY, endpoint=emulator.url)
-    # The emulator downloads `url` images unless a test has the gateway fetch them (tests/test_fitting.py).
-    overrides = {"fetch": "backend", **overrides}
-    return single_backend_settings("tencent", options, secrets=(SECRET_ID, SECRET_KEY), **overrides)
-
-
-GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
@@ -90,10 +113,6 @@ async def make_gateway(emulator: ImsEmulator) -> AsyncIterator[GatewayFactory]:
 @pytest.fixture
 async def gateway(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway()
-
-
-def open_channel(gateway: Gateway) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", options=CHANNEL_OPTIONS)
 
 
 @pytest.fixture

@@ -21,13 +21,14 @@ from moderation.v1.moderation_service_pb2 import (
 )
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.routing import Route
 from service.server import Gateway
 from service.telemetry import setup_telemetry
-from tests.conftest import GatewayFactory, open_channel
+from testbed.fileserver import serve_files
+from tests.support.eventually import eventually
+from tests.support.gateway import GatewayFactory, open_channel
 from tests.test_routing import routes_file, start_emulator, start_gateway
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
@@ -136,8 +137,11 @@ async def test_each_suggestion_keeps_its_ttl(make_gateway: GatewayFactory, emula
     # BLOCK's TTL of 0: never cached.
     for _ in range(2):
         assert not (await moderate(gateway, ModerateImageRequest(content=BLOCK))).cached
-    await asyncio.sleep(0.6)
-    assert not (await moderate(gateway, ModerateImageRequest(content=PASS))).cached
+
+    async def expired() -> bool:
+        return not (await moderate(gateway, ModerateImageRequest(content=PASS))).cached
+
+    await eventually(expired, within=5)
     assert emulator.stats.billed == 4
 
 

@@ -13,7 +13,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamMod
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.cache import Coalescer
-from tests.conftest import GatewayFactory, open_channel
+from tests.support.gateway import GatewayFactory, open_channel
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(64, 64, "IMSEMU:Review:Terror:Knife:93")

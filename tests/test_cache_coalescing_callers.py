@@ -12,14 +12,15 @@ import grpc
 import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, User
 
-from bench.client import open_channel, stub
 from emulator import ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
-from tests.richstatus import rich_error
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.processes import free_port
+from tests.support.eventually import eventually
+from tests.support.richstatus import rich_error
+from tests.support.service_process import start_service, wait_serving
 from tests.test_cache_fingerprint import tencent_routes
-from tests.test_credentials import until
 
 IMAGE = make_png(256, 256, "IMSEMU:Review:Terror:Knife:93")
 LATENCY = 0.5
@@ -77,7 +78,7 @@ async def test_a_refusal_of_the_first_callers_own_fields_is_not_shared(
     async with caching_user_fields(emulator, tmp_path) as channel:
         alice = asyncio.ensure_future(moderate(channel, ALICE))
         # In moderation: the emulator counts a request billed as it starts.
-        await until(lambda: emulator.stats.billed == 1)
+        await eventually(lambda: emulator.stats.billed == 1, within=3)
         # Bob joins alice's call in flight, then calls for himself when it fails.
         answer = await moderate(channel, BOB)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -94,7 +95,7 @@ async def test_a_refusal_of_the_image_is_shared(emulator: ImsEmulator, tmp_path:
     async with caching_user_fields(emulator, tmp_path) as channel:
         alice = asyncio.ensure_future(moderate(channel, ALICE))
         # In moderation: the emulator counts a request billed as it starts.
-        await until(lambda: emulator.stats.billed == 1)
+        await eventually(lambda: emulator.stats.billed == 1, within=3)
         refusals = await asyncio.gather(alice, moderate(channel, BOB), return_exceptions=True)
     assert all(isinstance(r, grpc.aio.AioRpcError) for r in refusals)
     assert {r.code() for r in refusals if isinstance(r, grpc.aio.AioRpcError)} == {

@@ -12,13 +12,14 @@ from pathlib import Path
 import redis
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
 
-from bench.client import open_channel, stub
-from bench.local_images import encode, photo
-from bench.redis_server import RedisServer
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, spawn_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.local_images import encode, photo
+from testbed.processes import free_port, spawn_service
+from testbed.redis_server import RedisServer
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import wait_serving
 
 PASS, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_BLOCK
 VERDICT_KEYS = "moderation:cache:verdict:*"

@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 
-from bench.client import open_channel, stub
-from bench.redis_server import RedisServer
-from bench.stream import StreamResult, run_stream
 from emulator import ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, spawn_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.processes import free_port, spawn_service
+from testbed.redis_server import RedisServer
+from testbed.stream import StreamResult, run_stream
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import wait_serving
 
 LATENCY = 0.4
 IMAGES = [make_png(64, 64, f"IMSEMU:Review:Ad:Contact{n}:{50 + n}") for n in range(5)]
@@ -119,7 +121,7 @@ async def test_redis_killed_mid_run_bypasses_the_cache_and_answers_everything(
         replica(emulator, redis.url) as (_, second, _),
     ):
         streams = [asyncio.create_task(stream(address)) for address in (first, second)]
-        await asyncio.sleep(1.0)
+        await eventually(lambda: emulator.stats.billed >= 20, within=10)  # both streams under way
         redis.stop()
         results = await asyncio.gather(*streams)
         # Redis gone: still answered, from the in-process LRU or the backend.

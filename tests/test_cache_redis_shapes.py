@@ -15,10 +15,10 @@ import pytest
 import redis
 from moderation.v1.moderation_service_pb2 import ModerateImageResponse, Suggestion
 
-from bench.redis_server import RedisServer
 from emulator import ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
+from testbed.redis_server import RedisServer
+from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.test_cache_fingerprint import VERDICT_KEYS, gateway, gateway_process, moderate
 
 # Bytes for one command (its words), or None to hang up without answering.

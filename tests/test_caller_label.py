@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
-from bench.client import open_channel, stub
 from emulator import ImsEmulator
 from emulator.images import make_png
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.processes import free_port
+from tests.support.service_process import start_service, wait_serving
 
 CALLERS = {f"caller{n}": f"token-{n}-0123456789abcdef" for n in range(4)}
 IMAGE = make_png(64, 64, "IMSEMU:Pass:Normal::1")

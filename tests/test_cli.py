@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from moderation_client import cli
 
-from bench.fileserver import serve_files
 from emulator import ImsEmulator
 from emulator.images import make_jpeg, make_png
 from service.server import Gateway
-from tests.conftest import GatewayFactory
+from testbed.fileserver import serve_files
+from tests.support.gateway import GatewayFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS_IMAGE = make_png(256, 256)

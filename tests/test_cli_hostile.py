@@ -1,4 +1,4 @@
-"""The `moderate` command against a server that breaks the protocol (tests/hostile_moderation.py).
+"""The `moderate` command against a server that breaks the protocol (tests/support/hostile_moderation.py).
 
 Every image gets exactly one row, whatever the server answers; anything that is not a verdict exits 3
 (never 0 with rows missing, never 1, which means REVIEW); nothing the server sends reaches the terminal
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from moderation_client import cli
 
-from tests.hostile_moderation import ESCAPES, HostileServer, Misbehaviour, hostile_server
+from tests.support.hostile_moderation import ESCAPES, HostileServer, Misbehaviour, hostile_server
 from tests.test_cli import PASS_IMAGE, moderate, write
 
 

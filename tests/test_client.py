@@ -14,7 +14,7 @@ from moderation_client import ModerationClient, ModerationError, StreamItem, Str
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway
-from tests.conftest import GatewayFactory
+from tests.support.gateway import GatewayFactory
 
 PASS = make_png(256, 256)
 BLOCK = make_png(256, 256, marker="IMSEMU:Block:Porn:SexBehavior:97")

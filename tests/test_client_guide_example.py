@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from service.server import Gateway
-from tests.example_files import write_example_files
+from tests.support.example_files import write_example_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The client library against a server that breaks the protocol (tests/hostile_moderation.py).
+"""The client library against a server that breaks the protocol (tests/support/hostile_moderation.py).
 
 Whatever the server does, the library raises ModerationError and nothing else, never leaves an item
 silently unanswered, and never waits longer than its own cap because the server asked it to.
@@ -20,7 +20,12 @@ from moderation_client import (
     SyncModerationClient,
 )
 
-from tests.hostile_moderation import HostileServer, Misbehaviour, hostile_server, hostile_server_thread
+from tests.support.hostile_moderation import (
+    HostileServer,
+    Misbehaviour,
+    hostile_server,
+    hostile_server_thread,
+)
 
 IMAGES = [ModerateImageRequest(content=bytes([ord("a") + i]) * 64) for i in range(3)]
 

@@ -19,8 +19,8 @@ from moderation_client import (
 
 from emulator import Faults, ImsEmulator
 from service.server import Gateway
-from tests.conftest import GatewayFactory
-from tests.service_process import free_port
+from testbed.processes import free_port
+from tests.support.gateway import GatewayFactory
 from tests.test_client import PASS, address, draining_pair
 
 

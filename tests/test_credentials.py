@@ -4,10 +4,11 @@ metadata, STS) and real files; the gateway processes are in test_credentials_pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from common.scrub import Scrubber
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.images import make_png
 from service.routing_file import load_routes
+from tests.support.eventually import eventually
 
 OLD_ID, OLD_KEY = "AKIDold" + "a1" * 8, "old-key-" + "b2" * 8
 NEW_ID, NEW_KEY = "AKIDnew" + "c3" * 8, "new-key-" + "d4" * 8
@@ -74,14 +76,6 @@ def file_options(ims: ImsEmulator, root: Path) -> TencentOptions:
             "IMS_ENDPOINT": ims.url,
         }
     )
-
-
-async def until(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    async with asyncio.timeout(seconds):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.05)
 
 
 def make(options: TencentOptions) -> Backend:
@@ -139,10 +133,12 @@ async def test_a_rotated_key_file_signs_from_the_next_request(ims: ImsEmulator, 
     try:
         await backend.moderate(REQUEST, timeout=5)
         write_secret_dir(tmp_path, NEW_ID, NEW_KEY)
-        deadline = time.monotonic() + 5
-        while NEW_ID not in ims.stats.authenticated and time.monotonic() < deadline:
+
+        async def signed_with_the_new_key() -> bool:
             await backend.moderate(REQUEST, timeout=5)
-            await asyncio.sleep(0.05)
+            return NEW_ID in ims.stats.authenticated
+
+        await eventually(signed_with_the_new_key, within=5, every=0.05)
         ims.config.revoked = {OLD_ID}
         assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
     finally:
@@ -267,10 +263,14 @@ async def test_refresh_runs_ahead_of_expiry_and_keeps_valid_credentials_through_
     try:
         assert provider.current() == first
         seen = set()
-        while provider.current() != second:
-            assert time.time() < now + 3, "the refresh must land before the credentials expire"
-            seen.add(provider.current())
-            await asyncio.sleep(0.02)
+
+        def rotated() -> bool:
+            seen.add(current := provider.current())
+            return current == second
+
+        # Before the credentials expire.
+        await eventually(rotated, within=now + 3 - time.time())
+        seen.discard(second)
     finally:
         await provider.aclose()
     assert seen == {first}, "while refreshes failed, the still-valid credentials were kept"
@@ -425,18 +425,28 @@ async def test_credentials_that_expire_while_refreshes_fail_are_misconfigured_un
         try:
             assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
             metadata.failing = True
-            await asyncio.sleep(2.0)  # past the expiry of the only key issued
-            with pytest.raises(BackendError) as expired:
-                await backend.moderate(REQUEST, timeout=5)
-            assert (expired.value.kind, expired.value.upstream_code) == (
-                Kind.MISCONFIGURED,
-                "AuthFailure.TokenFailure",
-            )
+
+            async def refused() -> BackendError | None:
+                try:
+                    await backend.moderate(REQUEST, timeout=5)
+                except BackendError as error:
+                    return error
+                return None
+
+            expired = await eventually(refused, within=3, every=0.1)  # past the only key's expiry
+            assert (expired.kind, expired.upstream_code) == (Kind.MISCONFIGURED, "AuthFailure.TokenFailure")
             metadata.failing = False
+
             # The next refresh (within half a second) gets a new key; calls succeed from then on.
-            await until(lambda: len(issuer.issued) >= 2)
-            await asyncio.sleep(0.2)
-            assert (await backend.moderate(REQUEST, timeout=5)).suggestion == Suggestion.SUGGESTION_PASS
+            async def answered() -> bool:
+                with contextlib.suppress(BackendError):
+                    return (
+                        await backend.moderate(REQUEST, timeout=5)
+                    ).suggestion == Suggestion.SUGGESTION_PASS
+                return False
+
+            await eventually(answered, within=3, every=0.1)
+            assert len(issuer.issued) >= 2
         finally:
             await backend.aclose()
     assert len(issuer.issued) >= 2

@@ -27,8 +27,9 @@ from moderation.v1.moderation_service_pb2 import (
 
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.images import make_png
-from tests.conftest import CHANNEL_OPTIONS
-from tests.service_process import free_port, spawn_service, wait_serving
+from testbed.processes import free_port, spawn_service
+from tests.support.gateway import CHANNEL_OPTIONS
+from tests.support.service_process import wait_serving
 from tests.test_credentials import NEW_ID, NEW_KEY, OLD_ID, OLD_KEY, write_secret_dir
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub

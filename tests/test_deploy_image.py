@@ -26,8 +26,10 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestio
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, wait_serving
+from testbed.processes import free_port
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import wait_serving
 
 IMAGE = os.environ.get("MODERATION_TEST_IMAGE", "")
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,13 +174,16 @@ async def test_tencent_backend_from_secret_files_and_sigterm_drains(
             in_flight = asyncio.ensure_future(
                 stub.ModerateImage(ModerateImageRequest(content=make_png(256, 256)), timeout=10)
             )
-            await asyncio.sleep(0.3)
+            await eventually(lambda: slow_emulator.stats.requests == 2, within=5)  # at the backend
             podman("kill", "--signal=TERM", name)
-            await asyncio.sleep(0.3)
-            health = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-            assert health.status == NOT_SERVING  # the drain delay: endpoints update before calls are refused
+            health = health_pb2_grpc.HealthStub(channel)
+
+            # The drain delay: endpoints update before calls are refused.
+            async def draining() -> bool:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return bool(answer.status == NOT_SERVING)
+
+            await eventually(draining, within=1, every=0.05)
             assert (await in_flight).suggestion == Suggestion.SUGGESTION_PASS
         exit_code = podman("wait", name, timeout=30).stdout.strip()
         log = logs(name)

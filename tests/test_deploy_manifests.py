@@ -24,7 +24,7 @@ from backends.options import Declared, is_secret, variable
 from backends.registry import BACKEND_TYPES
 from service.server import SERVICE_NAME
 from service.settings import Settings, load_settings
-from tests.conftest import GatewayFactory
+from tests.support.gateway import GatewayFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

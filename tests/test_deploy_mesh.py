@@ -20,8 +20,8 @@ from emulator.images import make_png
 from service.deadlines import BACKEND_TIMEOUT
 from service.server import SERVICE_NAME
 from service.settings import Settings
-from tests.conftest import GatewayFactory
-from tests.service_process import free_port
+from testbed.processes import free_port
+from tests.support.gateway import GatewayFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 # Failures before the gateway saw the call: nothing reached IMS, so a retry bills nothing.

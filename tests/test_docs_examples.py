@@ -30,9 +30,10 @@ from service.policy.legacy import read_libraries
 from service.policy.loading import load_policy
 from service.quotas.config import quotas_from_document
 from service.routing_file import load_routes
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.example_files import write_example_files
-from tests.service_process import free_port, start_service
+from testbed.processes import free_port
+from tests.support.example_files import write_example_files
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -142,6 +143,7 @@ def test_the_examples_are_found() -> None:
     EXAMPLES,
     ids=[f"{page.relative_to(ROOT)}:{example.line}" for page, example in EXAMPLES],
 )
+@pytest.mark.system
 def test_the_example_runs(
     page: Path, example: Example, workdir: Path, request: pytest.FixtureRequest
 ) -> None:

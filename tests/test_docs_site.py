@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +16,7 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 RUNBOOKS = ROOT / "docs" / "operations" / "runbooks.md"
 
 
+@pytest.mark.system
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     built = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],

@@ -22,8 +22,8 @@ from emulator.images import make_jpeg
 from service.routing_file import RouteConfig, RoutesConfig
 from service.server import Gateway
 from service.telemetry import setup_telemetry
-from tests.conftest import GatewayFactory, open_channel
-from tests.richstatus import RichError, rich_error
+from tests.support.gateway import GatewayFactory, open_channel
+from tests.support.richstatus import RichError, rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)

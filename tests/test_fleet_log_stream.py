@@ -7,9 +7,10 @@ import json
 
 import grpc
 
-from bench.redis_server import RedisServer
 from emulator import ImsEmulator
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.processes import free_port
+from testbed.redis_server import RedisServer
+from tests.support.service_process import start_service, wait_serving
 
 
 async def test_every_line_of_a_fleet_gateway_is_json(emulator: ImsEmulator, redis: RedisServer) -> None:

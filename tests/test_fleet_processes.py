@@ -15,14 +15,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.client import open_channel, stub
-from bench.delay_proxy import delay_proxy
-from bench.redis_server import RedisServer
-from bench.stream import StreamResult, run_stream
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.client import open_channel, stub
+from testbed.delay_proxy import delay_proxy
+from testbed.processes import free_port
+from testbed.redis_server import RedisServer
+from testbed.stream import StreamResult, run_stream
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import start_service, wait_serving
 
 BUDGET = 40
 ITEMS = 120
@@ -91,7 +93,8 @@ async def test_three_replicas_over_slow_links_one_killed_keep_to_one_budget(
     ):
         limited_emulator.reset_stats()
         streams = [asyncio.create_task(stream(address)) for address in (first, second, third)]
-        await asyncio.sleep(2.0)
+        # Mid-stream: a second of the budget spent by the three.
+        await eventually(lambda: limited_emulator.stats.billed >= BUDGET, within=30)
         victim.send_signal(signal.SIGKILL)
         survivors = await asyncio.gather(*streams[:2])
         await streams[2]
@@ -115,7 +118,7 @@ async def test_redis_down_then_restarted_empty_answers_everything_once(
     ):
         limited_emulator.reset_stats()
         streams = [asyncio.create_task(stream(address, 2 * ITEMS)) for address in (first, second)]
-        await asyncio.sleep(2.0)
+        await eventually(lambda: limited_emulator.stats.billed >= BUDGET, within=30)  # on the shared pace
         redis.stop()
         await asyncio.sleep(2.5)
         redis.start()

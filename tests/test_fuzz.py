@@ -24,7 +24,7 @@ from backends.image_limits import IMS_IMAGE_LIMITS
 from backends.tencent.wire import parse_response, request_body
 from service.server import Gateway
 from service.validation import ValidationError, image_size, validate
-from tests.conftest import open_channel
+from tests.support.gateway import open_channel
 from tests.test_undecodable import EVERY_METHOD, UNDECODABLE, call_raw
 
 # Each run draws new examples: 500 a run keeps the suite quick and still covers the parsers over time.

@@ -19,11 +19,12 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.image_limits import MAX_IMAGE_BYTES
-from bench.fileserver import serve_files
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.richstatus import rich_error
+from testbed.fileserver import serve_files
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS_IMAGE = make_png(256, 256)
@@ -226,10 +227,7 @@ async def test_caller_deadline_beats_slow_backend(stub: Stub, emulator: ImsEmula
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 0.4
     # The abandoned backend request was dropped, not left running.
-    for _ in range(50):
-        if emulator.stats.aborted:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: emulator.stats.aborted, within=2.5)
     assert emulator.stats.aborted == 1
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from backends.errors import BackendError, Kind
-from bench.redis_server import RedisServer
 from emulator import ImsEmulator
 from service.deadlines import Deadline
 from service.governor import FleetGovernor, Priority
@@ -19,7 +18,8 @@ from service.governor import fleet as fleet_module
 from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
 from service.governor.schedule import Schedule
-from tests.service_process import free_port
+from testbed.processes import free_port
+from testbed.redis_server import RedisServer
 from tests.test_load_budget import BUDGET, Tally, limited, replica, stream, tokens_file
 
 __all__ = ["limited", "tokens_file"]
@@ -66,6 +66,7 @@ async def test_a_replica_that_never_reached_redis_without_an_expected_count_gran
     assert refused.value.retry_after > 20
 
 
+@pytest.mark.system
 async def test_two_replicas_started_while_redis_is_unreachable_keep_to_the_budget(
     limited: ImsEmulator, tokens_file: Path
 ) -> None:

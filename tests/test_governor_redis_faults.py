@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from bench.redis_server import RedisServer
 from service.deadlines import Deadline
 from service.governor import FleetGovernor, Priority
 from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
 from service.governor.schedule import KEY_PREFIX, Schedule
+from testbed.redis_server import RedisServer
 
 QPS = 20
 KEY = "budget"

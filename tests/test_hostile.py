@@ -17,9 +17,10 @@ from moderation.v1.moderation_service_pb2 import (
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.richstatus import rich_error
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.processes import free_port
+from tests.support.gateway import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.support.richstatus import rich_error
+from tests.support.service_process import start_service, wait_serving
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
@@ -143,6 +144,7 @@ async def test_an_oversized_message_is_refused_with_a_clear_status(make_gateway:
     assert "larger than max" in (caught.value.details() or "")
 
 
+@pytest.mark.system
 async def test_sigterm_during_a_2000_item_stream(emulator: ImsEmulator) -> None:
     emulator.config.latency = 0.3
     port = free_port()

@@ -18,8 +18,9 @@ import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from emulator import EmulatorConfig, ImsEmulator
-from tests.service_process import free_port, spawn_service
-from tests.test_credentials import OLD_ID, OLD_KEY, until, write_secret_dir
+from testbed.processes import free_port, spawn_service
+from tests.support.eventually import eventually
+from tests.test_credentials import OLD_ID, OLD_KEY, write_secret_dir
 from tests.test_credentials_process import PNG, gateway, metric
 
 # A start-up that reads a FIFO waits forever: this bounds the test, not the gateway's start.
@@ -168,13 +169,15 @@ async def test_a_key_file_swapped_for_dev_zero_then_a_fifo_is_refused_and_sigter
             swap_secret_key(secrets, lambda path: path.symlink_to("/dev/zero"))
             # The first refusal and the retry after its backoff: read again, refused again.
             dev_zero = f"{refused} (not a regular file but a character device)"
-            await until(lambda: process.output.count(dev_zero) >= 2, 15)
+            await eventually(lambda: process.output.count(dev_zero) >= 2, within=15)
             grown = rss_bytes(pid) - before
             # The key held still signs.
             await stub.ModerateImage(ModerateImageRequest(content=PNG), timeout=5)
 
             swap_secret_key(secrets, os.mkfifo)
-            await until(lambda: f"{refused} (not a regular file but a FIFO)" in process.output, 15)
+            await eventually(
+                lambda: f"{refused} (not a regular file but a FIFO)" in process.output, within=15
+            )
             await stub.ModerateImage(ModerateImageRequest(content=PNG), timeout=5)
             metrics = await process.metrics()
 

@@ -13,6 +13,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestio
 
 from backends.http import SLICE_BYTES, SLICED_BODY_BYTES, body_payload, session_factory
 from backends.tencent.client import ImsBackend, ImsEndpoint
+from tests.support.eventually import eventually
 
 Received = list[tuple[dict[str, str], bytes]]
 
@@ -82,10 +83,9 @@ async def test_a_backend_connects_no_more_than_its_pool_allows_and_closes_on_acl
         assert runner.server is not None
         assert runner.server.connections
         await backend.aclose()
-        async with asyncio.timeout(5):
-            # The server learns of the close when the FIN arrives; it has no event to wait on.
-            while runner.server.connections:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        # The server learns of the close when the FIN arrives; it has no event to wait on.
+        server = runner.server
+        await eventually(lambda: not server.connections, within=5, every=0.01)
     finally:
         await backend.aclose()
         await runner.cleanup()

@@ -35,6 +35,7 @@ from emulator import EmulatorConfig, Faults, ImsEmulator
 from emulator.errors import ImsError
 from emulator.images import format_marker, make_gif, make_jpeg, make_png
 from emulator.validation import MAX_FILE_CONTENT_CHARS, MAX_URL_IMAGE_BYTES, validate
+from tests.support.eventually import eventually_blocking
 
 SECRET_ID = "AKIDEMULATORTESTEMULATORTEST00000001"
 SECRET_KEY = "emulator-test-secret-key-0123456789"
@@ -122,10 +123,7 @@ def error_code(response: httpx.Response) -> str | None:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+    eventually_blocking(condition, within=timeout, every=0.01)
 
 
 def sdk_client(emu: ImsEmulator, *, secret_key: str = SECRET_KEY, token: str | None = None) -> Any:

@@ -7,7 +7,6 @@ order (spans, auth, the undecodable-request guard), beside a health service left
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,7 +23,8 @@ from service.auth import CALLER, CallerAuth
 from service.interceptors import AroundCalls, Behaviour, Context, Method
 from service.telemetry import ServerSpans
 from service.undecodable import RejectUndecodable
-from tests.richstatus import rich_error
+from tests.support.eventually import eventually
+from tests.support.richstatus import rich_error
 
 SERVICE = "test.Shapes"
 TOKEN = "checkout-0123456789abcdef"
@@ -144,11 +144,7 @@ async def served() -> AsyncIterator[Served]:
 async def only_span(spans: InMemorySpanExporter) -> ReadableSpan:
     # The server span ends once the handler has returned, which may be after the client has its status:
     # polled for up to 5 s.
-    for _ in range(500):
-        if spans.get_finished_spans():
-            break
-        await asyncio.sleep(0.01)
-    [span] = spans.get_finished_spans()
+    [span] = await eventually(spans.get_finished_spans, within=5, every=0.01)
     return span
 
 

@@ -17,7 +17,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestio
 from backends.tencent import client
 from emulator.images import make_jpeg
 from service.server import Gateway
-from tests.conftest import open_channel
+from tests.support.gateway import open_channel
 
 
 def jpeg_of(size: int) -> bytes:

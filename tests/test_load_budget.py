@@ -20,12 +20,13 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
 
-from bench.client import error_label, open_channel, request, stub
-from bench.redis_server import RedisServer
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.client import error_label, open_channel, request, stub
+from testbed.processes import free_port
+from testbed.redis_server import RedisServer
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import start_service, wait_serving
 
 BUDGET = 40
 LATENCY = 0.3

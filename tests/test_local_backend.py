@@ -17,8 +17,8 @@ from backends.local.cancel import CancelToken
 from backends.local.frames import DEFAULT_LIMITS, sample_frames
 from backends.local.models import Models
 from backends.local.settings import LocalSettings
-from bench.fileserver import serve_files
-from bench.local_images import animated_gif, encode, photo, qr_image, text_image
+from testbed.fileserver import serve_files
+from testbed.local_images import animated_gif, encode, photo, qr_image, text_image
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK

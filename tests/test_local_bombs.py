@@ -16,11 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
-from bench.bombs import frame_flood_gif, pixel_bomb_png, pixel_bomb_webp, tall_second_page_tiff
-from bench.fileserver import serve_files
-from bench.local_images import encode, photo
-from tests.richstatus import rich_error
-from tests.service_process import free_port, spawn_service
+from testbed.bombs import frame_flood_gif, pixel_bomb_png, pixel_bomb_webp, tall_second_page_tiff
+from testbed.fileserver import serve_files
+from testbed.local_images import encode, photo
+from testbed.processes import free_port, spawn_service
+from tests.support.eventually import eventually_blocking
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -59,16 +60,20 @@ def _start(tmp: Path, **settings: str) -> Service:
     service = Service(process, port)
     with grpc.insecure_channel(service.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
+
+        def serving() -> bool:
             try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == SERVING:
-                    return service
+                return bool(health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == SERVING)
             except grpc.RpcError:
-                pass
-            assert process.poll() is None, process.communicate()[0]
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("the service never became SERVING")
+                assert process.poll() is None, process.communicate()[0]
+                return False
+
+        try:
+            eventually_blocking(serving, within=60, every=0.1)
+        except AssertionError:
+            process.kill()
+            raise
+    return service
 
 
 def _stop(service: Service, timeout: float = 30) -> tuple[int, str]:

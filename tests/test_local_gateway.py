@@ -20,13 +20,14 @@ from moderation.v1.moderation_service_pb2 import (
 
 from backends.base import Backend, WrappedBackend
 from backends.local.settings import LocalSettings
-from bench.fileserver import serve_files
-from bench.local_images import encode, photo, qr_image, text_image
 from service.factory import build_backend
 from service.server import Gateway, build_server
-from tests.conftest import open_channel, single_backend_settings
-from tests.richstatus import rich_error
-from tests.service_process import spawn_service
+from testbed.fileserver import serve_files
+from testbed.local_images import encode, photo, qr_image, text_image
+from testbed.processes import spawn_service
+from tests.support.gateway import open_channel, single_backend_settings
+from tests.support.richstatus import rich_error
+from tests.support.service_process import wait_serving
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -101,6 +102,7 @@ async def _drain(call: AsyncIterator[object]) -> list[object]:
     return [answer async for answer in call]
 
 
+@pytest.mark.system
 async def test_make_run_without_credentials_serves_the_local_backend() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -108,15 +110,7 @@ async def test_make_run_without_credentials_serves_the_local_backend() -> None:
     process = spawn_service(port, MODERATION_METRICS_LISTEN="off")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(300):
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_serving(channel, within=30)
             result = await Stub(channel).ModerateImage(
                 ModerateImageRequest(content=encode(text_image(["加微信 free money"]), "PNG")), timeout=30
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.make_targets import run_make, write_program
+from tests.support.make_targets import run_make, write_program
 
 # podman: `image exists` answers $STUB_BASE_PRESENT (1: absent), `pull` fails as with no registry, and
 # every call is logged.

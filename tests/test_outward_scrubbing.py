@@ -26,8 +26,9 @@ from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.otlp import TraceReceiver, trace_receiver
-from tests.service_process import free_port, spawn_module, wait_serving
+from testbed.processes import free_port, spawn_module
+from tests.support.otlp import TraceReceiver, trace_receiver
+from tests.support.service_process import wait_serving
 
 OLD_ID, OLD_KEY = "AKIDrotold" + "e5" * 8, "rot-old-key-" + "f6" * 8
 NEW_ID, NEW_KEY = "AKIDrotnew" + "a7" * 8, "rot-new-key-" + "b8" * 8

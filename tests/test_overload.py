@@ -20,8 +20,8 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, StreamMod
 
 from emulator import ImsEmulator
 from emulator.images import make_png
-from tests.conftest import CHANNEL_OPTIONS, GatewayFactory
-from tests.richstatus import rich_error
+from tests.support.gateway import CHANNEL_OPTIONS, GatewayFactory
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)

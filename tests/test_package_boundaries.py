@@ -1,5 +1,6 @@
-"""Who may import whom: the emulator stands apart from the gateway it checks, bench/ apart from tests/, and
-the gateway is layered: `service/` on `backends/` on `common/`, no package importing one above it."""
+"""Who may import whom: the emulator stands apart from the gateway it checks; testbed/ (what tests and bench
+share) and bench/ apart from tests/, and tests apart from bench/ and from their own conftest; the gateway is
+layered: `service/` on `backends/` on `common/`, no package importing one above it."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_PACKAGES = frozenset({"backends", "common", "service", "tests"})
 
 
-def _absolute_imports(package: str) -> dict[str, set[str]]:
-    """Every absolute import, lazy ones included, of each module under `package`: file -> top-level names."""
+def _absolute_imports(package: str, *, whole: bool = False) -> dict[str, set[str]]:
+    """Every absolute import, lazy ones included, of each module under `package`: file -> top-level names
+    (`whole`: the modules' full dotted names)."""
     found: dict[str, set[str]] = {}
     for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
-        names: set[str] = set()
+        modules: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
+                modules.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-        found[str(path.relative_to(PROJECT_ROOT))] = names
+                modules.add(node.module)
+        found[str(path.relative_to(PROJECT_ROOT))] = (
+            modules if whole else {module.split(".")[0] for module in modules}
+        )
     return found
 
 
@@ -61,3 +65,25 @@ def test_common_imports_neither_the_backends_nor_the_service() -> None:
 
 def test_backends_import_nothing_from_the_service() -> None:
     assert _offenders("backends", frozenset({"service", "tests", "bench"})) == {}
+
+
+def test_testbed_imports_nothing_from_tests_or_bench() -> None:
+    assert _offenders("testbed", frozenset({"tests", "bench"})) == {}
+
+
+# The bench's own unit tests: they test bench/, not the gateway with bench's helpers.
+BENCH_TESTS = frozenset({"tests/unit/test_bench_parts.py"})
+
+
+def test_tests_borrow_nothing_from_bench() -> None:
+    assert set(_offenders("tests", frozenset({"bench"}))) <= BENCH_TESTS
+
+
+def test_tests_import_nothing_from_their_conftest() -> None:
+    # Fixtures reach tests through pytest; what tests import lives in tests/support.
+    importers = [
+        path
+        for path, modules in _absolute_imports("tests", whole=True).items()
+        if "tests.conftest" in modules
+    ]
+    assert importers == []

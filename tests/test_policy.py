@@ -29,8 +29,8 @@ from emulator.images import make_png
 from service.policy.loading import load_policy
 from service.server import Gateway
 from service.telemetry import setup_telemetry
-from tests.conftest import GatewayFactory, open_channel
-from tests.policy_files import policy_settings, write_policy
+from tests.support.gateway import GatewayFactory, open_channel
+from tests.support.policy_files import policy_settings, write_policy
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK

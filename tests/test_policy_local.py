@@ -18,14 +18,14 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.local.settings import LocalSettings
-from bench.local_images import encode, near_duplicates, photo, text_image
 from service.factory import build_backend
 from service.observe import SUGGESTION_NAMES
 from service.policy.fields import SOURCE_NAMES
 from service.server import Gateway, build_server
 from service.settings import load_settings
-from tests.conftest import open_channel, single_backend_settings
-from tests.policy_files import policy_settings, write_policy
+from testbed.local_images import encode, near_duplicates, photo, text_image
+from tests.support.gateway import open_channel, single_backend_settings
+from tests.support.policy_files import policy_settings, write_policy
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 POLICY = """

@@ -11,11 +11,11 @@ from pathlib import Path
 from moderation.v1.moderation_service_pb2 import DecisionSource, ModerateImageRequest, Suggestion
 from PIL import Image, PngImagePlugin
 
-from bench.local_images import encode, photo
 from emulator import ImsEmulator
 from service.policy.pdq import pdq_hash
-from tests.conftest import GatewayFactory
-from tests.policy_files import policy_settings, write_policy
+from testbed.local_images import encode, photo
+from tests.support.gateway import GatewayFactory
+from tests.support.policy_files import policy_settings, write_policy
 from tests.test_policy import moderate
 
 

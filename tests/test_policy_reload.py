@@ -22,9 +22,11 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateI
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.policy.loading import load_policy
-from tests.conftest import CHANNEL_OPTIONS, GatewayFactory
-from tests.policy_files import policy_settings, write_policy
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.processes import free_port
+from tests.support.eventually import eventually
+from tests.support.gateway import CHANNEL_OPTIONS, GatewayFactory
+from tests.support.policy_files import policy_settings, write_policy
+from tests.support.service_process import start_service, wait_serving
 
 PORN_90 = make_png(64, 64, "IMSEMU:Block:Porn:SexBehavior:90")
 STRICT = "[default.thresholds]\nPorn = { review = 50, block = 80 }\n"
@@ -85,9 +87,14 @@ async def moderate(address: str) -> ModerateImageResponse:
 async def version_within(address: str, version: str, seconds: float) -> float:
     """Seconds until `address` answers with policy `version`; fails after `seconds`."""
     started = time.monotonic()
-    while (await moderate(address)).decision.policy_version != version:
-        assert time.monotonic() - started < seconds, f"{address} still on the old policy"
-        await asyncio.sleep(0.1)
+
+    async def on_version() -> bool:
+        assert (await moderate(address)).decision.policy_version == version, (
+            f"{address} still on the old policy"
+        )
+        return True
+
+    await eventually(on_version, within=seconds, every=0.1)
     return time.monotonic() - started
 
 
@@ -98,6 +105,7 @@ async def reload_failed(url: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1])
 
 
+@pytest.mark.system
 async def test_a_fleet_of_two_follows_a_configmap_swap_and_keeps_a_bad_file_out(
     tmp_path: Path, emulator: ImsEmulator
 ) -> None:
@@ -116,10 +124,12 @@ async def test_a_fleet_of_two_follows_a_configmap_swap_and_keeps_a_bad_file_out(
         assert await reload_failed(one_metrics) == 0
 
         volume.publish("[default.thresholds]\nPorn = { review = 90, block = 10 }\n")
-        started = time.monotonic()
-        while await reload_failed(one_metrics) != 1:
-            assert time.monotonic() - started < PROPAGATION, "the bad file was not noticed"
-            await asyncio.sleep(0.1)
+
+        async def noticed() -> bool:
+            assert await reload_failed(one_metrics) == 1, "the bad file was not noticed"
+            return True
+
+        await eventually(noticed, within=PROPAGATION, every=0.1)
         for address in (one, two):
             answer = await moderate(address)
             assert (answer.suggestion, answer.decision.policy_version) == (
@@ -128,6 +138,7 @@ async def test_a_fleet_of_two_follows_a_configmap_swap_and_keeps_a_bad_file_out(
             )
 
 
+@pytest.mark.system
 def test_a_bad_policy_at_start_up_exits_2_listing_every_problem(
     tmp_path: Path, emulator: ImsEmulator
 ) -> None:

@@ -25,7 +25,7 @@ from backends.tencent.client import SERVICE, ImsBackend, ImsEndpoint
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from service.errors import KIND_POLICIES
-from tests.conftest import SECRET_ID, SECRET_KEY
+from tests.support.gateway import SECRET_ID, SECRET_KEY
 
 TOKEN = "private-deployment-token-0123456789"
 DEPLOYMENT_ID = "AKIDPRIVATEDEPLOYMENT0000000001"

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -25,12 +22,14 @@ import pytest
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
-from bench.redis_server import RedisServer
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.faults import Faults
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, wait_serving
+from testbed.processes import free_port, spawn_module
+from testbed.redis_server import RedisServer
+from tests.support.eventually import eventually, eventually_blocking
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.service_process import wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "moderation-gateway.json"
@@ -116,16 +115,16 @@ def prometheus(tmp_path: Path, replicas: list[Replica]) -> Iterator[Prometheus]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
             try:
-                with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as ready:
-                    if ready.status == 200:
-                        break
+                with urllib.request.urlopen(f"http://{address}/-/ready", timeout=1) as answer:
+                    return bool(answer.status == 200)
             except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"prometheus did not start: {process.stderr}") from None
-                time.sleep(0.2)
+                assert process.poll() is None, f"prometheus did not start: {process.stderr}"
+                return False
+
+        eventually_blocking(ready, within=30, every=0.2)
         yield Prometheus(f"http://{address}")
     finally:
         process.terminate()
@@ -149,23 +148,23 @@ class Replica:
 
 def start_replica(
     name: str, emulator: ImsEmulator, log_folder: Path, **settings: str
-) -> tuple[subprocess.Popen[bytes], Replica]:
-    """`python -m service` on the emulator with a budget and a bulkhead small enough for the load."""
+) -> tuple[subprocess.Popen[str], Replica]:
+    """`python -m service` on the emulator with a budget and a bulkhead small enough for the load, and
+    the verdict cache on (its panels need hits)."""
     replica = Replica(free_port(), f"127.0.0.1:{free_port()}")
-    env = {
-        "PATH": os.environ["PATH"],
-        "MODERATION_LISTEN": f"127.0.0.1:{replica.port}",
-        "MODERATION_METRICS_LISTEN": replica.metrics,
-        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-        "IMS_ENDPOINT": emulator.url,
-        "IMS_QPS": "20",
-        "MODERATION_CALLER_MAX_IN_FLIGHT": "16",
-        **settings,
-    }
     # Its log goes to a file: a pipe nobody reads would stall the gateway once full.
-    with (log_folder / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=log)
+    with (log_folder / f"{name}.log").open("w") as log:
+        settings = {
+            "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+            "IMS_ENDPOINT": emulator.url,
+            "MODERATION_METRICS_LISTEN": replica.metrics,
+            "MODERATION_CACHE": "memory",
+            "IMS_QPS": "20",
+            "MODERATION_CALLER_MAX_IN_FLIGHT": "16",
+            **settings,
+        }
+        process = spawn_module("service", replica.port, settings, log)
     return process, replica
 
 
@@ -190,22 +189,21 @@ async def replicas(
             process.wait(timeout=30)
 
 
-async def load(replica: Replica, seconds: float, concurrency: int = 32) -> int:
-    """ModerateImage calls from `concurrency` callers for `seconds`, more than the budget and the
+async def load(replica: Replica, stop: asyncio.Event, concurrency: int = 32) -> int:
+    """ModerateImage calls from `concurrency` callers until `stop` is set, more than the budget and the
     bulkhead take (so some wait, some are refused); returns how many were answered OK. One call in four
     sends the same image (cache hits, and coalesced calls while its first is in flight), the others
     images of many sizes (misses, billed)."""
     repeated = make_png(256, 256)
     calls = 0
     answered = 0
-    stop = asyncio.get_running_loop().time() + seconds
     async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         stub = moderation_service_pb2_grpc.ModerationServiceStub(channel)
 
         async def caller() -> None:
             nonlocal answered
             nonlocal calls
-            while asyncio.get_running_loop().time() < stop:
+            while not stop.is_set():
                 calls += 1
                 image = repeated if calls % 4 == 0 else make_png(64 + calls % 1024, 64)
                 try:
@@ -222,25 +220,35 @@ def test_every_metric_named_is_the_gateways() -> None:
     assert all(name.startswith("moderation_") for name in named_metrics())
 
 
+@pytest.mark.system
 async def test_every_panel_returns_data_from_a_gateway_under_load(
     replicas: list[Replica], prometheus: Prometheus
 ) -> None:
-    loading = asyncio.gather(*(load(replica, seconds=12) for replica in replicas))
-    await asyncio.sleep(9)  # several scrapes into the load, so every rate has two samples and more
-    exported = set(await asyncio.to_thread(prometheus.get, "/api/v1/label/__name__/values"))
-    missing = []
-    for title, expression in panel_queries():
-        for variable, value in GRAFANA_VARIABLES.items():
-            expression = expression.replace(variable, value)
-        if not await asyncio.to_thread(prometheus.query, expression):
-            missing.append(title)
+    stop = asyncio.Event()
+    loading = asyncio.gather(*(load(replica, stop) for replica in replicas))
+
+    async def every_panel_has_data() -> set[str]:
+        exported = set(await asyncio.to_thread(prometheus.get, "/api/v1/label/__name__/values"))
+        missing = []
+        for title, expression in panel_queries():
+            for variable, value in GRAFANA_VARIABLES.items():
+                expression = expression.replace(variable, value)
+            if not await asyncio.to_thread(prometheus.query, expression):
+                missing.append(title)
+        assert not missing, f"panels without data: {missing}"
+        return exported
+
+    try:
+        # Until a few scrapes into the load every rate has two samples.
+        exported = await eventually(every_panel_has_data, within=60, every=1.0)
+    finally:
+        stop.set()
     backends = await asyncio.to_thread(
         prometheus.get, "/api/v1/label/moderation_backend/values", **{"match[]": "moderation_circuit_state"}
     )
     rules = await asyncio.to_thread(prometheus.get, "/api/v1/rules")
     answered = await loading
     assert all(answered), answered
-    assert not missing, f"panels without data: {missing}"
     assert named_metrics() <= exported
     assert backends == ["tencent"]
     health = {rule["name"]: rule["health"] for group in rules["groups"] for rule in group["rules"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
@@ -25,12 +26,14 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["promtool", *args], cwd=RULES, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.system
 def test_promtool_checks_the_rules() -> None:
     checked = promtool("check", "rules", "alerts.yaml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in checked.stdout
 
 
+@pytest.mark.system
 def test_promtool_unit_tests_pass() -> None:
     tested = promtool("test", "rules", "alerts.test.yaml")
     assert tested.returncode == 0, tested.stdout + tested.stderr

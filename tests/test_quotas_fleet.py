@@ -20,14 +20,16 @@ import pytest
 import redis as redis_sync
 from moderation.v1.moderation_service_pb2 import GetUsageRequest, ModerateImageRequest, QuotaUsage
 
-from bench.client import open_channel, stub
-from bench.redis_server import RedisServer
-from bench.stream import StreamResult, run_stream
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.richstatus import rich_error
-from tests.service_process import free_port, spawn_module, wait_serving
+from testbed.client import open_channel, stub
+from testbed.processes import free_port, spawn_module
+from testbed.redis_server import RedisServer
+from testbed.stream import StreamResult, run_stream
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.richstatus import rich_error
+from tests.support.service_process import wait_serving
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TOKENS = {"uploads": secrets.token_hex(16), "others": secrets.token_hex(16)}
@@ -67,7 +69,7 @@ def set_clock(folder: Path, shanghai: datetime) -> None:
 def spawn(folder: Path, index: int, port: int, settings: dict[str, str]) -> subprocess.Popen[str]:
     with (folder / f"replica{index}.log").open("w", encoding="utf-8") as log:
         return spawn_module(
-            "tests.quota_clock_service",
+            "tests.support.quota_clock_service",
             port,
             {
                 "MODERATION_METRICS_LISTEN": "off",
@@ -131,13 +133,15 @@ async def polled_usage(
     address: str, caller: str, ready: Callable[[list[QuotaUsage]], bool]
 ) -> list[QuotaUsage]:
     """The caller's usage once an answer satisfies `ready` (asked every 0.2 s; errors ask again)."""
-    async with asyncio.timeout(20):
-        while True:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                rows = await usage(address, caller)
-                if ready(rows):
-                    return rows
-            await asyncio.sleep(0.2)
+
+    async def answer() -> list[QuotaUsage] | None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            rows = await usage(address, caller)
+            if ready(rows):
+                return rows
+        return None
+
+    return await eventually(answer, within=20, every=0.2)
 
 
 def split(items: list[bytes], parts: int) -> list[list[bytes]]:

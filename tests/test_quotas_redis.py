@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis as redis_sync
 
-from bench.redis_server import RedisServer
 from service.governor import FleetConnection
 from service.quotas.redis_store import RedisStore
 from service.quotas.store import Counter, StoreUnavailable
+from testbed.redis_server import RedisServer
 
 DAY, MONTH = "moderation:quota:test-day", "moderation:quota:test-month"
 

@@ -17,8 +17,9 @@ from emulator.images import make_png
 from service.factory import build_backends
 from service.server import Gateway, backend_health_name, build_server
 from service.settings import load_settings
-from tests.conftest import SECRET_ID, SECRET_KEY, open_channel
-from tests.richstatus import rich_error
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY, open_channel
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
@@ -154,15 +155,21 @@ async def test_circuit_opens_then_probes_and_closes(
             assert (answer.backend, answer.fallback) == ("onprem", True)
         upstream = gateway.router.upstreams["cloud"]
         assert upstream.breaker.state.name == "OPEN"
-        await asyncio.sleep(0.6)
-        cloud_health = await health.Check(health_pb2.HealthCheckRequest(service=backend_health_name("cloud")))
-        overall = await health.Check(health_pb2.HealthCheckRequest())
-        assert (cloud_health.status, overall.status) == (NOT_SERVING, SERVING)
+
+        async def cloud_down_overall_serving() -> bool:
+            cloud = await health.Check(health_pb2.HealthCheckRequest(service=backend_health_name("cloud")))
+            overall = await health.Check(health_pb2.HealthCheckRequest())
+            return (cloud.status, overall.status) == (NOT_SERVING, SERVING)
+
+        await eventually(cloud_down_overall_serving, within=5)
         revived = start_emulator(port)
         try:
-            await asyncio.sleep(1.1)
-            answer = await stub.ModerateImage(ModerateImageRequest(content=IMAGE))
-            assert (answer.backend, answer.fallback) == ("cloud", False)
+            # Once the circuit's reset time has passed, the next call probes the primary again.
+            async def answered_by_the_primary() -> bool:
+                answer = await stub.ModerateImage(ModerateImageRequest(content=IMAGE))
+                return (answer.backend, answer.fallback) == ("cloud", False)
+
+            await eventually(answered_by_the_primary, within=5, every=0.1)
             assert upstream.breaker.state.name == "CLOSED"
             assert revived.stats.billed == 1
         finally:
@@ -199,10 +206,13 @@ async def test_when_every_backend_is_down(
             for _ in range(3):
                 with pytest.raises(grpc.aio.AioRpcError):
                     await stub.ModerateImage(ModerateImageRequest(content=IMAGE))
-        await asyncio.sleep(0.6)
-        status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-    # Every circuit is open: no route can answer, and health says so.
-    assert status.status == NOT_SERVING
+        health = health_pb2_grpc.HealthStub(channel)
+
+        # Every circuit is open: no route can answer, and health says so.
+        async def not_serving() -> bool:
+            return bool((await health.Check(health_pb2.HealthCheckRequest())).status == NOT_SERVING)
+
+        await eventually(not_serving, within=5)
 
 
 async def test_invalid_requests_do_not_fail_over(

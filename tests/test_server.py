@@ -21,8 +21,10 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from service.factory import build_backend
 from service.server import PortInUseError, build_server
-from tests.conftest import SECRET_ID, SECRET_KEY, gateway_settings
-from tests.service_process import free_port, start_service, wait_serving
+from testbed.processes import free_port
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY, gateway_settings
+from tests.support.service_process import start_service, wait_serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -73,6 +75,7 @@ def slow_emulator() -> Iterator[ImsEmulator]:
         yield emulator
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_loop: str) -> None:
     port = free_port()
@@ -86,13 +89,16 @@ async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_
             in_flight = asyncio.ensure_future(
                 stub.ModerateImage(ModerateImageRequest(content=make_png(256, 256)))
             )
-            await asyncio.sleep(0.3)
+            await eventually(lambda: slow_emulator.stats.max_in_flight == 1, within=5)  # at the backend
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)
-            status = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-            assert status.status == NOT_SERVING
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def draining() -> bool:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return bool(answer.status == NOT_SERVING)
+
+            # Within the drain delay, while health still answers.
+            await eventually(draining, within=0.5, every=0.05)
             result = await in_flight
             assert result.suggestion == Suggestion.SUGGESTION_PASS
         returncode = await asyncio.to_thread(process.wait, 10)
@@ -105,6 +111,7 @@ async def test_sigterm_drains_in_flight_calls(slow_emulator: ImsEmulator, event_
     assert SECRET_KEY not in output
 
 
+@pytest.mark.system
 async def test_port_clash_exits_with_a_message(emulator: ImsEmulator) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -116,6 +123,7 @@ async def test_port_clash_exits_with_a_message(emulator: ImsEmulator) -> None:
     assert "cannot listen on 127.0.0.1:" in output
 
 
+@pytest.mark.system
 async def test_tencent_without_credentials_fails_fast_naming_the_variables() -> None:
     env = {"PATH": os.environ["PATH"], "MODERATION_BACKEND": "tencent"}
     process = await asyncio.to_thread(
@@ -126,6 +134,7 @@ async def test_tencent_without_credentials_fails_fast_naming_the_variables() -> 
     assert "TENCENTCLOUD_SECRET_KEY" in process.stderr
 
 
+@pytest.mark.system
 async def test_every_configuration_problem_at_once_and_no_value_echoed() -> None:
     env = {
         "PATH": os.environ["PATH"],

@@ -19,8 +19,9 @@ from moderation.v1.moderation_service_pb2 import (
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway
-from tests.conftest import GatewayFactory, open_channel
-from tests.richstatus import rich_error
+from tests.support.eventually import eventually
+from tests.support.gateway import GatewayFactory, open_channel
+from tests.support.richstatus import rich_error
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS = make_png(256, 256)
@@ -121,17 +122,9 @@ async def test_byte_budget_bounds_big_images(make_gateway: GatewayFactory, emula
 async def test_cancel_mid_stream_cancels_backend_calls(stub: Stub, emulator: ImsEmulator) -> None:
     emulator.config.latency = 5.0
     call = stub.StreamModerateImages(iter(items([PASS] * 6)))
-    for _ in range(100):
-        if emulator.stats.billed == 6:
-            break
-        await asyncio.sleep(0.05)
-    assert emulator.stats.billed == 6
+    await eventually(lambda: emulator.stats.billed == 6, within=5)
     call.cancel()
-    for _ in range(100):
-        if emulator.stats.aborted == 6:
-            break
-        await asyncio.sleep(0.05)
-    assert emulator.stats.aborted == 6
+    await eventually(lambda: emulator.stats.aborted == 6, within=5)
 
 
 async def test_deadline_mid_stream_answers_every_item_read(stub: Stub, emulator: ImsEmulator) -> None:
@@ -170,7 +163,8 @@ async def test_unary_calls_are_not_starved_by_a_batch(
         stub = Stub(channel)
         loop = asyncio.get_running_loop()
         batch = asyncio.create_task(stream_all(stub, items([PASS] * 40)))
-        await asyncio.sleep(1.0)
+        # The batch under way: the budget's first second spent on it.
+        await eventually(lambda: emulator.stats.billed >= 10, within=10)
         started = loop.time()
         await stub.ModerateImage(ModerateImageRequest(content=PASS))
         unary_latency = loop.time() - started

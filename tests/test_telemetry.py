@@ -28,8 +28,9 @@ from service import observe, retry
 from service.logs import JsonFormatter, RedactSecrets, TraceContext
 from service.server import Gateway
 from service.telemetry import Telemetry, setup_telemetry
-from tests.conftest import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.otlp import trace_receiver
+from tests.support.eventually import eventually
+from tests.support.gateway import SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.support.otlp import trace_receiver
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
@@ -246,9 +247,7 @@ async def test_in_flight_gauge_counts_calls_while_they_run(
         ]
         # Scraped once all three wait on the emulator, however slowly they got there (it counts them
         # on its own thread: there is nothing to await but time).
-        async with asyncio.timeout(5):
-            while emulator.stats.max_in_flight < 3:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await eventually(lambda: emulator.stats.max_in_flight >= 3, within=5, every=0.01)
         during = (await client.get(url)).text
         await asyncio.gather(*calls)
         after = (await client.get(url)).text

@@ -18,7 +18,7 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from service.logs import RateLimitedLog
 from service.server import Gateway
-from tests.richstatus import rich_error
+from tests.support.richstatus import rich_error
 
 # Field 1 as a length-delimited record claiming more bytes than follow: no message type parses it.
 UNDECODABLE = b"\x0a\xff\xff\xff\xff\x0f"

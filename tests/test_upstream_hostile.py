@@ -22,9 +22,10 @@ from common.scrub import UNRECOGNISED
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.telemetry import Telemetry, setup_telemetry
-from tests.conftest import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
-from tests.richstatus import RichError, rich_error
-from tests.service_process import free_port, spawn_service, wait_serving
+from testbed.processes import free_port, spawn_service
+from tests.support.gateway import CHANNEL_OPTIONS, SECRET_ID, SECRET_KEY, GatewayFactory, open_channel
+from tests.support.richstatus import RichError, rich_error
+from tests.support.service_process import wait_serving
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
@@ -192,6 +193,7 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.system
 async def test_a_gateway_process_against_every_hostile_mode(emulator: ImsEmulator) -> None:
     port, metrics_port = free_port(), free_port()
     service = spawn_service(

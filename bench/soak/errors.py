@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from google.rpc import status_pb2
 
-from bench.client import error_label
 from bench.soak.leaks import ANSWERS, SecretScan
+from testbed.client import error_label
 
 _DETAILS_KEY = "grpc-status-details-bin"
 

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.processes import Running
+from testbed.processes import Running
 
 INTERVAL = 1.0
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.percentile import percentile
 from bench.soak.collector import ItemSpan
 from bench.soak.plan import BACKEND_TIMEOUT, LATE_TOLERANCE
 from bench.soak.streams import StreamLedger
-from bench.soak.tally import percentile
 
 LIMIT = BACKEND_TIMEOUT + LATE_TOLERANCE
 

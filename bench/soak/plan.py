@@ -65,7 +65,8 @@ class Plan:
 
 
 def emulator_arguments() -> list[str]:
-    arguments = ["--latency", str(EMULATOR_LATENCY), "--latency-jitter", str(EMULATOR_JITTER)]
+    """The emulator's arguments beyond its latency (EMULATOR_LATENCY) and limit (none)."""
+    arguments = ["--latency-jitter", str(EMULATOR_JITTER)]
     for kind, probability in FAULTS.items():
         arguments += ["--fault-" + kind.replace("_", "-"), str(probability)]
     # No --qps: the emulator's own limit is not under test, the injected bursts are.
@@ -73,7 +74,7 @@ def emulator_arguments() -> list[str]:
 
 
 def gateway_settings() -> dict[str, str]:
-    """The gateway's settings beyond its backend, endpoints and credentials (see processes.py)."""
+    """The gateway's settings beyond its backend, endpoints and credentials (testbed.processes.gateway)."""
     return {
         "IMS_QPS": str(GATEWAY_QPS),
         "MODERATION_BACKEND_TIMEOUT": str(BACKEND_TIMEOUT),

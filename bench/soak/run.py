@@ -10,19 +10,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.client import open_channel, stub
-from bench.processes import Credentials, Running, free_port
-from bench.soak import processes
 from bench.soak.collector import SpanCollector, receiving
 from bench.soak.leaks import SecretScan
 from bench.soak.logs import LogSummary, summarise
 from bench.soak.memory import RssSamples, sample_rss
 from bench.soak.metrics import Scrape, scrape
 from bench.soak.phases import Phases, split
-from bench.soak.plan import Plan, emulator_arguments, gateway_settings, images
+from bench.soak.plan import EMULATOR_LATENCY, Plan, emulator_arguments, gateway_settings, images
 from bench.soak.streams import StreamLedger, run_stream
 from bench.soak.tally import Tally
 from bench.soak.unary import run_unary
+from testbed import processes
+from testbed.client import open_channel, stub
+from testbed.processes import REPO_ROOT, Credentials, Running, free_port
 
 Progress = Callable[[str], None]
 PROGRESS_INTERVAL = 15.0
@@ -76,8 +76,12 @@ async def soak(plan: Plan, folder: Path, progress: Progress) -> SoakResult:
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
         }
         with (
-            processes.emulator(credentials, emulator_arguments(), folder) as emulator,
-            processes.gateway(credentials, emulator.address, settings, folder) as gateway,
+            processes.emulator(
+                credentials, latency=EMULATOR_LATENCY, qps=None, arguments=emulator_arguments()
+            ) as emulator,
+            processes.tree_gateway(
+                REPO_ROOT, credentials, emulator.address, settings, output=(folder, "gateway")
+            ) as gateway,
         ):
             progress(f"gateway pid {gateway.pid} on {gateway.address}, emulator on {emulator.address}")
             started = time.monotonic()
@@ -86,7 +90,7 @@ async def soak(plan: Plan, folder: Path, progress: Progress) -> SoakResult:
             metrics = await asyncio.to_thread(scrape, metrics_port)
             cpu = gateway.cpu_seconds()
             # In a thread: the gateway flushes its last spans to this loop's receiver as it stops.
-            exit_status = await asyncio.to_thread(processes.stop, gateway)
+            exit_status = await asyncio.to_thread(processes.stop_process, gateway.process)
     (folder / "gateway.metrics").write_text(metrics.text)
     scan.scan("metrics lines", metrics.text.encode(), count=metrics.text.count("\n"))
     for stream in ("stderr", "stdout"):

@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import grpc
 from moderation.v1 import moderation_service_pb2_grpc
-from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest
+from moderation.v1.moderation_service_pb2 import StreamModerateImagesRequest, StreamModerateImagesResponse
 
-from bench.client import error_label, request
 from bench.soak.errors import scan_call_error
 from bench.soak.leaks import ANSWERS, SecretScan
 from bench.soak.plan import BACKEND_TIMEOUT
 from bench.soak.tally import OK, Tally
+from testbed.client import error_label, request
+from testbed.stream import drive_stream
 
 
 @dataclass
@@ -65,46 +65,45 @@ async def run_stream(
 ) -> None:
     """Streams `count` items, cycling through `images`, at most `window` unanswered at a time."""
     loop = asyncio.get_running_loop()
-    credit = asyncio.Semaphore(window)
 
-    async def requests() -> AsyncIterator[StreamModerateImagesRequest]:
-        for index in range(count):
-            await credit.acquire()
-            correlation_id = ledger.correlation_id(index)
-            message = StreamModerateImagesRequest(
-                correlation_id=correlation_id, request=request(images[index % len(images)], correlation_id)
-            )
-            ledger.sent_at.append(loop.time())
-            yield message
+    def item(index: int) -> StreamModerateImagesRequest:
+        correlation_id = ledger.correlation_id(index)
+        return StreamModerateImagesRequest(
+            correlation_id=correlation_id, request=request(images[index % len(images)], correlation_id)
+        )
+
+    def sent(index: int, at: float) -> None:
+        ledger.sent_at.append(at)
+
+    def record(answer: StreamModerateImagesResponse, now: float) -> None:
+        index = answer.index
+        # Results too, not only errors: a secret could as well leak into a verdict's fields.
+        scan.scan(ANSWERS, answer.SerializeToString())
+        ledger.answers[index] += 1
+        if not 0 <= index < len(ledger.sent_at):
+            # An answer for an item never sent: it cannot be timed.
+            ledger.misattributed += 1
+            return
+        if answer.correlation_id != ledger.correlation_id(index):
+            ledger.misattributed += 1
+        if ledger.answers[index] > 1:
+            # Counted among the duplicates; the item's outcome and latency are its first answer's.
+            return
+        ledger.answered_at[index] = now
+        outcome = error_label(answer.error) if answer.HasField("error") else OK
+        sent_at = ledger.sent_at[index]
+        # The gateway answers an item by the backend timeout after reading it, or just before the
+        # stream's deadline, whichever comes first.
+        limit = min(sent_at + BACKEND_TIMEOUT, ledger.deadline_at) - sent_at
+        ledger.tally.record(outcome, now - sent_at, limit)
 
     ledger.wall_offset = time.time() - loop.time()
     ledger.deadline_at = loop.time() + timeout
-    call = stub.StreamModerateImages(requests(), timeout=timeout)
-    try:
-        async for answer in call:
-            now = loop.time()
-            index = answer.index
-            # Results too, not only errors: a secret could as well leak into a verdict's fields.
-            scan.scan(ANSWERS, answer.SerializeToString())
-            ledger.answers[index] += 1
-            if not 0 <= index < len(ledger.sent_at):
-                # An answer for an item never sent: it cannot be timed.
-                ledger.misattributed += 1
-                continue
-            if answer.correlation_id != ledger.correlation_id(index):
-                ledger.misattributed += 1
-            if ledger.answers[index] > 1:
-                # Counted among the duplicates; the item's outcome and latency are its first answer's.
-                continue
-            ledger.answered_at[index] = now
-            credit.release()
-            outcome = error_label(answer.error) if answer.HasField("error") else OK
-            sent = ledger.sent_at[index]
-            # The gateway answers an item by the backend timeout after reading it, or just before the
-            # stream's deadline, whichever comes first.
-            limit = min(sent + BACKEND_TIMEOUT, ledger.deadline_at) - sent
-            ledger.tally.record(outcome, now - sent, limit)
+    error = await drive_stream(
+        stub.StreamModerateImages, item, count, record, timeout=timeout, window=window, on_sent=sent
+    )
+    if error is None:
         ledger.ended = OK
-    except grpc.aio.AioRpcError as error:
+    else:
         ledger.ended = f"{error.code().name}: {error.details()}"
         scan_call_error(scan, error)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
+from bench.percentile import percentile
 from bench.soak.plan import LATE_TOLERANCE
 
 OK = "OK"
@@ -49,11 +49,3 @@ class Tally:
     def describe(self) -> str:
         outcomes = ", ".join(f"{name} {count}" for name, count in self.outcomes.most_common())
         return f"{self.answered} answered ({outcomes})"
-
-
-def percentile(values: list[float], share: float) -> float:
-    """`share` (0.5, 0.99) of the values are at most this; NaN when there are none."""
-    if len(values) < 2:
-        return values[0] if values else math.nan
-    # Inclusive: with n samples the 99th percentile stays within the samples actually seen.
-    return statistics.quantiles(values, n=100, method="inclusive")[round(share * 100) - 1]

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import grpc
 from moderation.v1 import moderation_service_pb2_grpc
 
-from bench.client import request
 from bench.soak.errors import call_error_label, scan_call_error
 from bench.soak.leaks import ANSWERS, SecretScan
 from bench.soak.plan import Plan
 from bench.soak.tally import OK, Tally
+from testbed.client import request
 
 
 async def run_unary(

@@ -17,8 +17,10 @@ from bench.callers import Phase
 from bench.circuits import CircuitWatch, read_circuits
 from bench.fleet import Batch, Upstream
 from bench.latency import LatencySample
+from bench.percentile import percentile
 from bench.report import Figure, as_json, compared_table
-from bench.stream import StreamResult
+from bench.sections import Section, section_json
+from testbed.stream import StreamResult
 
 EXPOSITION = """\
 # HELP moderation_circuit_state Each backend's circuit: 0 closed, 1 half-open (probing), 2 open (skipped)
@@ -206,14 +208,53 @@ def test_the_compared_table_gives_both_medians_and_their_ratio() -> None:
 def test_json_has_every_run_and_null_for_what_could_not_be_measured() -> None:
     assert as_json(FIGURES, [0.95, 0.97, 0.94]) == [
         {
-            "figure": "budget",
+            "name": "budget",
             "unit": "%",
-            "runs": [0.95, 0.97, 0.94],
-            "median": 0.95,
             "goal": ">= 96%",
+            "values": [0.95, 0.97, 0.94],
+            "median": 0.95,
             "met": False,
         },
-        {"figure": "failed", "unit": "", "runs": [0.0, 0.0, 0.0], "median": 0.0, "goal": None, "met": None},
+        {"name": "failed", "unit": "", "goal": "", "values": [0.0, 0.0, 0.0], "median": 0.0, "met": None},
     ]
-    assert as_json(FIGURES[1:], [0.2])[0]["runs"] == [None]
+    assert as_json(FIGURES[1:], [0.2])[0]["values"] == [None]
     assert as_json(FIGURES[1:], [0.2])[0]["median"] is None
+
+
+def test_a_sections_json_is_what_the_benchmark_page_reads() -> None:
+    section = Section(
+        name="demo",
+        header="",
+        measure=lambda number, progress: asyncio.sleep(0, result=0.95),
+        details=lambda number, result: "",
+        figures=FIGURES[:1],
+        record=lambda result: {"raw": result},
+        series=lambda results: {"shares": {"all": list(results)}},
+    )
+    recorded = section_json(section, [0.95, 0.97], "make bench ONLY=demo RUNS=2")
+    assert set(recorded) == {
+        "section",
+        "command",
+        "runs",
+        "cores",
+        "python",
+        "measured_on",
+        "figures",
+        "series",
+        "records",
+    }
+    assert (recorded["section"], recorded["runs"], recorded["records"]) == (
+        "demo",
+        2,
+        [{"raw": 0.95}, {"raw": 0.97}],
+    )
+    assert recorded["figures"] == as_json(FIGURES[:1], [0.95, 0.97])
+    assert recorded["series"] == {"shares": {"all": [0.95, 0.97]}}
+
+
+def test_a_percentile_is_a_value_seen_by_nearest_rank() -> None:
+    values = [0.4, 0.1, 0.3, 0.2]
+    assert [percentile(values, share) for share in (0.25, 0.5, 0.51, 0.99, 1.0)] == [0.1, 0.2, 0.3, 0.4, 0.4]
+    assert percentile([7.0], 0.99) == 7.0
+    assert math.isnan(percentile([], 0.5))
+    assert LatencySample([0.4, 0.1, 0.3, 0.2]).percentile(0.5) == 0.2

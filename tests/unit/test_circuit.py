@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from backends.base import Fingerprint
-from backends.image_limits import IMS_IMAGE_LIMITS
 from common.scrub import Scrubber
 from service.circuit import CircuitBreaker, CircuitState
 from service.deadlines import Deadline
@@ -20,31 +17,10 @@ from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.routing import Router, Upstream
 from service.telemetry import Metrics
-from tests.unit.test_observe import points
+from tests.support.backends import SlowBackend
+from tests.support.metrics import points
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
-
-
-class SlowBackend:
-    """Answers PASS after `seconds`."""
-
-    name = "slow"
-    concurrency = None
-    fingerprint = Fingerprint.of("slow")
-    image_limits = IMS_IMAGE_LIMITS
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
-        await asyncio.sleep(self.seconds)
-        return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS)
-
-    async def start(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 def transitions(reader: InMemoryMetricReader) -> dict[object, object]:

@@ -13,7 +13,7 @@ from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.routing import Router, Upstream
-from tests.unit.test_circuit import SlowBackend
+from tests.support.backends import SlowBackend
 
 
 class RecordingBudget(RateGovernor):

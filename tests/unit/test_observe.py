@@ -23,6 +23,7 @@ from service.governor import Priority
 from service.observe import CODE_NAMES, Observer, Outcome, access_fields, outcome_attributes
 from service.telemetry import Metrics, Telemetry, setup_telemetry
 from service.validation import FieldViolation, ValidationError
+from tests.support.metrics import points
 
 REQUEST = ModerateImageRequest(biz_type="policy_a", data_id="d-1")
 RESULT = ModerateImageResponse(
@@ -167,20 +168,6 @@ def metrics(telemetry: Telemetry) -> Metrics:
 @pytest.fixture
 def tracer(telemetry: Telemetry) -> Tracer:
     return telemetry.tracer
-
-
-def points(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, object], object]]:
-    """Each data point of the metric: its attributes, and its value (a counter) or count (a histogram)."""
-    data = reader.get_metrics_data()
-    assert data is not None
-    return [
-        (dict(point.attributes or {}), getattr(point, "count", getattr(point, "value", None)))
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
 
 
 async def observed(metrics: Metrics, tracer: Tracer, outcome: Outcome, priority: Priority) -> Counter[str]:

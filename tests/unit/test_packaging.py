@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,11 +49,12 @@ def test_every_generator_of_the_stubs_is_pinned_to_the_runtimes_grpcio() -> None
     assert Version(locked("requirements/runtime.txt")["grpcio"]) >= Version(tools)
 
 
-def test_the_emulator_stays_out_of_the_installed_gateway_and_its_image() -> None:
-    # A test and bench tool, run from the checkout: not shipped where the gateway runs.
-    assert not [p for p in PYPROJECT["tool"]["setuptools"]["packages"] if p.split(".")[0] == "emulator"]
-    assert "COPY emulator" not in (ROOT / "Dockerfile").read_text()
-    assert "!emulator" not in (ROOT / ".dockerignore").read_text()
+@pytest.mark.parametrize("tool", ["emulator", "testbed", "bench"])
+def test_test_and_bench_tools_stay_out_of_the_installed_gateway_and_its_image(tool: str) -> None:
+    # Run from the checkout: not shipped where the gateway runs.
+    assert not [p for p in PYPROJECT["tool"]["setuptools"]["packages"] if p.split(".")[0] == tool]
+    assert f"COPY {tool}" not in (ROOT / "Dockerfile").read_text()
+    assert f"!{tool}" not in (ROOT / ".dockerignore").read_text()
 
 
 def requirement_names(specs: list[str]) -> set[str]:

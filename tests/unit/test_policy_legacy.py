@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from opentelemetry import metrics
 
-from bench.local_images import encode, near_duplicates, photo
 from common.scrub import Scrubber
 from service.policy.gate import PolicyGate
 from service.policy.legacy import LocalSources
@@ -19,6 +18,7 @@ from service.policy.metrics import PolicyMetrics
 from service.policy.pdq import pdq_hash
 from service.policy.reload import PolicyWatcher
 from service.settings import ConfigError, load_settings
+from testbed.local_images import encode, near_duplicates, photo
 
 LEGACY = """
 [default.thresholds]

@@ -11,7 +11,7 @@ from moderation.v1.moderation_service_pb2 import Suggestion
 
 from service.policy.loading import MAX_KEYWORDS, PolicyError, load_policy
 from service.policy.rules import Rules
-from tests.policy_files import write_policy
+from tests.support.policy_files import write_policy
 
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
 

@@ -18,7 +18,7 @@ from service.errors import CallFailure
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.telemetry import Metrics, Telemetry
-from tests.unit.test_observe import points
+from tests.support.metrics import points
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
 

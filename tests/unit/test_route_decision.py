@@ -12,7 +12,7 @@ from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.routing import UNKNOWN_LATENCY, Router, Upstream
 from service.routing_file import RouteConfig
-from tests.unit.test_circuit import SlowBackend
+from tests.support.backends import SlowBackend
 
 
 class NamedBackend(SlowBackend):

@@ -1,4 +1,5 @@
-"""The bench's side of the gRPC contract: channels, requests, and naming a per-item error."""
+"""The gRPC contract from a client's side, for tests and benchmarks: channels, requests, and naming a
+per-item error."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""`python -m tests.quota_clock_service`: `python -m service` with its quotas' clock moved by the seconds
-written in the file QUOTA_TEST_CLOCK_FILE names (read at every look), so that a test can roll the day
-over in a running gateway. Test-only: production has no such seam."""
+"""`python -m tests.support.quota_clock_service`: `python -m service` with its quotas' clock moved by the
+seconds written in the file QUOTA_TEST_CLOCK_FILE names (read at every look), so that a test can roll the
+day over in a running gateway. Test-only: production has no such seam."""
 
 from __future__ import annotations
 

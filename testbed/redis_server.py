@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.processes import free_port, stop_process
+from testbed.processes import free_port, stop_process
 
 START_TIMEOUT = 10.0
 # Nothing saved, so a restart is empty.

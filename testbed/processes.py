@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -29,6 +29,9 @@ STOP_TIMEOUT = 25.0
 # Inherited settings would silently change what is measured: every run uses the gateway's defaults,
 # tracing included, plus only what a phase sets itself.
 _SETTING_PREFIXES = ("MODERATION_", "IMS_", "TENCENTCLOUD_", "OTEL_")
+# Where a process's output is kept after it stops (a folder, and the name its files take), for a run
+# that scans it afterwards; None: a temporary log, deleted with the process.
+Output = tuple[Path, str] | None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,31 @@ def free_port() -> int:
         return port
 
 
+def spawn_service(port: int, **settings: str) -> subprocess.Popen[str]:
+    """`python -m service` on `port` with only `settings` (and PATH) in its environment; the verdict
+    cache off unless `settings` turn it on (most tests count the backend's calls of one image)."""
+    return spawn_module("service", port, settings, subprocess.PIPE)
+
+
+def spawn_module(
+    module: str, port: int, settings: Mapping[str, str], output: IO[str] | int
+) -> subprocess.Popen[str]:
+    """`python -m module` (the service, or a test's launcher of it) as `spawn_service` says; its output
+    piped, or written to the file `output`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        env={
+            "PATH": os.environ["PATH"],
+            "MODERATION_LISTEN": f"127.0.0.1:{port}",
+            "MODERATION_CACHE": "off",
+            **settings,
+        },
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _failed(what: str, log: Path, reason: str) -> RuntimeError:
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
     return RuntimeError(f"{what}: {reason}\n--- its log ---\n{tail}")
@@ -93,8 +121,9 @@ def _failed_start(what: str, log: Path, reason: str) -> RuntimeError:
     return _failed(f"{what} did not start", log, reason)
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if the process is still there after STOP_TIMEOUT."""
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as an orchestrator would, then SIGKILL if the process is still there after STOP_TIMEOUT;
+    its exit status (0 for a clean shutdown, negative for the signal that ended it)."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -102,6 +131,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    return process.returncode
 
 
 @contextlib.contextmanager
@@ -112,21 +142,24 @@ def _spawn(
     stdout: int,
     stdin: int | None = None,
     root: Path = REPO_ROOT,
+    output: Output = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """`python -m module` from `root` (by default this repository), its stderr in a temporary log file.
+    """`python -m module` from `root` (by default this repository), its stderr in a temporary log file,
+    or with `output` (a folder and a name) its stdout and stderr kept there as <name>.stdout and .stderr.
     Another tree's modules, its generated protos included, come before the editable install's."""
     if root != REPO_ROOT:
         env = {**env, "PYTHONPATH": os.pathsep.join([str(root), str(root / "protos")])}
-    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
-        log = Path(folder) / "stderr.log"
-        with log.open("wb") as log_file:
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))) / "stderr.log"
+            kept_stdout = None
+        else:
+            folder, name = output
+            log, kept_stdout = folder / f"{name}.stderr", folder / f"{name}.stdout"
+        with log.open("wb") as log_file, contextlib.ExitStack() as files:
+            out = stdout if kept_stdout is None else files.enter_context(kept_stdout.open("wb"))
             process = subprocess.Popen(
-                [sys.executable, "-m", *module],
-                cwd=root,
-                env=env,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=log_file,
+                [sys.executable, "-m", *module], cwd=root, env=env, stdin=stdin, stdout=out, stderr=log_file
             )
         try:
             yield process, log
@@ -178,9 +211,11 @@ def emulator(
     latency: float = EMULATOR_LATENCY,
     qps: int | None = BUDGET_QPS,
     read_ink: bool = False,
+    arguments: Sequence[str] = (),
 ) -> Iterator[Running]:
-    """`python -m emulator`, by default with IMS's latency and limit (`qps=None`: no limit);
-    its address is its URL. `read_ink`: magenta pixels read as ad text (`emulator.ink`)."""
+    """`python -m emulator`, by default with IMS's latency and limit (`qps=None`: no limit), and its
+    other command-line `arguments` (faults, jitter); its address is its URL. `read_ink`: magenta pixels
+    read as ad text (`emulator.ink`)."""
     env = _environment(
         IMS_EMULATOR_SECRET_ID=credentials.secret_id, IMS_EMULATOR_SECRET_KEY=credentials.secret_key
     )
@@ -190,6 +225,7 @@ def emulator(
         module += ["--qps", str(qps)]
     if read_ink:
         module.append("--read-ink")
+    module += arguments
     with _spawn(module, env, stdout=subprocess.PIPE) as (process, log):
         assert process.stdout is not None
         line = _read_line(process.stdout, START_TIMEOUT)
@@ -208,9 +244,15 @@ def gateway(credentials: Credentials, emulator_url: str, **settings: str) -> Ite
 
 @contextlib.contextmanager
 def tree_gateway(
-    root: Path, credentials: Credentials, emulator_url: str, settings: Mapping[str, str]
+    root: Path,
+    credentials: Credentials,
+    emulator_url: str,
+    settings: Mapping[str, str],
+    *,
+    output: Output = None,
 ) -> Iterator[Running]:
-    """`gateway`, run from the source tree at `root` (another revision's: see bench.source_tree)."""
+    """`gateway`, run from the source tree at `root` (another revision's: see bench.source_tree); its
+    output kept as `output` says."""
     tencent = {
         "MODERATION_BACKEND": "tencent",
         "TENCENTCLOUD_SECRET_ID": credentials.secret_id,
@@ -218,7 +260,7 @@ def tree_gateway(
         "IMS_ENDPOINT": emulator_url,
         "IMS_QPS": str(BUDGET_QPS),
     }
-    with tree_serve(root, {**tencent, **settings}) as started:
+    with tree_serve(root, {**tencent, **settings}, output=output) as started:
         yield started
 
 
@@ -232,12 +274,12 @@ def serve(**settings: str) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def tree_serve(root: Path, settings: Mapping[str, str]) -> Iterator[Running]:
-    """`serve`, run from the source tree at `root`."""
+def tree_serve(root: Path, settings: Mapping[str, str], *, output: Output = None) -> Iterator[Running]:
+    """`serve`, run from the source tree at `root`; its output kept as `output` says."""
     address = f"127.0.0.1:{free_port()}"
     defaults = {"MODERATION_LISTEN": address, "MODERATION_METRICS_LISTEN": "off", "MODERATION_CACHE": "off"}
     env = _environment(**{**defaults, **settings})
-    with _spawn(["service"], env, stdout=subprocess.DEVNULL, root=root) as (process, log):
+    with _spawn(["service"], env, stdout=subprocess.DEVNULL, root=root, output=output) as (process, log):
         started = Running(process, address, log)
         wait_until_serving(started)
         yield started
