@@ -169,6 +169,9 @@ class Retrier:
             retry_after = throttled.retry_after
         waited = loop.time() - started
         left = deadline.remaining()
+        # As known now: a call that waited from before the first answer would otherwise be sent with no
+        # time left (the estimate was 0 when it began to wait), and billed for a timeout.
+        needed = max(needed, self.time_to_finish)
         if retry_after is None and left > 0 and left >= needed:
             return
         raise self.not_sent(waited, left, retry_after, first=first)

@@ -31,7 +31,7 @@ from service.cache import VerdictCache
 from service.deadlines import Deadline
 from service.fitting.stage import Fitting
 from service.governor import Priority
-from service.intake import Intake
+from service.intake import Intake, IntakeSlot
 from service.observe import Observer, Outcome
 from service.policy.gate import PolicyGate
 from service.quotas.usage import UsageRpc
@@ -81,7 +81,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server: a cap; the intake follows the budget.
         self._server_slots = asyncio.Semaphore(max_in_flight)
-        self._intake = Intake(router.intake_limit, router.intake_weight)
+        self._intake = Intake(
+            router.intake_limit, router.intake_weight, router.paced_by.governor.interactive_share
+        )
 
     def begin_drain(self) -> None:
         self._draining.set()
@@ -105,9 +107,12 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         context: grpc.aio.ServicerContext[ModerateImageRequest, ModerateImageResponse],
     ) -> ModerateImageResponse:
         started = asyncio.get_running_loop().time()
-        with await self._admit(context, "ModerateImage"):
+        with await self._admit(context, "ModerateImage") as ticket:
             deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
-            outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
+            room = self._intake.slot(ticket.key, Priority.INTERACTIVE)
+            outcome = await self._moderate(
+                request, deadline, Priority.INTERACTIVE, method="ModerateImage", room=room
+            )
         self._observer.unary_call(
             "ModerateImage", request, outcome, asyncio.get_running_loop().time() - started
         )
@@ -212,15 +217,22 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         return await self._usage.get_usage(request, context)
 
     async def _moderate(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
+        self,
+        request: ModerateImageRequest,
+        deadline: Deadline,
+        priority: Priority,
+        *,
+        method: str,
+        room: IntakeSlot | None = None,
     ) -> Outcome:
-        """The result, or the failure explaining why there is none. Never raises (but for cancellation)."""
-        outcome = functools.partial(self._outcome, request, deadline, priority)
+        """The result, or the failure explaining why there is none. Never raises (but for cancellation).
+        `room`: the intake's, taken before a backend is called (a unary call's; an item holds its own)."""
+        outcome = functools.partial(self._outcome, request, deadline, priority, room)
         decided = self._policy.answer(request, outcome) if self._policy is not None else outcome()
         return await self._observer.image(method, request, priority, decided)
 
     async def _outcome(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, room: IntakeSlot | None
     ) -> Outcome:
         try:
             fitted_image = False
@@ -241,18 +253,37 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 fields_checked=cache is not None,
             )
             if cache is None or found is None:
-                return await self._routed(request, deadline, priority)
+                return await self._routed(request, deadline, priority, room)
             if found.hit is not None:
                 return found.hit
-            routed = functools.partial(self._routed, request, deadline, priority)
+            routed = functools.partial(self._routed, request, deadline, priority, room)
             return await cache.moderate(found, request, deadline, routed)
         except (ValidationError, errors.CallFailure) as failure:
             return failure
         except Exception as error:
             return errors.InternalFailure(error)
 
-    async def _routed(self, request: ModerateImageRequest, deadline: Deadline, priority: Priority) -> Outcome:
+    async def _routed(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, room: IntakeSlot | None
+    ) -> Outcome:
         """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
+        if room is None:
+            return await self._routed_now(request, deadline, priority)
+        # The call waits for the intake's room no longer than leaves it the time a backend call takes.
+        paced_by = self._router.paced_by
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not await room.acquire_within(deadline.remaining() - paced_by.retrier.time_to_finish):
+            refused = paced_by.retrier.not_sent(loop.time() - started, deadline.remaining(), None, first=True)
+            return errors.CallFailure(refused, backend=paced_by.backend.name, attempts=0)
+        try:
+            return await self._routed_now(request, deadline, priority)
+        finally:
+            room.release()
+
+    async def _routed_now(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+    ) -> Outcome:
         try:
             moderate = self._fitting.moderate if self._fitting is not None else self._router.moderate
             return await moderate(request, deadline, priority)
