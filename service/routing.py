@@ -148,6 +148,10 @@ class Router:
         """The backend whose pace the intake follows: the default route's first."""
         return self.upstreams[self._default.chain[0]]
 
+    def first_upstream(self, biz_type: str) -> Upstream:
+        """The backend a request of `biz_type` is tried on first."""
+        return self.upstreams[self.route_for(biz_type).chain[0]]
+
     def intake_limit(self) -> int:
         """How many calls and items this replica takes in now (`service.intake`): what the default
         route's first backend's pace, this replica's part of it, serves within the intake's horizon."""

@@ -269,13 +269,13 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
         if room is None:
             return await self._routed_now(request, deadline, priority)
-        # The call waits for the intake's room no longer than leaves it the time a backend call takes.
-        paced_by = self._router.paced_by
+        # The call waits for the intake's room no longer than leaves it the time its backend takes.
+        upstream = self._router.first_upstream(request.biz_type)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if not await room.acquire_within(deadline.remaining() - paced_by.retrier.time_to_finish):
-            refused = paced_by.retrier.not_sent(loop.time() - started, deadline.remaining(), None, first=True)
-            return errors.CallFailure(refused, backend=paced_by.backend.name, attempts=0)
+        if not await room.acquire_within(deadline.remaining() - upstream.retrier.time_to_finish):
+            refused = upstream.retrier.not_sent(loop.time() - started, deadline.remaining(), None, first=True)
+            return errors.CallFailure(refused, backend=upstream.name, attempts=0)
         try:
             return await self._routed_now(request, deadline, priority)
         finally:

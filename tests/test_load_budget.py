@@ -272,7 +272,6 @@ async def test_unary_calls_take_their_callers_part_of_the_intake_so_stream_items
     assert a.call_errors == []
     a_pace, b_pace = share_while_both_busy(a, b)
     assert min(a_pace, b_pace) >= 0.35 * (a_pace + b_pace), (a_pace, b_pace)
-    assert steady.stats.rate_limited == 0
     assert no_circuit_moved(gateway)
 
 
