@@ -24,6 +24,8 @@ from common.scrub import CODE, REQUEST_ID, Scrubber
 from service.deadlines import Deadline
 from service.errors import KIND_POLICIES, CallFailure
 from service.governor import Governor, Priority
+from service.quotas.attempt import AttemptQuota
+from service.quotas.guard import NOTHING_RESERVED
 from service.telemetry import Metrics, Telemetry
 
 # An attempt is sent only with this multiple of the backend's typical (mean) latency left: the mean
@@ -65,6 +67,7 @@ class Retrier:
         policy: RetryPolicy,
         *,
         governor: Governor | None = None,
+        quota: AttemptQuota | None = None,
         telemetry: Telemetry | None = None,
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -72,6 +75,7 @@ class Retrier:
         self._backend = backend
         self._policy = policy
         self._governor = governor
+        self._quota = quota
         telemetry = telemetry or Telemetry.off()
         self._tracer = telemetry.tracer
         self._metrics: Metrics = telemetry.metrics
@@ -99,10 +103,19 @@ class Retrier:
         budget: float | None = None
         while True:
             try:
+                # The caller's quota before the rate budget: a caller past a hard quota spends no slot.
+                ticket = await self._quota.reserve(request) if self._quota is not None else NOTHING_RESERVED
+            except BackendError as refused:
+                raise self._failure(refused, attempt, budget) from None
+            try:
                 await self._slot_to_finish(priority, deadline, shares, first=attempt == 0)
             except BackendError as refused:
+                await ticket.release()
                 # Out of time for a retry: the failure that made us retry is the one to report.
                 raise self._failure(last_error or refused, attempt, budget) from None
+            except BaseException:
+                await ticket.release()  # cancelled while waiting for its slot: nothing was sent
+                raise
             attempt += 1
             started = loop.time()
             budget = deadline.remaining()
@@ -114,6 +127,7 @@ class Retrier:
                 result = await self._traced_attempt(request, deadline, attempt, last_error)
             except BackendError as error:
                 last_error = error
+                await AttemptQuota.settle(ticket, error)
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
                     self._governor.upstream_rate_limited()
                 if not self._should_retry(error, attempt, max_attempts):
@@ -159,13 +173,23 @@ class Retrier:
             retry_after = throttled.retry_after
         waited = loop.time() - started
         left = deadline.remaining()
+        # As known now: a call that waited from before the first answer would otherwise be sent with no
+        # time left (the estimate was 0 when it began to wait), and billed for a timeout.
+        needed = max(needed, self.time_to_finish)
         if retry_after is None and left > 0 and left >= needed:
             return
+        raise self.not_sent(waited, left, retry_after, first=first)
+
+    def not_sent(self, waited: float, left: float, retry_after: float | None, *, first: bool) -> BackendError:
+        """Why no attempt is sent after waiting `waited` s for the rate budget (a governor's slot, or the
+        intake's room) with `left` s left: THROTTLED, counted in `moderation.budget.refusals`."""
         self._metrics.budget_refusals.add(
             1, {"moderation.backend": self._backend.name, "moderation.attempt": "first" if first else "retry"}
         )
         # Capacity is expected once the queue that held this call has drained: about as long again.
-        raise _refused(waited, left, needed, retry_after if retry_after is not None else max(waited, 0.1))
+        return _refused(
+            waited, left, self.time_to_finish, retry_after if retry_after is not None else max(waited, 0.1)
+        )
 
     async def _take_slot(self, priority: Priority, deadline: Deadline, shares: Sequence[Governor]) -> None:
         """Waits for a slot of every governor; a sampled call's span gets the wait as an event."""
@@ -228,9 +252,10 @@ class Retrier:
         except TimeoutError:
             raise _timeout(deadline) from None
         except BackendError as error:
-            # The backend had the whole budget: its own timeout is this deadline expiring, said as such
-            # (whose deadline it was is known here only).
-            if error.kind is Kind.TIMEOUT and deadline.remaining() <= EXPIRY_SLACK:
+            # A backend raises TIMEOUT when the `timeout` it was given runs out (`Backend.moderate`), and
+            # that was this deadline's time left: whichever of the two timers fired first, it is this
+            # deadline expiring, said as such (whose deadline it was is known here only).
+            if error.kind is Kind.TIMEOUT:
                 raise _timeout(deadline) from None
             raise
 
@@ -271,10 +296,6 @@ def _error_attributes(error: BackendError, scrubber: Scrubber) -> dict[str, str]
     if error.request_id:
         attributes["moderation.backend_request_id"] = scrubber.token(error.request_id, REQUEST_ID)
     return attributes
-
-
-# A backend's TIMEOUT with no more than this left of the budget it was given is that budget expiring.
-EXPIRY_SLACK = 0.05
 
 
 def _refused(waited: float, left: float, needed: float, retry_after: float) -> BackendError:

@@ -187,14 +187,26 @@ class Router:
                 return route
         return self._default
 
+    @property
+    def paced_by(self) -> Upstream:
+        """The backend whose pace the intake follows: the default route's first."""
+        return self._default.chain[0]
+
     def intake_limit(self) -> int:
-        """How many stream and batch items this replica takes in now (`service.intake`): what the default
+        """How many calls and items this replica takes in now (`service.intake`): what the default
         route's first backend's pace, this replica's part of it, serves within the intake's horizon."""
-        return intake_limit(self._default.chain[0].governor.replica_pace, self._default.first_latency())
+        upstream = self.paced_by
+        typical = upstream.retrier.latency.seconds
+        if not typical:
+            # Before the first answer neither the latency nor the competition is known: a peer starting
+            # its load a moment later halves this replica's part, and a horizon's queue taken in on the
+            # whole pace then waits twice as long (the many-callers test's items timed out on it).
+            return intake_limit(upstream.governor.replica_pace, UNKNOWN_LATENCY, horizon=0.0)
+        return intake_limit(upstream.governor.replica_pace, typical)
 
     def intake_weight(self, caller: str) -> float:
         """A caller's weight in the intake: its part of the pace here (`Governor.caller_weight`)."""
-        return self._default.chain[0].governor.caller_weight(caller)
+        return self.paced_by.governor.caller_weight(caller)
 
     def concurrency(self) -> int | None:
         """How many calls the default route's first backend works on at once, if it is bounded."""

@@ -32,7 +32,7 @@ from service.observe import CostMetrics
 from service.policy.gate import PolicyGate
 from service.policy.metrics import PolicyMetrics
 from service.policy.reload import PolicyWatcher
-from service.quotas.backend import governed
+from service.quotas.attempt import attempt_quota
 from service.quotas.build import build_quotas
 from service.quotas.guard import QuotaGuard
 from service.quotas.usage import UsageRpc
@@ -81,6 +81,7 @@ class Gateway:
     settings: Settings
     telemetry: Telemetry
     policy_watcher: PolicyWatcher | None = None
+    quotas: QuotaGuard | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -95,6 +96,8 @@ class Gateway:
         for upstream in self.router.upstreams.values():
             upstream.governor.start()
         await asyncio.gather(*(backend.start() for backend in self.backends))
+        if self.quotas is not None:
+            await self.quotas.start()
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch_health())
         if self.policy_watcher is not None:
@@ -133,6 +136,8 @@ class Gateway:
         for upstream in self.router.upstreams.values():
             await upstream.governor.aclose()
             await upstream.backend.aclose()
+        if self.quotas is not None:
+            await self.quotas.aclose()
         self.telemetry.shutdown()
 
 
@@ -174,8 +179,6 @@ def build_router(
         billing = options.billing()
         if costs is not None and billing is not None:
             backend = metered(backend, billing, costs)
-        if billing is not None:
-            backend = governed(backend, quotas)
         governor = build_governor(
             options.qps,
             name=backend.name,
@@ -185,7 +188,11 @@ def build_router(
             budget_key=_budget_key(config),
         )
         retrier = Retrier(
-            backend, RetryPolicy(max_attempts=options.max_attempts), governor=governor, telemetry=telemetry
+            backend,
+            RetryPolicy(max_attempts=options.max_attempts),
+            governor=governor,
+            quota=attempt_quota(billing, quotas),
+            telemetry=telemetry,
         )
         breaker = CircuitBreaker(
             failure_threshold=settings.circuit_failures, reset_timeout=settings.circuit_reset
@@ -324,7 +331,9 @@ def build_server(
         raise PortInUseError(f"cannot listen on {settings.listen}: {exc}") from None
     if port == 0:
         raise PortInUseError(f"cannot listen on {settings.listen}: the address is in use or invalid")
-    return Gateway(server, port, health_servicer, servicer, router, settings, telemetry, policy_watcher)
+    return Gateway(
+        server, port, health_servicer, servicer, router, settings, telemetry, policy_watcher, quotas
+    )
 
 
 def _policy(settings: Settings, telemetry: Telemetry) -> tuple[PolicyGate | None, PolicyWatcher | None]:

@@ -34,7 +34,7 @@ from service.deadlines import Deadline
 from service.fitting.stage import Fitting
 from service.governor import Priority
 from service.image_hash import ImageHash
-from service.intake import Intake
+from service.intake import Intake, IntakeSlot
 from service.observe import Observer, Outcome
 from service.policy.gate import PolicyGate
 from service.quotas.usage import UsageRpc
@@ -84,7 +84,9 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self._stream_window = stream_window
         # Stream and batch items in flight across the whole server: a cap; the intake follows the budget.
         self._server_slots = asyncio.Semaphore(max_in_flight)
-        self._intake = Intake(router.intake_limit, router.intake_weight)
+        self._intake = Intake(
+            router.intake_limit, router.intake_weight, router.paced_by.governor.interactive_share
+        )
 
     def begin_drain(self) -> None:
         self._draining.set()
@@ -108,9 +110,12 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         context: grpc.aio.ServicerContext[ModerateImageRequest, ModerateImageResponse],
     ) -> ModerateImageResponse:
         started = asyncio.get_running_loop().time()
-        with await self._admit(context, "ModerateImage"):
+        with await self._admit(context, "ModerateImage") as ticket:
             deadline = Deadline.for_call(context.time_remaining(), cap=self._backend_timeout)
-            outcome = await self._moderate(request, deadline, Priority.INTERACTIVE, method="ModerateImage")
+            room = self._intake.slot(ticket.key, Priority.INTERACTIVE)
+            outcome = await self._moderate(
+                request, deadline, Priority.INTERACTIVE, method="ModerateImage", room=room
+            )
         self._observer.unary_call(
             "ModerateImage", request, outcome, asyncio.get_running_loop().time() - started
         )
@@ -217,14 +222,21 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         return await self._usage.get_usage(request, context)
 
     async def _moderate(
-        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority, *, method: str
+        self,
+        request: ModerateImageRequest,
+        deadline: Deadline,
+        priority: Priority,
+        *,
+        method: str,
+        room: IntakeSlot | None = None,
     ) -> Outcome:
-        """The result, or the failure explaining why there is none. Never raises (but for cancellation)."""
+        """The result, or the failure explaining why there is none. Never raises (but for cancellation).
+        `room`: the intake's, taken before a backend is called (a unary call's; an item holds its own)."""
         # The call's route, decided here once and carried down to fitting, the cache and the router.
         route = self._router.route_for(request.biz_type)
         # Hashed at most once, by the first of the policy's image lists and the verdict cache to need it.
         image = ImageHash(request.content)
-        outcome = functools.partial(self._outcome, request, route, image, deadline, priority)
+        outcome = functools.partial(self._outcome, request, route, image, deadline, priority, room)
         policy = self._policy
         decided = (
             policy.answer(request, image, route.image_limits, outcome) if policy is not None else outcome()
@@ -238,6 +250,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         image: ImageHash,
         deadline: Deadline,
         priority: Priority,
+        room: IntakeSlot | None,
     ) -> Outcome:
         try:
             fitting, cache = self._fitting, self._cache
@@ -265,7 +278,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             )
             if found is not None and found.hit is not None:
                 return found.hit
-            routed = functools.partial(self._routed, request, route, deadline, priority)
+            routed = functools.partial(self._routed, request, route, deadline, priority, room)
             if cache is None or found is None:
                 return await routed()
             return await cache.moderate(found, request, deadline, routed)
@@ -275,9 +288,31 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             return errors.InternalFailure(error)
 
     async def _routed(
-        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
+        self,
+        request: ModerateImageRequest,
+        route: Route,
+        deadline: Deadline,
+        priority: Priority,
+        room: IntakeSlot | None,
     ) -> Outcome:
         """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
+        if room is None:
+            return await self._routed_now(request, route, deadline, priority)
+        # The call waits for the intake's room no longer than leaves it the time its backend takes.
+        upstream = route.chain[0]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not await room.acquire_within(deadline.remaining() - upstream.retrier.time_to_finish):
+            refused = upstream.retrier.not_sent(loop.time() - started, deadline.remaining(), None, first=True)
+            return errors.CallFailure(refused, backend=upstream.name, attempts=0)
+        try:
+            return await self._routed_now(request, route, deadline, priority)
+        finally:
+            room.release()
+
+    async def _routed_now(
+        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
+    ) -> Outcome:
         try:
             moderate = self._fitting.moderate if self._fitting is not None else self._router.moderate
             return await moderate(request, route, deadline, priority)

@@ -44,6 +44,8 @@ SYSTEM_MODULES = frozenset(
         "test_local_bombs.py",
         "test_make_image.py",
         "test_make_run.py",
+        "test_outward_scrubbing.py",
+        "test_quotas_budget.py",
         "test_quotas_fleet.py",
     }
 )

@@ -48,11 +48,11 @@ def fast_emulator() -> Iterator[ImsEmulator]:
         yield emulator
 
 
-def write_config(folder: Path, emulator: ImsEmulator, quotas: str) -> dict[str, str]:
+def write_config(folder: Path, emulator: ImsEmulator, quotas: str, *, qps: int = 5000) -> dict[str, str]:
     routes = folder / "routes.toml"
     routes.write_text(
         '[backends.cloud]\ntype = "tencent"\nsecret_id_env = "TENCENTCLOUD_SECRET_ID"\n'
-        f'secret_key_env = "TENCENTCLOUD_SECRET_KEY"\nendpoint = "{emulator.url}"\nqps = 5000\n\n'
+        f'secret_key_env = "TENCENTCLOUD_SECRET_KEY"\nendpoint = "{emulator.url}"\nqps = {qps}\n\n'
         f'[default]\nchain = ["cloud"]\n\n{quotas}',
         encoding="utf-8",
     )

@@ -15,7 +15,15 @@ import logging
 from service.governor.local import RateGovernor
 from service.telemetry import Metrics
 
-__all__ = ["HEARTBEAT_INTERVAL", "HEARTBEAT_TIMEOUT", "HORIZON", "SETTLE", "SILENT_AFTER", "Fallback"]
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_TIMEOUT",
+    "HORIZON",
+    "SETTLE",
+    "SILENT_AFTER",
+    "Fallback",
+    "ShareDropped",
+]
 
 log = logging.getLogger("service.governor.fleet")
 
@@ -32,6 +40,10 @@ SETTLE = 1.0
 # A replica that has never reached Redis, with no MODERATION_FLEET_EXPECTED_REPLICAS, grants nothing for
 # this long (unless Redis answers first): it cannot know how many replicas spend the budget beside it.
 FIRST_CONTACT_GRACE = 30.0
+
+
+class ShareDropped(Exception):
+    """Redis answered before the share granted anything: the waiter takes a slot of the schedule."""
 
 
 class Fallback:
@@ -102,7 +114,10 @@ class Fallback:
         self.active = False
         self._settle_until = now + SETTLE
         if self._local is not None and self._local.grants == 0:
-            # It sent nothing: nothing of it can share a sliding second with the fleet's schedule.
+            # It sent nothing: nothing of it can share a sliding second with the fleet's schedule. Its
+            # waiters go back to that schedule now, not once its start (a second and more) comes: a
+            # Redis late by half a second under load otherwise cost every waiter that much again.
+            self._local.drop_waiters(ShareDropped())
             self._local = None
         log.warning("fleet budget %s: Redis answers again; back on the fleet's schedule", self.name)
         self._count("shared")
@@ -110,7 +125,11 @@ class Fallback:
     def sent_until(self, now: float) -> float:
         """While a share caps this replica, when its next slot is due (this replica's time; 0: no share):
         the fleet's schedule, fresh after an empty restart or stale, must not start before it."""
-        if self._local is None:
+        if self._local is None or self._local.grants == 0:
+            # Nothing sent on it: none of it can share a sliding second with the schedule, which need not
+            # wait for its start (its callers go back to the schedule once Redis answers). Should it
+            # grant while this replica's rejoining heartbeat is on its way, that one grant is all: the
+            # share goes on capping the schedule's slots until it is settled back.
             return 0.0
         return now + self._local.next_grant_in()
 

@@ -34,6 +34,7 @@ from service.governor.fallback import (
     HORIZON,
     SILENT_AFTER,
     Fallback,
+    ShareDropped,
 )
 from service.governor.membership import Membership, Unreachable
 from service.governor.pacing import DECREASE_FACTOR, INCREASE_STEP, interactive_first
@@ -192,7 +193,10 @@ class FleetGovernor:
             # outage may get it after the share was dropped).
             local = self._fallback.share(self._membership.now())
             if local is not None:
-                await local.acquire(priority, deadline)
+                try:
+                    await local.acquire(priority, deadline)
+                except ShareDropped:
+                    continue  # Redis answered before the share granted: the schedule's slot instead
                 if self.fallback:
                     break
             try:

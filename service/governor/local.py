@@ -116,6 +116,14 @@ class RateGovernor:
             # Cancelled or timed out: the dispatcher skips a done future, so no slot is spent on it.
             slot.cancel()
 
+    def drop_waiters(self, error: Exception) -> None:
+        """Every call waiting for a slot gets `error` instead: this budget is dropped before they had one."""
+        for queue in self._waiting.values():
+            for slot in queue:
+                if not slot.done():
+                    slot.set_exception(error)
+            queue.clear()
+
     def start(self) -> None:
         """Nothing to reach: the budget is this process's own."""
 

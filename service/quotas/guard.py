@@ -32,7 +32,7 @@ from service.quotas.reload import QuotaReloader
 from service.quotas.store import Counter, QuotaStore, Reservation, StoreUnavailable
 from service.telemetry import BoundedLabel
 
-__all__ = ["FailureMode", "QuotaGate", "QuotaGuard", "Ticket", "Usage"]
+__all__ = ["NOTHING_RESERVED", "FailureMode", "QuotaGate", "QuotaGuard", "Ticket", "Usage"]
 
 log = logging.getLogger(__name__)
 

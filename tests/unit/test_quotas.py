@@ -22,14 +22,17 @@ from backends.errors import BackendError, Kind
 from backends.image_limits import IMS_IMAGE_LIMITS
 from common.scrub import Scrubber
 from service.auth import CALLER
+from service.deadlines import Deadline
 from service.errors import CallFailure, failure_status
-from service.quotas.backend import QuotaGovernedBackend
+from service.governor import Priority, RateGovernor
+from service.quotas.attempt import AttemptQuota
 from service.quotas.calendar import period_window
 from service.quotas.config import QuotaBook, load_quotas, quotas_from_document
 from service.quotas.guard import QuotaGuard
 from service.quotas.refusal import QuotaExhausted
 from service.quotas.reload import QuotaReloader
 from service.quotas.store import Counter, LocalStore, Reservation, StoreUnavailable
+from service.retry import Retrier, RetryPolicy
 from service.routing_file import RoutesError
 from service.telemetry import BoundedLabel
 
@@ -275,11 +278,42 @@ class Backend:
 )
 async def test_only_billed_attempts_keep_their_unit(outcome: BaseException | None, kept: int) -> None:
     gate, _, _ = guard(book(HARD_DAY), Clock(LATE))
-    backend = QuotaGovernedBackend(Backend(outcome), gate)
+    retrier = Retrier(Backend(outcome), RetryPolicy(max_attempts=1), quota=AttemptQuota(gate))
     CALLER.set("uploads")
-    with contextlib.suppress(BackendError, asyncio.CancelledError):
-        await backend.moderate(ModerateImageRequest(), timeout=1)
+    with contextlib.suppress(CallFailure, asyncio.CancelledError):
+        await retrier.moderate(ModerateImageRequest(), Deadline.for_call(1))
     assert (await gate.usage("uploads"))[0].used == kept
+
+
+async def test_an_attempt_that_gets_no_rate_slot_gives_its_unit_back() -> None:
+    gate, _, _ = guard(book(HARD_DAY), Clock(LATE))
+    governor = RateGovernor(1, window=1.0)
+    await governor.acquire(Priority.INTERACTIVE, Deadline.for_call(None))  # the only slot for a second
+    retrier = Retrier(Backend(None), RetryPolicy(), governor=governor, quota=AttemptQuota(gate))
+    CALLER.set("uploads")
+    try:
+        with pytest.raises(CallFailure) as refused:
+            await retrier.moderate(ModerateImageRequest(), Deadline.for_call(0.3))
+    finally:
+        await governor.aclose()
+    assert refused.value.error.kind is Kind.THROTTLED
+    assert (await gate.usage("uploads"))[0].used == 0
+
+
+async def test_a_caller_past_a_hard_quota_waits_for_no_rate_slot() -> None:
+    gate, _, _ = guard(book(HARD_DAY), Clock(LATE))
+    governor = RateGovernor(1, window=1.0)
+    retrier = Retrier(Backend(None), RetryPolicy(), governor=governor, quota=AttemptQuota(gate))
+    CALLER.set("uploads")
+    try:
+        for _ in range(3):
+            await gate.reserve("uploads", "")  # the day's three units used elsewhere
+        with pytest.raises(CallFailure) as refused:
+            await retrier.moderate(ModerateImageRequest(), Deadline.for_call(5))
+    finally:
+        await governor.aclose()
+    assert (refused.value.error.kind, refused.value.attempts) == (Kind.CALLER_QUOTA_EXHAUSTED, 0)
+    assert governor.grants == 0
 
 
 async def test_fail_closed_refuses_while_the_store_is_away_and_says_so_once(
