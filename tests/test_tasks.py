@@ -6,24 +6,18 @@ allowed; idempotent submissions; drained on SIGTERM; expired tasks answer NOT_FO
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from moderation.v1.moderation_service_pb2 import (
     DeliveryState,
     GetModerationTaskRequest,
     ModerateImageRequest,
-    ModerationTask,
     SubmitModerationRequest,
-    SubmitModerationResponse,
     TaskState,
 )
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
@@ -31,20 +25,21 @@ from standardwebhooks.webhooks import Webhook
 
 from bench.client import open_channel
 from emulator import EmulatorConfig, ImsEmulator
-from emulator.images import make_png
 from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.service_process import free_port, start_service, wait_serving
-from tests.task_receiver import OLD_SECRET, SECRET, Receiver
-
-IMAGE = make_png(64, 64)
-# Attempts 0.3 s apart, jittered: a receiver down for a second or two is reached again within the test.
-SCHEDULE = "0 0.3 0.3 0.3 0.5 0.5 0.5 1 1 1"
-TASK_SETTINGS = {
-    "MODERATION_WEBHOOK_SECRETS": f"{SECRET} {OLD_SECRET}",
-    "MODERATION_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    "MODERATION_CALLBACK_ALLOW_HTTP": "on",
-    "MODERATION_CALLBACK_RETRY_SCHEDULE": SCHEDULE,
-}
+from tests.task_support import (
+    IMAGE,
+    OLD_SECRET,
+    SCHEDULE,
+    SECRET,
+    TASK_SETTINGS,
+    Receiver,
+    attempted,
+    data_of,
+    expiry,
+    gateway_process,
+    settled,
+    submit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,26 +47,6 @@ def emulator() -> Iterator[ImsEmulator]:
     config = EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY, latency=0.02)
     with ImsEmulator(config, host="127.0.0.1", port=0) as emu:
         yield emu
-
-
-@contextlib.contextmanager
-def gateway_process(emulator: ImsEmulator, **settings: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = free_port()
-    process = start_service(emulator, port, MODERATION_LOG_FORMAT="text", **settings)
-
-    async def serving() -> None:
-        async with open_channel(f"127.0.0.1:{port}") as channel:
-            await wait_serving(channel)
-
-    try:
-        # A loop of its own, on a thread: the module's fixture and a test's own loop both use this.
-        with ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, serving()).result()
-        yield process, f"127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -92,58 +67,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await receiver.start()
     yield receiver
     await receiver.stop()
-
-
-async def submit(stub: ModerationServiceStub, data_id: str, callback_url: str = "", key: str = "") -> str:
-    answer: SubmitModerationResponse = await stub.SubmitModeration(
-        SubmitModerationRequest(
-            request=ModerateImageRequest(content=IMAGE, data_id=data_id),
-            callback_url=callback_url,
-            idempotency_key=key,
-        ),
-        timeout=10,
-    )
-    return answer.task_id
-
-
-async def settled(stub: ModerationServiceStub, task_id: str, *, within: float = 20.0) -> ModerationTask:
-    """The task once its delivery (or, without a callback, its work) is over."""
-    async with asyncio.timeout(within):
-        while True:
-            task: ModerationTask = await stub.GetModerationTask(
-                GetModerationTaskRequest(task_id=task_id), timeout=5
-            )
-            if task.delivery.state not in (
-                DeliveryState.DELIVERY_STATE_PENDING,
-                DeliveryState.DELIVERY_STATE_UNSPECIFIED,
-            ) and task.state in (TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED):
-                return task
-            await asyncio.sleep(0.05)
-
-
-async def attempted(stub: ModerationServiceStub, task_id: str, attempts: int) -> None:
-    """Until the task's callback was attempted `attempts` times (the gateway's record, polled)."""
-    async with asyncio.timeout(10):
-        while True:
-            task = await stub.GetModerationTask(GetModerationTaskRequest(task_id=task_id), timeout=5)
-            if task.delivery.attempts >= attempts:
-                return
-            await asyncio.sleep(0.05)
-
-
-async def expiry(stub: ModerationServiceStub, task_id: str) -> grpc.aio.AioRpcError:
-    """The error GetModerationTask answers once the task is gone (polled)."""
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                await stub.GetModerationTask(GetModerationTaskRequest(task_id=task_id), timeout=5)
-            except grpc.aio.AioRpcError as gone:
-                return gone
-            await asyncio.sleep(0.1)
-
-
-def data_of(task: ModerationTask) -> dict[str, object]:
-    return json_format.MessageToDict(task.result, always_print_fields_with_no_presence=True)
 
 
 def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, list[str]]:
