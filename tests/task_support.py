@@ -9,7 +9,7 @@ import contextlib
 import json
 import subprocess
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +108,16 @@ class Receiver:
             self._arrived.notify_all()
         status, headers = self.answers.get(request.path, (200, {}))
         return web.Response(status=status, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def listening() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from tests.task_support import (
     data_of,
     expiry,
     gateway_process,
+    listening,
     settled,
     submit,
 )
@@ -63,10 +64,8 @@ async def stub(address: str) -> AsyncIterator[ModerationServiceStub]:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
+    async with listening() as receiver:
+        yield receiver
 
 
 def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, list[str]]:

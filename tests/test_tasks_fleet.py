@@ -19,7 +19,16 @@ from bench.client import open_channel
 from bench.redis_server import RedisServer, redis_server
 from emulator import EmulatorConfig, ImsEmulator
 from tests.conftest import SECRET_ID, SECRET_KEY
-from tests.task_support import SECRET, TASK_SETTINGS, Receiver, data_of, gateway_process, settled, submit
+from tests.task_support import (
+    SECRET,
+    TASK_SETTINGS,
+    Receiver,
+    data_of,
+    gateway_process,
+    listening,
+    settled,
+    submit,
+)
 
 WORKERS = 20
 FLEET_SETTINGS = {
@@ -39,10 +48,8 @@ def durable_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
+    async with listening() as receiver:
+        yield receiver
 
 
 @contextlib.contextmanager

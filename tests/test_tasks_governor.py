@@ -1,0 +1,51 @@
+"""Asynchronous tasks (Priority.BACKGROUND) get only the budget nobody else waits for, from the
+in-process governor and from the fleet governor on a real redis-server alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bench.redis_server import RedisServer
+from service.deadlines import Deadline
+from service.governor import FleetGovernor, Governor, Priority, RateGovernor
+from service.governor.connect import redis_client
+from service.governor.fleet import fleet_parameters
+from service.governor.schedule import Schedule
+
+QPS = 40
+BACKGROUND, OTHERS = 12, 12
+
+
+@pytest.fixture(params=["local", "fleet"])
+async def governor(request: pytest.FixtureRequest, redis: RedisServer) -> AsyncIterator[Governor]:
+    made: Governor
+    if request.param == "local":
+        made = RateGovernor(QPS)
+    else:
+        client = redis_client(redis.url)
+        made = FleetGovernor(
+            Schedule(client, "budget", fleet_parameters(QPS, 0.5)), name="tencent", on_close=client.aclose
+        )
+    yield made
+    await made.aclose()
+
+
+async def test_background_waits_for_every_call_and_stream_item_waiting(governor: Governor) -> None:
+    order: list[Priority] = []
+
+    async def one(priority: Priority) -> None:
+        await governor.acquire(priority, Deadline.for_call(None))
+        order.append(priority)
+
+    tasks = [asyncio.create_task(one(Priority.BACKGROUND)) for _ in range(BACKGROUND)]
+    await asyncio.sleep(0)
+    others = [one(p) for p in (Priority.BATCH, Priority.INTERACTIVE) for _ in range(OTHERS // 2)]
+    await asyncio.gather(*tasks, *others)
+    # The first task or two may be granted before the others queued; after that, every call and item
+    # waiting comes first, and the tasks get the slots left.
+    first_task_after = order.index(Priority.BACKGROUND, 2)
+    assert order[first_task_after:] == [Priority.BACKGROUND] * (len(order) - first_task_after)
+    assert order.count(Priority.BACKGROUND) == BACKGROUND
