@@ -8,7 +8,9 @@ import heapq
 import time
 from collections import deque
 
-from service.tasks.model import Backlog, Task
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+
+from service.tasks.model import Backlog, Task, finished
 
 __all__ = ["MemoryTaskStore"]
 
@@ -48,6 +50,8 @@ class MemoryTaskStore:
         return self._tasks.get(task_id)
 
     async def save(self, task: Task) -> None:
+        if finished(task):
+            task.request = ModerateImageRequest()  # the image, no longer needed
         self._tasks[task.task_id] = task
         self._keep(task.task_id, max(time.time(), self._delivery_due.get(task.task_id, 0.0)))
 

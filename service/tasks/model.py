@@ -7,9 +7,18 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerationTask
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerationTask, TaskState
 
-__all__ = ["Backlog", "Task", "TaskStore", "created_at_of", "dedup_key", "hashed_caller", "new_task_id"]
+__all__ = [
+    "Backlog",
+    "Task",
+    "TaskStore",
+    "created_at_of",
+    "dedup_key",
+    "finished",
+    "hashed_caller",
+    "new_task_id",
+]
 
 ID_PREFIX = "tsk_"
 
@@ -62,6 +71,11 @@ class Task:
     @property
     def task_id(self) -> str:
         return self.view.task_id
+
+
+def finished(task: Task) -> bool:
+    """Whether the task has its outcome (its image is no longer needed)."""
+    return task.view.state in (TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED)
 
 
 @dataclass(frozen=True)

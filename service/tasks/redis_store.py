@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as redis
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerationTask
 
-from service.tasks.model import Backlog, Task
+from service.tasks.model import Backlog, Task, finished
 
 __all__ = ["RedisTaskStore"]
 
@@ -104,6 +104,8 @@ class RedisTaskStore:
             keep += max(0.0, task.view.delivery.next_attempt_at.ToNanoseconds() / 1e9 - time.time())
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(_task_key(task.task_id), "view", task.view.SerializeToString())
+            if finished(task):
+                pipe.hdel(_task_key(task.task_id), "request")  # the image, no longer needed
             pipe.expire(_task_key(task.task_id), int(keep) + 1)
             await pipe.execute()
 
@@ -261,7 +263,7 @@ def _dedup_key(dedup: str) -> str:
 def _task(fields: dict[Any, Any]) -> Task:
     return Task(
         view=ModerationTask.FromString(fields[b"view"]),
-        request=ModerateImageRequest.FromString(fields[b"request"]),
+        request=ModerateImageRequest.FromString(fields.get(b"request", b"")),
         callback_url=fields[b"url"].decode(),
         caller=fields[b"caller"].decode(),
         owner=fields[b"owner"].decode(),

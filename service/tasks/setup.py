@@ -26,6 +26,9 @@ from service.tasks.worker import Moderate, TaskWorker
 __all__ = ["Tasks", "build_tasks"]
 
 log = logging.getLogger(__name__)
+# Connections to Redis the task store holds at most; more commands at once wait for one (a burst of
+# submissions must not open a connection each).
+REDIS_CONNECTIONS = 32
 # How often the backlog gauges are refreshed from the store.
 BACKLOG_INTERVAL = 2.0
 
@@ -78,7 +81,10 @@ def build_tasks(
     if settings.redis_url is not None:
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         client = redis_client(
-            settings.redis_url.get_secret_value(), password=password, ca_file=settings.redis_ca_file
+            settings.redis_url.get_secret_value(),
+            password=password,
+            ca_file=settings.redis_ca_file,
+            max_connections=REDIS_CONNECTIONS,
         )
         store = RedisTaskStore(client, retention=settings.task_retention, lease=settings.task_lease)
     else:

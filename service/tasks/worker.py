@@ -25,7 +25,7 @@ from service.governor import Priority
 from service.observe import Outcome
 from service.tasks import statuses
 from service.tasks.loops import Loops
-from service.tasks.model import Task, TaskStore
+from service.tasks.model import Task, TaskStore, finished
 from service.tasks.tracing import linked_to
 
 __all__ = ["Moderate", "TaskWorker"]
@@ -65,7 +65,7 @@ class TaskWorker:
 
     async def run(self, task: Task) -> None:
         view = task.view
-        if view.state not in (TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED):
+        if not finished(task):
             links = linked_to(task.traceparent)
             with self._tracer.start_as_current_span("moderation.task", links=links) as span:
                 span.set_attribute("moderation.task_id", task.task_id)
