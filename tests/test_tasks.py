@@ -188,7 +188,7 @@ async def test_invalid_submissions_are_refused_naming_the_field(stub: Moderation
     assert error_info(unknown.value)[:2] == (grpc.StatusCode.NOT_FOUND, "TASK_NOT_FOUND")
 
 
-async def test_loopback_is_refused_unless_allowed_and_https_is_required_unless_configured(
+async def test_loopback_is_refused_unless_allowed_and_a_task_expires_after_its_retention(
     emulator: ImsEmulator, receiver: Receiver
 ) -> None:
     settings = {**TASK_SETTINGS, "MODERATION_CALLBACK_ALLOWED_NETWORKS": "", "MODERATION_TASK_RETENTION": "1"}
@@ -207,12 +207,6 @@ async def test_loopback_is_refused_unless_allowed_and_https_is_required_unless_c
             assert receiver.received == []
             # Kept for the retention (1 s here) after its outcome, then NOT_FOUND saying it expired.
             assert error_info(await expiry(stub, by_name))[:2] == (grpc.StatusCode.NOT_FOUND, "TASK_EXPIRED")
-    without_http = {**TASK_SETTINGS, "MODERATION_CALLBACK_ALLOW_HTTP": "off"}
-    with gateway_process(emulator, **without_http) as (_, address):
-        async with open_channel(address) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await submit(ModerationServiceStub(channel), "plain-http", receiver.url())
-            assert error_info(refused.value)[2] == ["callback_url"]
 
 
 async def test_sigterm_drains_the_tasks_in_the_process(receiver: Receiver) -> None:

@@ -15,6 +15,11 @@ from moderation.v1.moderation_service_pb2 import (
     TaskState,
 )
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from backends.errors import BackendError, Kind
 from service import errors
@@ -22,8 +27,11 @@ from service.deadlines import Deadline
 from service.governor import Priority
 from service.observe import Outcome
 from service.tasks.memory import MemoryTaskStore
+from service.tasks.metrics import TaskMetrics
 from service.tasks.model import Task
+from service.tasks.tracing import current_traceparent
 from service.tasks.worker import TaskWorker
+from tests.unit.test_observe import points
 
 
 class Path:
@@ -107,3 +115,33 @@ async def test_a_throttled_task_asks_again_and_a_task_past_its_deadline_fails() 
     assert late.view.state == TaskState.TASK_STATE_FAILED
     assert late.view.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert "deadline" in late.view.error.message
+
+
+async def test_the_work_links_to_the_submission_and_the_metrics_count_each_state() -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+    reader = InMemoryMetricReader()
+    metrics = TaskMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    store = MemoryTaskStore(60)
+    submitted = task()
+    with tracer.start_as_current_span("SubmitModeration") as submission:
+        submitted.traceparent = current_traceparent()
+    await store.add(submitted, None)
+    worker = TaskWorker(
+        store,
+        Path(ModerateImageResponse(data_id="a")),
+        concurrency=1,
+        backend_timeout=15.0,
+        tracer=tracer,
+        on_state=metrics.state,
+    )
+    await worker.run(submitted)
+    (work,) = [s for s in spans.get_finished_spans() if s.name == "moderation.task"]
+    assert [link.context.span_id for link in work.links] == [submission.get_span_context().span_id]
+    assert work.context.trace_id != submission.get_span_context().trace_id  # a trace of its own
+    assert points(reader, "moderation.tasks") == [
+        ({"moderation.task_state": "running"}, 1),
+        ({"moderation.task_state": "succeeded"}, 1),
+    ]
