@@ -49,3 +49,28 @@ async def test_background_waits_for_every_call_and_stream_item_waiting(governor:
     first_task_after = order.index(Priority.BACKGROUND, 2)
     assert order[first_task_after:] == [Priority.BACKGROUND] * (len(order) - first_task_after)
     assert order.count(Priority.BACKGROUND) == BACKGROUND
+
+
+async def test_in_a_fleet_tasks_wait_for_another_replicas_stream_items(redis: RedisServer) -> None:
+    clients = [redis_client(redis.url) for _ in range(2)]
+    streaming, tasking = (
+        FleetGovernor(Schedule(c, "budget", fleet_parameters(QPS, 0.5)), name="tencent", on_close=c.aclose)
+        for c in clients
+    )
+    order: list[Priority] = []
+
+    async def one(governor: FleetGovernor, priority: Priority) -> None:
+        await governor.acquire(priority, Deadline.for_call(None))
+        order.append(priority)
+
+    try:
+        items = [asyncio.create_task(one(streaming, Priority.BATCH)) for _ in range(OTHERS)]
+        await asyncio.sleep(0)
+        await asyncio.gather(*items, *(one(tasking, Priority.BACKGROUND) for _ in range(BACKGROUND)))
+    finally:
+        await streaming.aclose()
+        await tasking.aclose()
+    # The stream's replica keeps the schedule ahead while it has items: the other replica's tasks get
+    # what it leaves, at most a slot or two taken before its first reservation.
+    first_task_after = order.index(Priority.BACKGROUND, 2)
+    assert order[first_task_after:] == [Priority.BACKGROUND] * (len(order) - first_task_after)

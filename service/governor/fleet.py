@@ -351,6 +351,7 @@ class FleetGovernor:
                 max_wait=max_wait,
                 not_before=self._fallback.sent_until(membership.now()),
                 callers=batch_callers if priority is Priority.BATCH else (),
+                background=priority is Priority.BACKGROUND,
             )
         except Unreachable as lost:
             await self._lost(str(lost))
