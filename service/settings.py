@@ -481,7 +481,9 @@ class Settings(Declared):
         description="callback requests a gateway sends at once.",
     )
     task_workers: int = Field(
-        100,
+        # Twice what one replica needs to spend a 100/s budget at IMS's ~0.8 s: each task also waits on
+        # Redis and for its slot (100 per replica spent 58/s of a two-replica fleet's budget, measured).
+        200,
         ge=1,
         le=10_000,
         validation_alias="MODERATION_TASK_WORKERS",

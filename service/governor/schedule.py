@@ -110,9 +110,13 @@ local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
 local last = now + math.min(max_wait, horizon)
 if background then
-  -- Tasks take only slots nobody reserved: the schedule's free time within a quarter of the horizon.
-  -- Stream items keep the schedule up to the horizon ahead while they wait, so no task gets a slot.
+  -- Tasks take only slots nobody reserved: the schedule's free time within a quarter of the horizon
+  -- while any replica has stream items waiting (they keep the schedule the whole horizon ahead, so no
+  -- task gets a slot), within the horizon when none has.
   local lookahead = horizon / 4
+  if redis.call('ZCOUNT', KEYS[3], now - period, '+inf') == 0 then
+    lookahead = horizon
+  end
   last = math.min(last, now + lookahead)
   if first > last then
     return answer(0, first - lookahead)
