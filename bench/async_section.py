@@ -55,6 +55,11 @@ def figures() -> list[Figure[AsyncResult]]:
         ),
         Figure("callbacks delivered per second", "/s", lambda r: r.callbacks_per_second),
         Figure("submissions failed", "", lambda r: r.submissions.failures, "0", lambda v: v == 0),
+        Figure("Redis memory per finished task (bytes)", "", lambda r: r.memory.redis_bytes),
+        Figure("Redis memory per million finished tasks (GB)", ".1", lambda r: r.memory.redis_bytes / 1000),
+        Figure(
+            "process memory per finished task, without Redis (bytes)", "", lambda r: r.memory.process_bytes
+        ),
     ]
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, SubmitModerationRequest
 
+from bench import async_memory
+from bench.async_memory import TaskMemory
 from bench.client import open_channel, stub
 from bench.fileserver import serve_handler
 from bench.fleet import start_replicas
@@ -41,10 +43,12 @@ class Sizes:
     tasks: int
     stream_items: int
     unary_calls: int
+    # Finished tasks stored to measure their memory.
+    stored: int
 
 
-FULL = Sizes(tasks=10_000, stream_items=1_000, unary_calls=20)
-QUICK = Sizes(tasks=1_000, stream_items=300, unary_calls=10)
+FULL = Sizes(tasks=10_000, stream_items=1_000, unary_calls=20, stored=20_000)
+QUICK = Sizes(tasks=1_000, stream_items=300, unary_calls=10, stored=5_000)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class AsyncResult:
     billed: int
     # Billed calls over what the budget allowed from the burst's start to the last callback.
     budget_share: float
+    memory: TaskMemory
 
 
 @dataclass
@@ -148,6 +153,8 @@ async def _burst(addresses: list[str], count: int, callback_url: str) -> Latency
 
 
 async def measure(sizes: Sizes, progress: Progress) -> AsyncResult:
+    progress(f"memory: {sizes.stored:,} finished tasks in Redis, then in the process")
+    memory = await async_memory.measure(sizes.stored)
     credentials = Credentials.fresh()
     config = EmulatorConfig(
         secret_id=credentials.secret_id,
@@ -199,4 +206,5 @@ async def measure(sizes: Sizes, progress: Progress) -> AsyncResult:
         (len(arrivals) - 1) / span if span > 0 else float("nan"),
         billed,
         billed / (BUDGET_QPS * drained),
+        memory,
     )

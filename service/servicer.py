@@ -245,7 +245,10 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         request: SubmitModerationRequest,
         context: grpc.aio.ServicerContext[SubmitModerationRequest, SubmitModerationResponse],
     ) -> SubmitModerationResponse:
-        return await (await self._task_rpc(context)).submit(request, context)
+        tasks = await self._task_rpc(context)
+        # In the server's and its caller's bulkheads like any call: a burst of submissions is one caller's.
+        with await self._admit(context, "SubmitModeration"):
+            return await tasks.submit(request, context)
 
     async def GetModerationTask(
         self,
