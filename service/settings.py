@@ -36,6 +36,7 @@ from service.policy.loading import PolicyError, load_policy
 from service.policy.rules import Policy
 from service.quotas.config import load_quotas
 from service.routes import BUDGET_KEY_PATTERN, BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.tasks.callers import CallersFileError, load_callers
 from service.tasks.delivery import DEFAULT_SCHEDULE
 from service.tasks.signing import SecretError, parse_secrets
 from service.telemetry import DEFAULT_MAX_CALLERS
@@ -108,6 +109,15 @@ def _webhook_secrets(value: SecretStr | None) -> SecretStr | None:
             parse_secrets(value.get_secret_value())
         except SecretError as problem:
             raise ValueError(str(problem)) from None
+    return value
+
+
+def _callers_file(value: Path | None) -> Path | None:
+    if value is not None:
+        try:
+            load_callers(value)
+        except CallersFileError as problem:
+            raise ValueError(str(problem).replace("\n", "; ")) from None
     return value
 
 
@@ -462,6 +472,14 @@ class Settings(Declared):
         validation_alias="MODERATION_CALLBACK_ALLOW_HTTP",
         description="`on`: callback URLs may be plain `http`; `off`: `https` only.",
         json_schema_extra={"default_text": "`off`"},
+    )
+    callback_callers_file: Annotated[FilePath | None, AfterValidator(_callers_file)] = Field(
+        None,
+        validation_alias="MODERATION_CALLBACK_CALLERS_FILE",
+        description="per authenticated caller, its own webhook secrets (a `secrets_file`, re-read when it "
+        "changes) and the networks its callbacks may reach besides `MODERATION_CALLBACK_ALLOWED_NETWORKS` "
+        "(`allowed_networks`): a TOML table per caller, see the asynchronous tasks guide.",
+        json_schema_extra={"default_text": "(the gateway's for every caller)"},
     )
     callback_retry_schedule: Annotated[
         tuple[float, ...], NoDecode, BeforeValidator(_seconds_list), AfterValidator(_schedule)

@@ -140,7 +140,13 @@ def gateway_process(emulator: ImsEmulator, **settings: str) -> Iterator[tuple[su
         process.wait(30)
 
 
-async def submit(stub: ModerationServiceStub, data_id: str, callback_url: str = "", key: str = "") -> str:
+async def submit(
+    stub: ModerationServiceStub,
+    data_id: str,
+    callback_url: str = "",
+    key: str = "",
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> str:
     answer: SubmitModerationResponse = await stub.SubmitModeration(
         SubmitModerationRequest(
             request=ModerateImageRequest(content=IMAGE, data_id=data_id),
@@ -148,6 +154,7 @@ async def submit(stub: ModerationServiceStub, data_id: str, callback_url: str = 
             idempotency_key=key,
         ),
         timeout=10,
+        metadata=metadata,
     )
     return answer.task_id
 

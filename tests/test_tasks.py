@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ from moderation.v1.moderation_service_pb2 import (
     TaskState,
 )
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bench.client import open_channel
 from emulator import EmulatorConfig, ImsEmulator
@@ -221,3 +222,41 @@ async def test_sigterm_drains_the_tasks_in_the_process(receiver: Receiver) -> No
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 30) == 0
     assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(ids)
+
+
+async def test_each_caller_has_its_own_secrets_rotated_without_restart_and_its_own_networks(
+    emulator: ImsEmulator, receiver: Receiver, tmp_path: Path
+) -> None:
+    (tmp_path / "tokens").write_text("alpha alpha-token-0123456789\nbeta beta-token-0123456789\n")
+    alpha_secrets = tmp_path / "alpha-webhooks"
+    alpha_secrets.write_text(OLD_SECRET)
+    (tmp_path / "callers.toml").write_text(
+        '[alpha]\nsecrets_file = "alpha-webhooks"\nallowed_networks = ["127.0.0.0/8"]\n'
+    )
+    settings = {
+        **TASK_SETTINGS,
+        "MODERATION_CALLBACK_ALLOWED_NETWORKS": "",
+        "MODERATION_AUTH_TOKENS_FILE": str(tmp_path / "tokens"),
+        "MODERATION_CALLBACK_CALLERS_FILE": str(tmp_path / "callers.toml"),
+    }
+    alpha = (("authorization", "Bearer alpha-token-0123456789"),)
+    beta = (("authorization", "Bearer beta-token-0123456789"),)
+    with gateway_process(emulator, **settings) as (_, address):
+        async with open_channel(address) as channel:
+            stub = ModerationServiceStub(channel)
+            first = await submit(stub, "alpha-1", receiver.url(), metadata=alpha)
+            await receiver.wait_for_tasks([first])
+            alpha_secrets.write_text(f"{SECRET} {OLD_SECRET}")  # rotation: the new secret in front
+            second = await submit(stub, "alpha-2", receiver.url(), metadata=alpha)
+            await receiver.wait_for_tasks([second])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:  # loopback is alpha's network only
+                await submit(stub, "beta-1", receiver.url(), metadata=beta)
+            assert error_info(refused.value)[2] == ["callback_url"]
+            with pytest.raises(grpc.aio.AioRpcError) as hidden:  # one caller never sees another's task
+                await stub.GetModerationTask(GetModerationTaskRequest(task_id=first), metadata=beta)
+            assert error_info(hidden.value)[0] is grpc.StatusCode.NOT_FOUND
+    by_id = {r.headers["webhook-id"]: r for r in receiver.received}
+    Webhook(OLD_SECRET).verify(by_id[first].body, by_id[first].headers)
+    with pytest.raises(WebhookVerificationError):  # the gateway's own secret does not sign alpha's
+        Webhook(SECRET).verify(by_id[first].body, by_id[first].headers)
+    Webhook(SECRET).verify(by_id[second].body, by_id[second].headers)

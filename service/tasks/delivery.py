@@ -13,10 +13,10 @@ from google.protobuf import json_format
 from moderation.v1.moderation_service_pb2 import DeliveryState, ModerationTask, TaskState
 from opentelemetry import trace
 
-from service.tasks.egress import Answer, CallbackEgress
+from service.tasks.callers import CallbackPolicies
+from service.tasks.egress import Answer
 from service.tasks.loops import Loops
 from service.tasks.model import Task, TaskStore
-from service.tasks.signing import SecretSource
 from service.tasks.tracing import linked_to
 
 __all__ = ["DEFAULT_SCHEDULE", "Deliverer", "callback_body", "next_delay"]
@@ -72,8 +72,7 @@ class Deliverer:
     def __init__(
         self,
         store: TaskStore,
-        egress: CallbackEgress,
-        secrets: SecretSource,
+        policies: CallbackPolicies,
         *,
         schedule: Sequence[float] = DEFAULT_SCHEDULE,
         concurrency: int,
@@ -81,8 +80,7 @@ class Deliverer:
         on_attempt: Callable[[str], None],
     ) -> None:
         self._store = store
-        self._egress = egress
-        self._secrets = secrets
+        self._policies = policies
         self._schedule = tuple(schedule)
         self._on_attempt = on_attempt
         self._rng = random.Random()
@@ -95,7 +93,7 @@ class Deliverer:
     async def drain(self, timeout: float) -> None:
         """Deliveries due now are attempted within `timeout`; later ones wait in the store."""
         await self._loops.drain(timeout)
-        await self._egress.aclose()
+        await self._policies.aclose()
 
     async def attempt(self, task: Task) -> None:
         """One attempt of the task's callback, and its record: delivered, stopped, retried or given up."""
@@ -107,8 +105,10 @@ class Deliverer:
         ) as span:
             span.set_attribute("moderation.task_id", task.task_id)
             span.set_attribute("moderation.callback.attempt", delivery.attempts + 1)
-            headers = self._secrets.current().headers(task.task_id, int(time.time()), body)
-            answer = await self._egress.post(task.callback_url, headers, body)
+            headers = (
+                self._policies.secrets(task.caller).current().headers(task.task_id, int(time.time()), body)
+            )
+            answer = await self._policies.egress(task.caller).post(task.callback_url, headers, body)
             span.set_attribute("moderation.callback.status", answer.status)
         outcome = outcome_label(answer)
         self._on_attempt(outcome)

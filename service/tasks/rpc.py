@@ -24,7 +24,7 @@ from backends.calls import CALLER
 from service import errors
 from service.admission import caller_key
 from service.tasks import statuses
-from service.tasks.egress import CallbackEgress
+from service.tasks.callers import CallbackPolicies
 from service.tasks.model import Task, TaskStore, created_at_of, dedup_key, hashed_caller, new_task_id
 from service.tasks.tracing import current_traceparent
 from service.validation import FieldViolation, ValidationError
@@ -40,18 +40,16 @@ class TaskRpc:
     def __init__(
         self,
         store: TaskStore,
-        egress: CallbackEgress,
+        policies: CallbackPolicies,
         *,
         validate: Callable[[ModerateImageRequest], Awaitable[None]],
-        callbacks_signed: bool,
         deadline: float,
         retention: float,
         on_submitted: Callable[[], None],
     ) -> None:
         self._store = store
-        self._egress = egress
+        self._policies = policies
         self._validate = validate
-        self._callbacks_signed = callbacks_signed
         self._deadline = deadline
         self._retention = retention
         self._on_submitted = on_submitted
@@ -117,8 +115,9 @@ class TaskRpc:
                 FieldViolation(f"request.{v.field}", v.description, v.reason) for v in invalid.violations
             ]
         if request.callback_url:
-            problem = self._egress.problem(request.callback_url)
-            if problem is None and not self._callbacks_signed:
+            caller = CALLER.get()
+            problem = self._policies.egress(caller).problem(request.callback_url)
+            if problem is None and not self._policies.secrets(caller).signs:
                 problem = "this gateway has no webhook secrets to sign callbacks with; poll GetModerationTask"
             if problem is not None:
                 violations.append(FieldViolation("callback_url", problem, "CALLBACK_URL_REFUSED"))

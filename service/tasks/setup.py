@@ -13,6 +13,7 @@ from opentelemetry import metrics, trace
 
 from service.governor.connect import redis_client
 from service.settings import Settings
+from service.tasks.callers import CallbackPolicies, load_callers
 from service.tasks.delivery import Deliverer
 from service.tasks.egress import CallbackEgress
 from service.tasks.memory import MemoryTaskStore
@@ -89,17 +90,20 @@ def build_tasks(
         store = RedisTaskStore(client, retention=settings.task_retention, lease=settings.task_lease)
     else:
         store = MemoryTaskStore(settings.task_retention)
-    egress = CallbackEgress(
-        allowed_networks=settings.callback_allowed_networks, allow_http=settings.callback_allow_http
-    )
     secrets = settings.webhook_secrets.get_secret_value() if settings.webhook_secrets else ""
-    signing = SecretSource(parse_secrets(secrets), settings.webhook_secrets_file)
+    networks, allow_http = settings.callback_allowed_networks, settings.callback_allow_http
+    policies = CallbackPolicies(
+        SecretSource(parse_secrets(secrets), settings.webhook_secrets_file),
+        CallbackEgress(allowed_networks=networks, allow_http=allow_http),
+        allowed_networks=networks,
+        allow_http=allow_http,
+        callers=load_callers(settings.callback_callers_file) if settings.callback_callers_file else {},
+    )
     task_metrics = TaskMetrics(meter)
     rpc = TaskRpc(
         store,
-        egress,
+        policies,
         validate=validate,
-        callbacks_signed=bool(secrets),
         deadline=settings.task_deadline,
         retention=settings.task_retention,
         on_submitted=lambda: task_metrics.state(TaskState.TASK_STATE_PENDING),
@@ -114,8 +118,7 @@ def build_tasks(
     )
     deliverer = Deliverer(
         store,
-        egress,
-        signing,
+        policies,
         schedule=settings.callback_retry_schedule,
         concurrency=settings.callback_workers,
         tracer=tracer,

@@ -82,6 +82,10 @@ class SecretSource:
         if file is not None:
             self.current()
 
+    @property
+    def signs(self) -> bool:
+        return bool(self.current().keys)
+
     def current(self) -> WebhookSigner:
         if self._file is None:
             return self._signer
