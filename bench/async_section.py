@@ -57,9 +57,7 @@ def figures() -> list[Figure[AsyncResult]]:
         Figure("submissions failed", "", lambda r: r.submissions.failures, "0", lambda v: v == 0),
         Figure("Redis memory per finished task (bytes)", "", lambda r: r.memory.redis_bytes),
         Figure("Redis memory per million finished tasks (GB)", ".1", lambda r: r.memory.redis_bytes / 1000),
-        Figure(
-            "process memory per finished task, without Redis (bytes)", "", lambda r: r.memory.process_bytes
-        ),
+        Figure("memory per finished task without Redis (bytes)", "", lambda r: r.memory.process_bytes),
     ]
 
 
