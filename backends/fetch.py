@@ -342,23 +342,44 @@ class ImageFetcher:
         raise _refused(f"the image URL is not a valid URL: {problem}")
 
     def _checked(self, url: httpx.URL) -> httpx.URL:
-        """`url` if the gateway may request it; the addresses its host resolves to are checked later."""
-        if url.scheme not in SCHEMES:
-            raise _refused(f"URL scheme {url.scheme!r} is not allowed: only http and https")
-        shown = _shown(url)
-        if url.userinfo:
-            raise _refused(f"{shown}: URLs with credentials are not allowed")
-        host = url.host
-        if not host:
-            raise _refused(f"{shown}: the URL has no host")
-        try:
-            address: IPAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            address = None
-        if address is not None or _looks_numeric(host):
-            # Non-canonical spellings are refused even inside the allow-list: parsers disagree on them.
-            if address is None or is_forbidden(address, self._policy.allowed_networks):
-                raise _refused(f"{shown}: bare IP hosts are not allowed")
-        elif host.rstrip(".") in METADATA_HOSTS:
-            raise _refused(f"{shown}: cloud metadata hosts are not allowed")
-        return url
+        return checked_url(url, self._policy.allowed_networks)
+
+
+def checked_url(url: httpx.URL, allowed_networks: tuple[IPNetwork, ...]) -> httpx.URL:
+    """`url` if the gateway may request it; the addresses its host resolves to are checked later, by
+    `vetting_resolver`. Refusals are BackendErrors of kind INVALID_REQUEST."""
+    if url.scheme not in SCHEMES:
+        raise _refused(f"URL scheme {url.scheme!r} is not allowed: only http and https")
+    shown = _shown(url)
+    if url.userinfo:
+        raise _refused(f"{shown}: URLs with credentials are not allowed")
+    host = url.host
+    if not host:
+        raise _refused(f"{shown}: the URL has no host")
+    try:
+        address: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None or _looks_numeric(host):
+        # Non-canonical spellings are refused even inside the allow-list: parsers disagree on them.
+        if address is None or is_forbidden(address, allowed_networks):
+            raise _refused(f"{shown}: bare IP hosts are not allowed")
+    elif host.rstrip(".") in METADATA_HOSTS:
+        raise _refused(f"{shown}: cloud metadata hosts are not allowed")
+    return url
+
+
+def parsed_url(raw: str) -> httpx.URL:
+    """A caller's URL parsed as the guard reads it; a BackendError (INVALID_REQUEST) if it cannot be."""
+    return ImageFetcher._parse(raw)
+
+
+def vetting_resolver(
+    allowed_networks: tuple[IPNetwork, ...], lookup: Lookup | None = None
+) -> AbstractResolver:
+    """An aiohttp resolver that connects only to allowed addresses, each checked as it is resolved (the
+    connection is pinned to it). A refused host raises `ForbiddenHost`."""
+    return _VettingResolver(lookup or _system_lookup, allowed_networks)
+
+
+ForbiddenHost = _Forbidden

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    async_section,
     cache_section,
     callers_section,
     efficiency_section,
@@ -42,6 +43,7 @@ SECTIONS: dict[str, Callable[[bool], Section[Any]]] = {
     "cache": cache_section.section,
     "policy": policy_section.section,
     "fit": fit_section.section,
+    "async": async_section.section,
 }
 
 

@@ -64,12 +64,15 @@ GATEWAY_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
             "IMAGE_TOO_SMALL",
             "IMAGE_TOO_LARGE",
             "IMAGE_UNSUPPORTED",
+            "IMAGE_UNDECODABLE",
             "IMAGE_DIMENSIONS_OUT_OF_RANGE",
             "IMAGE_ASPECT_RATIO_TOO_LARGE",
+            "TOO_MANY_TILES",
             "INVALID_URL",
             "INVALID_DATA_ID",
             "INVALID_BIZ_TYPE",
             "INVALID_FRAME_SAMPLING",
+            "INVALID_MAX_TILES",
             "INVALID_USER",
             "INVALID_DEVICE",
         ),
@@ -113,6 +116,32 @@ GATEWAY_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "metadata `limit`",
     ),
     ("INTERNAL", ("INTERNAL_ERROR",), "a bug in the gateway (logged with its traceback)"),
+    (
+        "INVALID_ARGUMENT",
+        ("CALLBACK_URL_REFUSED", "IDEMPOTENCY_KEY_INVALID"),
+        "`SubmitModeration`: the callback URL is not one the gateway may call (https unless "
+        "`MODERATION_CALLBACK_ALLOW_HTTP`; public addresses unless allowed), or the idempotency key is not "
+        "at most 64 of `[A-Za-z0-9_.:-]`; the request's own fields are checked as `ModerateImage` "
+        "checks them",
+    ),
+    (
+        "INVALID_ARGUMENT",
+        ("TASK_ID_INVALID",),
+        "`GetModerationTask` without a task id, or with an overlong one",
+    ),
+    ("NOT_FOUND", ("TASK_NOT_FOUND",), "no such task (or another caller's)"),
+    ("NOT_FOUND", ("TASK_EXPIRED",), "the task finished longer ago than `MODERATION_TASK_RETENTION`"),
+    (
+        "DEADLINE_EXCEEDED",
+        ("TASK_DEADLINE_EXCEEDED",),
+        "(a task's error) its `MODERATION_TASK_DEADLINE` passed before the backend's budget had a slot "
+        "for it",
+    ),
+    (
+        "UNAVAILABLE",
+        ("TASK_STORE_UNAVAILABLE",),
+        "the task store (Redis in fleet mode) cannot be reached; nothing was stored; retry later",
+    ),
 )
 
 

@@ -14,6 +14,7 @@ from service.observe import CostMetrics
 from service.quotas.calendar import wall_clock
 from service.quotas.config import EMPTY
 from service.quotas.metrics import QuotaMetrics
+from service.tasks.metrics import TaskMetrics
 from service.telemetry import BoundedLabel, Metrics
 
 __all__ = ["LABELS", "Instrument", "declared", "table"]
@@ -71,6 +72,7 @@ def declared() -> list[Instrument]:
     CostMetrics(meter, outward=Scrubber())
     CredentialMetrics(meter)
     QuotaMetrics(meter, BoundedLabel(1), lambda: EMPTY, wall_clock)
+    TaskMetrics(meter)
     return list(meter.instruments)
 
 
@@ -115,6 +117,11 @@ LABELS: dict[str, str] = {
     "moderation_quota_refused_total": "`caller`, `quota`",
     "moderation_quota_soft_reached_total": "`caller`, `quota`, `threshold` (`80`, `100`)",
     "moderation_quota_store_transitions_total": "`state` (`down`, `up`), `mode` (`fail-open`, `fail-closed`)",
+    "moderation_tasks_total": "`moderation_task_state` (`pending`, `running`, `succeeded`, `failed`)",
+    "moderation_task_queue_depth": "",
+    "moderation_task_oldest_pending_seconds": "",
+    "moderation_task_callback_attempts_total": "`moderation_outcome` (`delivered`, `gone`, `http_3xx`, "
+    "`http_4xx`, `http_5xx`, `no_answer`, `refused`)",
 }
 
 

@@ -42,6 +42,7 @@ from service.routing_file import BackendConfig
 from service.servicer import ModerationServicer
 from service.settings import ConfigError, Settings
 from service.streaming import Window
+from service.tasks.setup import Tasks, build_tasks
 from service.telemetry import SCOPE, ServerSpans, Telemetry
 from service.undecodable import RejectUndecodable
 
@@ -80,6 +81,7 @@ class Gateway:
     router: Router
     settings: Settings
     telemetry: Telemetry
+    tasks: Tasks | None = None
     policy_watcher: PolicyWatcher | None = None
     quotas: QuotaGuard | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -100,6 +102,8 @@ class Gateway:
             await self.quotas.start()
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch_health())
+        if self.tasks is not None:
+            self.tasks.start()
         if self.policy_watcher is not None:
             self.policy_watcher.start()
 
@@ -130,7 +134,11 @@ class Gateway:
             await asyncio.sleep(self.settings.drain_delay)
         # Streams stop reading now and end once what they read is answered; unary calls just finish.
         self.servicer.begin_drain()
-        await self.server.stop(self.settings.shutdown_grace)
+        grace = self.settings.shutdown_grace
+        # Tasks already accepted are worked off within the same grace as the calls in flight.
+        await asyncio.gather(
+            self.server.stop(grace), *([self.tasks.drain(grace)] if self.tasks is not None else [])
+        )
         await self.router.aclose()
         await self.servicer.aclose()
         for upstream in self.router.upstreams.values():
@@ -321,6 +329,15 @@ def build_server(
         usage=UsageRpc(quotas, telemetry.outward),
         fitting=build_fitting(settings, router),
     )
+    tasks = build_tasks(
+        settings,
+        servicer.moderate_task,
+        servicer.validate_submission,
+        telemetry.meter_provider.get_meter(SCOPE),
+        telemetry.tracer,
+        telemetry.outward,
+    )
+    servicer.serve_tasks(tasks.rpc)
     moderation_service_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -332,7 +349,7 @@ def build_server(
     if port == 0:
         raise PortInUseError(f"cannot listen on {settings.listen}: the address is in use or invalid")
     return Gateway(
-        server, port, health_servicer, servicer, router, settings, telemetry, policy_watcher, quotas
+        server, port, health_servicer, servicer, router, settings, telemetry, tasks, policy_watcher, quotas
     )
 
 

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.rpc import status_pb2
@@ -15,12 +15,16 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
     BatchModerateImagesRequest,
     BatchModerateImagesResponse,
+    GetModerationTaskRequest,
     GetUsageRequest,
     GetUsageResponse,
     ModerateImageRequest,
     ModerateImageResponse,
+    ModerationTask,
     StreamModerateImagesRequest,
     StreamModerateImagesResponse,
+    SubmitModerationRequest,
+    SubmitModerationResponse,
 )
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -40,6 +44,7 @@ from service.policy.gate import PolicyGate
 from service.quotas.usage import UsageRpc
 from service.routing import Route, Router
 from service.streaming import Item, ReadingStopped, Window, aiter_items, answer_concurrently
+from service.tasks.rpc import TaskRpc
 from service.telemetry import Telemetry
 from service.validation import FieldViolation, ValidationError, validate, validate_fields
 
@@ -87,6 +92,25 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self._intake = Intake(
             router.intake_limit, router.intake_weight, router.paced_by.governor.interactive_share
         )
+        self._tasks: TaskRpc | None = None
+
+    def serve_tasks(self, tasks: TaskRpc) -> None:
+        """SubmitModeration and GetModerationTask answer through `tasks`, built on `moderate_task`."""
+        self._tasks = tasks
+
+    async def moderate_task(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+    ) -> Outcome:
+        """An asynchronous task's work: the path every call takes."""
+        return await self._moderate(request, deadline, priority, method="SubmitModeration")
+
+    async def validate_submission(self, request: ModerateImageRequest) -> None:
+        """`ValidationError` for a submission ModerateImage would refuse (an image URL is downloaded,
+        and checked, only when the task runs)."""
+        route = self._router.route_for(request.biz_type)
+        # An image the route's backends need fitted is checked by fitting, not validation.
+        fitted = self._fitting is not None and self._fitting.checked(request, route)
+        validate(request, route.image_limits, image_checked=fitted)
 
     def begin_drain(self) -> None:
         self._draining.set()
@@ -220,6 +244,29 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         self, request: GetUsageRequest, context: grpc.aio.ServicerContext[GetUsageRequest, GetUsageResponse]
     ) -> GetUsageResponse:
         return await self._usage.get_usage(request, context)
+
+    async def SubmitModeration(
+        self,
+        request: SubmitModerationRequest,
+        context: grpc.aio.ServicerContext[SubmitModerationRequest, SubmitModerationResponse],
+    ) -> SubmitModerationResponse:
+        tasks = await self._task_rpc(context)
+        # In the server's and its caller's bulkheads like any call: a burst of submissions is one caller's.
+        with await self._admit(context, "SubmitModeration"):
+            return await tasks.submit(request, context)
+
+    async def GetModerationTask(
+        self,
+        request: GetModerationTaskRequest,
+        context: grpc.aio.ServicerContext[GetModerationTaskRequest, ModerationTask],
+    ) -> ModerationTask:
+        return await (await self._task_rpc(context)).get(request, context)
+
+    async def _task_rpc(self, context: grpc.aio.ServicerContext[Any, Any]) -> TaskRpc:
+        if self._tasks is None:  # a servicer built without `build_server`
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not run asynchronous tasks")
+            raise AssertionError("grpc's context.abort() always raises")
+        return self._tasks
 
     async def _moderate(
         self,

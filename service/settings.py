@@ -37,6 +37,9 @@ from service.policy.loading import PolicyError, PolicySource
 from service.policy.rules import Policy
 from service.quotas.config import load_quotas
 from service.routing_file import BackendConfig, RoutesConfig, RoutesError, load_routes
+from service.tasks.callers import CallersFileError, load_callers
+from service.tasks.delivery import DEFAULT_SCHEDULE
+from service.tasks.signing import SecretError, parse_secrets
 from service.telemetry import DEFAULT_MAX_CALLERS
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -99,6 +102,34 @@ def _redis_url(value: SecretStr) -> SecretStr:
 
 
 RedisUrl = Annotated[Secret, AfterValidator(_redis_url)]
+
+
+def _webhook_secrets(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        try:
+            parse_secrets(value.get_secret_value())
+        except SecretError as problem:
+            raise ValueError(str(problem)) from None
+    return value
+
+
+def _callers_file(value: Path | None) -> Path | None:
+    if value is not None:
+        try:
+            load_callers(value)
+        except CallersFileError as problem:
+            raise ValueError(str(problem).replace("\n", "; ")) from None
+    return value
+
+
+def _seconds_list(value: object) -> object:
+    return tuple(value.split()) if isinstance(value, str) else value
+
+
+def _schedule(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not value or len(value) > 100 or any(not 0 <= delay <= 7 * 86_400 for delay in value):
+        raise ValueError("must be 1 to 100 numbers of seconds, each from 0 to 604800")
+    return value
 
 
 def _cache_ttl(suggestion: str, default: float, spelled: str) -> Any:
@@ -394,6 +425,87 @@ class Settings(Declared):
         'image URLs (a route\'s `fetch = "gateway"`) may reach although they are not publicly routable; '
         "the local backend's downloads read the same variable.",
     )
+    webhook_secrets: Annotated[Secret | None, AfterValidator(_webhook_secrets)] = Field(
+        None,
+        validation_alias="MODERATION_WEBHOOK_SECRETS",
+        description="the secrets asynchronous tasks' callbacks are signed with (Standard Webhooks): one or "
+        "more `whsec_` + base64 secrets separated by spaces, newest first; every callback is signed with "
+        "each. From `MODERATION_WEBHOOK_SECRETS_FILE`, the file is re-read when it changes, so secrets "
+        "rotate without a restart. Unset: submissions with a `callback_url` are refused.",
+        json_schema_extra={"default_text": "(no callbacks)"},
+    )
+    callback_allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)] = (
+        Field(
+            (),
+            validation_alias="MODERATION_CALLBACK_ALLOWED_NETWORKS",
+            description="comma-separated networks (`127.0.0.0/8,10.1.0.0/16`) callbacks may reach although "
+            "they are not publicly routable.",
+        )
+    )
+    callback_allow_http: Annotated[bool, BeforeValidator(_on_off)] = Field(
+        False,
+        validation_alias="MODERATION_CALLBACK_ALLOW_HTTP",
+        description="`on`: callback URLs may be plain `http`; `off`: `https` only.",
+        json_schema_extra={"default_text": "`off`"},
+    )
+    callback_callers_file: Annotated[FilePath | None, AfterValidator(_callers_file)] = Field(
+        None,
+        validation_alias="MODERATION_CALLBACK_CALLERS_FILE",
+        description="per authenticated caller, its own webhook secrets (a `secrets_file`, re-read when it "
+        "changes) and the networks its callbacks may reach besides `MODERATION_CALLBACK_ALLOWED_NETWORKS` "
+        "(`allowed_networks`): a TOML table per caller, see the asynchronous tasks guide.",
+        json_schema_extra={"default_text": "(the gateway's for every caller)"},
+    )
+    callback_retry_schedule: Annotated[
+        tuple[float, ...], NoDecode, BeforeValidator(_seconds_list), AfterValidator(_schedule)
+    ] = Field(
+        DEFAULT_SCHEDULE,
+        validation_alias="MODERATION_CALLBACK_RETRY_SCHEDULE",
+        description="a testing knob: the seconds before each callback attempt, counted from the one "
+        "before, separated by spaces (each spread by 10 % jitter). The default is Standard Webhooks': "
+        "at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.",
+        json_schema_extra={"default_text": "`0 5 300 1800 7200 18000 36000 50400 72000 86400`"},
+    )
+    callback_workers: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        validation_alias="MODERATION_CALLBACK_WORKERS",
+        description="callback requests a gateway sends at once.",
+    )
+    task_workers: int = Field(
+        # Twice what one replica needs to spend a 100/s budget at IMS's ~0.8 s: each task also waits on
+        # Redis and for its slot (100 per replica spent 58/s of a two-replica fleet's budget, measured).
+        200,
+        ge=1,
+        le=10_000,
+        validation_alias="MODERATION_TASK_WORKERS",
+        description="asynchronous tasks a gateway moderates at once (they wait for idle budget).",
+    )
+    task_retention: float = Field(
+        86_400.0,
+        ge=1,
+        le=30 * 86_400,
+        validation_alias="MODERATION_TASK_RETENTION",
+        description="seconds a task's result is kept for `GetModerationTask` after it is reached (longer "
+        "while callback retries are pending); then the task answers `NOT_FOUND`.",
+    )
+    task_deadline: float = Field(
+        3_600.0,
+        ge=1,
+        le=7 * 86_400,
+        validation_alias="MODERATION_TASK_DEADLINE",
+        description="seconds a task may wait for budget before it fails with `DEADLINE_EXCEEDED`.",
+    )
+    task_lease: float = Field(
+        60.0,
+        ge=0.5,
+        le=3_600,
+        validation_alias="MODERATION_TASK_LEASE",
+        description="fleet mode: seconds after which a task or callback taken by a replica that went "
+        "silent is taken over by another. Keep it above the 15 s backend and callback time-outs; "
+        "lower it only in tests.",
+    )
 
     # Built by `load_settings` from the variables above, never read from a variable of their own.
     backends: tuple[BackendConfig, ...] = ()
@@ -403,6 +515,8 @@ class Settings(Declared):
     policy_source: InstanceOf[PolicySource] | None = Field(None, repr=False)
     auth_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     secrets: tuple[str, ...] = Field((), repr=False)
+    # MODERATION_WEBHOOK_SECRETS_FILE, re-read when it changes.
+    webhook_secrets_file: Path | None = None
 
     @model_validator(mode="after")
     def _tls_consistent(self) -> Self:
@@ -472,6 +586,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         *(s for backend in backends for s in secret_values(backend.options)),
         *auth_tokens,
         *settings.redis_secrets,
+        *(settings.webhook_secrets.get_secret_value().split() if settings.webhook_secrets else ()),
     )
     return settings.model_copy(
         update={
@@ -481,6 +596,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "policy_source": source,
             "auth_tokens": auth_tokens,
             "secrets": secrets,
+            "webhook_secrets_file": _webhook_secrets_file(env),
         }
     )
 
@@ -553,3 +669,8 @@ def _auth_tokens(settings: Settings | None, problems: list[str]) -> dict[str, st
     except TokenFileError as exc:
         problems.append(f"{_name('auth_tokens_file')}: {exc}")
         return {}
+
+
+def _webhook_secrets_file(env: Mapping[str, str]) -> Path | None:
+    path = env.get(f"{_name('webhook_secrets')}_FILE", "").strip()
+    return Path(path) if path else None

@@ -1,5 +1,6 @@
 """Debian's `redis-server` as a subprocess on 127.0.0.1: a free port, a temporary directory, no
-persistence, so a restart comes back empty. `make system-deps` installs it."""
+persistence, so a restart comes back empty (or, `durable`, an append-only file synced on every write, so
+a restart comes back with everything). `make system-deps` installs it."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from testbed.processes import free_port, stop_process
 START_TIMEOUT = 10.0
 # Nothing saved, so a restart is empty.
 EPHEMERAL = ("--save", "", "--appendonly", "no")
+DURABLE = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
 
 
 class RedisServer:
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, *, durable: bool = False) -> None:
         self.port = port
         self._folder = folder
+        self._persistence = DURABLE if durable else EPHEMERAL
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -30,7 +33,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start (again, on the same port, empty): returns once it accepts connections."""
+        """Start (again, on the same port, empty unless durable): returns once it accepts connections."""
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError(
@@ -46,7 +49,7 @@ class RedisServer:
                 str(self.port),
                 "--dir",
                 str(self._folder),
-                *EPHEMERAL,
+                *self._persistence,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -70,9 +73,9 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(*, durable: bool = False) -> Iterator[RedisServer]:
     with tempfile.TemporaryDirectory(prefix="redis-") as folder:
-        server = RedisServer(Path(folder), free_port())
+        server = RedisServer(Path(folder), free_port(), durable=durable)
         server.start()
         try:
             yield server

@@ -112,7 +112,14 @@ def gateway_address() -> Iterator[str]:
     config = EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY)
     with ImsEmulator(config, host="127.0.0.1", port=0) as emulator:
         port = free_port()
-        process = start_service(emulator, port)
+        # The async guide's receiver listens on loopback, over http, for callbacks signed so.
+        process = start_service(
+            emulator,
+            port,
+            MODERATION_WEBHOOK_SECRETS="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            MODERATION_CALLBACK_ALLOW_HTTP="on",
+            MODERATION_CALLBACK_ALLOWED_NETWORKS="127.0.0.0/8",
+        )
         address = f"127.0.0.1:{port}"
         try:
             with grpc.insecure_channel(address) as channel:

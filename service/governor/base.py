@@ -9,12 +9,20 @@ from typing import Protocol
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
 
-__all__ = ["Governor", "Priority", "throttled"]
+__all__ = ["Governor", "Priority", "ahead_of", "throttled"]
 
 
 class Priority(enum.Enum):
     INTERACTIVE = "interactive"
     BATCH = "batch"
+    # Asynchronous tasks: served only from slots no unary call or stream item is waiting for.
+    BACKGROUND = "background"
+
+
+def ahead_of(priority: Priority) -> tuple[Priority, ...]:
+    """The priorities whose waiters are served before a new waiter of `priority` (its own included)."""
+    order = tuple(Priority)
+    return order[: order.index(priority) + 1]
 
 
 class Governor(Protocol):

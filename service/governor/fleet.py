@@ -27,7 +27,7 @@ import redis.asyncio as redis
 from backends.calls import CALLER
 from backends.errors import BackendError
 from service.deadlines import Deadline
-from service.governor.base import Priority, throttled
+from service.governor.base import Priority, ahead_of, throttled
 from service.governor.fallback import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TIMEOUT,
@@ -211,9 +211,7 @@ class FleetGovernor:
             )
 
     async def _fleet_slot(self, priority: Priority, deadline: Deadline) -> None:
-        ahead = self.waiting(Priority.INTERACTIVE) + (
-            self.waiting(Priority.BATCH) if priority is Priority.BATCH else 0
-        )
+        ahead = sum(self.waiting(p) for p in ahead_of(priority))
         expected = ahead * self.spacing
         if expected >= deadline.remaining():
             raise self._throttled(expected, priority)
@@ -338,9 +336,10 @@ class FleetGovernor:
         """How many slots to ask for, for which priority, and the longest a caller could wait for one."""
         uncovered = self.waiting(Priority.INTERACTIVE) - len(self._slots)
         priority = Priority.INTERACTIVE
-        if uncovered <= 0:
-            uncovered += self.waiting(Priority.BATCH)
-            priority = Priority.BATCH
+        for lower in (Priority.BATCH, Priority.BACKGROUND):
+            if uncovered <= 0:
+                uncovered += self.waiting(lower)
+                priority = lower
         if uncovered <= 0:
             return None
         longest = max((d.remaining() for f, d, _ in self._waiting[priority] if not f.done()), default=0.0)
@@ -356,6 +355,7 @@ class FleetGovernor:
                 max_wait=max_wait,
                 not_before=self._fallback.sent_until(membership.now()),
                 callers=batch_callers if priority is Priority.BATCH else (),
+                background=priority is Priority.BACKGROUND,
             )
         except Unreachable as lost:
             await self._lost(str(lost))
@@ -380,7 +380,8 @@ class FleetGovernor:
         if not self._has_waiters():
             return
         interactive, batch = self._waiting[Priority.INTERACTIVE], self._waiting[Priority.BATCH]
-        priority = Priority.INTERACTIVE if interactive else Priority.BATCH
+        # A task (BACKGROUND) gets a slot only when no call or stream item waits for it.
+        priority = next(p for p in Priority if self._waiting[p])
         if interactive and batch:
             interactive_grants = sum(p is Priority.INTERACTIVE for _, p in self._granted)
             if not interactive_first(interactive_grants, len(self._granted), self.interactive_share):

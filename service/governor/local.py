@@ -10,7 +10,8 @@ are `pacing.py`'s, the fleet's too; this module is their in-process slot store:
 - **Fair to interactive callers.** Unary calls (INTERACTIVE) are served before stream and batch items
   (BATCH) while they hold less than `interactive_share` of the period's grants; batch items get the
   rest, and everything when no unary call waits. A stream therefore never starves unary callers, and
-  unary callers never starve a stream.
+  unary callers never starve a stream. Asynchronous tasks (BACKGROUND) get only the slots nobody else
+  waits for.
 - **Deadline-aware.** Waiting counts against the caller's deadline: a call that cannot get a slot in
   time fails at once with THROTTLED (RESOURCE_EXHAUSTED and RetryInfo), without spending quota.
 """
@@ -23,7 +24,7 @@ from collections import deque
 
 from backends.errors import BackendError
 from service.deadlines import Deadline
-from service.governor.base import Priority, throttled
+from service.governor.base import Priority, ahead_of, throttled
 from service.governor.pacing import DECREASE_FACTOR, START, LearnedMargin, interactive_first, recovered
 from service.telemetry import Metrics
 
@@ -90,9 +91,7 @@ class RateGovernor:
     async def acquire(self, priority: Priority, deadline: Deadline) -> None:
         """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
         loop = asyncio.get_running_loop()
-        ahead = self.waiting(Priority.INTERACTIVE)
-        if priority is Priority.BATCH:
-            ahead += self.waiting(Priority.BATCH)
+        ahead = sum(self.waiting(p) for p in ahead_of(priority))
         expected_wait = max(0.0, self._next_grant - loop.time()) + ahead * self.spacing
         remaining = deadline.remaining()
         if expected_wait >= remaining:
@@ -188,6 +187,9 @@ class RateGovernor:
             return interactive.popleft(), Priority.INTERACTIVE
         if batch:
             return batch.popleft(), Priority.BATCH
+        background = self._waiting[Priority.BACKGROUND]
+        if background:
+            return background.popleft(), Priority.BACKGROUND
         return None
 
     def _throttled(self, retry_after: float, priority: Priority) -> BackendError:

@@ -131,7 +131,14 @@ class Membership:
         self.warm.set()
 
     async def reserve(
-        self, count: int, *, interactive: bool, max_wait: float, not_before: float, callers: Sequence[str]
+        self,
+        count: int,
+        *,
+        interactive: bool,
+        max_wait: float,
+        not_before: float,
+        callers: Sequence[str],
+        background: bool = False,
     ) -> tuple[Reservation, float]:
         """Slots for `count` waiters, and the offset that turns their Redis times into this replica's."""
         with contextlib.suppress(TimeoutError):
@@ -146,11 +153,12 @@ class Membership:
                 max_wait=max_wait,
                 not_before=self._redis_time(not_before),
                 callers=callers,
+                background=background,
             )
         )
         offset = self._measured(reservation.now, started)
         self._heard(reservation.replicas, reservation.rate, reservation.margin)
-        if not interactive:
+        if not interactive and not background:
             self.part, self.spread = reservation.part, reservation.spread
         return reservation, offset
 

@@ -79,7 +79,8 @@ end
 """
 
 # ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, count,
-# interactive (0/1), max_wait_us, interactive_share, then the callers with batch items waiting here.
+# class (0 batch, 1 interactive, 2 background), max_wait_us, interactive_share, then the callers with
+# batch items waiting here.
 # Returns {slots reserved, the first slot's time (none reserved: when one would fit), spacing, replicas,
 # rate, now, this replica's part of the pace for batch items, margin, then over how many replicas each
 # caller's batch items wait}: Redis's times in microseconds, the rate in thousandths a second, the part
@@ -88,7 +89,7 @@ _RESERVE = (
     _PACE
     + f"""
 local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
-local count, interactive = tonumber(ARGV[10]), ARGV[11] == '1'
+local count, interactive, background = tonumber(ARGV[10]), ARGV[11] == '1', ARGV[11] == '2'
 local max_wait, share = tonumber(ARGV[12]), tonumber(ARGV[13])
 local spacing = period / (rate * (replicas - silent) / replicas)
 -- This replica's part of the pace for batch items, and over how many replicas each of its callers'
@@ -108,7 +109,19 @@ end
 local first = math.max(tat, now)
 -- No slot is reserved further than `horizon` ahead: all a replica losing Redis must wait out.
 local last = now + math.min(max_wait, horizon)
-if not interactive then
+if background then
+  -- Tasks take only slots nobody reserved: the schedule's free time within a quarter of the horizon
+  -- while any replica has stream items waiting (they keep the schedule the whole horizon ahead, so no
+  -- task gets a slot), within the horizon when none has.
+  local lookahead = horizon / 4
+  if redis.call('ZCOUNT', KEYS[3], now - period, '+inf') == 0 then
+    lookahead = horizon
+  end
+  last = math.min(last, now + lookahead)
+  if first > last then
+    return answer(0, first - lookahead)
+  end
+elseif not interactive then
   -- Batch items reserve only what they will use soon, and each busy replica its part of that, so a
   -- replica far from Redis gets its turn too.
   redis.call('ZADD', KEYS[3], now, ARGV[5])
@@ -174,7 +187,7 @@ end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
   'itat', itat, 'margin', margin, 'quiet', quiet)
 redis.call('PEXPIRE', KEYS[1], ttl)
-if not interactive then
+if not interactive and not background then
   for i = 0, reserved - 1 do
     local slot = first + i * spacing
     redis.call('ZADD', KEYS[4], slot, slot)
@@ -301,14 +314,16 @@ class Schedule:
         max_wait: float,
         not_before: float = 0.0,
         callers: Sequence[str] = (),
+        background: bool = False,
     ) -> Reservation:
         """Slots for `count` waiters, none before `not_before` (Redis's time, in seconds); `callers`: the
-        callers whose batch items wait on this replica (hashed: no name of theirs is written)."""
+        callers whose batch items wait on this replica (hashed: no name of theirs is written).
+        `background`: tasks' slots, only from time nobody else reserved."""
         p = self.parameters
         args = [
             *p.common(replica, not_before),
             count,
-            int(interactive),
+            2 if background else int(interactive),
             max(0, int(max_wait * MICROS)),
             p.interactive_share,
         ]

@@ -153,6 +153,18 @@ class HostileModeration(ModerationServiceServicer):
     ) -> pb.GetUsageResponse:
         return pb.GetUsageResponse()
 
+    async def SubmitModeration(
+        self, request: pb.SubmitModerationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitModerationResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no tasks here")
+        raise AssertionError("abort raises")
+
+    async def GetModerationTask(
+        self, request: pb.GetModerationTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModerationTask:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no tasks here")
+        raise AssertionError("abort raises")
+
 
 class HostileServer:
     def __init__(self, server: grpc.aio.Server, port: int, health: health_aio.HealthServicer) -> None:

@@ -36,6 +36,11 @@ def test_every_reason_the_contract_declares_is_one_the_gateway_sends() -> None:
     assert unsent == []
 
 
+def test_the_errors_page_names_every_reason_the_contract_declares() -> None:
+    page = ERRORS_PAGE.read_text(encoding="utf-8")
+    assert [reason for reason in REASON_OPTIONS if f"`{reason}`" not in page] == []
+
+
 def test_what_a_client_may_retry_was_never_sent_upstream_and_says_when_to_retry() -> None:
     retryable = [row for row in KIND_POLICIES.values() if row.client_retries]
     assert retryable

@@ -1,0 +1,62 @@
+"""The worker's and the deliverer's loops: each takes an item from its store and handles it, until
+drained. A store that fails (Redis away) is asked again; what it held stays there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+__all__ = ["Loops"]
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+# How long a loop waits for an item before looking again (and at draining).
+POLL = 1.0
+
+
+class Loops(Generic[Item]):
+    def __init__(
+        self,
+        what: str,
+        count: int,
+        take: Callable[[float], Awaitable[Item | None]],
+        handle: Callable[[Item], Awaitable[None]],
+    ) -> None:
+        self._what = what
+        self._count = count
+        self._take = take
+        self._handle = handle
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._loops = [asyncio.create_task(self._loop()) for _ in range(self._count)]
+
+    async def drain(self, timeout: float) -> None:
+        """The items available now are handled within `timeout`; then the loops end."""
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*self._loops, return_exceptions=True)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                item = await self._take(0.0 if self._stopping.is_set() else POLL)
+                if item is None:
+                    if self._stopping.is_set():
+                        return
+                    continue
+                await self._handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; trying again", self._what)
+                await asyncio.sleep(POLL)

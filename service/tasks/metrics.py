@@ -1,0 +1,60 @@
+"""The tasks' metrics.
+
+Prometheus names: `moderation_tasks_total` (tasks entering each state, by `moderation_task_state`),
+`moderation_task_queue_depth` (tasks queued or being worked on), `moderation_task_oldest_pending_seconds`
+(the oldest queued task's age) and `moderation_task_callback_attempts_total` (by `moderation_outcome`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from moderation.v1.moderation_service_pb2 import TaskState
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from service.tasks.model import Backlog
+
+__all__ = ["TaskMetrics"]
+
+
+class TaskMetrics:
+    def __init__(self, meter: metrics.Meter) -> None:
+        # The store's backlog as last polled: gauges are read synchronously, the store is not.
+        self.backlog = Backlog(0, 0.0)
+        self._states = meter.create_counter(
+            "moderation.tasks",
+            unit="{task}",
+            description="Asynchronous tasks entering each state (pending on submission, running, "
+            "succeeded, failed)",
+        )
+        meter.create_observable_gauge(
+            "moderation.task.queue_depth",
+            callbacks=[self._observe_depth],
+            unit="{task}",
+            description="Asynchronous tasks queued or being worked on (fleet-wide in fleet mode)",
+        )
+        meter.create_observable_gauge(
+            "moderation.task.oldest_pending",
+            callbacks=[self._observe_oldest],
+            unit="s",
+            description="The age of the oldest task queued or being worked on",
+        )
+        self._attempts = meter.create_counter(
+            "moderation.task.callback_attempts",
+            unit="{attempt}",
+            description="Callback delivery attempts, by outcome",
+        )
+
+    def state(self, state: int) -> None:
+        name = TaskState.Name(state).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
+        self._states.add(1, {"moderation.task_state": name})
+
+    def attempt(self, outcome: str) -> None:
+        self._attempts.add(1, {"moderation.outcome": outcome})
+
+    def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.backlog.pending)]
+
+    def _observe_oldest(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.backlog.oldest_age)]

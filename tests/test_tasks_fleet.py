@@ -1,0 +1,140 @@
+"""Asynchronous tasks in fleet mode: two real gateway processes sharing a real redis-server (append-only
+file on), the emulator and a loopback receiver. Every task delivered and verified by `standardwebhooks`,
+its body what GetModerationTask answers; a replica killed with SIGKILL loses nothing; Redis restarted
+from its AOF loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
+from standardwebhooks.webhooks import Webhook
+
+from emulator import EmulatorConfig, ImsEmulator
+from testbed.client import open_channel
+from testbed.redis_server import RedisServer, redis_server
+from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.tasks import (
+    SECRET,
+    TASK_SETTINGS,
+    Receiver,
+    data_of,
+    gateway_process,
+    listening,
+    settled,
+    submit,
+)
+
+WORKERS = 20
+FLEET_SETTINGS = {
+    **TASK_SETTINGS,
+    # A short lease, so a killed replica's tasks are taken over within the test.
+    "MODERATION_TASK_LEASE": "2",
+    "MODERATION_TASK_WORKERS": str(WORKERS),
+    "IMS_QPS": "400",
+}
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    with redis_server(durable=True) as server:
+        yield server
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with listening() as receiver:
+        yield receiver
+
+
+@contextlib.contextmanager
+def emulator_with(latency: float) -> Iterator[ImsEmulator]:
+    config = EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY, latency=latency)
+    with ImsEmulator(config, host="127.0.0.1", port=0) as emulator:
+        yield emulator
+
+
+async def submit_all(addresses: list[str], count: int, callback_url: str) -> list[str]:
+    """`count` tasks, alternately to each replica, 50 at a time."""
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = [ModerationServiceStub(await stack.enter_async_context(open_channel(a))) for a in addresses]
+        ids: list[str] = []
+        for start in range(0, count, 50):
+            ids += await asyncio.gather(
+                *(submit(stubs[i % len(stubs)], f"fleet-{i}", callback_url) for i in range(start, start + 50))
+            )
+        return ids
+
+
+def billed_per_task(emulator: ImsEmulator) -> Counter[str]:
+    return Counter(str(params.get("DataId")) for _, params in emulator.stats.received)
+
+
+async def test_1000_tasks_over_two_replicas_each_delivered_signed_and_as_get_answers(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url}
+    with (
+        emulator_with(0.02) as emulator,
+        gateway_process(emulator, **settings) as (_, first),
+        gateway_process(emulator, **settings) as (_, second),
+    ):
+        ids = await submit_all([first, second], 1000, receiver.url())
+        await receiver.wait_for(1000, within=60)
+        hook = Webhook(SECRET)
+        for request in receiver.received:
+            hook.verify(request.body, request.headers)
+        by_id = {r.headers["webhook-id"]: r.json for r in receiver.received}
+        assert sorted(by_id) == sorted(ids)
+        async with open_channel(second) as channel:
+            stub = ModerationServiceStub(channel)
+            for task_id in ids:
+                assert by_id[task_id]["data"] == data_of(await settled(stub, task_id))
+        assert billed_per_task(emulator).most_common(1)[0][1] == 1
+        assert emulator.stats.billed == 1000
+
+
+async def test_a_replica_killed_mid_task_loses_nothing(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url}
+    with (
+        emulator_with(0.3) as emulator,
+        gateway_process(emulator, **settings) as (doomed, doomed_address),
+        gateway_process(emulator, **settings) as (_, survivor),
+    ):
+        ids = await submit_all([doomed_address, survivor], 300, receiver.url())
+        await receiver.wait_for(30)
+        doomed.send_signal(signal.SIGKILL)  # with tasks in flight: each replica runs WORKERS at once
+        await receiver.wait_for_tasks(ids)
+        delivered = Counter(r.headers["webhook-id"] for r in receiver.received)
+        assert sorted(delivered) == sorted(ids)
+        # A callback sent twice (its replica died before recording it) carries the same webhook-id and body.
+        for task_id in (t for t, times in delivered.items() if times > 1):
+            assert len({r.body for r in receiver.received if r.headers["webhook-id"] == task_id}) == 1
+        # Only tasks in the killed replica's hands when it died may have been moderated twice.
+        billed = billed_per_task(emulator)
+        assert max(billed.values()) <= 2
+        assert sum(times - 1 for times in billed.values()) <= WORKERS
+
+
+async def test_redis_restarted_from_its_append_only_file_loses_nothing(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    # A slower budget, so most tasks are still queued when Redis goes.
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url, "IMS_QPS": "50"}
+    with (
+        emulator_with(0.2) as emulator,
+        gateway_process(emulator, **settings) as (_, first),
+        gateway_process(emulator, **settings) as (_, second),
+    ):
+        ids = await submit_all([first, second], 200, receiver.url())
+        durable_redis.stop()
+        durable_redis.start()
+        await receiver.wait_for_tasks(ids)
+        assert {r.headers["webhook-id"] for r in receiver.received} == set(ids)
