@@ -9,13 +9,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Loops"]
+__all__ = ["Loops", "end_if_cancelled"]
 
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 # How long a loop waits for an item before looking again (and at draining).
 POLL = 1.0
+
+
+def end_if_cancelled() -> None:
+    """Raises CancelledError when the current task was asked to stop, whatever its code caught since:
+    redis-py can turn the cancellation of a command in flight into an error of its own, and a loop that
+    caught it and went on would never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class Loops(Generic[Item]):
@@ -58,5 +67,6 @@ class Loops(Generic[Item]):
             except asyncio.CancelledError:
                 raise
             except Exception:
+                end_if_cancelled()
                 log.exception("%s failed; trying again", self._what)
                 await asyncio.sleep(POLL)

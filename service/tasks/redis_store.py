@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -23,9 +24,13 @@ from typing import Any
 import redis.asyncio as redis
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerationTask
 
+from service.logs import RateLimitedLog
+from service.tasks.loops import end_if_cancelled
 from service.tasks.model import Backlog, Task, finished
 
 __all__ = ["RedisTaskStore"]
+
+log = logging.getLogger(__name__)
 
 PREFIX = "moderation:tasks:"
 STREAM = PREFIX + "work"
@@ -35,6 +40,9 @@ DELIVERIES = PREFIX + "deliveries"
 BLOCK_MS = 200
 # How often due deliveries are looked for when no local schedule says sooner.
 DELIVERY_POLL = 0.2
+# After a failed read (Redis away, or answering what it should not), the next one waits this long:
+# what Redis holds stays there, and the readers must neither spin nor end.
+READ_RETRY = 1.0
 
 # Stores and queues the task unless its dedup key names one already: returns the stored task's id.
 _ADD = """
@@ -65,8 +73,8 @@ class RedisTaskStore:
         self._consumer = f"{socket.gethostname()}:{id(self):x}:{time.time_ns():x}"
         self._add = client.register_script(_ADD)
         self._take_due = client.register_script(_TAKE_DUE)
-        self._work = _Inbox(self._read_work)
-        self._due = _Inbox(self._read_deliveries)
+        self._work = _Inbox("tasks", self._read_work)
+        self._due = _Inbox("due callbacks", self._read_deliveries)
         self._scheduled = asyncio.Event()
         self._group_made = False
         self._last_claim = 0.0
@@ -221,16 +229,17 @@ class RedisTaskStore:
 class _Inbox:
     """Tasks read from Redis for the takers waiting here: one reader asks for as many as they are."""
 
-    def __init__(self, read: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, what: str, read: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._read = read
         self._queue: asyncio.Queue[Task] = asyncio.Queue()
         self._takers = 0
         self._reader: asyncio.Task[None] | None = None
+        self._failures = RateLimitedLog(log, f"{what} not read from Redis; reading again", interval=30.0)
 
     async def take(self, wait: float) -> Task | None:
         self._takers += 1
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read())
+            self._reader = asyncio.create_task(self._read_until_closed())
         try:
             async with asyncio.timeout(wait):
                 return await self._queue.get()
@@ -242,14 +251,27 @@ class _Inbox:
     def wanted(self) -> int:
         return self._takers - self._queue.qsize()
 
+    async def _read_until_closed(self) -> None:
+        """The reader, started again after any failure (one log line per 30 s says which)."""
+        while True:
+            try:
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as failure:
+                # redis-py can turn the cancellation of a command in flight into its own error: a reader
+                # being closed must end, not read again.
+                end_if_cancelled()
+                self._failures.record(error=type(failure).__name__)
+                await asyncio.sleep(READ_RETRY)
+
     def put(self, task: Task) -> None:
         self._queue.put_nowait(task)
 
     async def aclose(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.gather(self._reader, return_exceptions=True)
 
 
 def _task_key(task_id: str) -> str:

@@ -13,10 +13,12 @@ from opentelemetry import metrics, trace
 
 from common.scrub import Scrubber
 from service.governor.connect import redis_client
+from service.logs import RateLimitedLog
 from service.settings import Settings
 from service.tasks.callers import CallbackPolicies, load_callers
 from service.tasks.delivery import Deliverer
 from service.tasks.egress import CallbackEgress
+from service.tasks.loops import end_if_cancelled
 from service.tasks.memory import MemoryTaskStore
 from service.tasks.metrics import TaskMetrics
 from service.tasks.model import TaskStore
@@ -45,6 +47,7 @@ class Tasks:
         self._deliverer = deliverer
         self._metrics = metrics
         self._backlog: asyncio.Task[None] | None = None
+        self._unread = RateLimitedLog(log, "task backlog not read", interval=30.0)
 
     def start(self) -> None:
         self._worker.start()
@@ -68,7 +71,8 @@ class Tasks:
             try:
                 self._metrics.backlog = await self.store.backlog()
             except Exception as problem:
-                log.warning("task backlog not read: %s", type(problem).__name__)
+                end_if_cancelled()
+                self._unread.record(error=type(problem).__name__)
             await asyncio.sleep(BACKLOG_INTERVAL)
 
 
