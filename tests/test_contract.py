@@ -46,11 +46,15 @@ def contract_check(proto_dir: Path, image: Path) -> Check:
 
 
 def edited_contract(tmp_path: Path, old: str, new: str) -> Path:
-    """A proto directory holding the contract with `old` replaced by `new`."""
+    """A proto directory holding the contract (every file of it) with `old` replaced by `new` in the
+    service's file."""
     source = (ROOT / "protos" / CONTRACT).read_text()
     assert source.count(old) == 1, f"{old!r} must occur exactly once for the edit to mean anything"
     proto_dir = tmp_path / "protos"
-    (proto_dir / CONTRACT).parent.mkdir(parents=True)
+    for proto in (ROOT / "protos").glob("moderation/*/*.proto"):
+        copy = proto_dir / proto.relative_to(ROOT / "protos")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(proto.read_text())
     (proto_dir / CONTRACT).write_text(source.replace(old, new))
     return proto_dir
 

@@ -28,6 +28,7 @@ from moderation.v1.moderation_service_pb2 import (
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.images import make_png
 from testbed.processes import free_port, spawn_service
+from tests.support.eventually import eventually
 from tests.support.gateway import CHANNEL_OPTIONS
 from tests.support.service_process import wait_serving
 from tests.test_credentials import NEW_ID, NEW_KEY, OLD_ID, OLD_KEY, write_secret_dir
@@ -289,9 +290,19 @@ async def test_tke_oidc_role_through_sts_with_a_rotated_web_identity_token(
                     sts.web_identity_tokens = {"web-identity-2"}
 
             answers = await paced_stream(stub, count=100, per_second=10, at=rotate_token)
-            metrics = await process.metrics()
+
+            async def settled() -> tuple[str, int] | None:
+                # A refresh may be in flight: STS has counted it, the gateway not yet.
+                seen, text = len(sts.calls), await process.metrics()
+                return (
+                    (text, seen)
+                    if metric(text, "moderation_credentials_rotations_total", "oidc_role") == seen
+                    else None
+                )
+
+            metrics, rotations = await eventually(settled)
     assert failed(answers) == []
-    calls = sts.calls
+    calls = sts.calls[:rotations]
     assert len(calls) >= 10 // 4
     assert {c["Region"] for c in calls} == {"ap-shanghai"}
     assert {(c["ProviderId"], c["RoleArn"], c["DurationSeconds"]) for c in calls} == {

@@ -29,6 +29,8 @@ from google.protobuf.message import DecodeError
 from moderation.v1.moderation_service_pb2 import ModerateImageResponse, Suggestion
 from redis.commands.core import AsyncScript
 
+from common.cancellation import end_if_cancelled
+
 __all__ = ["RETRY_AFTER", "Claimed", "FleetStore", "Held", "Hit", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,7 @@ class FleetStore:
         # Any failure at all, not only the client's own errors: a server speaking something else than
         # RESP, or answering HELLO oddly, makes the client raise whatever its parser meets.
         except Exception as error:
+            end_if_cancelled()
             self._went_down(loop.time(), error)
             raise StoreUnavailable from None
         if self._down_until:

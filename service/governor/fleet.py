@@ -26,6 +26,7 @@ import redis.asyncio as redis
 
 from backends.calls import CALLER
 from backends.errors import BackendError
+from common.cancellation import end_if_cancelled
 from service.deadlines import Deadline
 from service.governor.base import Priority, ahead_of, throttled
 from service.governor.fallback import (
@@ -267,6 +268,7 @@ class FleetGovernor:
             try:
                 await self._heartbeat()
             except Exception:
+                end_if_cancelled()
                 # A bug must not stop the beat: without it this replica would look dead to the others.
                 log.exception("fleet budget %s: heartbeat failed", self.name)
             await asyncio.sleep(max(0.0, started + HEARTBEAT_INTERVAL - loop.time()))

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from common.cancellation import end_if_cancelled
 from service.governor.pacing import START
 from service.governor.schedule import Reservation, Schedule
 from service.telemetry import Metrics
@@ -191,6 +192,7 @@ class Membership:
             async with asyncio.timeout(timeout):
                 result = await call
         except Exception as error:
+            end_if_cancelled()
             raise Unreachable(type(error).__name__) from error
         if self._metrics is not None:
             self._metrics.fleet_redis_duration.record(self.now() - started, {"moderation.backend": self.name})

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from common.cancellation import end_if_cancelled
 from service.quotas.store import Counter, Reservation, StoreUnavailable
 
 __all__ = ["RedisStore"]
@@ -90,6 +91,7 @@ class RedisStore:
             async with self._connections:
                 return await command(keys=keys, args=args)
         except Exception as exc:
+            end_if_cancelled()
             # Whatever Redis or the connection did, the gateway's answer is the same: the store is away.
             raise StoreUnavailable(type(exc).__name__) from None
 

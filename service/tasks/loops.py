@@ -9,22 +9,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Loops", "end_if_cancelled"]
+from common.cancellation import end_if_cancelled
+
+__all__ = ["Loops"]
 
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 # How long a loop waits for an item before looking again (and at draining).
 POLL = 1.0
-
-
-def end_if_cancelled() -> None:
-    """Raises CancelledError when the current task was asked to stop, whatever its code caught since:
-    redis-py can turn the cancellation of a command in flight into an error of its own, and a loop that
-    caught it and went on would never end."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Loops(Generic[Item]):

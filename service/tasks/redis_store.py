@@ -24,8 +24,8 @@ from typing import Any
 import redis.asyncio as redis
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerationTask
 
+from common.cancellation import end_if_cancelled
 from service.logs import RateLimitedLog
-from service.tasks.loops import end_if_cancelled
 from service.tasks.model import Backlog, Task, finished
 
 __all__ = ["RedisTaskStore"]

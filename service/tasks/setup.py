@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, TaskState
 from opentelemetry import metrics, trace
 
+from common.cancellation import end_if_cancelled
 from common.scrub import Scrubber
 from service.governor.connect import redis_client
 from service.logs import RateLimitedLog
@@ -18,7 +19,6 @@ from service.settings import Settings
 from service.tasks.callers import CallbackPolicies, load_callers
 from service.tasks.delivery import Deliverer
 from service.tasks.egress import CallbackEgress
-from service.tasks.loops import end_if_cancelled
 from service.tasks.memory import MemoryTaskStore
 from service.tasks.metrics import TaskMetrics
 from service.tasks.model import TaskStore
