@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,17 +136,31 @@ class Gateway:
         self.servicer.begin_drain()
         grace = self.settings.shutdown_grace
         # Tasks already accepted are worked off within the same grace as the calls in flight.
-        await asyncio.gather(
-            self.server.stop(grace), *([self.tasks.drain(grace)] if self.tasks is not None else [])
-        )
-        await self.router.aclose()
-        await self.servicer.aclose()
+        draining = [self.server.stop(grace), *([self.tasks.drain(grace)] if self.tasks is not None else [])]
+        await _bounded("draining calls and tasks", asyncio.gather(*draining), grace + CLOSE_TIMEOUT)
+        await _bounded("closing the router", self.router.aclose())
+        await _bounded("closing the cache and fitting", self.servicer.aclose())
         for upstream in self.router.upstreams.values():
-            await upstream.governor.aclose()
-            await upstream.backend.aclose()
+            await _bounded(f"closing backend {upstream.name!r}'s governor", upstream.governor.aclose())
+            await _bounded(f"closing backend {upstream.name!r}", upstream.backend.aclose())
         if self.quotas is not None:
-            await self.quotas.aclose()
+            await _bounded("closing the quota store", self.quotas.aclose())
         self.telemetry.shutdown()
+
+
+# How long each part of the shutdown may take to close once the calls are drained: a part stuck on an
+# unreachable Redis or endpoint is left behind, with a log line, so the process still exits in time.
+CLOSE_TIMEOUT = 3.0
+
+
+async def _bounded(what: str, closing: Awaitable[object], timeout: float = CLOSE_TIMEOUT) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await closing
+    except TimeoutError:
+        log.warning("shutdown: %s took over %.0f s; left behind", what, timeout)
+    except Exception as error:
+        log.warning("shutdown: %s failed (%s); going on", what, type(error).__name__)
 
 
 # The mesh's plumbing, served beside the moderation service: load balancers and Kubernetes probe

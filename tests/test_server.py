@@ -20,7 +20,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestio
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.factory import build_backend
-from service.server import PortInUseError, build_server
+from service.server import CLOSE_TIMEOUT, PortInUseError, build_server
 from testbed.processes import free_port
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY, gateway_settings
@@ -152,3 +152,27 @@ async def test_every_configuration_problem_at_once_and_no_value_echoed() -> None
         assert name in process.stderr
     assert SECRET_ID not in process.stderr + process.stdout
     assert SECRET_KEY not in process.stderr + process.stdout
+
+
+async def test_a_part_that_never_closes_leaves_the_shutdown_in_time(
+    emulator: ImsEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend stuck closing (a Redis or an endpoint gone quiet) is left behind with a log line: the
+    process must exit before its orchestrator's patience runs out."""
+    settings = gateway_settings(emulator)
+    backend = build_backend(settings)
+    closed = backend.aclose
+    never = asyncio.Event()
+
+    async def stuck() -> None:
+        await closed()
+        await never.wait()
+
+    backend.aclose = stuck  # type: ignore[method-assign]
+    gateway = build_server(settings, backend)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(gateway.stop(), timeout=CLOSE_TIMEOUT + 5)
+    assert loop.time() - started < settings.drain_delay + CLOSE_TIMEOUT + 2
+    assert f"shutdown: closing backend '{backend.name}' took over" in caplog.text

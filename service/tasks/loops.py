@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from common.cancellation import end_if_cancelled
 
@@ -34,6 +34,8 @@ class Loops(Generic[Item]):
         self._handle = handle
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        # Loops waiting for an item to appear: a drain ends them at once instead of after a poll.
+        self._idle: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
         self._loops = [asyncio.create_task(self._loop()) for _ in range(self._count)]
@@ -41,6 +43,8 @@ class Loops(Generic[Item]):
     async def drain(self, timeout: float) -> None:
         """The items available now are handled within `timeout`; then the loops end."""
         self._stopping.set()
+        for idle in self._idle:
+            idle.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*self._loops, return_exceptions=True)
@@ -48,10 +52,21 @@ class Loops(Generic[Item]):
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
 
+    async def _next(self) -> Item | None:
+        if self._stopping.is_set():
+            return await self._take(0.0)
+        current = asyncio.current_task()
+        assert current is not None
+        self._idle.add(current)
+        try:
+            return await self._take(POLL)
+        finally:
+            self._idle.discard(current)
+
     async def _loop(self) -> None:
         while True:
             try:
-                item = await self._take(0.0 if self._stopping.is_set() else POLL)
+                item = await self._next()
                 if item is None:
                     if self._stopping.is_set():
                         return
