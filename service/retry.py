@@ -129,7 +129,7 @@ class Retrier:
                 last_error = error
                 await AttemptQuota.settle(ticket, error)
                 if error.kind is Kind.RATE_LIMITED and self._governor is not None:
-                    self._governor.upstream_rate_limited()
+                    self._governor.upstream_rate_limited(started)
                 if not self._should_retry(error, attempt, max_attempts):
                     raise self._failure(error, attempt, budget) from error
                 delay = self._delay_before_retry(error, attempt, deadline)

@@ -97,8 +97,9 @@ async def test_redis_down_falls_back_to_the_share_and_rejoins_within_two_seconds
 async def test_a_rate_limit_slows_the_whole_fleet_once_and_gently(replicas: Factory) -> None:
     first, second = replicas(), replicas()
     await grant_times([first, second], 2)
-    first.upstream_rate_limited()
-    second.upstream_rate_limited()  # the same period: the fleet slows down once
+    sent_at = asyncio.get_running_loop().time()
+    first.upstream_rate_limited(sent_at)
+    second.upstream_rate_limited(sent_at)  # the same period: the fleet slows down once
     await eventually(lambda: max(first.rate, second.rate) < QPS)  # the second learns at its next heartbeat
     assert first.rate == pytest.approx(QPS * DECREASE_FACTOR, abs=0.01)
     assert second.rate == pytest.approx(QPS * DECREASE_FACTOR, abs=0.01)

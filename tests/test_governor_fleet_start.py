@@ -20,6 +20,7 @@ from service.governor.fleet import fleet_parameters
 from service.governor.schedule import Schedule
 from testbed.processes import free_port
 from testbed.redis_server import RedisServer
+from tests.support.budget import within_the_learning_allowance
 from tests.test_load_budget import BUDGET, Tally, limited, replica, stream, tokens_file
 
 __all__ = ["limited", "tokens_file"]
@@ -83,7 +84,7 @@ async def test_two_replicas_started_while_redis_is_unreachable_keep_to_the_budge
         )
     for tally in tallies:
         assert tally.answered_once(1, BUDGET)
-    assert limited.stats.rate_limited == 0
+    assert within_the_learning_allowance(limited.stats.rate_limited, limited.stats.requests)
     assert limited.stats.max_in_one_second <= BUDGET
 
 

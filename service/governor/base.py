@@ -56,8 +56,9 @@ class Governor(Protocol):
         """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
         ...
 
-    def upstream_rate_limited(self) -> None:
-        """The backend said RequestLimitExceeded: somebody else spends this account's budget too."""
+    def upstream_rate_limited(self, sent_at: float) -> None:
+        """The backend said RequestLimitExceeded to a request sent at `sent_at` (loop time): the margin
+        was too small for the path, or somebody else spends this account's budget too."""
         ...
 
     def share(self, fraction: float, name: str) -> Governor:

@@ -133,10 +133,10 @@ class Fallback:
             return 0.0
         return now + self._local.next_grant_in()
 
-    def rate_limited(self) -> bool:
+    def rate_limited(self, sent_at: float) -> bool:
         """The backend said RequestLimitExceeded during the fallback: the share slows down (True)."""
         if self.active and self._local is not None:
-            self._local.upstream_rate_limited()
+            self._local.upstream_rate_limited(sent_at)
             return True
         return False
 

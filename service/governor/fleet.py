@@ -229,11 +229,14 @@ class FleetGovernor:
         finally:
             slot.cancel()
 
-    def upstream_rate_limited(self) -> None:
-        if self._fallback.rate_limited():
+    def upstream_rate_limited(self, sent_at: float) -> None:
+        if self._fallback.rate_limited(sent_at):
             return
+        # In the membership's clock (a seam the skewed-clock tests replace), as long ago as `sent_at`.
+        ago = asyncio.get_running_loop().time() - sent_at
         report = _supervised(
-            self._heartbeat(rate_limited=True), f"fleet budget {self.name}: reporting a rate limit"
+            self._heartbeat(refused_sent_at=self._membership.now() - ago),
+            f"fleet budget {self.name}: reporting a rate limit",
         )
         self._reports.add(report)
         report.add_done_callback(self._reports.discard)
@@ -273,7 +276,7 @@ class FleetGovernor:
                 log.exception("fleet budget %s: heartbeat failed", self.name)
             await asyncio.sleep(max(0.0, started + HEARTBEAT_INTERVAL - loop.time()))
 
-    async def _heartbeat(self, *, rate_limited: bool = False) -> None:
+    async def _heartbeat(self, *, refused_sent_at: float | None = None) -> None:
         membership = self._membership
         try:
             if self.fallback:
@@ -282,7 +285,7 @@ class FleetGovernor:
                 # rejoins with the time the share's next slot is due, both in one script.
                 await membership.probe()
             await membership.heartbeat(
-                rate_limited=rate_limited, not_before=self._fallback.sent_until(membership.now())
+                refused_sent_at=refused_sent_at, not_before=self._fallback.sent_until(membership.now())
             )
         except Unreachable as lost:
             await self._lost(str(lost))

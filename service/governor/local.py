@@ -132,13 +132,14 @@ class RateGovernor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
 
-    def upstream_rate_limited(self) -> None:
-        """The backend said RequestLimitExceeded: somebody else spends this account's budget too."""
+    def upstream_rate_limited(self, sent_at: float) -> None:
+        """The backend said RequestLimitExceeded to a request sent at `sent_at` (loop time): the margin
+        was too small, or somebody else spends this account's budget too."""
         now = asyncio.get_running_loop().time()
         if now - self._last_change >= self.period:
             self.rate = max(1.0, self.rate * DECREASE_FACTOR)
             self._last_change = now
-            self._margin.widen()
+            self._margin.rate_limited(sent_at, now)
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,7 +165,7 @@ class RateGovernor:
             on_schedule = now - self._next_grant < self.spacing
             self._next_grant = (self._next_grant if on_schedule else now) + self.spacing
             self.grants += 1
-            self._margin.granted()
+            self._margin.granted(now)
             if self._metrics is not None:
                 self._metrics.governor_grants.add(1, {"moderation.priority": priority.value})
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from common.cancellation import end_if_cancelled
-from service.governor.pacing import START
+from service.governor.pacing import START, MarginHistory
 from service.governor.schedule import Reservation, Schedule
 from service.telemetry import Metrics
 
@@ -98,6 +98,8 @@ class Membership:
         self.spread: dict[str, int] = {}
         self.rate = float(schedule.parameters.qps)
         self.margin = START
+        # The margins Redis said were in force, by this replica's time.
+        self.margins = MarginHistory(START)
         self.offsets = ClockOffset()
         # Set by the first heartbeat: connected, scripts loaded, so reservations time clean round trips.
         self.warm = asyncio.Event()
@@ -118,13 +120,14 @@ class Membership:
         """Redis's clock only: proof that it answers, leaving no trace in the schedule."""
         await self._call(self.schedule.clock())
 
-    async def heartbeat(self, *, rate_limited: bool, not_before: float) -> None:
-        """This replica alive (and the backend's RequestLimitExceeded, if it said so); `not_before` is in
-        this replica's time."""
+    async def heartbeat(self, *, refused_sent_at: float | None, not_before: float) -> None:
+        """This replica alive (and the backend's RequestLimitExceeded to a request sent at
+        `refused_sent_at`, if it said so); both times are this replica's."""
         started = self.now()
+        sent_under = None if refused_sent_at is None else self.margins.at(refused_sent_at)
         beat = await self._call(
             self.schedule.heartbeat(
-                self.replica, rate_limited=rate_limited, not_before=self._redis_time(not_before)
+                self.replica, sent_under=sent_under, not_before=self._redis_time(not_before)
             )
         )
         self._measured(beat.now, started)
@@ -181,6 +184,7 @@ class Membership:
         self.replicas = max(1, replicas)
         self.rate = max(1.0, rate)
         self.margin = margin
+        self.margins.record(self.now(), margin)
 
     async def _call(self, call: Awaitable[T]) -> T:
         """One Redis call, never waiting longer than REDIS_TIMEOUT; its round trip is a metric. Raises

@@ -11,7 +11,8 @@ governor's too: the scripts are generated from its numbers.
 
 Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
 - `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule),
-  margin and quiet (slots reserved since the margin last changed)
+  margin, quiet (slots reserved since the margin last changed) and floor (what the margin may not shrink
+  below)
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
 - `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
 - `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
@@ -42,12 +43,15 @@ _PACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat', 'margin', 'quiet')
+local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat', 'margin', 'quiet', 'floor')
 local tat = tonumber(state[1]) or now
 local rate = tonumber(state[2]) or qps
 local changed = tonumber(state[3]) or 0
 local itat = tonumber(state[4]) or now
-local margin = tonumber(state[5]) or {pacing.START!r}
+-- Held within their bounds: a hash written by hand, or by an older replica, cannot stall the pace.
+local margin_floor = tonumber(state[7]) or {pacing.LEAST!r}
+margin_floor = math.min({pacing.MOST!r}, math.max({pacing.LEAST!r}, margin_floor))
+local margin = math.min({pacing.MOST!r}, math.max(margin_floor, tonumber(state[5]) or {pacing.START!r}))
 local quiet = tonumber(state[6]) or 0
 local horizon = tonumber(ARGV[9])
 -- Times ahead of Redis's clock were read from a clock that has since stepped back (an NTP step, a VM
@@ -180,12 +184,13 @@ if reserved == 0 then
   return answer(0, now + first - last)
 end
 quiet = quiet + reserved
-if quiet >= {pacing.SHRINK_AFTER} * qps then
-  margin = math.max({pacing.LEAST!r}, margin - {pacing.SHRINK!r})
+if quiet >= math.max(1, math.ceil({pacing.SHRINK_AFTER!r} * qps)) then
+  margin_floor = math.max({pacing.LEAST!r}, margin_floor - {pacing.FORGET!r})
+  margin = math.max(margin_floor, margin - {pacing.SHRINK!r})
   quiet = 0
 end
 redis.call('HSET', KEYS[1], 'tat', first + reserved * spacing, 'rate', rate, 'changed', changed,
-  'itat', itat, 'margin', margin, 'quiet', quiet)
+  'itat', itat, 'margin', margin, 'quiet', quiet, 'floor', margin_floor)
 redis.call('PEXPIRE', KEYS[1], ttl)
 if not interactive and not background then
   for i = 0, reserved - 1 do
@@ -199,8 +204,8 @@ return answer(reserved, first)
 )
 
 # ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, decrease
-# factor (0: only a heartbeat).
-# At most one decrease (and widening of the margin) per period, whichever replica reports it. Returns
+# factor (0: only a heartbeat), the margin the refused request was sent under (millionths).
+# At most one decrease (and raise of the margin's floor) per period, whichever replica reports it. Returns
 # {replicas, rate * 1000, now, margin * 1e6}.
 _HEARTBEAT = (
     _PACE
@@ -210,11 +215,13 @@ local factor = tonumber(ARGV[10])
 if factor > 0 and now - changed >= period then
   rate = math.max(1, rate * factor)
   changed = now
-  margin = math.min({pacing.MOST!r}, margin + {pacing.WIDEN!r})
+  local sent_under = math.max(0, tonumber(ARGV[11]) / 1000000)
+  margin_floor = math.min({pacing.MOST!r}, sent_under + {pacing.FLOOR_ABOVE!r})
+  margin = math.max(margin, margin_floor)
   quiet = 0
 end
 redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat, 'margin', margin,
-  'quiet', quiet)
+  'quiet', quiet, 'floor', margin_floor)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return {{replicas, math.floor(rate * 1000), now, math.floor(margin * 1000000)}}
 """
@@ -344,12 +351,14 @@ class Schedule:
         )
 
     async def heartbeat(
-        self, replica: str, *, rate_limited: bool = False, not_before: float = 0.0
+        self, replica: str, *, sent_under: float | None = None, not_before: float = 0.0
     ) -> Heartbeat:
-        """The fleet as Redis sees it, after a decrease (and a wider margin) if the backend said
-        RequestLimitExceeded; the schedule's next slot no earlier than `not_before`."""
-        factor = self.parameters.decrease_factor if rate_limited else 0
+        """The fleet as Redis sees it, after a decrease (and a higher floor under the margin) if the
+        backend said RequestLimitExceeded to a request sent under the margin `sent_under`; the schedule's
+        next slot no earlier than `not_before`."""
+        factor = 0 if sent_under is None else self.parameters.decrease_factor
         replicas, rate, now, margin = await self._heartbeat(
-            keys=self._keys, args=[*self.parameters.common(replica, not_before), factor]
+            keys=self._keys,
+            args=[*self.parameters.common(replica, not_before), factor, int((sent_under or 0) * MICROS)],
         )
         return Heartbeat(int(replicas), int(rate) / 1000, int(now) / MICROS, int(margin) / MICROS)

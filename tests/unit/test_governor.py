@@ -11,12 +11,13 @@ from service.deadlines import Deadline
 from service.governor import Priority, RateGovernor
 from service.governor.pacing import (
     DECREASE_FACTOR,
+    FLOOR_ABOVE,
+    FORGET,
     LEAST,
     MOST,
     SHRINK,
     SHRINK_AFTER,
     START,
-    WIDEN,
     LearnedMargin,
 )
 
@@ -96,29 +97,47 @@ async def test_a_cancelled_waiter_spends_no_slot() -> None:
 
 async def test_a_lone_rate_limit_costs_a_few_percent_then_the_pace_recovers() -> None:
     governor = RateGovernor(10, window=WINDOW)
-    period = governor.period
-    governor.upstream_rate_limited()
+    sent_at = asyncio.get_running_loop().time()
+    governor.upstream_rate_limited(sent_at)
     assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
-    governor.upstream_rate_limited()  # the same window: one decrease only
+    governor.upstream_rate_limited(sent_at)  # the same window: one decrease only
     assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
-    # The margin widened a little too: the period grows by WIDEN of the window.
-    assert governor.period == pytest.approx(period + WIDEN * WINDOW)
+    # The margin rose a little too, to FLOOR_ABOVE over the one the request was sent under.
+    assert governor.period == pytest.approx((1 + START + FLOOR_ABOVE) * WINDOW)
     await asyncio.sleep(governor.period * 2.1)
     await grant_times(governor, 3)
     assert governor.rate > 10 * DECREASE_FACTOR
 
 
-def test_the_learned_margin_shrinks_slowly_while_granting_quietly_and_widens_on_each_rate_limit() -> None:
-    margin = LearnedMargin(qps=10)
+def test_the_learned_margin_shrinks_while_quiet_down_to_a_floor_that_a_rate_limit_raises() -> None:
+    qps = 100
+    margin = LearnedMargin(qps=qps)
     assert margin.value == START
-    for _ in range(SHRINK_AFTER * 10):  # five seconds' worth of the budget, none refused
-        margin.granted()
+    shrink_after = round(SHRINK_AFTER * qps)
+    clock = 0.0
+
+    def grant(count: int) -> None:
+        nonlocal clock
+        for _ in range(count):
+            clock += 1 / qps
+            margin.granted(clock)
+
+    grant(shrink_after)  # half a second's worth of the budget, none refused
     assert margin.value == pytest.approx(START - SHRINK)
-    for _ in range(1000 * SHRINK_AFTER * 10):
-        margin.granted()
+    sent_under_start_less_one_shrink = clock
+    # A quiet path gets down to LEAST within seconds of the budget.
+    grant(round((START - LEAST) / SHRINK) * shrink_after)
     assert margin.value == LEAST
-    margin.widen()
-    assert margin.value == pytest.approx(LEAST + WIDEN)
+    # A request sent back then is refused now: the floor rises over the margin it was sent under (not
+    # over LEAST, the margin when its answer came back), and stays however quiet the path is after.
+    margin.rate_limited(sent_under_start_less_one_shrink, clock)
+    raised = START - SHRINK + FLOOR_ABOVE
+    assert margin.value == pytest.approx(raised)
+    grant(20 * shrink_after)
+    assert margin.value == pytest.approx(raised - 20 * FORGET)
+    # The floor sinks back, a shrink per minute's worth of the budget: a path that calmed is trusted again.
+    grant(round((raised - LEAST) / FORGET) * shrink_after)
+    assert margin.value == LEAST
     for _ in range(20):
-        margin.widen()
+        margin.rate_limited(clock, clock)
     assert margin.value == MOST
