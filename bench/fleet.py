@@ -83,9 +83,11 @@ class Batch:
 
     @property
     def budget_spent(self) -> float:
-        """Results per second over the budget, from the first answer to the last (any stream)."""
+        """Calls answered per second over the budget, from the first stream answer to the last (any
+        stream): the stream items and the unary calls sampled meanwhile, which spend the same budget."""
         span = max(s.last_answer for s in self.streams) - min(s.first_answer for s in self.streams)
-        return ratio(self.results - 1, span * BUDGET_QPS)
+        unary = sum(len(sample.seconds) for sample in self.loaded)
+        return ratio(self.results + unary - 1, span * BUDGET_QPS)
 
     @property
     def billed_per_item(self) -> float:

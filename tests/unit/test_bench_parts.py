@@ -258,3 +258,11 @@ def test_a_percentile_is_a_value_seen_by_nearest_rank() -> None:
     assert percentile([7.0], 0.99) == 7.0
     assert math.isnan(percentile([], 0.5))
     assert LatencySample([0.4, 0.1, 0.3, 0.2]).percentile(0.5) == 0.2
+
+
+def test_the_budget_spent_counts_the_unary_calls_answered_during_the_batch_too() -> None:
+    # 1,001 stream answers over 10 s, and 40 unary calls answered meanwhile: both spent the budget.
+    stream = StreamResult(results=1001, first_answer=0.0, last_answer=10.0)
+    unary = LatencySample(seconds=[0.8] * 40, failures=3)
+    batch = Batch(1, [stream], [LatencySample()], [unary], Upstream(0, 0, 0, 0))
+    assert batch.budget_spent == pytest.approx((1001 + 40 - 1) / (10 * 100))
