@@ -85,13 +85,14 @@ def _sent_over_time(figure: Any, sent: Mapping[str, Sequence[float]]) -> None:
             axes.plot(range(len(calls)), calls, label=line, **style)
         axes.axhline(BUDGET_QPS, color="grey", linestyle="--", linewidth=1, label=f"limit, {BUDGET_QPS}/s")
         axes.set_title(scenario, fontsize="medium")
-        axes.legend(fontsize="x-small", loc="lower center")
+        axes.set_ylim(bottom=0)
+        axes.legend(fontsize="x-small", loc="best")
     for axes in panels[len(scenarios) :]:  # the last of an odd count
         axes.set_visible(False)
     for axes in panels:
         axes.set_xlabel("second since the first call")
         axes.label_outer()
-    panels[0].set_ylabel("calls IMS received")
+    panels[0].set_ylabel("calls IMS received per second")
 
 
 def _latency(figure: Any, samples: Mapping[str, Sequence[float]]) -> None:
