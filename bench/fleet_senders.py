@@ -24,8 +24,13 @@ _SOCKET = "socket:["
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    """The sockets `pid` holds; none once it has exited (its calls are then counted as no replica's)."""
+    inodes: set[str] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:
+        return inodes
+    for fd in fds:
         with contextlib.suppress(OSError):  # closed since the listing
             target = os.readlink(fd)
             if target.startswith(_SOCKET):

@@ -8,6 +8,7 @@ import functools
 import pytest
 
 from bench.fleet import Counters, run_batch, start_replicas, stream_items
+from bench.fleet_senders import Senders
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from testbed.processes import Credentials
@@ -41,3 +42,10 @@ async def test_each_call_is_counted_for_the_replica_that_sent_it_second_by_secon
     # Every replica's line spans the same seconds, from the phase's first call.
     assert {len(calls) for calls in (*sent.per_replica, sent.total)} == {len(sent.total)}
     assert sent.total[0] > 0
+
+
+def test_a_replica_that_has_exited_owns_no_connection() -> None:
+    # Above the kernel's pid_max: no such process, as after a replica exits mid-phase.
+    senders = Senders([2**22 + 1], 443)
+    senders.look()
+    assert senders.owners == {}
