@@ -156,7 +156,7 @@ class _Bench:
         async with watch_circuits([metrics_url(port) for port in ports]) as watch:
             batch = await run_batch(
                 self.counters,
-                len(replicas),
+                replicas,
                 jobs,
                 image=make_png(IMAGE_SIDE, IMAGE_SIDE, color=(255, 0, 255)),
                 unary_calls=self.sizes.unary_calls if unary else 0,

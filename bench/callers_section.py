@@ -21,7 +21,7 @@ from bench.callers import (
     TreeResult,
 )
 from bench.fleet import ARRIVAL_JITTER, Batch
-from bench.fleet_section import batch_figures, pace_figures
+from bench.fleet_section import batch_figures, pace_figures, sent_per_second
 from bench.report import Figure, compared_table
 from bench.sections import Progress, Section
 from emulator.config import ARRIVAL_STAMPS
@@ -42,7 +42,21 @@ def section(quick: bool, baseline: str) -> Section[CallersResult]:
         ],
         table=functools.partial(_table, tree_figures),
         record=record,
+        series=_series,
     )
+
+
+def _series(results: Sequence[CallersResult]) -> dict[str, Any]:
+    """The calls each of this tree's replicas sent per second in the last run, in each arrival mode,
+    with many callers and with one stream per replica."""
+    sent: dict[str, list[int]] = {}
+    for mode, result in results[-1].current.modes.items():
+        sent |= sent_per_second(
+            f"{mode}: {MANY_REPLICAS} replicas x {len(CALLERS)} callers", result.many.batch
+        )
+        for count, phase in zip(SCALING, result.scaling, strict=True):
+            sent |= sent_per_second(f"{mode}: {count} replica(s) on Redis, one stream each", phase.batch)
+    return {"sent_per_second": sent}
 
 
 async def _measure(sizes: Sizes, baseline: str, number: int, progress: Progress) -> CallersResult:

@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from bench.polling import polled
+
 POLL_INTERVAL = 0.2
 READ_TIMEOUT = 2.0
 GAUGE = "moderation_circuit_state"
@@ -83,18 +85,5 @@ class CircuitWatch:
 async def watch_circuits(urls: Sequence[str]) -> AsyncIterator[CircuitWatch]:
     """Counts transitions on every gateway of `urls` (their /metrics) until the block ends."""
     watch = CircuitWatch(urls)
-    await watch.poll()
-
-    async def keep_polling() -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL)
-            await watch.poll()
-
-    polling = asyncio.create_task(keep_polling())
-    try:
+    async with polled(watch.poll, POLL_INTERVAL):
         yield watch
-    finally:
-        polling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await polling
-        await watch.poll()

@@ -12,10 +12,11 @@ import contextlib
 import functools
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.fleet_senders import Timeline, tally, watch_senders
 from bench.latency import LatencySample, sample_unary
 from bench.report import ratio
 from emulator import EmulatorConfig, ImsEmulator
@@ -76,6 +77,8 @@ class Batch:
     idle: list[LatencySample]
     loaded: list[LatencySample]
     upstream: Upstream
+    # The calls each replica (of them all, busy or idle) sent IMS, second by second, as IMS saw them.
+    sent: Timeline = field(default_factory=Timeline)
 
     @property
     def results(self) -> int:
@@ -157,6 +160,14 @@ class Counters:
         stats = self._emulator.stats
         return Upstream(stats.requests, stats.rate_limited, stats.billed, stats.max_in_one_second)
 
+    @property
+    def port(self) -> int:
+        return self._emulator.port
+
+    def arrivals(self) -> list[tuple[float, int]]:
+        """(arrival stamp, client port) of every call since the last mark."""
+        return self._emulator.stats.arrivals
+
 
 def _difference(later: Upstream, earlier: Upstream) -> Upstream:
     return Upstream(
@@ -209,7 +220,7 @@ async def _unary(
 
 async def run_batch(
     counters: Counters,
-    replica_count: int,
+    replicas: Sequence[Running],
     jobs: Sequence[Callable[[], Coroutine[Any, Any, StreamResult]]],
     *,
     image: bytes,
@@ -218,21 +229,23 @@ async def run_batch(
     unary_metadata: Metadata = (),
 ) -> Batch:
     """Idle unary latency on each gateway of `unary_on` (addresses), then every stream of `jobs` at once
-    while each of them samples unary latency again."""
+    while each of them samples unary latency again; what each of `replicas` sent IMS meanwhile."""
     idle = await asyncio.gather(
         *(_unary(address, image, unary_calls, "idle", lambda: False, unary_metadata) for address in unary_on)
     )
     await asyncio.sleep(WINDOW_CLEAR)
     counters.reset()
-    streams = [asyncio.create_task(job()) for job in jobs]
-    done = lambda: all(task.done() for task in streams)  # noqa: E731
-    loaded = await asyncio.gather(
-        *(_unary(address, image, unary_calls, "loaded", done, unary_metadata) for address in unary_on)
-    )
-    results = await asyncio.gather(*streams)
+    async with watch_senders([r.pid for r in replicas], counters.port) as senders:
+        streams = [asyncio.create_task(job()) for job in jobs]
+        done = lambda: all(task.done() for task in streams)  # noqa: E731
+        loaded = await asyncio.gather(
+            *(_unary(address, image, unary_calls, "loaded", done, unary_metadata) for address in unary_on)
+        )
+        results = await asyncio.gather(*streams)
     upstream = counters.snapshot()
+    sent = tally(counters.arrivals(), senders.owners, len(replicas))
     await asyncio.sleep(WINDOW_CLEAR)
-    return Batch(replica_count, list(results), list(idle), list(loaded), upstream)
+    return Batch(len(replicas), list(results), list(idle), list(loaded), upstream, sent)
 
 
 async def _batch(
@@ -247,7 +260,7 @@ async def _batch(
     jobs = [functools.partial(stream_items, r.address, [image], items) for r in streaming]
     addresses = [r.address for r in streaming]
     return await run_batch(
-        counters, len(replicas), jobs, image=image, unary_calls=sizes.unary_calls, unary_on=addresses
+        counters, replicas, jobs, image=image, unary_calls=sizes.unary_calls, unary_on=addresses
     )
 
 

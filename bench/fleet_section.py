@@ -27,21 +27,34 @@ def section(quick: bool) -> Section[FleetResult]:
     )
 
 
+def sent_per_second(scenario: str, batch: Batch) -> dict[str, list[int]]:
+    """`{"<scenario>: replica <n>" | "<scenario>: total" [| "<scenario>: not attributed"]: [calls per
+    second]}`: the calls IMS received from each replica of `batch`, second by second."""
+    sent = batch.sent
+    series = {f"{scenario}: replica {n}": calls for n, calls in enumerate(sent.per_replica, start=1)}
+    series[f"{scenario}: total"] = sent.total
+    if any(sent.unattributed):
+        series[f"{scenario}: not attributed"] = sent.unattributed
+    return series
+
+
 def _series(results: Sequence[FleetResult]) -> dict[str, Any]:
-    """Unary latency idle and during each batch, and each stream's share of the budget, by replicas."""
+    """Unary latency idle and during each batch, of every run; the calls each replica sent per second,
+    of the last run (a time series has no median)."""
     latency: dict[str, list[float]] = {}
-    shares: dict[str, list[float]] = {}
     for result in results:
         for batch in result.batches:
             for phase, samples in (("idle", batch.idle), ("during the batch", batch.loaded)):
                 key = f"{batch.replicas} replicas, {phase}"
                 latency.setdefault(key, []).extend(s for sample in samples for s in sample.seconds)
-            for stream in batch.streams:
-                span = stream.last_answer - stream.first_answer
-                # A stream with one answer or none has no steady share: 0 on the plot.
-                share = (stream.results - 1) / span / BUDGET_QPS if span > 0 else 0.0
-                shares.setdefault(f"{batch.replicas} replicas", []).append(share)
-    return {"unary_latency_seconds": latency, "budget_share_per_replica": shares}
+    last = results[-1]
+    sent: dict[str, list[int]] = {}
+    for batch in last.batches:
+        plural = "s" if batch.replicas > 1 else ""
+        sent |= sent_per_second(f"{batch.replicas} replica{plural} on Redis", batch)
+    sent |= sent_per_second(f"1 of {REPLICA_COUNTS[-1]} busy", last.busy_alone)
+    sent |= sent_per_second("baseline: 2 replicas, no Redis", last.baseline)
+    return {"unary_latency_seconds": latency, "sent_per_second": sent}
 
 
 async def _measure(sizes: Sizes, number: int, progress: Progress) -> FleetResult:

@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.report import Figure
 from docsgen.blocks import DOCS
+from testbed.processes import BUDGET_QPS
 
 __all__ = ["PAGE", "PLOTS", "RESULTS", "main", "page", "plot_all"]
 
@@ -58,22 +59,44 @@ class Plot:
     title: str
     # What the plot is drawn from, named on the page when the JSON lacks it.
     needs: str
+    # Draws on a matplotlib figure, in axes of its own.
     draw: Callable[[Any, Mapping[str, Sequence[float]]], None]
-    # What the plot would show with data the bench does not record yet, said under it.
-    gap: str = ""
 
 
-def _budget(axes: Any, shares: Mapping[str, Sequence[float]]) -> None:
-    labels = list(shares)
-    for x, label in enumerate(labels):
-        values = [v * 100 for v in shares[label]]
-        axes.scatter([x] * len(values), values, alpha=0.7)
-    axes.set_xticks(range(len(labels)), labels)
-    axes.axhline(100, color="grey", linestyle="--", linewidth=1)
-    axes.set_ylabel("% of the budget, each replica's stream")
+def _scenarios(series: Mapping[str, Sequence[float]]) -> dict[str, dict[str, Sequence[float]]]:
+    """`{"<scenario>: <line>": values}` as {scenario: {line: values}}, in the JSON's order."""
+    grouped: dict[str, dict[str, Sequence[float]]] = {}
+    for label, values in series.items():
+        scenario, _, line = label.rpartition(": ")
+        grouped.setdefault(scenario, {})[line] = values
+    return grouped
 
 
-def _latency(axes: Any, samples: Mapping[str, Sequence[float]]) -> None:
+def _sent_over_time(figure: Any, sent: Mapping[str, Sequence[float]]) -> None:
+    """A panel per scenario: each replica's calls per second as IMS received them, their total and the
+    account's limit."""
+    scenarios = _scenarios(sent)
+    rows = math.ceil(len(scenarios) / 2)
+    figure.set_size_inches(10, 2.6 * rows + 0.8)
+    panels = list(figure.subplots(rows, 2, sharex=True, sharey=True, squeeze=False).flat)
+    for axes, (scenario, lines) in zip(panels, scenarios.items(), strict=False):
+        for line, calls in lines.items():
+            style = {"color": "black", "linewidth": 2} if line == "total" else {"linewidth": 1}
+            axes.plot(range(len(calls)), calls, label=line, **style)
+        axes.axhline(BUDGET_QPS, color="grey", linestyle="--", linewidth=1, label=f"limit, {BUDGET_QPS}/s")
+        axes.set_title(scenario, fontsize="medium")
+        axes.set_ylim(bottom=0)
+        axes.legend(fontsize="x-small", loc="best")
+    for axes in panels[len(scenarios) :]:  # the last of an odd count
+        axes.set_visible(False)
+    for axes in panels:
+        axes.set_xlabel("second since the first call")
+        axes.label_outer()
+    panels[0].set_ylabel("calls IMS received per second")
+
+
+def _latency(figure: Any, samples: Mapping[str, Sequence[float]]) -> None:
+    axes = figure.subplots()
     for label, seconds in samples.items():
         if seconds:
             ordered = sorted(s * 1000 for s in seconds)
@@ -85,7 +108,8 @@ def _latency(axes: Any, samples: Mapping[str, Sequence[float]]) -> None:
     axes.legend(fontsize="small")
 
 
-def _cpu(axes: Any, cpu: Mapping[str, Sequence[float]]) -> None:
+def _cpu(figure: Any, cpu: Mapping[str, Sequence[float]]) -> None:
+    axes = figure.subplots()
     sizes = sorted(
         {label.split(" ", 1)[1] for label in cpu}, key=lambda s: statistics.median(cpu[f"echo {s}"])
     )
@@ -101,13 +125,19 @@ def _cpu(axes: Any, cpu: Mapping[str, Sequence[float]]) -> None:
 PLOTS = (
     Plot(
         "fleet",
-        "budget_share_per_replica",
+        "sent_per_second",
         "fleet-budget.png",
-        "Budget spent per replica",
-        "per-replica stream results",
-        _budget,
-        gap="the budget spent over time, second by second, per replica: the bench keeps only each stream's "
-        "first and last answer, so each replica's average over its stream is plotted instead",
+        "Budget spent over time per replica",
+        "calls per second each replica sent",
+        _sent_over_time,
+    ),
+    Plot(
+        "fleet: many callers",
+        "sent_per_second",
+        "callers-budget.png",
+        "Budget spent over time per replica, many callers",
+        "calls per second each replica sent",
+        _sent_over_time,
     ),
     Plot(
         "fleet",
@@ -128,27 +158,27 @@ PLOTS = (
 )
 
 
-def _sections() -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
+def _sections(results: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
 
 
-def plot_all(folder: Path = IMAGES) -> list[Path]:
-    """Draw every plot whose series the JSON holds; the files written."""
+def plot_all(folder: Path = IMAGES, results: Path = RESULTS) -> list[Path]:
+    """Draw every plot whose series the JSON under `results` holds; the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    by_name = {section["section"]: section for section in _sections()}
+    by_name = {section["section"]: section for section in _sections(results)}
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for plot in PLOTS:
         series = by_name.get(plot.section, {}).get("series", {}).get(plot.series)
         if not series:
             continue
-        figure, axes = pyplot.subplots(figsize=(7, 4))
-        plot.draw(axes, series)
-        axes.set_title(plot.title)
+        figure = pyplot.figure(figsize=(7, 4))
+        plot.draw(figure, series)
+        figure.suptitle(plot.title)
         figure.tight_layout()
         figure.savefig(folder / plot.file, metadata={"Software": None})
         pyplot.close(figure)
@@ -156,8 +186,8 @@ def plot_all(folder: Path = IMAGES) -> list[Path]:
     return written
 
 
-def page() -> str:
-    sections = _sections()
+def page(results: Path = RESULTS) -> str:
+    sections = _sections(results)
     by_name = {section["section"]: section for section in sections}
     lines = [
         "<!-- Generated by `python -m docsgen.benchmarks` from results/*.json: never edit. -->",
@@ -189,8 +219,6 @@ def page() -> str:
         lines.append("")
         if series:
             lines.append(f"![{plot.title}](img/{plot.file})")
-            if plot.gap:
-                lines += ["", f"Missing from the bench's JSON: {plot.gap}."]
         else:
             lines.append(f"Not drawn: the `{plot.section}` section's JSON has no {plot.needs}.")
         lines.append("")

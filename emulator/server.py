@@ -156,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         # delay; how long this thread took to parse and verify it is no part of that.
         arrival = self._arrived + random.uniform(0.0, config.arrival_jitter)
         time.sleep(max(0.0, arrival - time.monotonic()))
+        emulator.stats.record_arrival(arrival, self.client_address[1])
         emulator._admit(secret_id, config.qps_limit, arrival)
         subject = validate(params, config)
         hits = find_hits(subject.image) + (find_ink(subject.image) if config.read_ink else [])

@@ -9,6 +9,8 @@ from typing import Any
 from .ratelimit import SlidingSecond
 
 RECEIVED_LIMIT = 1000
+# About 16 minutes at IMS's 100 requests/s: a bench phase's worth, bounded for a long-running emulator.
+ARRIVALS_LIMIT = 100_000
 
 
 class Stats:
@@ -36,6 +38,7 @@ class Stats:
         self._in_flight = 0
         self._max_in_flight = 0
         self._received: deque[tuple[float, dict[str, Any]]] = deque(maxlen=RECEIVED_LIMIT)
+        self._arrivals: deque[tuple[float, int]] = deque(maxlen=ARRIVALS_LIMIT)
 
     # --- what tests read -------------------------------------------------------------------------
 
@@ -105,6 +108,13 @@ class Stats:
         with self._lock:
             return list(self._received)
 
+    @property
+    def arrivals(self) -> list[tuple[float, int]]:
+        """(arrival stamp, the client's TCP port) of the last ARRIVALS_LIMIT authenticated requests,
+        admitted or not: when the rate limit judged each to arrive, and which connection carried it."""
+        with self._lock:
+            return list(self._arrivals)
+
     # --- what the server records -----------------------------------------------------------------
 
     def record_request(self) -> None:
@@ -114,6 +124,11 @@ class Stats:
     def record_received(self, when: float, params: dict[str, Any]) -> None:
         with self._lock:
             self._received.append((when, params))
+
+    def record_arrival(self, stamp: float, port: int) -> None:
+        """`stamp`: the arrival the rate limit judges, in monotonic time; `port`: the client's."""
+        with self._lock:
+            self._arrivals.append((stamp, port))
 
     def record_authenticated(self, identity: str) -> None:
         with self._lock:

@@ -109,6 +109,17 @@ def post(
     return sender.post(emu.url, content=body, headers=headers, timeout=timeout)
 
 
+def raw_request(emu: ImsEmulator, body: bytes, *, secret_id: str = SECRET_ID) -> bytes:
+    """A signed POST of `body` as bytes on the wire, for a test that sends it on a socket of its own."""
+    fields = {
+        **signed_headers(emu.port, body, secret_id=secret_id),
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+    }
+    head = "POST / HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return head.encode() + b"\r\n" + body
+
+
 def answer(response: httpx.Response) -> Json:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -287,19 +298,37 @@ def test_arrival_is_stamped_at_the_request_line_or_after_a_slowly_sent_body(
 ) -> None:
     emu.config.arrival_stamp = stamp
     body = json.dumps(image_params()).encode()
-    fields = {**signed_headers(emu.port, body), "Content-Length": str(len(body)), "Connection": "close"}
-    head = "POST / HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    request = raw_request(emu, body)
     with socket.create_connection(("127.0.0.1", emu.port)) as sock:
-        sock.sendall(head.encode() + b"\r\n" + body[: len(body) // 2])
+        sock.sendall(request[: len(request) - len(body) // 2])
         wait_until(lambda: emu.stats.requests == 1)  # the handler has read the request line
         half_sent = time.monotonic()
-        sock.sendall(body[len(body) // 2 :])
+        sock.sendall(request[len(request) - len(body) // 2 :])
         response = b"".join(iter(lambda: sock.recv(65536), b""))
 
     assert b'"Suggestion": "Pass"' in response
     arrival = emu.stats.latest_arrival
     assert arrival is not None
     assert (arrival < half_sent) if stamp == "request-line" else (arrival > half_sent)
+
+
+def test_each_call_is_stamped_with_its_arrival_and_the_port_of_the_connection_it_came_on(
+    emu: ImsEmulator,
+) -> None:
+    emu.config.qps_limit = 1
+    ports = []
+    for secret_id in (SECRET_ID, SECRET_ID, "AKIDunknown"):
+        body = json.dumps(image_params()).encode()
+        with socket.create_connection(("127.0.0.1", emu.port)) as sock:
+            ports.append(sock.getsockname()[1])
+            sock.sendall(raw_request(emu, body, secret_id=secret_id))
+            b"".join(iter(lambda: sock.recv(65536), b""))
+
+    # The second was rate limited, and is stamped all the same; the third never authenticated.
+    assert emu.stats.rate_limited == 1
+    assert [port for _, port in emu.stats.arrivals] == ports[:2]
+    # The stamp the rate limit judged: the admitted one's is its latest arrival.
+    assert emu.stats.latest_arrival == emu.stats.arrivals[0][0] <= emu.stats.arrivals[1][0]
 
 
 def test_an_unknown_arrival_stamp_is_refused() -> None:

@@ -1,5 +1,6 @@
 """The many-callers bench's own arithmetic: failures by class, callers' shares, circuit transitions read
-from a real /metrics endpoint, and the table and JSON that compare two trees."""
+from a real /metrics endpoint, the calls each replica sent per second, and the table and JSON that
+compare two trees."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 from bench.callers import Phase
 from bench.circuits import CircuitWatch, read_circuits
 from bench.fleet import Batch, Upstream
+from bench.fleet_section import sent_per_second
+from bench.fleet_senders import Timeline, tally
 from bench.latency import LatencySample
 from bench.percentile import percentile
 from bench.report import Figure, as_json, compared_table
@@ -76,6 +79,28 @@ def test_each_callers_share_counts_only_while_both_are_busy() -> None:
 
 def test_a_caller_that_got_no_answer_has_no_share() -> None:
     assert Phase(_batch([_stream([1.0, 2.0]), _stream([])]), 0).shares(1) == (0.0, 0.0)
+
+
+def test_calls_are_counted_per_second_from_the_first_by_the_replica_whose_port_carried_them() -> None:
+    # (arrival stamp, client port): ports 5001 and 5002 are replicas 1 and 2's, 5003 no replica's.
+    arrivals = [(10.0, 5001), (10.5, 5002), (11.25, 5001), (12.5, 5003), (12.75, 5001)]
+    sent = tally(arrivals, {5001: 0, 5002: 1}, 3)
+    assert sent.per_replica == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert sent.unattributed == [0, 0, 1]
+    assert sent.total == [2, 1, 2]
+    assert tally([], {}, 2) == Timeline([[], []], [])
+
+
+def test_the_series_has_a_line_per_replica_and_the_total_and_names_what_no_replica_sent() -> None:
+    attributed = Batch(2, [], [], [], Upstream(0, 0, 0, 0), Timeline([[50, 49], [48, 50]], [0, 0]))
+    assert sent_per_second("2 replicas", attributed) == {
+        "2 replicas: replica 1": [50, 49],
+        "2 replicas: replica 2": [48, 50],
+        "2 replicas: total": [98, 99],
+    }
+    stray = Batch(1, [], [], [], Upstream(0, 0, 0, 0), Timeline([[90, 95]], [0, 3]))
+    assert sent_per_second("1 replica", stray)["1 replica: not attributed"] == [0, 3]
+    assert sent_per_second("1 replica", stray)["1 replica: total"] == [90, 98]
 
 
 def test_only_the_circuit_gauge_and_the_transitions_counter_are_read() -> None:
