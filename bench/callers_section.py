@@ -91,7 +91,8 @@ def _header(sizes: Sizes, baseline: str) -> str:
             f"{sizes.lone_items} (no Redis); {sizes.scaling_items} split over {list(SCALING)} replicas on "
             "Redis",
             f"each scenario on this tree's gateways and on {baseline}'s (the baseline), same run; budget = "
-            "results / (last answer - first answer) / budget; a caller's share = its results while both "
+            "(stream results + unary calls answered meanwhile) / (last answer - first answer) / budget; a "
+            "caller's share = its results while both "
             "were busy; circuit transitions polled from each replica's /metrics (the circuit state gauge, "
             "and the transitions counter where the gateway has one)",
         ]

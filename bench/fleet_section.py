@@ -71,8 +71,8 @@ def _header(sizes: Sizes) -> str:
             "once, "
             f"{sizes.unary_calls} unary calls per replica idle and during the batch; outage: 2 replicas x "
             f"{sizes.outage_items} items, Redis stopped {OUTAGE:.0f} s after {sizes.outage_after:.0f} s",
-            "budget spent (sustained) = results / (last answer - first answer) / budget; unary ratio = the "
-            "worst replica's p50 during the batch / its idle p50",
+            "budget spent (sustained) = (stream results + unary calls answered meanwhile) / (last answer - "
+            "first answer) / budget; unary ratio = the worst replica's p50 during the batch / its idle p50",
         ]
     )
 
