@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -121,7 +121,7 @@ def _failed_start(what: str, log: Path, reason: str) -> RuntimeError:
     return _failed(f"{what} did not start", log, reason)
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> int:
+def stop_process(process: subprocess.Popen[Any]) -> int:
     """SIGTERM, as an orchestrator would, then SIGKILL if the process is still there after STOP_TIMEOUT;
     its exit status (0 for a clean shutdown, negative for the signal that ended it)."""
     if process.poll() is None:

@@ -19,7 +19,7 @@ from testbed.client import open_channel, stub
 from testbed.processes import free_port
 from tests.support.eventually import eventually
 from tests.support.richstatus import rich_error
-from tests.support.service_process import start_service, wait_serving
+from tests.support.service_process import start_service, stop_gateway, wait_serving
 from tests.test_cache_fingerprint import tencent_routes
 
 IMAGE = make_png(256, 256, "IMSEMU:Review:Terror:Knife:93")
@@ -46,8 +46,7 @@ async def caching_user_fields(emulator: ImsEmulator, tmp_path: Path) -> AsyncIte
             await wait_serving(channel)
             yield channel
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
 
 
 async def test_an_invalid_user_field_is_refused_only_to_its_caller(

@@ -3,7 +3,6 @@ answer afresh when the backend behind a name changes (its type, its library file
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from testbed.local_images import encode, photo
 from testbed.processes import free_port, spawn_service
 from testbed.redis_server import RedisServer
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import wait_serving
+from tests.support.service_process import stop_gateway, wait_serving
 
 PASS, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_BLOCK
 VERDICT_KEYS = "moderation:cache:verdict:*"
@@ -51,9 +50,7 @@ async def gateway_process(
             await wait_serving(channel)
         yield f"127.0.0.1:{port}", process
     finally:
-        if process.poll() is None:
-            process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
 
 
 async def moderate(address: str, image: bytes) -> ModerateImageResponse:

@@ -19,7 +19,7 @@ from testbed.redis_server import RedisServer
 from testbed.stream import StreamResult, run_stream
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import wait_serving
+from tests.support.service_process import stop_gateway, wait_serving
 
 LATENCY = 0.4
 IMAGES = [make_png(64, 64, f"IMSEMU:Review:Ad:Contact{n}:{50 + n}") for n in range(5)]
@@ -47,9 +47,7 @@ async def replica(
             await wait_serving(channel)
         yield process, f"127.0.0.1:{port}", f"http://{metrics}/metrics"
     finally:
-        if process.poll() is None:
-            process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
 
 
 async def moderate(address: str, image: bytes, data_id: str = "") -> ModerateImageResponse:

@@ -3,7 +3,6 @@ callers named by a token file, `/metrics` scraped over HTTP."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from testbed.client import open_channel, stub
 from testbed.processes import free_port
-from tests.support.service_process import start_service, wait_serving
+from tests.support.service_process import start_service, stop_gateway, wait_serving
 
 CALLERS = {f"caller{n}": f"token-{n}-0123456789abcdef" for n in range(4)}
 IMAGE = make_png(64, 64, "IMSEMU:Pass:Normal::1")
@@ -53,8 +52,7 @@ async def test_callers_past_the_configured_number_are_counted_as_other(
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)).text
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
     assert caller_labels(metrics, "moderation_requests_total") == {"caller0", "caller1", "other"}
     assert caller_labels(metrics, "moderation_billed_calls_total") == {"caller0", "caller1", "other"}
     assert emulator.stats.billed == len(CALLERS)

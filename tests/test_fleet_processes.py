@@ -25,7 +25,7 @@ from testbed.stream import StreamResult, run_stream
 from tests.support.budget import within_the_learning_allowance
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import start_service, wait_serving
+from tests.support.service_process import start_service, stop_gateway, wait_serving
 
 BUDGET = 40
 ITEMS = 120
@@ -59,9 +59,7 @@ async def replica(
             await wait_serving(channel)
         yield process, f"127.0.0.1:{port}"
     finally:
-        if process.poll() is None:
-            process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
 
 
 async def stream(address: str, items: int = ITEMS) -> StreamResult:

@@ -27,7 +27,7 @@ from testbed.processes import free_port
 from testbed.redis_server import RedisServer
 from tests.support.budget import within_the_learning_allowance
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import start_service, wait_serving
+from tests.support.service_process import start_service, stop_gateway, wait_serving
 
 BUDGET = 40
 LATENCY = 0.3
@@ -109,8 +109,7 @@ async def replica(emulator: ImsEmulator, tokens: Path, **settings: str) -> Async
             await wait_serving(channel)
         yield running
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
         await asyncio.to_thread(reader.join, 5)
 
 

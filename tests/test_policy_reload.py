@@ -26,7 +26,7 @@ from testbed.processes import free_port
 from tests.support.eventually import eventually
 from tests.support.gateway import CHANNEL_OPTIONS, GatewayFactory
 from tests.support.policy_files import policy_settings, write_policy
-from tests.support.service_process import start_service, wait_serving
+from tests.support.service_process import start_service, stop_gateway, wait_serving
 
 PORN_90 = make_png(64, 64, "IMSEMU:Block:Porn:SexBehavior:90")
 STRICT = "[default.thresholds]\nPorn = { review = 50, block = 80 }\n"
@@ -71,8 +71,7 @@ async def replica(emulator: ImsEmulator, policy: Path) -> AsyncIterator[tuple[st
             await wait_serving(channel)
         yield f"127.0.0.1:{port}", f"http://{metrics}/metrics"
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(process)
 
 
 async def moderate(address: str) -> ModerateImageResponse:

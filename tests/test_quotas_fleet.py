@@ -29,7 +29,7 @@ from testbed.stream import StreamResult, run_stream
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.richstatus import rich_error
-from tests.support.service_process import wait_serving
+from tests.support.service_process import stop_gateway, wait_serving
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TOKENS = {"uploads": secrets.token_hex(16), "others": secrets.token_hex(16)}
@@ -97,10 +97,7 @@ async def replicas(folder: Path, count: int, **settings: str) -> AsyncIterator[l
                 await wait_serving(channel)
         yield addresses
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            await asyncio.to_thread(process.wait, 30)
+        await stop_gateway(*processes)
 
 
 async def stream(address: str, caller: str, images: list[bytes]) -> StreamResult:

@@ -3,13 +3,16 @@ process shows: signals, exit statuses, start-up (testbed.processes spawns it).""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emulator import ImsEmulator
-from testbed.processes import spawn_service
+from testbed.processes import spawn_service, stop_process
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 
@@ -39,3 +42,12 @@ async def wait_serving(channel: grpc.aio.Channel, *, within: float = 60.0) -> No
             return False
 
     await eventually(serving, within=within, every=0.1)
+
+
+async def stop_gateway(*processes: subprocess.Popen[Any]) -> None:
+    """SIGTERM to each, as an orchestrator would, then SIGKILL after STOP_TIMEOUT: none is ever left
+    running past its test, and one that needed the SIGKILL fails it (a gateway must exit on SIGTERM).
+    One that had already ended (a test killed it) is left as it is."""
+    running = [p for p in processes if p.poll() is None]
+    codes = await asyncio.gather(*(asyncio.to_thread(stop_process, p) for p in running))
+    assert -signal.SIGKILL not in codes, f"a gateway outlived SIGTERM (exit statuses {codes})"
