@@ -64,7 +64,7 @@ async def test_replicas_share_one_even_pace_whatever_their_clocks(replicas: Fact
     granted = await grant_times(governors, 3 * QPS)
     times = [t for t, _ in granted]
     assert most_in_any_second(times) <= QPS
-    # Under the suite's load a few late slots are dropped (STALE_SLOT); the pace itself is 97.6 %.
+    # Under the suite's load a few late slots are dropped (STALE_SHARE_OF_MARGIN); the pace itself is 98 %.
     assert (len(times) - 1) / (times[-1] - times[0]) >= 0.85 * QPS
     assert all(sum(1 for _, who in granted if who == i) >= QPS for i in (0, 1))
     assert [g.replicas for g in governors] == [2, 2]
