@@ -15,7 +15,9 @@ from common.cancellation import end_if_cancelled
 from common.scrub import Scrubber
 from service.governor.connect import redis_client
 from service.logs import RateLimitedLog
+from service.routing import Router
 from service.settings import Settings
+from service.tasks.accounts import TaskAccounts
 from service.tasks.callers import CallbackPolicies, load_callers
 from service.tasks.delivery import Deliverer
 from service.tasks.egress import CallbackEgress
@@ -48,6 +50,13 @@ class Tasks:
         self._metrics = metrics
         self._backlog: asyncio.Task[None] | None = None
         self._unread = RateLimitedLog(log, "task backlog not read", interval=30.0)
+        self._unserved = RateLimitedLog(
+            log,
+            "tasks are queued under IMS accounts this gateway is not configured with (another deployment's "
+            "sharing this Redis, or an account taken out of the routing): they run only on a gateway "
+            "configured with their account",
+            interval=300.0,
+        )
 
     def start(self) -> None:
         self._worker.start()
@@ -70,6 +79,8 @@ class Tasks:
         while True:
             try:
                 self._metrics.backlog = await self.store.backlog()
+                if self._metrics.backlog.unserved:
+                    self._unserved.record(tasks=self._metrics.backlog.unserved)
             except Exception as problem:
                 end_if_cancelled()
                 self._unread.record(error=type(problem).__name__)
@@ -78,13 +89,16 @@ class Tasks:
 
 def build_tasks(
     settings: Settings,
+    router: Router,
     moderate: Moderate,
     validate: Callable[[ModerateImageRequest], Awaitable[None]],
     meter: metrics.Meter,
     tracer: trace.Tracer,
     outward: Scrubber,
 ) -> Tasks:
-    """`outward`: the gateway's scrubber, which every status a task stores (and a callback carries) passes."""
+    """`router`: whose routes' accounts the tasks belong to. `outward`: the gateway's scrubber, which
+    every status a task stores (and a callback carries) passes."""
+    accounts = TaskAccounts(router)
     store: TaskStore
     if settings.redis_url is not None:
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
@@ -94,7 +108,9 @@ def build_tasks(
             ca_file=settings.redis_ca_file,
             max_connections=REDIS_CONNECTIONS,
         )
-        store = RedisTaskStore(client, retention=settings.task_retention, lease=settings.task_lease)
+        store = RedisTaskStore(
+            client, accounts=accounts.served, retention=settings.task_retention, lease=settings.task_lease
+        )
     else:
         store = MemoryTaskStore(settings.task_retention)
     secrets = settings.webhook_secrets.get_secret_value() if settings.webhook_secrets else ""
@@ -111,6 +127,7 @@ def build_tasks(
         store,
         policies,
         validate=validate,
+        account_of=accounts.of,
         deadline=settings.task_deadline,
         retention=settings.task_retention,
         on_submitted=lambda: task_metrics.state(TaskState.TASK_STATE_PENDING),

@@ -89,7 +89,7 @@ class TaskWorker:
                 # Saved before acknowledged: a replica that takes this task over does not pay again.
                 await self._store.save(task)
         if task.callback_url and view.delivery.attempts == 0:
-            await self._store.schedule_delivery(task.task_id, time.time())
+            await self._store.schedule_delivery(task, time.time())
         await self._store.finish_work(task)
 
     async def _outcome(self, task: Task) -> ModerateImageResponse | status_pb2.Status:
