@@ -67,8 +67,9 @@ class MemoryTaskStore:
             return None  # another worker took it
         return self._tasks.get(self._queue.popleft())
 
-    async def renew_work(self, task: Task) -> None:
+    async def renew_work(self, task: Task) -> bool:
         """Nothing to renew: a task taken here is never handed to another worker."""
+        return True
 
     async def finish_work(self, task: Task) -> None:
         """Nothing to acknowledge: the task left the queue when it was taken."""

@@ -114,8 +114,8 @@ class TaskStore(Protocol):
         """The next queued (or abandoned) task, within `wait` seconds."""
         ...
 
-    async def renew_work(self, task: Task) -> None:
-        """Extends the lease of a task still being worked on."""
+    async def renew_work(self, task: Task) -> bool:
+        """Extends the lease of a task still being worked on; False when another taker has it now."""
         ...
 
     async def finish_work(self, task: Task) -> None: ...

@@ -64,6 +64,14 @@ redis.call('XADD', KEYS[3], '*', 'id', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[11])
 return ARGV[2]
 """
+# Claims the entry ARGV[2] of the stream KEYS[1] again for its consumer ARGV[3] (its idle time starts
+# over) if that consumer still holds it: 1, else (taken over) 0.
+_RENEW = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #held == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
 # Takes up to ARGV[3] deliveries due by ARGV[1] from the schedules KEYS (one per account), each leased
 # until ARGV[2]: a flat list of (index of its schedule in KEYS, task id).
 _TAKE_DUE = """
@@ -96,11 +104,16 @@ class RedisTaskStore:
         self._consumer = f"{socket.gethostname()}:{id(self):x}:{time.time_ns():x}"
         self._add = client.register_script(_ADD)
         self._take_due = client.register_script(_TAKE_DUE)
+        self._renew = client.register_script(_RENEW)
         self._work = _Inbox("tasks", self._read_work)
         self._due = _Inbox("due callbacks", self._read_deliveries)
         self._scheduled = asyncio.Event()
         self._groups_made = False
         self._last_claim = 0.0
+        # Per stream, where the next look for abandoned entries starts: XAUTOCLAIM scans only ten times
+        # its count of pending entries per call, so each look goes on where the last one stopped, and
+        # entries behind many live ones are reached too.
+        self._claim_from = dict.fromkeys(self._streams, "0-0")
 
     async def add(self, task: Task, dedup: str | None) -> Task:
         ttl = int(max(0.0, task.deadline - time.time()) + self._retention) + 1
@@ -155,9 +168,9 @@ class RedisTaskStore:
     async def take_work(self, wait: float) -> Task | None:
         return await self._work.take(wait)
 
-    async def renew_work(self, task: Task) -> None:
-        # Claimed again by its own consumer: the entry's idle time starts over.
-        await self._redis.xclaim(_stream(task.account), GROUP, self._consumer, 0, [task.receipt], justid=True)
+    async def renew_work(self, task: Task) -> bool:
+        held = await self._renew(keys=[_stream(task.account)], args=[GROUP, task.receipt, self._consumer])
+        return bool(held)
 
     async def finish_work(self, task: Task) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -251,8 +264,15 @@ class RedisTaskStore:
             if len(entries) >= count:
                 break
             claimed = await self._redis.xautoclaim(
-                stream, GROUP, self._consumer, int(self._lease * 1000), "0-0", count=count - len(entries)
+                stream,
+                GROUP,
+                self._consumer,
+                int(self._lease * 1000),
+                self._claim_from[stream],
+                count=count - len(entries),
             )
+            following = claimed[0]
+            self._claim_from[stream] = following.decode() if isinstance(following, bytes) else str(following)
             entries += [(account, receipt, fields) for receipt, fields in claimed[1]]
         return entries
 

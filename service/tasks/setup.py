@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # Connections to Redis the task store holds at most; more commands at once wait for one (a burst of
 # submissions must not open a connection each).
 REDIS_CONNECTIONS = 32
+# A task being worked on has its lease renewed this many times per lease: a renewal or two may fail
+# (Redis slow, or briefly away) before another replica takes the task over.
+RENEWALS_PER_LEASE = 3
 # How often the backlog gauges are refreshed from the store.
 BACKLOG_INTERVAL = 2.0
 
@@ -138,6 +141,7 @@ def build_tasks(
         moderate,
         concurrency=settings.task_workers,
         backend_timeout=settings.backend_timeout,
+        renew_every=settings.task_lease / RENEWALS_PER_LEASE,
         tracer=tracer,
         on_state=task_metrics.state,
         outward=outward,
