@@ -30,6 +30,8 @@ __all__ = ["TaskMemory", "measure"]
 
 # Store calls in flight at once while filling Redis.
 BATCH = 500
+# A hashed account, as `service.tasks.accounts` names a task's namespace.
+ACCOUNT = "cd" * 16
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,16 @@ def _task(index: int) -> Task:
         biz_type="avatars",
     )
     traceparent = f"00-{'1' * 32}-{'2' * 16}-01"
-    return Task(view, request, "https://hooks.example.com/moderation", "", "ab" * 16, now + 3600, traceparent)
+    return Task(
+        view,
+        request,
+        "https://hooks.example.com/moderation",
+        "",
+        "ab" * 16,
+        now + 3600,
+        traceparent,
+        account=ACCOUNT,
+    )
 
 
 def _finish(task: Task) -> None:
@@ -77,7 +88,9 @@ def _finish(task: Task) -> None:
 async def _in_redis(count: int) -> float:
     with redis_server() as server, redis.Redis.from_url(server.url) as probe:
         before = int(probe.info("memory")["used_memory"])
-        store = RedisTaskStore(redis_client(server.url, max_connections=32), retention=86_400, lease=60)
+        store = RedisTaskStore(
+            redis_client(server.url, max_connections=32), accounts=(ACCOUNT,), retention=86_400, lease=60
+        )
         tasks = [_task(i) for i in range(count)]
         for start in range(0, count, BATCH):
             await asyncio.gather(*(store.add(t, t.task_id) for t in tasks[start : start + BATCH]))
@@ -86,7 +99,7 @@ async def _in_redis(count: int) -> float:
         for start in range(0, count, BATCH):
             await asyncio.gather(*(store.save(t) for t in tasks[start : start + BATCH]))
         # What stays for the retention: each task (and its dedup key), its work entry acknowledged.
-        probe.delete("moderation:tasks:work")
+        probe.delete(f"moderation:tasks:{ACCOUNT}:work")
         used = int(probe.info("memory")["used_memory"]) - before
         await store.aclose()
     return used / count

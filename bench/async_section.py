@@ -64,7 +64,10 @@ def figures() -> list[Figure[AsyncResult]]:
 def run_details(number: int, result: AsyncResult) -> str:
     return (
         f"run {number}: burst answered in {result.burst:.1f} s, {result.callbacks} callbacks, "
-        f"{result.billed} billed calls; stream {result.baseline.stream_throughput:.1f}/s alone, "
+        f"{result.billed} billed calls, the last {result.spending:.1f} s after the burst began "
+        f"({result.rate_limited} refused over IMS's limit; budget spent {result.share_beside_stream:.1%} "
+        f"beside the stream, {result.share_tasks_alone:.1%} by tasks alone after it); "
+        f"stream {result.baseline.stream_throughput:.1f}/s alone, "
         f"{result.loaded.stream_throughput:.1f}/s with tasks; unary p50 "
         f"{result.baseline.unary.percentile(0.5) * 1000:.0f} ms alone, "
         f"{result.loaded.unary.percentile(0.5) * 1000:.0f} ms with tasks"

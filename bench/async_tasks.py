@@ -73,8 +73,16 @@ class AsyncResult:
     callbacks: int
     callbacks_per_second: float
     billed: int
-    # Billed calls over what the budget allowed from the burst's start to the last callback.
+    # Seconds from the burst's first submission to the last call IMS received: the time the budget
+    # could be spent. The last call's answer (the emulator's latency) and its callback come after it.
+    spending: float
+    # Billed calls over what the budget allowed while it could be spent.
     budget_share: float
+    # The same while the stream and unary calls ran beside the tasks, and after, with tasks alone.
+    share_beside_stream: float
+    share_tasks_alone: float
+    # Calls IMS refused as over its limit (RequestLimitExceeded): the budget overshot.
+    rate_limited: int
     memory: TaskMemory
 
 
@@ -184,17 +192,19 @@ async def measure(sizes: Sizes, progress: Progress) -> AsyncResult:
         await asyncio.sleep(WINDOW_CLEAR)
         progress(f"burst: {sizes.tasks} tasks over two replicas while the same stream runs")
         emulator.reset_stats()
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         loaded_phase = asyncio.create_task(_phase(first, second, image, sizes))
         submissions = await _burst([first, second], sizes.tasks, receiver_url + "/hook")
         burst = time.monotonic() - started
         loaded = await loaded_phase
+        stream_ended, billed_beside_stream = time.time(), emulator.stats.billed
         callbacks.expect(sizes.tasks - submissions.failures)
         if not await asyncio.to_thread(callbacks.all_in.wait, DRAIN_TIMEOUT):
             raise RuntimeError(f"{len(callbacks.arrivals)} of {callbacks.expected} tasks called back")
         arrivals = sorted(callbacks.arrivals.values())
         drained = arrivals[-1] - started
-        billed = emulator.stats.billed
+        billed, rate_limited = emulator.stats.billed, emulator.stats.rate_limited
+        last_call = max(when for when, _ in emulator.stats.received)
     span = arrivals[-1] - arrivals[0]
     return AsyncResult(
         baseline,
@@ -205,6 +215,10 @@ async def measure(sizes: Sizes, progress: Progress) -> AsyncResult:
         len(arrivals),
         (len(arrivals) - 1) / span if span > 0 else float("nan"),
         billed,
-        billed / (BUDGET_QPS * drained),
+        last_call - started_wall,
+        billed / (BUDGET_QPS * (last_call - started_wall)),
+        billed_beside_stream / (BUDGET_QPS * (stream_ended - started_wall)),
+        (billed - billed_beside_stream) / (BUDGET_QPS * max(1e-9, last_call - stream_ended)),
+        rate_limited,
         memory,
     )

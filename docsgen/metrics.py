@@ -120,6 +120,7 @@ LABELS: dict[str, str] = {
     "moderation_tasks_total": "`moderation_task_state` (`pending`, `running`, `succeeded`, `failed`)",
     "moderation_task_queue_depth": "",
     "moderation_task_oldest_pending_seconds": "",
+    "moderation_task_unserved_queue_depth": "",
     "moderation_task_callback_attempts_total": "`moderation_outcome` (`delivered`, `gone`, `http_3xx`, "
     "`http_4xx`, `http_5xx`, `no_answer`, `refused`)",
 }

@@ -85,6 +85,12 @@ class Stats:
             return dict(self._faults_injected)
 
     @property
+    def in_flight(self) -> int:
+        """Billed requests being worked on (or waited on) now."""
+        with self._lock:
+            return self._in_flight
+
+    @property
     def max_in_flight(self) -> int:
         """The most billed requests being worked on (or waited on) at the same time."""
         with self._lock:

@@ -345,6 +345,7 @@ def build_server(
     )
     tasks = build_tasks(
         settings,
+        router,
         servicer.moderate_task,
         servicer.validate_submission,
         telemetry.meter_provider.get_meter(SCOPE),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from backends.fetch import IPNetwork
 from service.tasks.egress import CallbackEgress
+from service.tasks.model import hashed_caller
 from service.tasks.signing import SecretError, SecretSource, parse_secrets
 
 __all__ = ["CallbackPolicies", "CallerCallbacks", "CallersFileError", "load_callers"]
@@ -81,13 +82,14 @@ class CallbackPolicies:
     ) -> None:
         self._secrets = secrets
         self._egress = egress
+        # By hashed_caller(): a task keeps its caller only hashed.
         self._own_secrets = {
-            caller: SecretSource((), entry.secrets_file)
+            hashed_caller(caller): SecretSource((), entry.secrets_file)
             for caller, entry in callers.items()
             if entry.secrets_file is not None
         }
         self._own_egress = {
-            caller: CallbackEgress(
+            hashed_caller(caller): CallbackEgress(
                 allowed_networks=(*allowed_networks, *entry.allowed_networks), allow_http=allow_http
             )
             for caller, entry in callers.items()
@@ -95,6 +97,7 @@ class CallbackPolicies:
         }
 
     def secrets(self, caller: str) -> SecretSource:
+        """`caller`: hashed_caller() of the authenticated caller, or "" without authentication."""
         return self._own_secrets.get(caller, self._secrets)
 
     def egress(self, caller: str) -> CallbackEgress:

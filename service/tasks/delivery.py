@@ -129,7 +129,7 @@ class Deliverer:
             at = time.time() + delay
             delivery.next_attempt_at.FromNanoseconds(int(at * 1e9))
             await self._store.save(task)
-            await self._store.schedule_delivery(task.task_id, at)
+            await self._store.schedule_delivery(task, at)
         else:
             await self._store.save(task)
-            await self._store.finish_delivery(task.task_id)
+            await self._store.finish_delivery(task)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from common.cancellation import end_if_cancelled
+from service.logs import RateLimitedLog
 
 __all__ = ["Loops"]
 
@@ -28,7 +29,9 @@ class Loops(Generic[Item]):
         take: Callable[[float], Awaitable[Item | None]],
         handle: Callable[[Item], Awaitable[None]],
     ) -> None:
-        self._what = what
+        # One line per 30 s, not a traceback per item: Redis away fails every item at once, and a
+        # process whose output is not read blocks once the pipe is full.
+        self._failures = RateLimitedLog(log, f"{what} failed; trying again", interval=30.0)
         self._count = count
         self._take = take
         self._handle = handle
@@ -74,7 +77,7 @@ class Loops(Generic[Item]):
                 await self._handle(item)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as failure:
                 end_if_cancelled()
-                log.exception("%s failed; trying again", self._what)
+                self._failures.record(error=type(failure).__name__)
                 await asyncio.sleep(POLL)

@@ -67,15 +67,16 @@ class MemoryTaskStore:
             return None  # another worker took it
         return self._tasks.get(self._queue.popleft())
 
-    async def renew_work(self, task: Task) -> None:
+    async def renew_work(self, task: Task) -> bool:
         """Nothing to renew: a task taken here is never handed to another worker."""
+        return True
 
     async def finish_work(self, task: Task) -> None:
         """Nothing to acknowledge: the task left the queue when it was taken."""
 
-    async def schedule_delivery(self, task_id: str, at: float) -> None:
-        self._delivery_due[task_id] = at
-        heapq.heappush(self._deliveries, (at, task_id))
+    async def schedule_delivery(self, task: Task, at: float) -> None:
+        self._delivery_due[task.task_id] = at
+        heapq.heappush(self._deliveries, (at, task.task_id))
         self._delivery_added.set()
 
     async def take_delivery(self, wait: float) -> Task | None:
@@ -99,8 +100,8 @@ class MemoryTaskStore:
             except TimeoutError:
                 pass
 
-    async def finish_delivery(self, task_id: str) -> None:
-        self._delivery_due.pop(task_id, None)
+    async def finish_delivery(self, task: Task) -> None:
+        self._delivery_due.pop(task.task_id, None)
 
     async def backlog(self) -> Backlog:
         oldest = next((self._tasks.get(t) for t in self._queue), None)

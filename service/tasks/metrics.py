@@ -2,7 +2,8 @@
 
 Prometheus names: `moderation_tasks_total` (tasks entering each state, by `moderation_task_state`),
 `moderation_task_queue_depth` (tasks queued or being worked on), `moderation_task_oldest_pending_seconds`
-(the oldest queued task's age) and `moderation_task_callback_attempts_total` (by `moderation_outcome`).
+(the oldest queued task's age), `moderation_task_unserved_queue_depth` (tasks queued under accounts
+this gateway is not configured with) and `moderation_task_callback_attempts_total` (by `moderation_outcome`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class TaskMetrics:
             unit="s",
             description="The age of the oldest task queued or being worked on",
         )
+        meter.create_observable_gauge(
+            "moderation.task.unserved_queue_depth",
+            callbacks=[self._observe_unserved],
+            unit="{task}",
+            description="Asynchronous tasks queued in Redis under IMS accounts this gateway is not "
+            "configured with (another deployment's, or an account taken out of the routing): "
+            "only a gateway configured with their account runs them",
+        )
         self._attempts = meter.create_counter(
             "moderation.task.callback_attempts",
             unit="{attempt}",
@@ -58,3 +67,6 @@ class TaskMetrics:
 
     def _observe_oldest(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.backlog.oldest_age)]
+
+    def _observe_unserved(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.backlog.unserved)]

@@ -62,11 +62,14 @@ class Task:
     view: ModerationTask
     request: ModerateImageRequest
     callback_url: str
-    caller: str  # the authenticated caller the work runs as ("" with authentication off)
+    caller: str  # hashed_caller() of the authenticated caller, whose callback policy applies ("": none)
     owner: str  # hashed_caller(): only its owner may read an authenticated caller's task
     deadline: float  # seconds since the epoch
     traceparent: str = ""  # the submission's span, which the work and the deliveries link to
     receipt: str = ""  # the store's handle on the task while it is taken (a Redis stream entry id)
+    # The hashed account of the route it was submitted on (`service.tasks.accounts`): its namespace
+    # in Redis, and the account it runs on.
+    account: str = ""
 
     @property
     def task_id(self) -> str:
@@ -82,6 +85,9 @@ def finished(task: Task) -> bool:
 class Backlog:
     pending: int
     oldest_age: float
+    # Tasks queued under accounts this gateway does not serve: another deployment's sharing the Redis
+    # database, or an account taken out of the routing while its tasks were pending.
+    unserved: int = 0
 
 
 class TaskStore(Protocol):
@@ -108,13 +114,13 @@ class TaskStore(Protocol):
         """The next queued (or abandoned) task, within `wait` seconds."""
         ...
 
-    async def renew_work(self, task: Task) -> None:
-        """Extends the lease of a task still being worked on."""
+    async def renew_work(self, task: Task) -> bool:
+        """Extends the lease of a task still being worked on; False when another taker has it now."""
         ...
 
     async def finish_work(self, task: Task) -> None: ...
 
-    async def schedule_delivery(self, task_id: str, at: float) -> None:
+    async def schedule_delivery(self, task: Task, at: float) -> None:
         """A delivery attempt of the task's callback is due at `at` (seconds since the epoch)."""
         ...
 
@@ -122,7 +128,7 @@ class TaskStore(Protocol):
         """A task whose delivery is due, within `wait` seconds."""
         ...
 
-    async def finish_delivery(self, task_id: str) -> None:
+    async def finish_delivery(self, task: Task) -> None:
         """No more attempts: delivered, stopped or given up."""
         ...
 

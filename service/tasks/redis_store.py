@@ -6,9 +6,15 @@
   obtained is not moderated, nor billed, again.
 - Deliveries are a sorted set scored by when they are due; taking one moves its score a lease ahead,
   so one left by a dead replica comes due again.
-- Each task is a hash that expires after the retention. Keys name callers only hashed; a task holds
-  its authenticated caller's name (its work runs as that caller, within its quotas) and never a
-  secret: webhook secrets and credentials stay in the gateway.
+- Each task is a hash that expires after the retention. Keys and values name callers only hashed,
+  and never hold a secret: webhook secrets and credentials stay in the gateway.
+- Every key is in the namespace of the account the task was submitted on (the hashed account of its
+  route's first backend, as the verdict cache's keys are): `moderation:tasks:<account>:work`,
+  `…:deliveries`, `…:task:<id>` and `…:dedup:<hash>`. Gateways on other IMS accounts sharing the Redis
+  database never read, claim, dedup against or answer each other's tasks, and a task is never run on
+  another account than the one it was submitted on. The set `moderation:tasks:accounts` names (hashed)
+  every namespace that ever held a task, so the tasks queued under an account no replica serves any
+  more are counted (`Backlog.unserved`) instead of waiting unseen.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ __all__ = ["RedisTaskStore"]
 log = logging.getLogger(__name__)
 
 PREFIX = "moderation:tasks:"
-STREAM = PREFIX + "work"
+# Every namespace (hashed account) that ever held a task.
+ACCOUNTS = PREFIX + "accounts"
 GROUP = "workers"
-DELIVERIES = PREFIX + "deliveries"
 # Each read blocks less than the client's socket timeout (`service.governor.connect`).
 BLOCK_MS = 200
 # How often due deliveries are looked for when no local schedule says sooner.
@@ -55,34 +61,69 @@ redis.call('HSET', KEYS[2], 'view', ARGV[4], 'request', ARGV[5], 'url', ARGV[6],
   'owner', ARGV[8], 'deadline', ARGV[9], 'traceparent', ARGV[10])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[11])
 return ARGV[2]
 """
-# Takes up to ARGV[3] deliveries due by ARGV[1], each leased until ARGV[2].
+# Claims the entry ARGV[2] of the stream KEYS[1] again for its consumer ARGV[3] (its idle time starts
+# over) if that consumer still holds it: 1, else (taken over) 0.
+_RENEW = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #held == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+# Takes up to ARGV[3] deliveries due by ARGV[1] from the schedules KEYS (one per account), each leased
+# until ARGV[2]: a flat list of (index of its schedule in KEYS, task id).
 _TAKE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
-return due
+local taken, left = {}, tonumber(ARGV[3])
+for index, key in ipairs(KEYS) do
+  if left <= 0 then break end
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1], 'LIMIT', 0, left)
+  for _, id in ipairs(due) do
+    redis.call('ZADD', key, ARGV[2], id)
+    table.insert(taken, index - 1)
+    table.insert(taken, id)
+  end
+  left = left - #due
+end
+return taken
 """
 
 
 class RedisTaskStore:
-    def __init__(self, client: redis.Redis, *, retention: float, lease: float) -> None:
+    """`accounts`: the namespaces (hashed accounts) this gateway serves, the only ones it reads."""
+
+    def __init__(
+        self, client: redis.Redis, *, accounts: tuple[str, ...], retention: float, lease: float
+    ) -> None:
         self._redis = client
+        self._accounts = accounts
+        self._streams = {_stream(account): account for account in accounts}
         self._retention = retention
         self._lease = lease
         self._consumer = f"{socket.gethostname()}:{id(self):x}:{time.time_ns():x}"
         self._add = client.register_script(_ADD)
         self._take_due = client.register_script(_TAKE_DUE)
+        self._renew = client.register_script(_RENEW)
         self._work = _Inbox("tasks", self._read_work)
         self._due = _Inbox("due callbacks", self._read_deliveries)
         self._scheduled = asyncio.Event()
-        self._group_made = False
+        self._groups_made = False
         self._last_claim = 0.0
+        # Per stream, where the next look for abandoned entries starts: XAUTOCLAIM scans only ten times
+        # its count of pending entries per call, so each look goes on where the last one stopped, and
+        # entries behind many live ones are reached too.
+        self._claim_from = dict.fromkeys(self._streams, "0-0")
 
     async def add(self, task: Task, dedup: str | None) -> Task:
         ttl = int(max(0.0, task.deadline - time.time()) + self._retention) + 1
         stored = await self._add(
-            keys=[_dedup_key(dedup or ""), _task_key(task.task_id), STREAM],
+            keys=[
+                _dedup_key(task.account, dedup or ""),
+                _task_key(task.account, task.task_id),
+                _stream(task.account),
+                ACCOUNTS,
+            ],
             args=[
                 "1" if dedup else "0",
                 task.task_id,
@@ -94,61 +135,79 @@ class RedisTaskStore:
                 task.owner,
                 repr(task.deadline),
                 task.traceparent,
+                task.account,
             ],
         )
         stored_id = stored.decode() if isinstance(stored, bytes) else str(stored)
         if stored_id == task.task_id:
             return task
-        known = await self.get(stored_id)
+        known = await self._get(task.account, stored_id)
         return known if known is not None else task
 
     async def get(self, task_id: str) -> Task | None:
-        fields = await self._redis.hgetall(_task_key(task_id))
-        return _task(fields) if fields else None
+        """The task of that id in any namespace this gateway serves (task ids are unguessable, so they do
+        not collide across namespaces); another account's task is not found."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for account in self._accounts:
+                pipe.hgetall(_task_key(account, task_id))
+            found = await pipe.execute()
+        return next((_task(account, f) for account, f in zip(self._accounts, found, strict=True) if f), None)
 
     async def save(self, task: Task) -> None:
         keep = self._retention
         if task.view.delivery.HasField("next_attempt_at"):
             keep += max(0.0, task.view.delivery.next_attempt_at.ToNanoseconds() / 1e9 - time.time())
+        key = _task_key(task.account, task.task_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_task_key(task.task_id), "view", task.view.SerializeToString())
+            pipe.hset(key, "view", task.view.SerializeToString())
             if finished(task):
-                pipe.hdel(_task_key(task.task_id), "request")  # the image, no longer needed
-            pipe.expire(_task_key(task.task_id), int(keep) + 1)
+                pipe.hdel(key, "request")  # the image, no longer needed
+            pipe.expire(key, int(keep) + 1)
             await pipe.execute()
 
     async def take_work(self, wait: float) -> Task | None:
         return await self._work.take(wait)
 
-    async def renew_work(self, task: Task) -> None:
-        # Claimed again by its own consumer: the entry's idle time starts over.
-        await self._redis.xclaim(STREAM, GROUP, self._consumer, 0, [task.receipt], justid=True)
+    async def renew_work(self, task: Task) -> bool:
+        held = await self._renew(keys=[_stream(task.account)], args=[GROUP, task.receipt, self._consumer])
+        return bool(held)
 
     async def finish_work(self, task: Task) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(STREAM, GROUP, task.receipt)
-            pipe.xdel(STREAM, task.receipt)
+            pipe.xack(_stream(task.account), GROUP, task.receipt)
+            pipe.xdel(_stream(task.account), task.receipt)
             await pipe.execute()
 
-    async def schedule_delivery(self, task_id: str, at: float) -> None:
-        await self._redis.zadd(DELIVERIES, {task_id: at})
+    async def schedule_delivery(self, task: Task, at: float) -> None:
+        await self._redis.zadd(_deliveries(task.account), {task.task_id: at})
         self._scheduled.set()
 
     async def take_delivery(self, wait: float) -> Task | None:
         return await self._due.take(wait)
 
-    async def finish_delivery(self, task_id: str) -> None:
-        await self._redis.zrem(DELIVERIES, task_id)
+    async def finish_delivery(self, task: Task) -> None:
+        await self._redis.zrem(_deliveries(task.account), task.task_id)
 
     async def backlog(self) -> Backlog:
+        known = {
+            raw.decode() if isinstance(raw, bytes) else raw for raw in await self._redis.smembers(ACCOUNTS)
+        }
+        unserved = sorted(known - set(self._accounts))
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(STREAM)
-            pipe.xrange(STREAM, count=1)
-            length, first = await pipe.execute()
-        if not first:
-            return Backlog(int(length), 0.0)
-        added_ms = int(first[0][0].decode().partition("-")[0])
-        return Backlog(int(length), max(0.0, time.time() - added_ms / 1000))
+            for account in self._accounts:
+                pipe.xlen(_stream(account))
+                pipe.xrange(_stream(account), count=1)
+            for account in unserved:
+                pipe.xlen(_stream(account))
+            answers = await pipe.execute()
+        served = answers[: 2 * len(self._accounts)]
+        firsts = [first[0][0] for first in served[1::2] if first]
+        oldest_ms = min((int(receipt.decode().partition("-")[0]) for receipt in firsts), default=None)
+        return Backlog(
+            pending=sum(int(length) for length in served[::2]),
+            oldest_age=0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000),
+            unserved=sum(int(length) for length in answers[2 * len(self._accounts) :]),
+        )
 
     async def aclose(self) -> None:
         await self._work.aclose()
@@ -157,7 +216,7 @@ class RedisTaskStore:
 
     async def _read_work(self) -> None:
         """Fills the local queue for as many workers as wait: entries abandoned past the lease first."""
-        await self._make_group()
+        await self._make_groups()
         while True:
             wanted = self._work.wanted()
             if wanted <= 0:
@@ -167,45 +226,68 @@ class RedisTaskStore:
                 entries = await self._abandoned(wanted)
                 if not entries:
                     read: Any = await self._redis.xreadgroup(
-                        GROUP, self._consumer, {STREAM: ">"}, count=wanted, block=BLOCK_MS
+                        GROUP,
+                        self._consumer,
+                        dict.fromkeys(self._streams, ">"),
+                        # Counted per stream: together, about as many as are wanted.
+                        count=-(-wanted // len(self._streams)),
+                        block=BLOCK_MS,
                     )
-                    entries = read[0][1] if read else []
+                    entries = [
+                        (self._streams[stream.decode()], receipt, fields)
+                        for stream, stream_entries in read or []
+                        for receipt, fields in stream_entries
+                    ]
             except redis.ResponseError as lost:
                 if "NOGROUP" not in str(lost):
                     raise
-                # Redis came back without its data (no AOF): the group, and the queue, start again.
-                self._group_made = False
-                await self._make_group()
+                # Redis came back without its data (no AOF): the groups, and the queues, start again.
+                self._groups_made = False
+                await self._make_groups()
                 continue
-            for receipt, fields in entries:
-                task = await self.get(fields[b"id"].decode()) if fields else None
+            for account, receipt, fields in entries:
+                task = await self._get(account, fields[b"id"].decode()) if fields else None
                 if task is None:
-                    await self._redis.xack(STREAM, GROUP, receipt)  # expired meanwhile
+                    await self._redis.xack(_stream(account), GROUP, receipt)  # expired meanwhile
                     continue
                 task.receipt = receipt.decode()
                 self._work.put(task)
 
-    async def _abandoned(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _abandoned(self, count: int) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
         """Entries other consumers left unacknowledged for a lease, now this consumer's (once a lease/4)."""
         now = time.monotonic()
         if now - self._last_claim < self._lease / 4:
             return []
         self._last_claim = now
-        claimed = await self._redis.xautoclaim(
-            STREAM, GROUP, self._consumer, int(self._lease * 1000), "0-0", count=count
-        )
-        return list(claimed[1])
+        entries: list[tuple[str, bytes, dict[bytes, bytes]]] = []
+        for stream, account in self._streams.items():
+            if len(entries) >= count:
+                break
+            claimed = await self._redis.xautoclaim(
+                stream,
+                GROUP,
+                self._consumer,
+                int(self._lease * 1000),
+                self._claim_from[stream],
+                count=count - len(entries),
+            )
+            following = claimed[0]
+            self._claim_from[stream] = following.decode() if isinstance(following, bytes) else str(following)
+            entries += [(account, receipt, fields) for receipt, fields in claimed[1]]
+        return entries
 
     async def _read_deliveries(self) -> None:
+        schedules = [_deliveries(account) for account in self._accounts]
         while True:
             wanted = self._due.wanted()
             if wanted > 0:
                 now = time.time()
-                due = await self._take_due(keys=[DELIVERIES], args=[now, now + self._lease, wanted])
-                for raw in due:
-                    task = await self.get(raw.decode())
+                due = await self._take_due(keys=schedules, args=[now, now + self._lease, wanted])
+                for index, raw in zip(due[::2], due[1::2], strict=True):
+                    account = self._accounts[int(index)]
+                    task = await self._get(account, raw.decode())
                     if task is None:
-                        await self._redis.zrem(DELIVERIES, raw)  # expired meanwhile
+                        await self._redis.zrem(schedules[int(index)], raw)  # expired meanwhile
                     else:
                         self._due.put(task)
                 if due:
@@ -215,15 +297,20 @@ class RedisTaskStore:
                 async with asyncio.timeout(DELIVERY_POLL):
                     await self._scheduled.wait()
 
-    async def _make_group(self) -> None:
-        if self._group_made:
+    async def _get(self, account: str, task_id: str) -> Task | None:
+        fields = await self._redis.hgetall(_task_key(account, task_id))
+        return _task(account, fields) if fields else None
+
+    async def _make_groups(self) -> None:
+        if self._groups_made:
             return
-        try:
-            await self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exists:
-            if "BUSYGROUP" not in str(exists):
-                raise
-        self._group_made = True
+        for stream in self._streams:
+            try:
+                await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exists:
+                if "BUSYGROUP" not in str(exists):
+                    raise
+        self._groups_made = True
 
 
 class _Inbox:
@@ -274,15 +361,23 @@ class _Inbox:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def _task_key(task_id: str) -> str:
-    return f"{PREFIX}task:{task_id}"
+def _stream(account: str) -> str:
+    return f"{PREFIX}{account}:work"
 
 
-def _dedup_key(dedup: str) -> str:
-    return f"{PREFIX}dedup:{dedup}"
+def _deliveries(account: str) -> str:
+    return f"{PREFIX}{account}:deliveries"
 
 
-def _task(fields: dict[Any, Any]) -> Task:
+def _task_key(account: str, task_id: str) -> str:
+    return f"{PREFIX}{account}:task:{task_id}"
+
+
+def _dedup_key(account: str, dedup: str) -> str:
+    return f"{PREFIX}{account}:dedup:{dedup}"
+
+
+def _task(account: str, fields: dict[Any, Any]) -> Task:
     return Task(
         view=ModerationTask.FromString(fields[b"view"]),
         request=ModerateImageRequest.FromString(fields.get(b"request", b"")),
@@ -291,4 +386,5 @@ def _task(fields: dict[Any, Any]) -> Task:
         owner=fields[b"owner"].decode(),
         deadline=float(fields[b"deadline"]),
         traceparent=fields[b"traceparent"].decode(),
+        account=account,
     )

@@ -44,6 +44,7 @@ class TaskRpc:
         policies: CallbackPolicies,
         *,
         validate: Callable[[ModerateImageRequest], Awaitable[None]],
+        account_of: Callable[[ModerateImageRequest], str],
         deadline: float,
         retention: float,
         on_submitted: Callable[[], None],
@@ -53,6 +54,7 @@ class TaskRpc:
         self._store = store
         self._policies = policies
         self._validate = validate
+        self._account_of = account_of
         self._deadline = deadline
         self._retention = retention
         self._on_submitted = on_submitted
@@ -77,10 +79,11 @@ class TaskRpc:
             view=view,
             request=request.request,
             callback_url=request.callback_url,
-            caller=CALLER.get(),
+            caller=_policy_caller(),
             owner=hashed_caller(caller),
             deadline=now + self._deadline,
             traceparent=current_traceparent(),
+            account=self._account_of(request.request),
         )
         dedup = dedup_key(caller, request.idempotency_key, request.request.data_id)
         try:
@@ -118,7 +121,7 @@ class TaskRpc:
                 FieldViolation(f"request.{v.field}", v.description, v.reason) for v in invalid.violations
             ]
         if request.callback_url:
-            caller = CALLER.get()
+            caller = _policy_caller()
             problem = self._policies.egress(caller).problem(request.callback_url)
             if problem is None and not self._policies.secrets(caller).signs:
                 problem = "this gateway has no webhook secrets to sign callbacks with; poll GetModerationTask"
@@ -135,6 +138,12 @@ class TaskRpc:
         if created is not None and created + self._retention < time.time():
             return statuses.expired(self._retention)
         return statuses.not_found()
+
+
+def _policy_caller() -> str:
+    """Whose callback policy applies: the authenticated caller, hashed; "" without authentication."""
+    caller = CALLER.get()
+    return hashed_caller(caller) if caller else ""
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> NoReturn:

@@ -15,7 +15,9 @@ from common.cancellation import end_if_cancelled
 from common.scrub import Scrubber
 from service.governor.connect import redis_client
 from service.logs import RateLimitedLog
+from service.routing import Router
 from service.settings import Settings
+from service.tasks.accounts import TaskAccounts
 from service.tasks.callers import CallbackPolicies, load_callers
 from service.tasks.delivery import Deliverer
 from service.tasks.egress import CallbackEgress
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 # Connections to Redis the task store holds at most; more commands at once wait for one (a burst of
 # submissions must not open a connection each).
 REDIS_CONNECTIONS = 32
+# A task being worked on has its lease renewed this many times per lease: a renewal or two may fail
+# (Redis slow, or briefly away) before another replica takes the task over.
+RENEWALS_PER_LEASE = 3
 # How often the backlog gauges are refreshed from the store.
 BACKLOG_INTERVAL = 2.0
 
@@ -48,6 +53,13 @@ class Tasks:
         self._metrics = metrics
         self._backlog: asyncio.Task[None] | None = None
         self._unread = RateLimitedLog(log, "task backlog not read", interval=30.0)
+        self._unserved = RateLimitedLog(
+            log,
+            "tasks are queued under IMS accounts this gateway is not configured with (another deployment's "
+            "sharing this Redis, or an account taken out of the routing): they run only on a gateway "
+            "configured with their account",
+            interval=300.0,
+        )
 
     def start(self) -> None:
         self._worker.start()
@@ -70,6 +82,8 @@ class Tasks:
         while True:
             try:
                 self._metrics.backlog = await self.store.backlog()
+                if self._metrics.backlog.unserved:
+                    self._unserved.record(tasks=self._metrics.backlog.unserved)
             except Exception as problem:
                 end_if_cancelled()
                 self._unread.record(error=type(problem).__name__)
@@ -78,13 +92,16 @@ class Tasks:
 
 def build_tasks(
     settings: Settings,
+    router: Router,
     moderate: Moderate,
     validate: Callable[[ModerateImageRequest], Awaitable[None]],
     meter: metrics.Meter,
     tracer: trace.Tracer,
     outward: Scrubber,
 ) -> Tasks:
-    """`outward`: the gateway's scrubber, which every status a task stores (and a callback carries) passes."""
+    """`router`: whose routes' accounts the tasks belong to. `outward`: the gateway's scrubber, which
+    every status a task stores (and a callback carries) passes."""
+    accounts = TaskAccounts(router)
     store: TaskStore
     if settings.redis_url is not None:
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
@@ -94,7 +111,9 @@ def build_tasks(
             ca_file=settings.redis_ca_file,
             max_connections=REDIS_CONNECTIONS,
         )
-        store = RedisTaskStore(client, retention=settings.task_retention, lease=settings.task_lease)
+        store = RedisTaskStore(
+            client, accounts=accounts.served, retention=settings.task_retention, lease=settings.task_lease
+        )
     else:
         store = MemoryTaskStore(settings.task_retention)
     secrets = settings.webhook_secrets.get_secret_value() if settings.webhook_secrets else ""
@@ -111,6 +130,7 @@ def build_tasks(
         store,
         policies,
         validate=validate,
+        account_of=accounts.of,
         deadline=settings.task_deadline,
         retention=settings.task_retention,
         on_submitted=lambda: task_metrics.state(TaskState.TASK_STATE_PENDING),
@@ -121,6 +141,7 @@ def build_tasks(
         moderate,
         concurrency=settings.task_workers,
         backend_timeout=settings.backend_timeout,
+        renew_every=settings.task_lease / RENEWALS_PER_LEASE,
         tracer=tracer,
         on_state=task_metrics.state,
         outward=outward,

@@ -20,14 +20,14 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def start_service(emulator: ImsEmulator, port: int, **extra: str) -> subprocess.Popen[str]:
-    return spawn_service(
-        port,
-        TENCENTCLOUD_SECRET_ID=SECRET_ID,
-        TENCENTCLOUD_SECRET_KEY=SECRET_KEY,
-        IMS_ENDPOINT=emulator.url,
-        # `extra` may name its own metrics address.
-        **{"MODERATION_METRICS_LISTEN": "127.0.0.1:0", **extra},
-    )
+    # `extra` may name its own metrics address, or other credentials.
+    defaults = {
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "IMS_ENDPOINT": emulator.url,
+        "MODERATION_METRICS_LISTEN": "127.0.0.1:0",
+    }
+    return spawn_service(port, **{**defaults, **extra})
 
 
 async def wait_serving(channel: grpc.aio.Channel, *, within: float = 60.0) -> None:

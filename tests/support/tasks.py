@@ -160,12 +160,18 @@ async def submit(
     return answer.task_id
 
 
-async def settled(stub: ModerationServiceStub, task_id: str, *, within: float = 20.0) -> ModerationTask:
+async def settled(
+    stub: ModerationServiceStub,
+    task_id: str,
+    *,
+    within: float = 20.0,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> ModerationTask:
     """The task once its delivery (or, without a callback, its work) is over."""
     async with asyncio.timeout(within):
         while True:
             task: ModerationTask = await stub.GetModerationTask(
-                GetModerationTaskRequest(task_id=task_id), timeout=5
+                GetModerationTaskRequest(task_id=task_id), timeout=5, metadata=metadata
             )
             if task.delivery.state not in (
                 DeliveryState.DELIVERY_STATE_PENDING,

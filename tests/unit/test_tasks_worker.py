@@ -4,6 +4,7 @@ task past its deadline fails saying why."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -60,12 +61,13 @@ def task(*, deadline_in: float = 60.0, state: int = TaskState.TASK_STATE_PENDING
     )
 
 
-def worker(store: MemoryTaskStore, path: Path, states: list[int]) -> TaskWorker:
+def worker(store: MemoryTaskStore, path: Path, states: list[int], renew_every: float = 1.0) -> TaskWorker:
     return TaskWorker(
         store,
         path,
         concurrency=1,
         backend_timeout=15.0,
+        renew_every=renew_every,
         tracer=trace.NoOpTracer(),
         on_state=states.append,
         outward=Scrubber(),
@@ -119,6 +121,92 @@ async def test_a_throttled_task_asks_again_and_a_task_past_its_deadline_fails() 
     assert "deadline" in late.view.error.message
 
 
+class TakenOver(MemoryTaskStore):
+    """A store whose tasks another replica has taken over: a renewal says so."""
+
+    async def renew_work(self, task: Task) -> bool:
+        return False
+
+
+async def test_a_task_taken_over_by_another_replica_stops_before_its_next_call() -> None:
+    throttled = errors.CallFailure(
+        BackendError(Kind.THROTTLED, "no slot", retry_after=0.001), backend="tencent", attempts=0
+    )
+    store, path = TakenOver(60), Path(throttled, ModerateImageResponse(data_id="a"))
+    held = task()
+    await store.add(held, None)
+    states: list[int] = []
+    # Renewed at the worker's first pause, which finds the task taken over.
+    await worker(store, path, states, renew_every=0.0).run(held)
+    assert len(path.priorities) == 1  # not called again: the replica holding it now does that
+    assert states == [TaskState.TASK_STATE_RUNNING]
+    assert held.view.state == TaskState.TASK_STATE_RUNNING
+    assert await store.take_delivery(0) is None
+
+
+class SwallowingStore(MemoryTaskStore):
+    """A store whose renewal, cancelled in flight, swallows the cancellation (as redis-py can)."""
+
+    def __init__(self, retention: float) -> None:
+        super().__init__(retention)
+        self.renewing = asyncio.Event()
+
+    async def renew_work(self, task: Task) -> bool:
+        self.renewing.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            assert current is not None
+            current.uncancel()
+            raise ConnectionError("connection lost while reading") from None
+        return True
+
+
+async def test_a_task_ends_though_its_renewal_swallowed_the_cancellation() -> None:
+    store = SwallowingStore(60)
+    path = HeldPath(ModerateImageResponse(data_id="a"))
+    held = task()
+    await store.add(held, None)
+    running = asyncio.create_task(worker(store, path, [], renew_every=0.0).run(held))
+    await store.renewing.wait()  # a renewal in flight when the call's answer comes
+    path.release.set()
+    await asyncio.wait_for(running, timeout=5)  # the guard only keeps a failure from hanging
+    assert held.view.state == TaskState.TASK_STATE_SUCCEEDED
+
+
+class HeldPath(Path):
+    """A path whose call waits until released."""
+
+    def __init__(self, *outcomes: Outcome) -> None:
+        super().__init__(*outcomes)
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(
+        self, request: ModerateImageRequest, deadline: Deadline, priority: Priority
+    ) -> Outcome:
+        self.called.set()
+        await self.release.wait()
+        return await super().__call__(request, deadline, priority)
+
+
+async def test_a_task_handed_again_to_the_replica_working_on_it_is_left_to_its_worker() -> None:
+    store, path = MemoryTaskStore(60), HeldPath(ModerateImageResponse(data_id="a"))
+    held = task()
+    await store.add(held, None)
+    busy = worker(store, path, [])
+    first = asyncio.create_task(busy.run(held))
+    await path.called.wait()
+    # Its lease ran out while Redis was slow: handed to this replica again, it is not run again (the
+    # guard only keeps a failure from hanging: the second run would wait for the first's release).
+    await asyncio.wait_for(busy.run(held), timeout=5)
+    path.release.set()
+    await first
+    assert len(path.priorities) == 1
+    assert held.view.state == TaskState.TASK_STATE_SUCCEEDED
+
+
 async def test_the_work_links_to_the_submission_and_the_metrics_count_each_state() -> None:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
@@ -136,6 +224,7 @@ async def test_the_work_links_to_the_submission_and_the_metrics_count_each_state
         Path(ModerateImageResponse(data_id="a")),
         concurrency=1,
         backend_timeout=15.0,
+        renew_every=1.0,
         tracer=tracer,
         on_state=metrics.state,
         outward=Scrubber(),
