@@ -260,3 +260,39 @@ async def test_each_caller_has_its_own_secrets_rotated_without_restart_and_its_o
     with pytest.raises(WebhookVerificationError):  # the gateway's own secret does not sign alpha's
         Webhook(SECRET).verify(by_id[first].body, by_id[first].headers)
     Webhook(SECRET).verify(by_id[second].body, by_id[second].headers)
+
+
+async def test_a_task_runs_as_its_submitter_so_the_callers_quota_governs_it(
+    emulator: ImsEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "tokens").write_text("uploads uploads-token-0123456789\n")
+    (tmp_path / "routes.toml").write_text(
+        '[backends.cloud]\ntype = "tencent"\nsecret_id_env = "TENCENTCLOUD_SECRET_ID"\n'
+        f'secret_key_env = "TENCENTCLOUD_SECRET_KEY"\nendpoint = "{emulator.url}"\n\n'
+        '[default]\nchain = ["cloud"]\n\n[quotas.uploads]\nper_day = 2\n'
+    )
+    settings = {
+        **TASK_SETTINGS,
+        "MODERATION_AUTH_TOKENS_FILE": str(tmp_path / "tokens"),
+        "MODERATION_ROUTES": str(tmp_path / "routes.toml"),
+        "MODERATION_CACHE": "off",
+    }
+    uploads = (("authorization", "Bearer uploads-token-0123456789"),)
+    billed_before = emulator.stats.billed
+    with gateway_process(emulator, **settings) as (_, address):
+        async with open_channel(address) as channel:
+            stub = ModerationServiceStub(channel)
+            ids = [await submit(stub, f"quota-{n}", metadata=uploads) for n in range(4)]
+            tasks = [await settled(stub, task_id, metadata=uploads) for task_id in ids]
+    # Two within the caller's quota; the others failed on it, as the caller's own calls would, unbilled.
+    assert (
+        sorted(t.state for t in tasks)
+        == [TaskState.TASK_STATE_SUCCEEDED] * 2 + [TaskState.TASK_STATE_FAILED] * 2
+    )
+    for task in tasks:
+        if task.state == TaskState.TASK_STATE_FAILED:
+            assert task.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            info = error_details_pb2.ErrorInfo()
+            assert any(detail.Unpack(info) for detail in task.error.details)
+            assert info.reason == "CALLER_QUOTA_EXHAUSTED"
+    assert emulator.stats.billed - billed_before == 2

@@ -65,6 +65,9 @@ class Task:
     caller: str  # hashed_caller() of the authenticated caller, whose callback policy applies ("": none)
     owner: str  # hashed_caller(): only its owner may read an authenticated caller's task
     deadline: float  # seconds since the epoch
+    # The authenticated caller ("" without authentication), whom the work runs as: its quotas, its share
+    # of the budget and its label in the logs and metrics, as its own calls'. Not a secret: logs name it.
+    submitted_by: str = ""
     traceparent: str = ""  # the submission's span, which the work and the deliveries link to
     receipt: str = ""  # the store's handle on the task while it is taken (a Redis stream entry id)
     # The hashed account of the route it was submitted on (`service.tasks.accounts`): its namespace

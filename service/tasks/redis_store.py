@@ -58,7 +58,7 @@ if ARGV[1] == '1' then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
 redis.call('HSET', KEYS[2], 'view', ARGV[4], 'request', ARGV[5], 'url', ARGV[6], 'caller', ARGV[7],
-  'owner', ARGV[8], 'deadline', ARGV[9], 'traceparent', ARGV[10])
+  'owner', ARGV[8], 'deadline', ARGV[9], 'traceparent', ARGV[10], 'submitted_by', ARGV[12])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[11])
@@ -136,6 +136,7 @@ class RedisTaskStore:
                 repr(task.deadline),
                 task.traceparent,
                 task.account,
+                task.submitted_by,
             ],
         )
         stored_id = stored.decode() if isinstance(stored, bytes) else str(stored)
@@ -387,4 +388,5 @@ def _task(account: str, fields: dict[Any, Any]) -> Task:
         deadline=float(fields[b"deadline"]),
         traceparent=fields[b"traceparent"].decode(),
         account=account,
+        submitted_by=fields.get(b"submitted_by", b"").decode(),
     )

@@ -84,6 +84,7 @@ class TaskRpc:
             deadline=now + self._deadline,
             traceparent=current_traceparent(),
             account=self._account_of(request.request),
+            submitted_by=CALLER.get(),
         )
         dedup = dedup_key(caller, request.idempotency_key, request.request.data_id)
         try:

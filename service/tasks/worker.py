@@ -24,6 +24,7 @@ from moderation.v1.moderation_service_pb2 import (
 )
 from opentelemetry import trace
 
+from backends.calls import CALLER
 from backends.errors import Kind
 from common.cancellation import end_if_cancelled
 from common.scrub import Scrubber
@@ -152,6 +153,8 @@ class TaskWorker:
     ) -> ModerateImageResponse | status_pb2.Status | None:
         """The result, or the error status; a task the budget has no slot for yet waits and asks again,
         until its own deadline. None: another replica took the task over before this one's next call."""
+        # As its submitter's own call would: its quotas, its share of the budget, its label.
+        CALLER.set(task.submitted_by)
         while not lost.is_set():
             remaining = task.deadline - time.time()
             if remaining <= 0:
