@@ -503,8 +503,8 @@ class Settings(Declared):
         le=3_600,
         validation_alias="MODERATION_TASK_LEASE",
         description="fleet mode: seconds after which a task or callback taken by a replica that went "
-        "silent is taken over by another. Keep it above the 15 s backend and callback time-outs; "
-        "lower it only in tests.",
+        "silent is taken over by another (a replica at work renews its tasks' leases three times a "
+        "lease). Keep it above the 15 s callback time-out; lower it only in tests.",
     )
 
     # Built by `load_settings` from the variables above, never read from a variable of their own.
