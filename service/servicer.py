@@ -282,7 +282,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         # The call's route, decided here once and carried down to fitting, the cache and the router.
         route = self._router.route_for(request.biz_type)
         # Hashed at most once, by the first of the policy's image lists and the verdict cache to need it.
-        image = ImageHash(request.content)
+        image = ImageHash.of(request)
         outcome = functools.partial(self._outcome, request, route, image, deadline, priority, room)
         policy = self._policy
         decided = (
@@ -308,7 +308,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 # picture, not the address.
                 prepared = await fitting.fetched(request, route, deadline)
                 if prepared.request is not request:
-                    request, image = prepared.request, ImageHash(prepared.request.content)
+                    request, image = prepared.request, ImageHash.of(prepared.request)
                 fit = prepared.fit
             found = None
             if cache is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 ALGORITHM = "TC3-HMAC-SHA256"
@@ -33,11 +34,21 @@ def credential_scope(timestamp: int, service: str) -> str:
     return f"{utc_date(timestamp)}/{service}/tc3_request"
 
 
-def canonical_request(*, host: str, content_type: str, body: bytes, path: str = "/") -> str:
-    payload_hash = hashlib.sha256(body).hexdigest()
+def payload_hash(body: bytes | Iterable[bytes]) -> str:
+    """The body's SHA-256: of its bytes, or of its parts in order (a large body is never joined)."""
+    if isinstance(body, bytes):
+        return hashlib.sha256(body).hexdigest()
+    digest = hashlib.sha256()
+    for part in body:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def canonical_request(*, host: str, content_type: str, body: bytes | Iterable[bytes], path: str = "/") -> str:
+    hashed = payload_hash(body)
     canonical_headers = f"content-type:{content_type}\nhost:{host}\n"
     # POST carries its parameters in the body, so the canonical query string is empty.
-    return f"POST\n{path}\n\n{canonical_headers}\n{SIGNED_HEADERS}\n{payload_hash}"
+    return f"POST\n{path}\n\n{canonical_headers}\n{SIGNED_HEADERS}\n{hashed}"
 
 
 def string_to_sign(*, timestamp: int, service: str, canonical: str) -> str:
@@ -72,7 +83,7 @@ def authorization(
     service: str,
     host: str,
     content_type: str,
-    body: bytes,
+    body: bytes | Iterable[bytes],
     path: str = "/",
 ) -> str:
     """The `Authorization` header value for one request."""

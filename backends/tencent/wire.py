@@ -34,6 +34,7 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
+from backends.http import Body
 from backends.tencent.codes import KIND_TEXTS, UPSTREAM_CODE, field_of, kind_of
 from common.scrub import LABEL, REQUEST_ID, Scrubber
 
@@ -65,7 +66,7 @@ _NO_SECRETS = Scrubber()
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-def request_body(request: ModerateImageRequest) -> bytes:
+def request_body(request: ModerateImageRequest) -> Body:
     """The JSON body of one `ImageModeration` call, exactly as sent (and signed).
 
     An image's base64 is spliced in as bytes, unescaped: `{"FileContent":"<base64>",<the rest>}`. It
@@ -73,9 +74,9 @@ def request_body(request: ModerateImageRequest) -> bytes:
     """
     rest = json.dumps(_other_params(request), separators=(",", ":")).encode()
     if request.WhichOneof("image") != "content":
-        return rest
+        return Body(rest)
     # `rest` is never `{}`: the sampling parameters are always sent.
-    return b"".join((b'{"FileContent":"', pybase64.b64encode(request.content), b'",', rest[1:]))
+    return Body(b'{"FileContent":"', pybase64.b64encode(request.content), b'",', rest[1:])
 
 
 def _other_params(request: ModerateImageRequest) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class Fitting:
         validate(request, route.image_limits)
         content = await self._download(request.url, options, deadline)
         request = _with_content(request, content)
-        return Prepared(request, fit=self._planned(request, route, field_name="url"))
+        return Prepared(request, fit=self._planned(request, route, field_name="url", content=content))
 
     def checked(self, request: ModerateImageRequest, route: Route) -> bool:
         """Whether the request's content can be fitted to the route's backends (`fit`)."""
@@ -107,12 +107,14 @@ class Fitting:
         """How the request's content is fitted to the route's backends, tiles and all, which stands in for
         validation's own image checks; None: not an image Pillow reads (validation says why, or the
         backend measures it: SVG, HEIC). Raises ValidationError."""
-        if request.WhichOneof("image") != "content" or not (
-            MIN_IMAGE_BYTES <= len(request.content) <= self._largest_image
-        ):
+        if request.WhichOneof("image") != "content":
+            return None
+        # Read once: each read of a message's bytes field is a copy of them.
+        content = request.content
+        if not MIN_IMAGE_BYTES <= len(content) <= self._largest_image:
             return None
         try:
-            return self._planned(request, route, field_name="content")
+            return self._planned(request, route, field_name="content", content=content)
         except _Unread:
             return None
 
@@ -133,18 +135,19 @@ class Fitting:
         `fit`: the image's, as `fit` found it for this call (else it is read here)."""
         if request.WhichOneof("image") != "content":
             return await self._router.moderate(request, route, deadline, priority)
+        content = request.content
         if fit is None:
             try:
-                fit = self._planned(request, route, field_name="content")
+                fit = self._planned(request, route, field_name="content", content=content)
             except _Unread:
                 return await self._router.moderate(request, route, deadline, priority)
         header, fit_plan, limits = fit.header, fit.plan, route.image_limits
-        given = as_given(request.content, header, fit_plan, limits)
+        given = as_given(content, header, fit_plan, limits)
         if given is not None:
             # The request as it came: no copy of its bytes, and no task for a single call.
             answer = await self._router.moderate(request, route, deadline, priority)
             return combined([answer], [given], fit_plan)
-        pieces = await self._rendered(request.content, header, fit_plan, limits, deadline)
+        pieces = await self._rendered(content, header, fit_plan, limits, deadline)
         calls = [
             self._router.moderate(_with_content(request, piece.content), route, deadline, priority)
             for piece in pieces
@@ -164,18 +167,21 @@ class Fitting:
         except BackendError as error:
             raise CallFailure(error, backend="", attempts=0) from None
 
-    def _planned(self, request: ModerateImageRequest, route: Route, *, field_name: str) -> Fit:
+    def _planned(
+        self, request: ModerateImageRequest, route: Route, *, field_name: str, content: bytes
+    ) -> Fit:
+        """`content`: the request's, read once by the caller."""
         route_cap, limits = self.route_options(route).max_tiles, route.image_limits
         cap = min(request.max_tiles, route_cap) if request.max_tiles > 0 else route_cap
         try:
-            header = read_header(request.content)
+            header = read_header(content)
         except FitRefused as refused:
             if field_name == "content":
                 raise _Unread from None
             raise _invalid(field_name, refused, request) from None
         try:
             fit_plan = plan(header.width, header.height, limits, max_tiles=cap, draft=header.format == "JPEG")
-            if as_given(request.content, header, fit_plan, limits) is None:
+            if as_given(content, header, fit_plan, limits) is None:
                 self._check_memory(header, fit_plan)
             return Fit(header, fit_plan)
         except FitRefused as refused:
