@@ -6,13 +6,15 @@ over aiohttp and 1.23 and 2.58 ms for httpx's own transport.
 
 Large bodies (a 5 MB image is 6.7 MB of base64) go out in slices, each written once the socket has
 taken the last: written at once, asyncio's transport copies whatever the socket does not take straight
-away into a buffer of its own, which keeps its size for as long as the connection lives.
+away into a buffer of its own, which keeps its size for as long as the connection lives. Nor are they
+ever joined: a `Body` is sent, and signed, as the parts it was built from (joining a 900 KiB image's
+base64 to the JSON around it cost 0.6 ms of copying and page faults, six times the encoding).
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import certifi
@@ -52,18 +54,35 @@ def session_factory(
     return session
 
 
-def body_payload(body: bytes) -> bytes | AsyncIterator[memoryview]:
-    """What aiohttp sends for `body`: the bytes, or slices of them from `SLICED_BODY_BYTES` on.
+class Body:
+    """A request body: its parts, in order, sent and hashed one after the other, never joined."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = parts
+        self.size = sum(map(len, parts))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.parts)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def body_payload(body: Body) -> bytes | AsyncIterator[memoryview]:
+    """What aiohttp sends for `body`: its bytes, or slices of its parts from `SLICED_BODY_BYTES` on.
 
     Slices need the request's `Content-Length` set by the caller (else aiohttp chunks them).
     """
-    return body if len(body) < SLICED_BODY_BYTES else _slices(body)
+    return bytes(body) if body.size < SLICED_BODY_BYTES else _slices(body)
 
 
-async def _slices(body: bytes) -> AsyncIterator[memoryview]:
-    view = memoryview(body)
-    for start in range(0, len(view), SLICE_BYTES):
-        yield view[start : start + SLICE_BYTES]
+async def _slices(body: Body) -> AsyncIterator[memoryview]:
+    for part in body.parts:
+        view = memoryview(part)
+        for start in range(0, len(view), SLICE_BYTES):
+            yield view[start : start + SLICE_BYTES]
 
 
 class TooLarge(Exception):

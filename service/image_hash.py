@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
+
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 __all__ = ["HASH_OFF_LOOP_BYTES", "ImageHash"]
 
@@ -17,17 +20,27 @@ HASH_OFF_LOOP_BYTES = 256 * 1024
 class ImageHash:
     """The digest of `content`, computed on first use."""
 
-    def __init__(self, content: bytes) -> None:
-        self._content = content
+    def __init__(self, content: bytes | Callable[[], bytes]) -> None:
+        """`content`: the bytes, or what reads them when first needed."""
+        self._read = content if callable(content) else None
+        self._content = b"" if callable(content) else content
         self._digest: bytes | None = None
+
+    @classmethod
+    def of(cls, request: ModerateImageRequest) -> ImageHash:
+        """The request's image, its bytes read only if needed: reading a protobuf message's bytes field
+        copies them every time (900 KiB, for nothing, on a call with no cache and no image lists)."""
+        return cls(lambda: request.content)
 
     @property
     def content(self) -> bytes:
+        if self._read is not None:
+            self._content, self._read = self._read(), None
         return self._content
 
     async def digest(self) -> bytes:
         if self._digest is None:
-            content = self._content
+            content = self.content
             # Small images inline: a hand-off to a thread costs more than their hash.
             hashed = (
                 hashlib.sha256(content)

@@ -45,6 +45,8 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        # Formatted once: the formatter reads it again, and need not format it a second time.
+        record.msg, record.args = message, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         exc_text = record.exc_text or ""
@@ -54,7 +56,7 @@ class RedactSecrets(logging.Filter):
         # costs a rewrite that finds nothing.)
         shown = "\n".join((message, exc_text, *map(str, fields), *map(str, fields.values())))
         if self._scrub.holds_secret(shown):
-            record.msg, record.args = self._scrub(message), None
+            record.msg = self._scrub(message)
             record.exc_text = self._scrub(exc_text) or None
             record.fields = json.loads(self._scrub(json.dumps(fields, default=str)))
         return True
@@ -143,21 +145,16 @@ class RateLimitedLog:
 
 
 def log_access(method: str, code: str, seconds: float, **fields: object) -> None:
-    fields = {"caller": CALLER.get(), **fields}
-    access_log.info(
-        "%s %s %.3fs",
-        method,
-        code,
-        seconds,
-        extra={
-            "fields": {
-                "rpc.method": method,
-                "rpc.grpc.status_code": code,
-                "duration_s": round(seconds, 6),
-                **fields,
-            }
-        },
-    )
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    line = {
+        "rpc.method": method,
+        "rpc.grpc.status_code": code,
+        "duration_s": round(seconds, 6),
+        "caller": CALLER.get(),
+        **fields,
+    }
+    access_log.info("%s %s %.3fs", method, code, seconds, extra={"fields": line})
 
 
 def configure_logging(level: str, outward: Scrubber, *, json_format: bool = True) -> None:

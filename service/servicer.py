@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -35,7 +35,7 @@ from service import errors
 from service.admission import Admission, Ticket, caller_key
 from service.cache import VerdictCache
 from service.deadlines import Deadline
-from service.fitting.stage import Fitting
+from service.fitting.stage import Fit, Fitting
 from service.governor import Priority
 from service.image_hash import ImageHash
 from service.intake import Intake, IntakeSlot
@@ -282,7 +282,7 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
         # The call's route, decided here once and carried down to fitting, the cache and the router.
         route = self._router.route_for(request.biz_type)
         # Hashed at most once, by the first of the policy's image lists and the verdict cache to need it.
-        image = ImageHash(request.content)
+        image = ImageHash.of(request)
         outcome = functools.partial(self._outcome, request, route, image, deadline, priority, room)
         policy = self._policy
         decided = (
@@ -301,14 +301,15 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
     ) -> Outcome:
         try:
             fitting, cache = self._fitting, self._cache
-            image_checked = False
+            # The image's header is read once per call: the fit found here is carried to fitting's call.
+            fit: Fit | None = None
             if fitting is not None:
                 # A URL image the route has the gateway fetch becomes content here, so the cache keys the
                 # picture, not the address.
                 prepared = await fitting.fetched(request, route, deadline)
                 if prepared.request is not request:
-                    request, image = prepared.request, ImageHash(prepared.request.content)
-                image_checked = prepared.checked
+                    request, image = prepared.request, ImageHash.of(prepared.request)
+                fit = prepared.fit
             found = None
             if cache is not None:
                 # Invalid fields are refused before the image is hashed; the image itself is checked
@@ -317,15 +318,20 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
                 found = await cache.look_up(request, route, image)
                 if found.hit is not None and (fitting is None or fitting.fits_as_cached(request, route)):
                     return found.hit
-            if fitting is not None and not image_checked:
+            if fitting is not None and fit is None:
                 # An image the backend's limits need fitted is checked by fitting, not validation.
-                image_checked = fitting.checked(request, route)
+                fit = fitting.fit(request, route)
             _validate_traced(
-                request, route.image_limits, image_checked=image_checked, fields_checked=cache is not None
+                request, route.image_limits, image_checked=fit is not None, fields_checked=cache is not None
             )
             if found is not None and found.hit is not None:
                 return found.hit
-            routed = functools.partial(self._routed, request, route, deadline, priority, room)
+            send = (
+                functools.partial(fitting.moderate, request, route, deadline, priority, fit)
+                if fitting is not None
+                else functools.partial(self._router.moderate, request, route, deadline, priority)
+            )
+            routed = functools.partial(self._routed, send, route, deadline, room)
             if cache is None or found is None:
                 return await routed()
             return await cache.moderate(found, request, deadline, routed)
@@ -336,15 +342,15 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
 
     async def _routed(
         self,
-        request: ModerateImageRequest,
+        send: Callable[[], Awaitable[ModerateImageResponse]],
         route: Route,
         deadline: Deadline,
-        priority: Priority,
         room: IntakeSlot | None,
     ) -> Outcome:
-        """The router's answer, or the failure explaining why there is none (the cache shares outcomes)."""
+        """`send`'s answer (fitting's or the router's), or the failure explaining why there is none (the
+        cache shares outcomes)."""
         if room is None:
-            return await self._routed_now(request, route, deadline, priority)
+            return await _answer(send)
         # The call waits for the intake's room no longer than leaves it the time its backend takes.
         upstream = route.chain[0]
         loop = asyncio.get_running_loop()
@@ -353,20 +359,18 @@ class ModerationServicer(moderation_service_pb2_grpc.ModerationServiceServicer):
             refused = upstream.retrier.not_sent(loop.time() - started, deadline.remaining(), None, first=True)
             return errors.CallFailure(refused, backend=upstream.name, attempts=0)
         try:
-            return await self._routed_now(request, route, deadline, priority)
+            return await _answer(send)
         finally:
             room.release()
 
-    async def _routed_now(
-        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
-    ) -> Outcome:
-        try:
-            moderate = self._fitting.moderate if self._fitting is not None else self._router.moderate
-            return await moderate(request, route, deadline, priority)
-        except errors.CallFailure as failure:
-            return failure
-        except Exception as error:
-            return errors.InternalFailure(error)
+
+async def _answer(send: Callable[[], Awaitable[ModerateImageResponse]]) -> Outcome:
+    try:
+        return await send()
+    except errors.CallFailure as failure:
+        return failure
+    except Exception as error:
+        return errors.InternalFailure(error)
 
 
 def _validate_traced(

@@ -77,7 +77,7 @@ def test_validation_accepts_or_explains(request: ModerateImageRequest) -> None:
         assert all(v.field and v.description and v.reason.isupper() for v in violations)
     else:
         # What validation lets through can always be put on the wire.
-        json.loads(request_body(request))
+        json.loads(bytes(request_body(request)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

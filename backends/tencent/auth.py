@@ -7,7 +7,7 @@ credentials from a provider.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +24,8 @@ class Outgoing:
     host: str  # the `Host` header sent
     path: str  # the request path sent (percent-encoded), without a query
     content_type: str
-    body: bytes
+    # The bytes sent, or their parts in order (`backends.http.Body`).
+    body: bytes | Iterable[bytes]
 
 
 class RequestAuth(Protocol):

@@ -23,7 +23,7 @@ from opentelemetry import trace
 
 from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
-from backends.http import TRANSPORT_ERRORS, TooLarge, body_payload, read_capped, session_factory
+from backends.http import TRANSPORT_ERRORS, Body, TooLarge, body_payload, read_capped, session_factory
 from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
 from backends.tencent import wire
 from backends.tencent.auth import Outgoing, RequestAuth
@@ -135,14 +135,14 @@ class ImsBackend:
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attributes(self._http_attributes)
-            span.set_attribute("http.request.body.size", len(body))
-        if len(body) > MAX_REQUEST_BYTES:
+            span.set_attribute("http.request.body.size", body.size)
+        if body.size > MAX_REQUEST_BYTES:
             raise BackendError(
                 Kind.INVALID_REQUEST,
-                f"the encoded request is {len(body)} bytes; IMS accepts at most {MAX_REQUEST_BYTES}",
+                f"the encoded request is {body.size} bytes; IMS accepts at most {MAX_REQUEST_BYTES}",
                 upstream_code="RequestSizeLimitExceeded",
             )
-        headers = {**self._headers, **await self._authenticate(body), "Content-Length": str(len(body))}
+        headers = {**self._headers, **await self._authenticate(body), "Content-Length": str(body.size)}
         if self._session is None:
             self._session = self._new_session()
         try:
@@ -185,11 +185,11 @@ class ImsBackend:
         result.backend = self._name
         return result
 
-    async def _authenticate(self, body: bytes) -> dict[str, str]:
+    async def _authenticate(self, body: Body) -> dict[str, str]:
         if self._auth is None:
             return {}
         outgoing = Outgoing(host=self._host, path=self._path, content_type=CONTENT_TYPE, body=body)
-        if self._auth.reads_body and len(body) >= OFF_LOOP_BODY_BYTES:
+        if self._auth.reads_body and body.size >= OFF_LOOP_BODY_BYTES:
             return await asyncio.to_thread(self._auth.headers, outgoing)
         return self._auth.headers(outgoing)
 

@@ -34,6 +34,7 @@ from moderation.v1.moderation_service_pb2 import (
 )
 
 from backends.errors import BackendError, Kind
+from backends.http import Body
 from backends.tencent.codes import KIND_TEXTS, UPSTREAM_CODE, field_of, kind_of
 from common.scrub import LABEL, REQUEST_ID, Scrubber
 
@@ -52,6 +53,8 @@ _SUGGESTIONS = {
     "review": Suggestion.SUGGESTION_REVIEW,
     "block": Suggestion.SUGGESTION_BLOCK,
 }
+# Read once: an enum wrapper's attribute costs a Python call, and a dozen fields per answer need it.
+_UNSPECIFIED = Suggestion.SUGGESTION_UNSPECIFIED
 # The code of every answer the gateway cannot read (the README's "unreadable responses").
 MALFORMED = "MalformedResponse"
 # IMS results nest five levels deep (Response, LabelResults, Details, ...); far more is hostile.
@@ -63,7 +66,7 @@ _NO_SECRETS = Scrubber()
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-def request_body(request: ModerateImageRequest) -> bytes:
+def request_body(request: ModerateImageRequest) -> Body:
     """The JSON body of one `ImageModeration` call, exactly as sent (and signed).
 
     An image's base64 is spliced in as bytes, unescaped: `{"FileContent":"<base64>",<the rest>}`. It
@@ -71,9 +74,9 @@ def request_body(request: ModerateImageRequest) -> bytes:
     """
     rest = json.dumps(_other_params(request), separators=(",", ":")).encode()
     if request.WhichOneof("image") != "content":
-        return rest
+        return Body(rest)
     # `rest` is never `{}`: the sampling parameters are always sent.
-    return b"".join((b'{"FileContent":"', pybase64.b64encode(request.content), b'",', rest[1:]))
+    return Body(b'{"FileContent":"', pybase64.b64encode(request.content), b'",', rest[1:])
 
 
 def _other_params(request: ModerateImageRequest) -> dict[str, Any]:
@@ -191,7 +194,7 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
             upstream_code=MALFORMED,
             request_id=request_id,
         ) from None
-    if response.suggestion == Suggestion.SUGGESTION_UNSPECIFIED:
+    if response.suggestion == _UNSPECIFIED:
         # Fail closed: a result without a recognisable verdict must not pass as clean.
         raise BackendError(
             Kind.UNAVAILABLE,
@@ -247,6 +250,8 @@ class _Field:
     # A message field's type, else the scalar's conversion.
     message: Descriptor | None
     convert: Callable[[Any, Scrubber], Any]
+    # Neither repeated nor a message (most fields): tested first.
+    scalar: bool
 
 
 @functools.cache
@@ -258,6 +263,7 @@ def _fields(descriptor: Descriptor) -> dict[str, _Field]:
             field.is_repeated,
             field.message_type if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE else None,
             _conversion(field),
+            not field.is_repeated and field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE,
         )
         for field in descriptor.fields
     }
@@ -304,6 +310,8 @@ def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth:
         field = known.get(key) or _learn(descriptor, known, key)
         if field is None:
             _check_nesting(value, depth + 1)
+        elif field.scalar:
+            setattr(message, field.name, field.convert(value, scrubber))
         elif field.repeated:
             if not isinstance(value, list):
                 raise TypeError(f"{field.name} is not a list")
@@ -313,12 +321,10 @@ def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth:
             else:
                 for item in value:
                     _read(container.add(), _object(item), scrubber, depth + 2)
-        elif field.message is not None:
+        else:
             child = getattr(message, field.name)
             child.SetInParent()
             _read(child, _object(value), scrubber, depth + 1)
-        else:
-            setattr(message, field.name, field.convert(value, scrubber))
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -338,18 +344,21 @@ def _check_nesting(value: Any, depth: int) -> None:
 def _string(value: Any, scrubber: Scrubber) -> str:
     if not isinstance(value, str):
         raise TypeError("not a string")
-    return scrubber(value)
+    # An answer found to hold no secret (`_may_hold_secret`) is read with `_NO_SECRETS`: nothing to search.
+    return value if scrubber is _NO_SECRETS else scrubber(value)
 
 
 def _suggestion(value: Any, scrubber: Scrubber) -> int:
     # IMS's word for a suggestion; an unknown word is UNSPECIFIED, which fails the answer closed.
     if not isinstance(value, str):
         raise TypeError("not a string")
-    return _SUGGESTIONS.get(value.lower(), Suggestion.SUGGESTION_UNSPECIFIED)
+    return _SUGGESTIONS.get(value.lower(), _UNSPECIFIED)
 
 
 def _integer(value: Any, scrubber: Scrubber) -> int:
     # As protobuf's JSON mapping reads them: integral numbers, or decimal strings (64-bit ids).
+    if type(value) is int:  # the usual case, first: `bool` is a subclass, not this type
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError("not an integer")
     if isinstance(value, float) and not value.is_integer():

@@ -82,6 +82,8 @@ def _map_back(answer: ModerateImageResponse, piece: Piece, plan: Plan) -> None:
     scale_y = tile_height / piece.height * to_original
     offset = piece.tile.start * to_original if piece.tile else 0.0
     offset_x, offset_y = (0.0, offset) if plan.tall else (offset, 0.0)
+    if (scale_x, scale_y, offset) == (1.0, 1.0, 0.0):
+        return  # the image as it came: its pixels are the original's
     for location in _locations(answer):
         location.x = location.x * scale_x + offset_x
         location.y = location.y * scale_y + offset_y

@@ -36,7 +36,7 @@ from service.validation import (
     validate,
 )
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "FitRoute", "Fitting", "Prepared"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "Fit", "FitRoute", "Fitting", "Prepared"]
 
 # Memory for the pixels of all images being fitted at once (estimated from their headers); it bounds
 # the gateway's RSS. One 12,000 x 9,000 PNG takes about 630 MiB; the same photo as a JPEG, decoded at a
@@ -55,10 +55,19 @@ class FitRoute:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """How an image is sent: its header and the plan for it, read once per call and carried from the
+    check to `Fitting.moderate`."""
+
+    header: Header
+    plan: Plan
+
+
+@dataclass(frozen=True)
 class Prepared:
     request: ModerateImageRequest
-    # The image passed fitting's checks, which stand in for validation's own image checks.
-    checked: bool
+    # Set when the image passed fitting's checks, which stand in for validation's own image checks.
+    fit: Fit | None
 
 
 class Fitting:
@@ -83,27 +92,31 @@ class Fitting:
         else the request as it is. Raises ValidationError or CallFailure."""
         options = self.route_options(route)
         if request.WhichOneof("image") != "url" or not options.fetch:
-            return Prepared(request, checked=False)
+            return Prepared(request, fit=None)
         # Everything else about the request is checked before anything is downloaded.
         validate(request, route.image_limits)
         content = await self._download(request.url, options, deadline)
         request = _with_content(request, content)
-        self._planned(request, route, field_name="url")
-        return Prepared(request, checked=True)
+        return Prepared(request, fit=self._planned(request, route, field_name="url", content=content))
 
     def checked(self, request: ModerateImageRequest, route: Route) -> bool:
-        """Whether the request's content can be fitted to the route's backends, tiles and all, which stands
-        in for validation's own image checks; False: not an image Pillow reads (validation says why, or
-        the backend measures it: SVG, HEIC). Raises ValidationError."""
-        if request.WhichOneof("image") != "content" or not (
-            MIN_IMAGE_BYTES <= len(request.content) <= self._largest_image
-        ):
-            return False
+        """Whether the request's content can be fitted to the route's backends (`fit`)."""
+        return self.fit(request, route) is not None
+
+    def fit(self, request: ModerateImageRequest, route: Route) -> Fit | None:
+        """How the request's content is fitted to the route's backends, tiles and all, which stands in for
+        validation's own image checks; None: not an image Pillow reads (validation says why, or the
+        backend measures it: SVG, HEIC). Raises ValidationError."""
+        if request.WhichOneof("image") != "content":
+            return None
+        # Read once: each read of a message's bytes field is a copy of them.
+        content = request.content
+        if not MIN_IMAGE_BYTES <= len(content) <= self._largest_image:
+            return None
         try:
-            self._planned(request, route, field_name="content")
+            return self._planned(request, route, field_name="content", content=content)
         except _Unread:
-            return False
-        return True
+            return None
 
     def fits_as_cached(self, request: ModerateImageRequest, route: Route) -> bool:
         """Whether a cached verdict's image needs no check of its own: it was fitted within the route's
@@ -111,20 +124,30 @@ class Fitting:
         return request.max_tiles == 0 or request.max_tiles >= self.route_options(route).max_tiles
 
     async def moderate(
-        self, request: ModerateImageRequest, route: Route, deadline: Deadline, priority: Priority
+        self,
+        request: ModerateImageRequest,
+        route: Route,
+        deadline: Deadline,
+        priority: Priority,
+        fit: Fit | None = None,
     ) -> ModerateImageResponse:
-        """The router's answer for the fitted image (combined over its tiles). Raises CallFailure."""
+        """The router's answer for the fitted image (combined over its tiles). Raises CallFailure.
+        `fit`: the image's, as `fit` found it for this call (else it is read here)."""
         if request.WhichOneof("image") != "content":
             return await self._router.moderate(request, route, deadline, priority)
-        try:
-            header, fit_plan = self._planned(request, route, field_name="content")
-        except _Unread:
-            return await self._router.moderate(request, route, deadline, priority)
-        limits = route.image_limits
-        given = as_given(request.content, header, fit_plan, limits)
-        pieces = (
-            [given] if given else await self._rendered(request.content, header, fit_plan, limits, deadline)
-        )
+        content = request.content
+        if fit is None:
+            try:
+                fit = self._planned(request, route, field_name="content", content=content)
+            except _Unread:
+                return await self._router.moderate(request, route, deadline, priority)
+        header, fit_plan, limits = fit.header, fit.plan, route.image_limits
+        given = as_given(content, header, fit_plan, limits)
+        if given is not None:
+            # The request as it came: no copy of its bytes, and no task for a single call.
+            answer = await self._router.moderate(request, route, deadline, priority)
+            return combined([answer], [given], fit_plan)
+        pieces = await self._rendered(content, header, fit_plan, limits, deadline)
         calls = [
             self._router.moderate(_with_content(request, piece.content), route, deadline, priority)
             for piece in pieces
@@ -145,21 +168,22 @@ class Fitting:
             raise CallFailure(error, backend="", attempts=0) from None
 
     def _planned(
-        self, request: ModerateImageRequest, route: Route, *, field_name: str
-    ) -> tuple[Header, Plan]:
+        self, request: ModerateImageRequest, route: Route, *, field_name: str, content: bytes
+    ) -> Fit:
+        """`content`: the request's, read once by the caller."""
         route_cap, limits = self.route_options(route).max_tiles, route.image_limits
         cap = min(request.max_tiles, route_cap) if request.max_tiles > 0 else route_cap
         try:
-            header = read_header(request.content)
+            header = read_header(content)
         except FitRefused as refused:
             if field_name == "content":
                 raise _Unread from None
             raise _invalid(field_name, refused, request) from None
         try:
             fit_plan = plan(header.width, header.height, limits, max_tiles=cap, draft=header.format == "JPEG")
-            if as_given(request.content, header, fit_plan, limits) is None:
+            if as_given(content, header, fit_plan, limits) is None:
                 self._check_memory(header, fit_plan)
-            return header, fit_plan
+            return Fit(header, fit_plan)
         except FitRefused as refused:
             raise _invalid(field_name, refused, request) from None
 

@@ -9,20 +9,24 @@ import zlib
 from pathlib import Path
 
 import pytest
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
 from PIL import Image
 
 from backends.fetch import FetchPolicy, ImageFetcher
 from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
+from service.deadlines import Deadline
+from service.fitting import stage
 from service.fitting.plan import FitRefused, Tile, plan
-from service.fitting.render import read_header
+from service.fitting.render import Header, read_header
 from service.fitting.setup import build_fitting
 from service.fitting.stage import FitRoute, Fitting
-from service.routing import Router
+from service.governor import Priority, RateGovernor
+from service.retry import Retrier, RetryPolicy
+from service.routing import Router, Upstream
 from service.routing_file import RouteConfig, RoutesError, load_routes
 from service.settings import Settings, load_settings
 from service.validation import ValidationError, validate
-from tests.unit.test_route_decision import router, upstream
+from tests.unit.test_route_decision import NamedBackend, router, upstream
 
 ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 
@@ -122,6 +126,42 @@ async def test_an_image_over_its_routes_byte_limit_is_fitted_not_refused() -> No
         assert fitting.checked(request, route)
     finally:
         await fitting.aclose()
+
+
+async def test_an_image_sent_as_given_has_its_header_read_once_and_the_request_itself_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[bytes] = []
+
+    def counted(content: bytes) -> Header:
+        reads.append(content)
+        return read_header(content)
+
+    monkeypatch.setattr(stage, "read_header", counted)
+    sent: list[ModerateImageRequest] = []
+
+    class Recording(NamedBackend):
+        async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
+            sent.append(request)
+            return await super().moderate(request, timeout=timeout)
+
+    backend, governor = Recording("cloud"), RateGovernor(1000)
+    cloud = Upstream(backend, governor, Retrier(backend, RetryPolicy(), governor=governor))
+    routing = Router([cloud], [], RouteConfig(chain=("cloud",)))
+    fitting = Fitting(routing, lambda _: FitRoute(), ImageFetcher(FetchPolicy()))
+    request = ModerateImageRequest(content=png_header(400, 300))
+    route = routing.route_for("")
+    try:
+        fit = fitting.fit(request, route)
+        assert fit is not None
+        answer = await fitting.moderate(request, route, Deadline.for_call(None, cap=5.0), Priority.BATCH, fit)
+    finally:
+        await fitting.aclose()
+    assert len(reads) == 1
+    # The request as the caller sent it: its bytes were not copied into another message.
+    assert len(sent) == 1
+    assert sent[0] is request
+    assert (answer.normalization.original_width, answer.normalization.reencoded) == (400, "")
 
 
 def write(tmp_path: Path, route: str) -> Path:

@@ -25,7 +25,7 @@ from service.errors import KIND_POLICIES
 
 
 def request_params(request: ModerateImageRequest) -> dict[str, Any]:
-    params: dict[str, Any] = json.loads(request_body(request))
+    params: dict[str, Any] = json.loads(bytes(request_body(request)))
     return params
 
 
@@ -93,7 +93,7 @@ def test_every_request_field_is_sent_under_its_ims_name() -> None:
 
 def test_the_image_is_spliced_in_as_base64_bytes_unescaped() -> None:
     image = bytes(range(256)) * 40
-    body = request_body(ModerateImageRequest(content=image, biz_type="policy_a"))
+    body = bytes(request_body(ModerateImageRequest(content=image, biz_type="policy_a")))
     encoded = base64.b64encode(image)
     assert body == b'{"FileContent":"' + encoded + b'","BizType":"policy_a","Interval":0,"MaxFrames":1}'
 
