@@ -339,10 +339,9 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
 def _otlp_span_exporter(env: Mapping[str, str]) -> SpanExporter:
     # The exporters read their endpoint, headers, certificates and timeouts from the OTEL_* variables.
     if _protocol(env, "TRACES") == "grpc":
-        # The OTLP/gRPC exporter, with an encoding of its messages that costs half as much CPU.
-        from service.telemetry_encoding import GrpcSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcSpanExporter()
+        return GrpcExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     return HttpExporter()
