@@ -94,10 +94,19 @@ async def test_redis_down_falls_back_to_the_share_and_rejoins_within_two_seconds
     assert all(str(redis.port) not in line for line in lines)
 
 
-async def test_a_rate_limit_slows_the_whole_fleet_once_and_gently(replicas: Factory) -> None:
+async def test_a_rate_limit_the_margin_cannot_explain_slows_the_whole_fleet_once_and_gently(
+    replicas: Factory,
+) -> None:
     first, second = replicas(), replicas()
     await grant_times([first, second], 2)
-    sent_at = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    period = first.period
+    first.upstream_rate_limited(loop.time())  # the margin's to answer: it rises, the pace holds
+    await eventually(lambda: first.period > period)
+    assert (first.rate, second.rate) == (QPS, QPS)
+    await asyncio.sleep(first.period * 1.1)
+    await grant_times([first, second], 2)  # both replicas hear the raised margin
+    sent_at = loop.time()
     first.upstream_rate_limited(sent_at)
     second.upstream_rate_limited(sent_at)  # the same period: the fleet slows down once
     await eventually(lambda: max(first.rate, second.rate) < QPS)  # the second learns at its next heartbeat

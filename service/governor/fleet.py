@@ -7,8 +7,8 @@
 - **Parts with one job each.** `membership.py`: the calls to Redis, heartbeats and the estimate of
   Redis's clock; `fallback.py`: what the replica spends while Redis is away, and its way back;
   `schedule.py`: the slot store in Redis. This module waits callers on the slots.
-- **Backoff.** RequestLimitExceeded lowers the fleet's pace gently and widens its margin (at most once
-  a period fleet-wide); both come back slowly (`pacing.py`).
+- **Backoff.** RequestLimitExceeded widens the fleet's margin, and lowers its pace gently if the margin
+  cannot explain it (at most once a period fleet-wide); both come back slowly (`pacing.py`).
 """
 
 from __future__ import annotations

@@ -137,9 +137,9 @@ class RateGovernor:
         was too small, or somebody else spends this account's budget too."""
         now = asyncio.get_running_loop().time()
         if now - self._last_change >= self.period:
-            self.rate = max(1.0, self.rate * DECREASE_FACTOR)
+            if self._margin.rate_limited(sent_at, now):
+                self.rate = max(1.0, self.rate * DECREASE_FACTOR)
             self._last_change = now
-            self._margin.rate_limited(sent_at, now)
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()

@@ -11,8 +11,8 @@ governor's too: the scripts are generated from its numbers.
 
 Keys, under one hash tag so a cluster keeps them on one shard, all expiring when unused:
 - `<prefix>{<budget>}:pace`   hash: tat, rate, changed (last rate change), itat (interactive schedule),
-  margin, quiet (slots reserved since the margin last changed) and floor (what the margin may not shrink
-  below)
+  margin, quiet (slots reserved since the margin last changed), floor (what the margin may not shrink
+  below) and taught (the floor the last RequestLimitExceeded raised it to)
 - `<prefix>{<budget>}:alive`  sorted set: replica id -> last heartbeat
 - `<prefix>{<budget>}:batch`  sorted set: replica id -> when it last asked for batch slots
 - `<prefix>{<budget>}:held:<replica>`  sorted set: the replica's batch slots not yet due
@@ -43,7 +43,8 @@ _PACE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window, qps, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat', 'margin', 'quiet', 'floor')
+local state = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'changed', 'itat', 'margin', 'quiet', 'floor',
+  'taught')
 local tat = tonumber(state[1]) or now
 local rate = tonumber(state[2]) or qps
 local changed = tonumber(state[3]) or 0
@@ -53,6 +54,8 @@ local margin_floor = tonumber(state[7]) or {pacing.LEAST!r}
 margin_floor = math.min({pacing.MOST!r}, math.max({pacing.LEAST!r}, margin_floor))
 local margin = math.min({pacing.MOST!r}, math.max(margin_floor, tonumber(state[5]) or {pacing.START!r}))
 local quiet = tonumber(state[6]) or 0
+local taught = tonumber(state[8]) or {pacing.NOT_TAUGHT!r}
+taught = math.min({pacing.NOT_TAUGHT!r}, math.max({pacing.LEAST!r}, taught))
 local horizon = tonumber(ARGV[9])
 -- Times ahead of Redis's clock were read from a clock that has since stepped back (an NTP step, a VM
 -- resume, a failover to a replica with another clock): held to now, or to what the schedule may hold.
@@ -205,7 +208,8 @@ return answer(reserved, first)
 
 # ARGV: window_us, qps, step, ttl_ms, id, heartbeat_us, not_before_us, silent_us, horizon_us, decrease
 # factor (0: only a heartbeat), the margin the refused request was sent under (millionths).
-# At most one decrease (and raise of the margin's floor) per period, whichever replica reports it. Returns
+# At most one raise of the margin's floor (and decrease, if the margin cannot explain the refusal) per
+# period, whichever replica reports it. Returns
 # {replicas, rate * 1000, now, margin * 1e6}.
 _HEARTBEAT = (
     _PACE
@@ -213,15 +217,19 @@ _HEARTBEAT = (
 local replicas = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 local factor = tonumber(ARGV[10])
 if factor > 0 and now - changed >= period then
-  rate = math.max(1, rate * factor)
   changed = now
   local sent_under = math.max(0, tonumber(ARGV[11]) / 1000000)
-  margin_floor = math.min({pacing.MOST!r}, sent_under + {pacing.FLOOR_ABOVE!r})
+  -- `pacing.unexplained`: only a refusal the learned margin cannot explain lowers the pace too.
+  if sent_under >= taught - {pacing.PRECISION!r} then
+    rate = math.max(1, rate * factor)
+  end
+  taught = math.min({pacing.MOST!r}, sent_under + {pacing.FLOOR_ABOVE!r})
+  margin_floor = taught
   margin = math.max(margin, margin_floor)
   quiet = 0
 end
 redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'changed', changed, 'itat', itat, 'margin', margin,
-  'quiet', quiet, 'floor', margin_floor)
+  'quiet', quiet, 'floor', margin_floor, 'taught', taught)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return {{replicas, math.floor(rate * 1000), now, math.floor(margin * 1000000)}}
 """

@@ -95,18 +95,23 @@ async def test_a_cancelled_waiter_spends_no_slot() -> None:
     await governor.aclose()
 
 
-async def test_a_lone_rate_limit_costs_a_few_percent_then_the_pace_recovers() -> None:
+async def test_a_lone_rate_limit_costs_only_the_margin_and_one_it_cannot_explain_slows_the_pace() -> None:
     governor = RateGovernor(10, window=WINDOW)
     sent_at = asyncio.get_running_loop().time()
     governor.upstream_rate_limited(sent_at)
-    assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
-    governor.upstream_rate_limited(sent_at)  # the same window: one decrease only
-    assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
-    # The margin rose a little too, to FLOOR_ABOVE over the one the request was sent under.
+    governor.upstream_rate_limited(sent_at)  # the same window: one lesson only
+    # The margin rose a little, to FLOOR_ABOVE over the one the request was sent under; the pace held.
     assert governor.period == pytest.approx((1 + START + FLOOR_ABOVE) * WINDOW)
+    assert governor.rate == 10
+    await asyncio.sleep(governor.period * 1.1)
+    # Refused again under the margin that refusal taught: the margin is not what falls short.
+    governor.upstream_rate_limited(asyncio.get_running_loop().time())
+    assert governor.rate == pytest.approx(10 * DECREASE_FACTOR)
+    assert governor.period == pytest.approx((1 + START + 2 * FLOOR_ABOVE) * WINDOW)
     await asyncio.sleep(governor.period * 2.1)
     await grant_times(governor, 3)
     assert governor.rate > 10 * DECREASE_FACTOR
+    await governor.aclose()
 
 
 def test_the_learned_margin_shrinks_while_quiet_down_to_a_floor_that_a_rate_limit_raises() -> None:
@@ -130,7 +135,7 @@ def test_the_learned_margin_shrinks_while_quiet_down_to_a_floor_that_a_rate_limi
     assert margin.value == LEAST
     # A request sent back then is refused now: the floor rises over the margin it was sent under (not
     # over LEAST, the margin when its answer came back), and stays however quiet the path is after.
-    margin.rate_limited(sent_under_start_less_one_shrink, clock)
+    assert not margin.rate_limited(sent_under_start_less_one_shrink, clock)  # the margin's to answer
     raised = START - SHRINK + FLOOR_ABOVE
     assert margin.value == pytest.approx(raised)
     grant(20 * shrink_after)
@@ -138,6 +143,8 @@ def test_the_learned_margin_shrinks_while_quiet_down_to_a_floor_that_a_rate_limi
     # The floor sinks back, a shrink per minute's worth of the budget: a path that calmed is trusted again.
     grant(round((raised - LEAST) / FORGET) * shrink_after)
     assert margin.value == LEAST
-    for _ in range(20):
-        margin.rate_limited(clock, clock)
+    # Refused under less than the margin the last refusal taught: the floor had sunk, the margin answers.
+    assert not margin.rate_limited(clock, clock)
+    # Refused again under what that one taught: the margin cannot explain it, the pace must drop too.
+    assert all(margin.rate_limited(clock, clock) for _ in range(20))
     assert margin.value == MOST
