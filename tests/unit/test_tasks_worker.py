@@ -70,6 +70,8 @@ def worker(store: MemoryTaskStore, path: Path, states: list[int], renew_every: f
         renew_every=renew_every,
         tracer=trace.NoOpTracer(),
         on_state=states.append,
+        on_doubt=lambda _: None,
+        resend_in_doubt=False,
         outward=Scrubber(),
     )
 
@@ -227,6 +229,8 @@ async def test_the_work_links_to_the_submission_and_the_metrics_count_each_state
         renew_every=1.0,
         tracer=tracer,
         on_state=metrics.state,
+        on_doubt=metrics.in_doubt,
+        resend_in_doubt=False,
         outward=Scrubber(),
     )
     await worker.run(submitted)
