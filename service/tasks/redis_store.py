@@ -79,8 +79,9 @@ return 1
 # gone (past its retention) is an error: no hash without an expiry is left behind.
 _RECORD_SENT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('the task is gone') end
+local counted = redis.call('HINCRBY', KEYS[1], 'attempts_sent', 1)
 redis.call('HSET', KEYS[1], 'sent_at', ARGV[1])
-return redis.call('HINCRBY', KEYS[1], 'attempts_sent', 1)
+return counted
 """
 # Takes up to ARGV[3] deliveries due by ARGV[1] from the schedules KEYS (one per account), each leased
 # until ARGV[2]: a flat list of (index of its schedule in KEYS, task id).
