@@ -15,7 +15,6 @@ from google.rpc import error_details_pb2
 from moderation.v1.moderation_service_pb2 import (
     ModerateImageRequest,
     ModerateImageResponse,
-    ModerationTask,
     Suggestion,
     TaskState,
 )
@@ -38,21 +37,7 @@ from service.tasks.metrics import TaskMetrics
 from service.tasks.model import Task
 from service.tasks.worker import TaskWorker
 from tests.support.metrics import points
-
-SENT_AT = 1_796_000_000.0  # 2026-11-30T00:53:20Z
-
-
-def task(*, sent: int = 0, state: int = TaskState.TASK_STATE_PENDING) -> Task:
-    return Task(
-        view=ModerationTask(task_id="tsk_1_a", state=state),  # type: ignore[arg-type]
-        request=ModerateImageRequest(data_id="a"),
-        callback_url="",
-        caller="",
-        owner="o",
-        deadline=time.time() + 60,
-        attempts_sent=sent,
-        sent_at=SENT_AT if sent else None,
-    )
+from tests.support.tasks import queued_task as task
 
 
 def test_a_task_is_in_doubt_only_with_an_attempt_sent_and_no_outcome_saved() -> None:
