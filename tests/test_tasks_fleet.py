@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from moderation.v1.moderation_service_pb2 import DeliveryState, GetModerationTaskRequest
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 from standardwebhooks.webhooks import Webhook
@@ -73,7 +75,7 @@ async def submit_all(addresses: list[str], count: int, callback_url: str, prefix
             ids += await asyncio.gather(
                 *(
                     submit(stubs[i % len(stubs)], f"{prefix}-{i}", callback_url)
-                    for i in range(start, start + 50)
+                    for i in range(start, min(start + 50, count))
                 )
             )
         return ids
@@ -156,6 +158,62 @@ async def test_a_replica_killed_mid_task_loses_nothing_and_pays_at_most_once_per
     assert in_doubt <= set(by_doomed)
     assert 0 < in_flight <= len(in_doubt) <= WORKERS
     assert set(by_doomed + by_survivor) - in_doubt == set(data_ids.values()) - in_doubt
+
+
+async def test_with_resend_in_doubt_on_the_killed_replicas_calls_are_paid_again_and_succeed(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    """The operator chose to pay twice rather than lose a verdict: the tasks whose calls were in flight
+    when their replica was killed are sent again by the replica taking them over, and succeed; each is
+    paid once at each front door, nothing more."""
+    settings = {
+        **FLEET_SETTINGS,
+        "MODERATION_REDIS_URL": durable_redis.url,
+        "MODERATION_TASK_RESEND_IN_DOUBT": "on",
+    }
+    with emulator_with(2.0) as doomed_ims, emulator_with(0.02) as survivor_ims:
+        with gateway_process(doomed_ims, **settings) as (doomed, doomed_address):
+            ids = await submit_all([doomed_address], 4, receiver.url(), "resent")
+            await eventually(lambda: doomed_ims.stats.in_flight == len(ids), within=10, every=0.001)
+            doomed.send_signal(signal.SIGKILL)
+        with gateway_process(survivor_ims, **settings):
+            await receiver.wait_for_tasks(ids)
+    assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}
+    data_ids = Counter(f"resent-{n}" for n in range(len(ids)))
+    assert billed_per_task(doomed_ims) == billed_per_task(survivor_ims) == data_ids
+
+
+async def refused_records(admin: aioredis.Redis) -> int:
+    """The task attempts' records Redis refused (its ACL log: the HINCRBY they count with, in a script)."""
+    entries: list[dict[str, Any]] = await admin.acl_log()
+    return sum(int(e["count"]) for e in entries if e["object"] == "hincrby" and e["context"] == "lua")
+
+
+async def test_an_attempt_that_cannot_be_recorded_is_not_sent_and_its_task_waits(
+    redis: RedisServer, receiver: Receiver
+) -> None:
+    """Redis refuses the record of each billed attempt (an ACL denies the command it counts with) and
+    serves everything else: the tasks run and reach their rate slots, and their calls are refused before
+    they are sent; once the record can be written, each task is sent once and succeeds."""
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": redis.url}
+    admin = aioredis.Redis.from_url(redis.url)
+    await admin.acl_setuser("default", enabled=True, commands=["-hincrby"])
+    try:
+        with emulator_with(0.02) as emulator, gateway_process(emulator, **settings) as (_, address):
+            ids = await submit_all([address], 3, receiver.url(), "unrecorded")
+            # Each task refused twice at least: it waited, asked again, and was refused again.
+            await eventually(lambda: _at_least(refused_records(admin), 2 * len(ids)), within=20)
+            assert emulator.stats.received == []
+            await admin.acl_setuser("default", enabled=True, commands=["+hincrby"])
+            await receiver.wait_for_tasks(ids)
+    finally:
+        await admin.aclose()
+    assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}
+    assert billed_per_task(emulator) == Counter(f"unrecorded-{n}" for n in range(len(ids)))
+
+
+async def _at_least(count: Awaitable[int], least: int) -> bool:
+    return await count >= least
 
 
 # Attempts 0, 1, 3, 7, 15, 23, 31, 39 s after the first (each spread by 10 %): a 30 s outage is
