@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from moderation.v1.moderation_service_pb2 import DeliveryState, GetModerationTaskRequest
+from moderation.v1.moderation_service_pb2 import DeliveryState, GetModerationTaskRequest, ModerateImageRequest
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 from standardwebhooks.webhooks import Webhook
 
@@ -26,6 +27,7 @@ from testbed.redis_server import RedisServer, redis_server
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.tasks import (
+    IMAGE,
     SECRET,
     TASK_SETTINGS,
     Received,
@@ -173,14 +175,47 @@ async def test_with_resend_in_doubt_on_the_killed_replicas_calls_are_paid_again_
     }
     with emulator_with(2.0) as doomed_ims, emulator_with(0.02) as survivor_ims:
         with gateway_process(doomed_ims, **settings) as (doomed, doomed_address):
-            ids = await submit_all([doomed_address], 4, receiver.url(), "resent")
-            await eventually(lambda: doomed_ims.stats.in_flight == len(ids), within=10, every=0.001)
+            ids = await in_flight_at(doomed_ims, doomed_address, 4, receiver.url(), "resent")
             doomed.send_signal(signal.SIGKILL)
         with gateway_process(survivor_ims, **settings):
             await receiver.wait_for_tasks(ids)
     assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}
     data_ids = Counter(f"resent-{n}" for n in range(len(ids)))
     assert billed_per_task(doomed_ims) == billed_per_task(survivor_ims) == data_ids
+
+
+async def test_a_task_in_doubt_whose_verdict_the_cache_has_succeeds_without_a_call(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    """Another call paid for the image's verdict while the task's call was in flight: the replica taking
+    the task over answers it from its verdict cache, and sends nothing for it."""
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url, "MODERATION_CACHE": "memory"}
+    # The doomed replica's call hangs until its replica is killed.
+    with (
+        emulator_with(math.inf) as doomed_ims,
+        emulator_with(0.02) as survivor_ims,
+        gateway_process(doomed_ims, **settings) as (doomed, doomed_address),
+    ):
+        ids = await in_flight_at(doomed_ims, doomed_address, 1, receiver.url(), "cached")
+        with gateway_process(survivor_ims, **settings) as (_, survivor):
+            # The task is still held (its lease renewed): the survivor's own call pays for the verdict.
+            async with open_channel(survivor) as channel:
+                unary = ModerateImageRequest(content=IMAGE, data_id="unary")
+                await ModerationServiceStub(channel).ModerateImage(unary, timeout=10)
+            doomed.send_signal(signal.SIGKILL)
+            await receiver.wait_for_tasks(ids)
+    assert [ending_of(r) for r in receiver.received] == ["SUCCEEDED"]
+    assert billed_per_task(doomed_ims) == Counter(["cached-0"])
+    assert billed_per_task(survivor_ims) == Counter(["unary"])
+
+
+async def in_flight_at(
+    ims: ImsEmulator, address: str, count: int, callback_url: str, prefix: str
+) -> list[str]:
+    """`count` tasks submitted to the replica at `address`, once `ims` has all their calls in flight."""
+    ids = await submit_all([address], count, callback_url, prefix)
+    await eventually(lambda: ims.stats.in_flight == count, within=10, every=0.001)
+    return ids
 
 
 async def refused_records(admin: aioredis.Redis) -> int:
