@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from moderation.v1.moderation_service_pb2 import DeliveryState, GetModerationTaskRequest, ModerateImageRequest
@@ -149,6 +150,9 @@ async def test_a_replica_killed_mid_task_loses_nothing_and_pays_at_most_once_per
     ended = {r.headers["webhook-id"]: ending_of(r) for r in receiver.received}
     in_doubt = {data_ids[t] for t, ending in ended.items() if ending == "TASK_OUTCOME_IN_DOUBT"}
     assert set(ended.values()) <= {"SUCCEEDED", "TASK_OUTCOME_IN_DOUBT"}
+    for error in (r.json["data"] for r in receiver.received if ending_of(r) == "TASK_OUTCOME_IN_DOUBT"):
+        assert error["code"] == grpc.StatusCode.ABORTED.value[0]
+        assert "may have been billed" in error["message"]
     by_doomed, by_survivor = billed_per_task(doomed_ims), billed_per_task(survivor_ims)
     in_flight = doomed_ims.stats.aborted  # calls the killed replica sent and never heard answered
     record_property("calls in flight at the kill", in_flight)
