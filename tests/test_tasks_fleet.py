@@ -194,6 +194,8 @@ async def test_a_task_in_doubt_whose_verdict_the_cache_has_succeeds_without_a_ca
     """Another call paid for the image's verdict while the task's call was in flight: the replica taking
     the task over answers it from its verdict cache, and sends nothing for it."""
     settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url, "MODERATION_CACHE": "memory"}
+    # Renewed every 1.3 s: the held task is not taken over while the survivor starts on a loaded machine.
+    settings["MODERATION_TASK_LEASE"] = "4"
     # The doomed replica's call hangs until its replica is killed.
     with (
         emulator_with(math.inf) as doomed_ims,
@@ -208,7 +210,7 @@ async def test_a_task_in_doubt_whose_verdict_the_cache_has_succeeds_without_a_ca
                 await ModerationServiceStub(channel).ModerateImage(unary, timeout=10)
             doomed.send_signal(signal.SIGKILL)
             await receiver.wait_for_tasks(ids)
-    assert [ending_of(r) for r in receiver.received] == ["SUCCEEDED"]
+    assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}  # a callback may come twice
     assert billed_per_task(doomed_ims) == Counter(["cached-0"])
     assert billed_per_task(survivor_ims) == Counter(["unary"])
 
