@@ -46,6 +46,10 @@ class Kind(enum.Enum):
     CALLER_QUOTA_EXHAUSTED = "caller_quota_exhausted"
     # The fleet's quota counts (Redis) cannot be reached and the quota mode is fail-closed; nothing was sent.
     QUOTA_UNAVAILABLE = "quota_unavailable"
+    # An asynchronous task taken over from a replica that stopped while the task's backend call was in
+    # flight: that call may have been billed, and its answer died with the replica (IMS cannot be asked
+    # for it again), so the gateway does not send another; nothing was sent.
+    OUTCOME_IN_DOUBT = "outcome_in_doubt"
 
 
 class BackendError(Exception):

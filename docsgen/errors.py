@@ -52,6 +52,11 @@ WHEN: dict[Kind, str] = {
         "the fleet's quota counts (Redis) cannot be reached and `MODERATION_QUOTA_REDIS_FAILURE` is "
         "`fail-closed`; nothing was sent; `RetryInfo`"
     ),
+    Kind.OUTCOME_IN_DOUBT: (
+        "(a task's error) the replica running the task stopped while its IMS call was in flight: that "
+        "call may have been billed and its answer is lost, so it was not sent again (unless "
+        "`MODERATION_TASK_RESEND_IN_DOUBT`); submit again with a new idempotency key to pay for another"
+    ),
 }
 
 # The gateway's own refusals, before or beside any backend: (gRPC code, reasons, when). The drift test

@@ -123,6 +123,7 @@ LABELS: dict[str, str] = {
     "moderation_task_unserved_queue_depth": "",
     "moderation_task_callback_attempts_total": "`moderation_outcome` (`delivered`, `gone`, `http_3xx`, "
     "`http_4xx`, `http_5xx`, `no_answer`, `refused`)",
+    "moderation_task_in_doubt_total": "`moderation_outcome` (`not_sent`, `sent_again`, `not_needed`)",
 }
 
 

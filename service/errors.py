@@ -274,6 +274,22 @@ KIND_POLICIES: Final = _complete(
             billed=False,
             about_the_request=False,
         ),
+        # ABORTED, not UNAVAILABLE: sending the same submission again (its idempotency key) answers the
+        # same task; only a new submission, a new call paid for, can succeed.
+        Kind.OUTCOME_IN_DOUBT: KindPolicy(
+            code=grpc.StatusCode.ABORTED,
+            reason="TASK_OUTCOME_IN_DOUBT",
+            retried=False,
+            # The next backend would be a second paid call for the image just as well.
+            fails_over=False,
+            circuit=CircuitEffect.NONE,
+            operator_fault=False,
+            retry_delay=None,
+            # This attempt was not sent (the one that may have been billed was the stopped replica's).
+            billed=False,
+            # About the task, not the image: a call sharing it (the verdict cache) makes its own.
+            about_the_request=False,
+        ),
     }
 )
 

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
@@ -27,6 +28,13 @@ from service.governor import Governor, Priority
 from service.quotas.attempt import AttemptQuota
 from service.quotas.guard import NOTHING_RESERVED
 from service.telemetry import Metrics, Telemetry
+
+# Set by whoever must know of each billed attempt before it is sent (an asynchronous task records it, or
+# refuses it): awaited after the attempt's rate slot, and only by the retrier of a backend that bills. It
+# raises `BackendError` to keep the attempt from being sent. Unset (None) for unary and stream calls.
+BEFORE_BILLED_ATTEMPT: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "BEFORE_BILLED_ATTEMPT", default=None
+)
 
 # An attempt is sent only with this multiple of the backend's typical (mean) latency left: the mean
 # alone would leave about half of the attempts sent on it to time out, billed.
@@ -68,6 +76,7 @@ class Retrier:
         *,
         governor: Governor | None = None,
         quota: AttemptQuota | None = None,
+        billed: bool = False,
         telemetry: Telemetry | None = None,
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -76,6 +85,8 @@ class Retrier:
         self._policy = policy
         self._governor = governor
         self._quota = quota
+        # Its provider bills each attempt (`BEFORE_BILLED_ATTEMPT` is awaited before each).
+        self._billed = billed
         telemetry = telemetry or Telemetry.off()
         self._tracer = telemetry.tracer
         self._metrics: Metrics = telemetry.metrics
@@ -109,9 +120,12 @@ class Retrier:
                 raise self._failure(refused, attempt, budget) from None
             try:
                 await self._slot_to_finish(priority, deadline, shares, first=attempt == 0)
+                if self._billed and (before := BEFORE_BILLED_ATTEMPT.get()) is not None:
+                    await before()
             except BackendError as refused:
                 await ticket.release()
-                # Out of time for a retry: the failure that made us retry is the one to report.
+                # Out of time for a retry (or a retry's send refused by `BEFORE_BILLED_ATTEMPT`): the
+                # failure that made us retry is the one to report.
                 raise self._failure(last_error or refused, attempt, budget) from None
             except BaseException:
                 await ticket.release()  # cancelled while waiting for its slot: nothing was sent

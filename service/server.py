@@ -214,6 +214,7 @@ def build_router(
             RetryPolicy(max_attempts=options.max_attempts),
             governor=governor,
             quota=attempt_quota(billing, quotas),
+            billed=billing is not None,
             telemetry=telemetry,
         )
         breaker = CircuitBreaker(

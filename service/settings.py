@@ -506,6 +506,15 @@ class Settings(Declared):
         "silent is taken over by another (a replica at work renews its tasks' leases three times a "
         "lease). Keep it above the 15 s callback time-out; lower it only in tests.",
     )
+    task_resend_in_doubt: Annotated[bool, BeforeValidator(_on_off)] = Field(
+        False,
+        validation_alias="MODERATION_TASK_RESEND_IN_DOUBT",
+        description="fleet mode: what becomes of a task taken over from a replica that stopped while the "
+        "task's backend call was in flight (IMS may have billed that call, and cannot be asked for its "
+        "answer again). `off`: it is not sent again and fails with `ABORTED` (`TASK_OUTCOME_IN_DOUBT`), "
+        "unless the verdict cache has the image's answer; `on`: it is sent again, and paid twice.",
+        json_schema_extra={"default_text": "`off`"},
+    )
 
     # Built by `load_settings` from the variables above, never read from a variable of their own.
     backends: tuple[BackendConfig, ...] = ()

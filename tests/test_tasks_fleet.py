@@ -1,18 +1,24 @@
 """Asynchronous tasks in fleet mode: two real gateway processes sharing a real redis-server (append-only
 file on), the emulator and a loopback receiver. Every task delivered and verified by `standardwebhooks`,
-its body what GetModerationTask answers; a replica killed with SIGKILL loses nothing; receivers down
+its body what GetModerationTask answers; a replica killed with SIGKILL loses nothing and pays at most once
+per task (a task whose call it had in flight fails in doubt, or, if chosen, is paid again); an attempt
+that cannot be recorded is not sent; receivers down
 for 30 s get every callback once back; Redis restarted from its AOF loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
+import grpc
 import pytest
-from moderation.v1.moderation_service_pb2 import DeliveryState, GetModerationTaskRequest
+import redis.asyncio as aioredis
+from moderation.v1.moderation_service_pb2 import DeliveryState, GetModerationTaskRequest, ModerateImageRequest
 from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 from standardwebhooks.webhooks import Webhook
 
@@ -22,8 +28,10 @@ from testbed.redis_server import RedisServer, redis_server
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
 from tests.support.tasks import (
+    IMAGE,
     SECRET,
     TASK_SETTINGS,
+    Received,
     Receiver,
     data_of,
     gateway_process,
@@ -70,7 +78,7 @@ async def submit_all(addresses: list[str], count: int, callback_url: str, prefix
             ids += await asyncio.gather(
                 *(
                     submit(stubs[i % len(stubs)], f"{prefix}-{i}", callback_url)
-                    for i in range(start, start + 50)
+                    for i in range(start, min(start + 50, count))
                 )
             )
         return ids
@@ -78,6 +86,15 @@ async def submit_all(addresses: list[str], count: int, callback_url: str, prefix
 
 def billed_per_task(emulator: ImsEmulator) -> Counter[str]:
     return Counter(str(params.get("DataId")) for _, params in emulator.stats.received)
+
+
+def ending_of(callback: Received) -> str:
+    """How the task ended: SUCCEEDED, or the ErrorInfo reason of its error."""
+    body = callback.json
+    if body["type"] == "moderation.task.succeeded":
+        return "SUCCEEDED"
+    (info,) = (d for d in body["data"]["details"] if d["@type"].endswith("google.rpc.ErrorInfo"))
+    return str(info["reason"])
 
 
 async def test_1000_tasks_over_two_replicas_each_delivered_signed_and_as_get_answers(
@@ -104,13 +121,14 @@ async def test_1000_tasks_over_two_replicas_each_delivered_signed_and_as_get_ans
         assert emulator.stats.billed == 1000
 
 
-async def test_a_replica_killed_mid_task_loses_nothing_and_only_its_calls_in_flight_are_paid_twice(
+async def test_a_replica_killed_mid_task_loses_nothing_and_pays_at_most_once_per_task(
     durable_redis: RedisServer, receiver: Receiver, record_property: Callable[[str, object], None]
 ) -> None:
     """Each replica calls an emulator of its own (one account's two front doors), so which replica sent
     which call, and which calls the killed one had in flight (the calls its emulator saw abandoned), is
-    known. IMS has no way to fetch an answer later: a call in flight when its replica dies is paid
-    again by the replica that takes its task over. Nothing else is."""
+    known. IMS bills a call its client gave up on and cannot be asked for its answer later: a task whose
+    call was in flight when its replica died (or answered, but not yet saved) is in doubt, and is not
+    sent again: it fails saying so. Every other task succeeds, and no task is paid twice."""
     settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url}
     with (
         emulator_with(0.3) as doomed_ims,
@@ -119,8 +137,8 @@ async def test_a_replica_killed_mid_task_loses_nothing_and_only_its_calls_in_fli
         gateway_process(survivor_ims, **settings) as (_, survivor),
     ):
         ids = await submit_all([doomed_address, survivor], 300, receiver.url())
-        # Killed with calls in flight: each replica runs WORKERS at once.
-        await eventually(lambda: doomed_ims.stats.in_flight >= WORKERS // 2, within=10, every=0.001)
+        # Killed with every worker's call in flight (none between recording its attempt and sending it).
+        await eventually(lambda: doomed_ims.stats.in_flight >= WORKERS, within=10, every=0.001)
         doomed.send_signal(signal.SIGKILL)
         await receiver.wait_for_tasks(ids)
         delivered = Counter(r.headers["webhook-id"] for r in receiver.received)
@@ -128,17 +146,115 @@ async def test_a_replica_killed_mid_task_loses_nothing_and_only_its_calls_in_fli
         # A callback sent twice (its replica died before recording it) carries the same webhook-id and body.
         for task_id in (t for t, times in delivered.items() if times > 1):
             assert len({r.body for r in receiver.received if r.headers["webhook-id"] == task_id}) == 1
+    data_ids = {task_id: f"fleet-{n}" for n, task_id in enumerate(ids)}
+    ended = {r.headers["webhook-id"]: ending_of(r) for r in receiver.received}
+    in_doubt = {data_ids[t] for t, ending in ended.items() if ending == "TASK_OUTCOME_IN_DOUBT"}
+    assert set(ended.values()) <= {"SUCCEEDED", "TASK_OUTCOME_IN_DOUBT"}
+    for error in (r.json["data"] for r in receiver.received if ending_of(r) == "TASK_OUTCOME_IN_DOUBT"):
+        assert error["code"] == grpc.StatusCode.ABORTED.value[0]
+        assert "may have been billed" in error["message"]
     by_doomed, by_survivor = billed_per_task(doomed_ims), billed_per_task(survivor_ims)
     in_flight = doomed_ims.stats.aborted  # calls the killed replica sent and never heard answered
-    paid_twice = sorted(set(by_doomed) & set(by_survivor))
     record_property("calls in flight at the kill", in_flight)
-    record_property("tasks paid twice", len(paid_twice))
-    # Each replica paid each task once at most. Every call in flight at the kill was paid again, and so
-    # was every call answered but not yet saved (a loaded replica may hold a dozen such answers): the
-    # tasks in its hands, WORKERS at most; never a task the survivor held, never a third time.
-    assert max(by_doomed.values()) == max(by_survivor.values()) == 1
-    assert sum((by_doomed + by_survivor).values()) == len(ids) + len(paid_twice)
-    assert 0 < in_flight <= len(paid_twice) <= WORKERS
+    record_property("tasks in doubt", len(in_doubt))
+    # At most one billed call per task, over both front doors: none paid twice.
+    assert max((by_doomed + by_survivor).values()) == 1
+    # Every task in doubt is one whose call the killed replica sent (in flight, or answered but not
+    # saved): the tasks in its hands, WORKERS at most. Every other task was paid once and succeeded.
+    assert in_doubt <= set(by_doomed)
+    assert 0 < in_flight <= len(in_doubt) <= WORKERS
+    assert set(by_doomed + by_survivor) - in_doubt == set(data_ids.values()) - in_doubt
+
+
+async def test_with_resend_in_doubt_on_the_killed_replicas_calls_are_paid_again_and_succeed(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    """The operator chose to pay twice rather than lose a verdict: the tasks whose calls were in flight
+    when their replica was killed are sent again by the replica taking them over, and succeed; each is
+    paid once at each front door, nothing more."""
+    settings = {
+        **FLEET_SETTINGS,
+        "MODERATION_REDIS_URL": durable_redis.url,
+        "MODERATION_TASK_RESEND_IN_DOUBT": "on",
+    }
+    with emulator_with(2.0) as doomed_ims, emulator_with(0.02) as survivor_ims:
+        with gateway_process(doomed_ims, **settings) as (doomed, doomed_address):
+            ids = await in_flight_at(doomed_ims, doomed_address, 4, receiver.url(), "resent")
+            doomed.send_signal(signal.SIGKILL)
+        with gateway_process(survivor_ims, **settings):
+            await receiver.wait_for_tasks(ids)
+    assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}
+    data_ids = Counter(f"resent-{n}" for n in range(len(ids)))
+    assert billed_per_task(doomed_ims) == billed_per_task(survivor_ims) == data_ids
+
+
+async def test_a_task_in_doubt_whose_verdict_the_cache_has_succeeds_without_a_call(
+    durable_redis: RedisServer, receiver: Receiver
+) -> None:
+    """Another call paid for the image's verdict while the task's call was in flight: the replica taking
+    the task over answers it from its verdict cache, and sends nothing for it."""
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": durable_redis.url, "MODERATION_CACHE": "memory"}
+    # Renewed every 1.3 s: the held task is not taken over while the survivor starts on a loaded machine.
+    settings["MODERATION_TASK_LEASE"] = "4"
+    # The doomed replica's call hangs until its replica is killed.
+    with (
+        emulator_with(math.inf) as doomed_ims,
+        emulator_with(0.02) as survivor_ims,
+        gateway_process(doomed_ims, **settings) as (doomed, doomed_address),
+    ):
+        ids = await in_flight_at(doomed_ims, doomed_address, 1, receiver.url(), "cached")
+        with gateway_process(survivor_ims, **settings) as (_, survivor):
+            # The task is still held (its lease renewed): the survivor's own call pays for the verdict.
+            async with open_channel(survivor) as channel:
+                unary = ModerateImageRequest(content=IMAGE, data_id="unary")
+                await ModerationServiceStub(channel).ModerateImage(unary, timeout=10)
+            doomed.send_signal(signal.SIGKILL)
+            await receiver.wait_for_tasks(ids)
+    assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}  # a callback may come twice
+    assert billed_per_task(doomed_ims) == Counter(["cached-0"])
+    assert billed_per_task(survivor_ims) == Counter(["unary"])
+
+
+async def in_flight_at(
+    ims: ImsEmulator, address: str, count: int, callback_url: str, prefix: str
+) -> list[str]:
+    """`count` tasks submitted to the replica at `address`, once `ims` has all their calls in flight."""
+    ids = await submit_all([address], count, callback_url, prefix)
+    await eventually(lambda: ims.stats.in_flight == count, within=10, every=0.001)
+    return ids
+
+
+async def refused_records(admin: aioredis.Redis) -> int:
+    """The task attempts' records Redis refused (its ACL log: the HINCRBY they count with, in a script)."""
+    entries: list[dict[str, Any]] = await admin.acl_log()
+    return sum(int(e["count"]) for e in entries if e["object"] == "hincrby" and e["context"] == "lua")
+
+
+async def test_an_attempt_that_cannot_be_recorded_is_not_sent_and_its_task_waits(
+    redis: RedisServer, receiver: Receiver
+) -> None:
+    """Redis refuses the record of each billed attempt (an ACL denies the command it counts with) and
+    serves everything else: the tasks run and reach their rate slots, and their calls are refused before
+    they are sent; once the record can be written, each task is sent once and succeeds."""
+    settings = {**FLEET_SETTINGS, "MODERATION_REDIS_URL": redis.url}
+    admin = aioredis.Redis.from_url(redis.url)
+    await admin.acl_setuser("default", enabled=True, commands=["-hincrby"])
+    try:
+        with emulator_with(0.02) as emulator, gateway_process(emulator, **settings) as (_, address):
+            ids = await submit_all([address], 3, receiver.url(), "unrecorded")
+            # Each task refused twice at least: it waited, asked again, and was refused again.
+            await eventually(lambda: _at_least(refused_records(admin), 2 * len(ids)), within=20)
+            assert emulator.stats.received == []
+            await admin.acl_setuser("default", enabled=True, commands=["+hincrby"])
+            await receiver.wait_for_tasks(ids)
+    finally:
+        await admin.aclose()
+    assert {ending_of(r) for r in receiver.received} == {"SUCCEEDED"}
+    assert billed_per_task(emulator) == Counter(f"unrecorded-{n}" for n in range(len(ids)))
+
+
+async def _at_least(count: Awaitable[int], least: int) -> bool:
+    return await count >= least
 
 
 # Attempts 0, 1, 3, 7, 15, 23, 31, 39 s after the first (each spread by 10 %): a 30 s outage is

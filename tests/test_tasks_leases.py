@@ -1,15 +1,18 @@
 """The Redis task store's leases on a real redis-server: a task renewed by its taker is not taken over;
 one left silent for a lease is, and its first taker's next renewal says so; one left behind many held
-ones is found too."""
+ones is found too; a billed attempt recorded sent by a replica that died is known to its successor."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import pytest
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerationTask, TaskState
+from redis import exceptions as redis_errors
 
 from service.governor.connect import redis_client
+from service.tasks.doubt import in_doubt
 from service.tasks.model import Task, new_task_id
 from service.tasks.redis_store import RedisTaskStore
 from testbed.redis_server import RedisServer
@@ -88,3 +91,41 @@ async def test_a_task_abandoned_behind_many_held_ones_is_taken_over(redis: Redis
     finally:
         for store in (holder, dead, taker):
             await store.aclose()
+
+
+async def test_an_attempt_recorded_sent_is_known_to_the_replica_taking_the_task_over(
+    redis: RedisServer,
+) -> None:
+    dead, taker = store_for(redis), store_for(redis)
+    try:
+        now = time.time()
+        view = ModerationTask(task_id=new_task_id(now), state=TaskState.TASK_STATE_PENDING)
+        await dead.add(Task(view, ModerateImageRequest(), "", "", "o", now + 60, account=ACCOUNT), None)
+        taken = await dead.take_work(2)
+        assert taken is not None
+        assert not in_doubt(taken)
+        taken.view.state = TaskState.TASK_STATE_RUNNING
+        await dead.save(taken)
+        await dead.record_sent(taken, now)
+        await dead.record_sent(taken, now + 1)  # a retry
+        # Its taker dies with the call in flight: the replica taking the task over knows it was sent.
+        taken_over = await taker.take_work(3 * LEASE)
+        assert taken_over is not None
+        assert (taken_over.attempts_sent, taken_over.sent_at) == (2, now + 1)
+        assert in_doubt(taken_over)
+    finally:
+        await dead.aclose()
+        await taker.aclose()
+
+
+async def test_an_attempt_of_a_task_gone_from_redis_is_not_recorded(redis: RedisServer) -> None:
+    store = store_for(redis)
+    try:
+        now = time.time()
+        view = ModerationTask(task_id=new_task_id(now), state=TaskState.TASK_STATE_PENDING)
+        gone = Task(view, ModerateImageRequest(), "", "", "o", now + 60, account=ACCOUNT)
+        with pytest.raises(redis_errors.ResponseError, match="the task is gone"):
+            await store.record_sent(gone, now)
+        assert await store.get(gone.task_id) is None  # no hash left behind without an expiry
+    finally:
+        await store.aclose()

@@ -55,6 +55,10 @@ class MemoryTaskStore:
         self._tasks[task.task_id] = task
         self._keep(task.task_id, max(time.time(), self._delivery_due.get(task.task_id, 0.0)))
 
+    async def record_sent(self, task: Task, at: float) -> None:
+        task.attempts_sent += 1
+        task.sent_at = at
+
     async def take_work(self, wait: float) -> Task | None:
         if not self._queue:
             self._queued.clear()

@@ -3,7 +3,9 @@
 Prometheus names: `moderation_tasks_total` (tasks entering each state, by `moderation_task_state`),
 `moderation_task_queue_depth` (tasks queued or being worked on), `moderation_task_oldest_pending_seconds`
 (the oldest queued task's age), `moderation_task_unserved_queue_depth` (tasks queued under accounts
-this gateway is not configured with) and `moderation_task_callback_attempts_total` (by `moderation_outcome`).
+this gateway is not configured with), `moderation_task_callback_attempts_total` (by `moderation_outcome`)
+and `moderation_task_in_doubt_total` (tasks taken over from a replica that stopped with their billed
+call in flight, by `moderation_outcome`: what became of them).
 """
 
 from __future__ import annotations
@@ -54,6 +56,17 @@ class TaskMetrics:
             unit="{attempt}",
             description="Callback delivery attempts, by outcome",
         )
+        self._in_doubt = meter.create_counter(
+            "moderation.task.in_doubt",
+            unit="{task}",
+            description="Asynchronous tasks taken over from a replica that stopped while their billed "
+            "backend call was in flight (the call may have been billed, its answer is lost), by what "
+            "became of them: not sent again and failed, sent again (MODERATION_TASK_RESEND_IN_DOUBT), or "
+            "not needing a call (the verdict cache or the policy answered)",
+        )
+
+    def in_doubt(self, ending: str) -> None:
+        self._in_doubt.add(1, {"moderation.outcome": ending})
 
     def state(self, state: int) -> None:
         name = TaskState.Name(state).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]

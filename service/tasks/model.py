@@ -73,6 +73,10 @@ class Task:
     # The hashed account of the route it was submitted on (`service.tasks.accounts`): its namespace
     # in Redis, and the account it runs on.
     account: str = ""
+    # The billed backend attempts sent for it so far, by any replica, and when the last was sent (seconds
+    # since the epoch; None: none yet). Recorded just before each is sent (`TaskStore.record_sent`).
+    attempts_sent: int = 0
+    sent_at: float | None = None
 
     @property
     def task_id(self) -> str:
@@ -111,6 +115,11 @@ class TaskStore(Protocol):
 
     async def save(self, task: Task) -> None:
         """Writes the task's view (state, outcome, delivery record) and renews its retention."""
+        ...
+
+    async def record_sent(self, task: Task, at: float) -> None:
+        """A billed attempt of the task is about to be sent at `at`: counted and timed on the task, durably
+        before it is sent (its answer, unlike the record, dies with the replica that sent it)."""
         ...
 
     async def take_work(self, wait: float) -> Task | None:

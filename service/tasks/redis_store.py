@@ -6,6 +6,9 @@
   obtained is not moderated, nor billed, again.
 - Deliveries are a sorted set scored by when they are due; taking one moves its score a lease ahead,
   so one left by a dead replica comes due again.
+- Just before each billed backend attempt of a task is sent, the task's hash counts it and notes when
+  (`attempts_sent`, `sent_at`): a task taken over with an attempt sent and no outcome saved is in doubt
+  (`service.tasks.doubt`).
 - Each task is a hash that expires after the retention. Keys and values name callers only hashed,
   and never hold a secret: webhook secrets and credentials stay in the gateway.
 - Every key is in the namespace of the account the task was submitted on (the hashed account of its
@@ -72,6 +75,14 @@ if #held == 0 then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 """
+# Counts a billed attempt of the task KEYS[1] and notes when it is sent (ARGV[1]): the new count. A task
+# gone (past its retention) is an error: no hash without an expiry is left behind.
+_RECORD_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('the task is gone') end
+local counted = redis.call('HINCRBY', KEYS[1], 'attempts_sent', 1)
+redis.call('HSET', KEYS[1], 'sent_at', ARGV[1])
+return counted
+"""
 # Takes up to ARGV[3] deliveries due by ARGV[1] from the schedules KEYS (one per account), each leased
 # until ARGV[2]: a flat list of (index of its schedule in KEYS, task id).
 _TAKE_DUE = """
@@ -105,6 +116,7 @@ class RedisTaskStore:
         self._add = client.register_script(_ADD)
         self._take_due = client.register_script(_TAKE_DUE)
         self._renew = client.register_script(_RENEW)
+        self._record_sent = client.register_script(_RECORD_SENT)
         self._work = _Inbox("tasks", self._read_work)
         self._due = _Inbox("due callbacks", self._read_deliveries)
         self._scheduled = asyncio.Event()
@@ -165,6 +177,11 @@ class RedisTaskStore:
                 pipe.hdel(key, "request")  # the image, no longer needed
             pipe.expire(key, int(keep) + 1)
             await pipe.execute()
+
+    async def record_sent(self, task: Task, at: float) -> None:
+        counted = await self._record_sent(keys=[_task_key(task.account, task.task_id)], args=[repr(at)])
+        task.attempts_sent = int(counted)
+        task.sent_at = at
 
     async def take_work(self, wait: float) -> Task | None:
         return await self._work.take(wait)
@@ -389,4 +406,6 @@ def _task(account: str, fields: dict[Any, Any]) -> Task:
         traceparent=fields[b"traceparent"].decode(),
         account=account,
         submitted_by=fields.get(b"submitted_by", b"").decode(),
+        attempts_sent=int(fields.get(b"attempts_sent", 0)),
+        sent_at=float(fields[b"sent_at"]) if b"sent_at" in fields else None,
     )

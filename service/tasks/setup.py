@@ -144,6 +144,8 @@ def build_tasks(
         renew_every=settings.task_lease / RENEWALS_PER_LEASE,
         tracer=tracer,
         on_state=task_metrics.state,
+        on_doubt=task_metrics.in_doubt,
+        resend_in_doubt=settings.task_resend_in_doubt,
         outward=outward,
     )
     deliverer = Deliverer(

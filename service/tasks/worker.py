@@ -5,6 +5,9 @@ schedules its callback.
 A task is held on a lease renewed every `renew_every` seconds while it is worked on, so only a task
 whose replica died (or lost Redis for a whole lease) is taken over: a live replica's slow call or long
 wait for budget is never run twice. A replica that finds its task taken over stops before its next call.
+
+Each billed attempt is recorded on the task before it is sent, and a task taken over with an attempt
+sent but no outcome saved (its replica died with the call in flight) is in doubt: `service.tasks.doubt`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from service.deadlines import Deadline
 from service.governor import Priority
 from service.logs import RateLimitedLog
 from service.observe import Outcome
+from service.retry import BEFORE_BILLED_ATTEMPT
 from service.tasks import statuses
+from service.tasks.doubt import Sending
 from service.tasks.loops import Loops
 from service.tasks.model import Task, TaskStore, finished
 from service.tasks.tracing import linked_to
@@ -58,9 +63,13 @@ class TaskWorker:
         renew_every: float,
         tracer: trace.Tracer,
         on_state: Callable[[int], None],
+        on_doubt: Callable[[str], None],
+        resend_in_doubt: bool,
         outward: Scrubber,
     ) -> None:
         self._outward = outward
+        self._on_doubt = on_doubt
+        self._resend_in_doubt = resend_in_doubt
         self._store = store
         self._moderate = moderate
         self._backend_timeout = backend_timeout
@@ -151,8 +160,27 @@ class TaskWorker:
     async def _outcome(
         self, task: Task, lost: asyncio.Event
     ) -> ModerateImageResponse | status_pb2.Status | None:
-        """The result, or the error status; a task the budget has no slot for yet waits and asks again,
-        until its own deadline. None: another replica took the task over before this one's next call."""
+        """The result, or the error status; None: another replica took the task over before this one's
+        next call. Each billed attempt is recorded on the task before it is sent (or refused, in doubt)."""
+        sending = Sending(self._store, task, resend_in_doubt=self._resend_in_doubt)
+        announced = BEFORE_BILLED_ATTEMPT.set(sending)
+        try:
+            outcome = await self._asked(task, lost)
+        finally:
+            BEFORE_BILLED_ATTEMPT.reset(announced)
+        if sending.in_doubt and outcome is not None:
+            log.warning(
+                "task taken over in doubt: its replica stopped with a billed call in flight",
+                extra={"fields": {"task_id": task.task_id, "ending": sending.ending}},
+            )
+            self._on_doubt(sending.ending)
+        return outcome
+
+    async def _asked(
+        self, task: Task, lost: asyncio.Event
+    ) -> ModerateImageResponse | status_pb2.Status | None:
+        """`_outcome`'s: a task the budget has no slot for yet waits and asks again, until its own
+        deadline."""
         # As its submitter's own call would: its quotas, its share of the budget, its label.
         CALLER.set(task.submitted_by)
         while not lost.is_set():

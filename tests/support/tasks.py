@@ -1,6 +1,6 @@
 """What the tasks' process tests share: a loopback callback receiver that records every request, answers
 as told per path and can go down and come back on its own port; a gateway process; submitting a task
-and waiting for it to settle."""
+and waiting for it to settle; a task as a store holds it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 
 from emulator import ImsEmulator
 from emulator.images import make_png
+from service.tasks.model import Task
 from testbed.client import open_channel
 from testbed.processes import free_port
 from tests.support.service_process import start_service, wait_serving
@@ -39,6 +41,8 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OLD_SECRET = "whsec_c2VjcmV0LWJlZm9yZS10aGUtcm90YXRpb24="
 
 IMAGE = make_png(64, 64)
+# When `queued_task`'s last attempt was sent: 2026-11-30T00:53:20Z.
+SENT_AT = 1_796_000_000.0
 # Attempts 0.3 s apart, jittered: a receiver down for a second or two is reached again within the test.
 SCHEDULE = "0 0.3 0.3 0.3 0.5 0.5 0.5 1 1 1"
 TASK_SETTINGS = {
@@ -204,3 +208,20 @@ async def expiry(stub: ModerationServiceStub, task_id: str) -> grpc.aio.AioRpcEr
 
 def data_of(task: ModerationTask) -> dict[str, object]:
     return json_format.MessageToDict(task.result, always_print_fields_with_no_presence=True)
+
+
+def queued_task(
+    *, deadline_in: float = 60.0, state: int = TaskState.TASK_STATE_PENDING, sent: int = 0
+) -> Task:
+    """A task as a store holds it, for the worker's unit tests: `sent` billed attempts recorded sent (the
+    last at a fixed time), its callback to an example URL."""
+    return Task(
+        view=ModerationTask(task_id="tsk_1_a", state=state),  # type: ignore[arg-type]
+        request=ModerateImageRequest(data_id="a"),
+        callback_url="https://example.com/hook",
+        caller="",
+        owner="o",
+        deadline=time.time() + deadline_in,
+        attempts_sent=sent,
+        sent_at=SENT_AT if sent else None,
+    )

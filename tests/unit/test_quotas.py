@@ -32,7 +32,7 @@ from service.quotas.guard import QuotaGuard
 from service.quotas.refusal import QuotaExhausted
 from service.quotas.reload import QuotaReloader
 from service.quotas.store import Counter, LocalStore, Reservation, StoreUnavailable
-from service.retry import Retrier, RetryPolicy
+from service.retry import BEFORE_BILLED_ATTEMPT, Retrier, RetryPolicy
 from service.routing_file import RoutesError
 from service.telemetry import BoundedLabel
 
@@ -297,6 +297,26 @@ async def test_an_attempt_that_gets_no_rate_slot_gives_its_unit_back() -> None:
     finally:
         await governor.aclose()
     assert refused.value.error.kind is Kind.THROTTLED
+    assert (await gate.usage("uploads"))[0].used == 0
+
+
+@pytest.mark.parametrize("kind", [Kind.OUTCOME_IN_DOUBT, Kind.THROTTLED])
+async def test_an_attempt_its_task_refuses_to_send_gives_its_unit_back(kind: Kind) -> None:
+    """Refused after its rate slot by `BEFORE_BILLED_ATTEMPT` (a task in doubt, or its record unwritten)."""
+    gate, _, _ = guard(book(HARD_DAY), Clock(LATE))
+    retrier = Retrier(Backend(None), RetryPolicy(), quota=AttemptQuota(gate), billed=True)
+
+    async def refuse() -> None:
+        raise BackendError(kind, "not sent")
+
+    CALLER.set("uploads")
+    announced = BEFORE_BILLED_ATTEMPT.set(refuse)
+    try:
+        with pytest.raises(CallFailure) as refused:
+            await retrier.moderate(ModerateImageRequest(), Deadline.for_call(1))
+    finally:
+        BEFORE_BILLED_ATTEMPT.reset(announced)
+    assert (refused.value.error.kind, refused.value.attempts) == (kind, 0)
     assert (await gate.usage("uploads"))[0].used == 0
 
 

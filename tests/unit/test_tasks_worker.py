@@ -5,14 +5,12 @@ task past its deadline fails saying why."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 from moderation.v1.moderation_service_pb2 import (
     DeliveryState,
     ModerateImageRequest,
     ModerateImageResponse,
-    ModerationTask,
     TaskState,
 )
 from opentelemetry import trace
@@ -34,6 +32,7 @@ from service.tasks.model import Task
 from service.tasks.tracing import current_traceparent
 from service.tasks.worker import TaskWorker
 from tests.support.metrics import points
+from tests.support.tasks import queued_task as task
 
 
 class Path:
@@ -50,17 +49,6 @@ class Path:
         return self.outcomes.pop(0)
 
 
-def task(*, deadline_in: float = 60.0, state: int = TaskState.TASK_STATE_PENDING) -> Task:
-    return Task(
-        view=ModerationTask(task_id="tsk_1_a", state=state),  # type: ignore[arg-type]
-        request=ModerateImageRequest(data_id="a"),
-        callback_url="https://example.com/hook",
-        caller="",
-        owner="o",
-        deadline=time.time() + deadline_in,
-    )
-
-
 def worker(store: MemoryTaskStore, path: Path, states: list[int], renew_every: float = 1.0) -> TaskWorker:
     return TaskWorker(
         store,
@@ -70,6 +58,8 @@ def worker(store: MemoryTaskStore, path: Path, states: list[int], renew_every: f
         renew_every=renew_every,
         tracer=trace.NoOpTracer(),
         on_state=states.append,
+        on_doubt=lambda _: None,
+        resend_in_doubt=False,
         outward=Scrubber(),
     )
 
@@ -227,6 +217,8 @@ async def test_the_work_links_to_the_submission_and_the_metrics_count_each_state
         renew_every=1.0,
         tracer=tracer,
         on_state=metrics.state,
+        on_doubt=metrics.in_doubt,
+        resend_in_doubt=False,
         outward=Scrubber(),
     )
     await worker.run(submitted)
