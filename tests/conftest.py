@@ -47,6 +47,8 @@ SYSTEM_MODULES = frozenset(
         "test_outward_scrubbing.py",
         "test_quotas_budget.py",
         "test_quotas_fleet.py",
+        "test_tasks_accounts.py",
+        "test_tasks_fleet.py",
     }
 )
 # Seconds a test may take before pytest-timeout fails it, by tier, unless it carries its own mark: what
