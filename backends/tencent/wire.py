@@ -266,6 +266,9 @@ class _Field:
     convert: Callable[[Any, Scrubber], Any]
     # Neither repeated nor a message (most fields): tested first.
     scalar: bool
+    # The JSON type a scalar's value is taken in as it is, when no secret needs scrubbing (the
+    # constructor checks its range): int, str or bool; None if it is always converted.
+    plain: type | None
 
 
 @functools.cache
@@ -278,6 +281,7 @@ def _fields(descriptor: Descriptor) -> dict[str, _Field]:
             field.message_type if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE else None,
             _conversion(field),
             not field.is_repeated and field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE,
+            None if field.enum_type is not None else _PLAIN_TYPES.get(field.cpp_type),
         )
         for field in descriptor.fields
     }
@@ -321,6 +325,7 @@ def _values(
     """
     known = _fields_by_key(descriptor)
     values: dict[str, Any] = {}
+    clean = scrubber is _NO_SECRETS
     for key, value in document.items():
         if value is None:
             continue
@@ -328,7 +333,9 @@ def _values(
         if field is None:
             _check_nesting(value, depth + 1)
         elif field.scalar:
-            values[field.name] = field.convert(value, scrubber)
+            # Most values are integers and strings as they come: no conversion's call for them.
+            plain = clean and type(value) is field.plain
+            values[field.name] = value if plain else field.convert(value, scrubber)
         elif field.repeated:
             if not isinstance(value, list):
                 raise TypeError(f"{field.name} is not a list")
@@ -423,6 +430,19 @@ _CONVERSIONS: dict[int, Callable[[Any, Scrubber], Any]] = {
     FieldDescriptor.CPPTYPE_FLOAT: _float,
     FieldDescriptor.CPPTYPE_DOUBLE: _double,
     FieldDescriptor.CPPTYPE_BOOL: _boolean,
+}
+_PLAIN_TYPES: dict[int, type] = {
+    FieldDescriptor.CPPTYPE_STRING: str,
+    **dict.fromkeys(
+        (
+            FieldDescriptor.CPPTYPE_INT32,
+            FieldDescriptor.CPPTYPE_INT64,
+            FieldDescriptor.CPPTYPE_UINT32,
+            FieldDescriptor.CPPTYPE_UINT64,
+        ),
+        int,
+    ),
+    FieldDescriptor.CPPTYPE_BOOL: bool,
 }
 # The enums IMS sends, by the enum's full name; a field of any other enum is never read from IMS.
 _ENUM_CONVERSIONS: dict[str, Callable[[Any, Scrubber], Any]] = {Suggestion.DESCRIPTOR.full_name: _suggestion}
