@@ -95,7 +95,7 @@ def jpeg_of(size: int, seed: int) -> bytes:
 
 
 @contextmanager
-def _echo() -> Iterator[Running]:
+def echo_server() -> Iterator[Running]:
     port = processes.free_port()
     with processes.worker(["bench.echo_server", str(port)], "serving") as echo:
         yield Running(echo.process, f"127.0.0.1:{port}", echo.log)
@@ -119,7 +119,7 @@ async def measure_efficiency(sizes: EfficiencySizes, number: int, progress: Prog
         sampled_endpoint, _ = stack.enter_context(otlp_receiver())
         unlimited = {"IMS_QPS": UNLIMITED_QPS}
         targets = {
-            ECHO: stack.enter_context(_echo()),
+            ECHO: stack.enter_context(echo_server()),
             OFF: stack.enter_context(
                 processes.gateway(credentials, emulator.address, **unlimited, OTEL_TRACES_EXPORTER="none")
             ),
@@ -137,7 +137,7 @@ async def measure_efficiency(sizes: EfficiencySizes, number: int, progress: Prog
                 )
             ),
         }
-        async with _Stubs(targets) as stubs:
+        async with TargetStubs(targets) as stubs:
             for name in targets:
                 progress(f"efficiency: warm-up of {name}")
                 await closed_loop(stubs[name], images[SMALL], sizes.concurrency[SMALL], sizes.warm_up)
@@ -145,10 +145,10 @@ async def measure_efficiency(sizes: EfficiencySizes, number: int, progress: Prog
                 progress(f"efficiency: round {round_number} of {sizes.rounds}")
                 plan = [(t, s) for s in IMAGE_SIZES for t in (ECHO, OFF)] + [(ON, SMALL), (SAMPLED, SMALL)]
                 for target, size in plan if round_number % 2 else reversed(plan):
-                    load = _unary(stubs[target], images[size], sizes.concurrency[size], sizes.window)
-                    await _window(result, target, size, targets[target], load)
+                    load = unary_load(stubs[target], images[size], sizes.concurrency[size], sizes.window)
+                    await measure_window(result, target, size, targets[target], load)
                 streamed = _stream(stubs[OFF], images[SMALL], sizes.stream_items)
-                await _window(result, STREAM, SMALL, targets[OFF], streamed)
+                await measure_window(result, STREAM, SMALL, targets[OFF], streamed)
     progress(f"efficiency: peak RSS, {sizes.memory_items} images of 5 MB in one stream")
     with processes.emulator(credentials) as emulator:
         result.memory = await peak_rss(emulator.address, credentials, large_image(), sizes.memory_items)
@@ -156,7 +156,7 @@ async def measure_efficiency(sizes: EfficiencySizes, number: int, progress: Prog
     return result
 
 
-class _Stubs:
+class TargetStubs:
     """One channel per target, open for the whole measurement."""
 
     def __init__(self, targets: dict[str, Running]) -> None:
@@ -169,7 +169,7 @@ class _Stubs:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
 
 
-async def _window(
+async def measure_window(
     result: EfficiencyResult, target: str, size: str, running: Running, load: Awaitable[tuple[int, int]]
 ) -> None:
     """`load` (calls answered, calls failed) measured against the CPU `running` spent meanwhile."""
@@ -178,7 +178,7 @@ async def _window(
     result.add(target, size, running.cpu_seconds() - before, calls, failures)
 
 
-async def _unary(
+async def unary_load(
     moderation: moderation_service_pb2_grpc.ModerationServiceStub,
     image: bytes,
     concurrency: int,

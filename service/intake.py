@@ -58,7 +58,7 @@ class Intake:
         return IntakeSlot(self, caller, priority)
 
     async def enter(self, caller: str, priority: Priority = Priority.BATCH) -> None:
-        if (not self._waiting and self.held < self._limit()) or self._under_its_part(caller):
+        if self._room_now(caller):
             self._take(caller, priority)
             return
         room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -75,12 +75,19 @@ class Intake:
         """`enter`, giving up after `seconds`: False when no room came in time."""
         if seconds <= 0:
             return False
+        if self._room_now(caller):
+            # The usual case: no wait, so no timer to arm and cancel.
+            self._take(caller, priority)
+            return True
         try:
             async with asyncio.timeout(seconds):
                 await self.enter(caller, priority)
         except TimeoutError:
             return False
         return True
+
+    def _room_now(self, caller: str) -> bool:
+        return (not self._waiting and self.held < self._limit()) or self._under_its_part(caller)
 
     def _under_its_part(self, caller: str) -> bool:
         """Whether the caller holds less than its weighted part of the room: it enters even when the

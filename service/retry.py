@@ -10,6 +10,7 @@ and `moderation.budget.refusals` counts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,8 @@ BEFORE_BILLED_ATTEMPT: ContextVar[Callable[[], Awaitable[None]] | None] = Contex
 # An attempt is sent only with this multiple of the backend's typical (mean) latency left: the mean
 # alone would leave about half of the attempts sent on it to time out, billed.
 FINISH_MARGIN = 1.25
+# An attempt's span when tracing is off (a null context can be entered again and again).
+_UNTRACED = contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Retrier:
         self._billed = billed
         telemetry = telemetry or Telemetry.off()
         self._tracer = telemetry.tracer
+        self._tracing = telemetry.tracing
         self._metrics: Metrics = telemetry.metrics
         self._outward = telemetry.outward
         self._jitter = jitter
@@ -231,9 +235,13 @@ class Retrier:
         loop = asyncio.get_running_loop()
         started = loop.time()
         outcome = "ok"
-        with self._tracer.start_as_current_span(
-            "moderation.backend.attempt", kind=trace.SpanKind.CLIENT
-        ) as span:
+        # Untraced, no span to start: the no-op tracer's costs 3 µs an attempt, for nothing.
+        attempt_span = (
+            self._tracer.start_as_current_span("moderation.backend.attempt", kind=trace.SpanKind.CLIENT)
+            if self._tracing
+            else _UNTRACED
+        )
+        with attempt_span as span:
             recording = span.is_recording()
             if recording:
                 span.set_attributes(_attempt_attributes(self._backend.name, attempt, previous, self._outward))

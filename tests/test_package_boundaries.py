@@ -72,7 +72,9 @@ def test_testbed_imports_nothing_from_tests_or_bench() -> None:
 
 
 # The bench's own unit tests: they test bench/, not the gateway with bench's helpers.
-BENCH_TESTS = frozenset({"tests/unit/test_bench_parts.py", "tests/test_bench_senders.py"})
+BENCH_TESTS = frozenset(
+    {"tests/unit/test_bench_parts.py", "tests/unit/test_efficiency_ab.py", "tests/test_bench_senders.py"}
+)
 
 
 def test_tests_borrow_nothing_from_bench() -> None:

@@ -63,6 +63,17 @@ def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in spans.get_finished_spans() if s.name == name]
 
 
+async def ended(spans: InMemorySpanExporter, name: str, count: int) -> list[ReadableSpan]:
+    """The `count` spans named `name`, once all have ended: a failed call's status is sent from inside
+    its handler (an abort), so its caller may see it before the server span ends."""
+
+    def all_ended() -> list[ReadableSpan] | None:
+        found = named(spans, name)
+        return found if len(found) == count else None
+
+    return await eventually(all_ended, within=5)
+
+
 def children(spans: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
     parent_id = parent.context.span_id
     return [s for s in spans.get_finished_spans() if s.parent is not None and s.parent.span_id == parent_id]
@@ -165,7 +176,7 @@ async def test_a_failed_call_sets_error_status(
     async with open_channel(traced) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await Stub(channel).ModerateImage(ModerateImageRequest(content=IMAGE))
-    (server,) = named(spans, "/moderation.v1.ModerationService/ModerateImage")
+    (server,) = await ended(spans, "/moderation.v1.ModerationService/ModerateImage", 1)
     assert server.status.status_code is StatusCode.ERROR
     assert dict(server.attributes or {})["rpc.grpc.status_code"] == caught.value.code().value[0] != 0
     assert dict(server.attributes or {})["moderation.error.reason"] == "BACKEND_ACCOUNT_UNAVAILABLE"
@@ -298,7 +309,8 @@ async def test_access_log_carries_trace_ids_and_no_secret_or_image_bytes(
     access = [line for line in lines if line["logger"] == "moderation.access"]
     ok, failed = access
     (first_server, second_server) = sorted(
-        named(spans, "/moderation.v1.ModerationService/ModerateImage"), key=lambda s: s.start_time or 0
+        await ended(spans, "/moderation.v1.ModerationService/ModerateImage", 2),
+        key=lambda s: s.start_time or 0,
     )
     assert ok["rpc.method"] == "ModerateImage"
     assert ok["rpc.grpc.status_code"] == "OK"

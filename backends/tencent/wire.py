@@ -2,10 +2,10 @@
 
 The request body is built once, as bytes around the base64 image: base64's alphabet needs no JSON
 escaping, and at 900 KiB `json.dumps` spent 3.7 ms escaping it where pybase64 encodes it in 22 µs.
-Responses are read straight into the proto, by a walk over the message descriptors (one pass, no
-intermediate snake-case document, no `json_format`), and tolerantly, as the API evolves: null or absent
-lists are empty, unknown fields are ignored. A response that says nothing usable (no envelope, no
-suggestion) is an error, never a pass.
+Responses are parsed by orjson and read into the proto's constructor arguments by a walk over the
+message descriptors (one pass, no snake-case document, no `json_format`), and tolerantly, as the API
+evolves: null or absent lists are empty, unknown fields are ignored. A response that says nothing
+usable (no envelope, no suggestion) is an error, never a pass.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pybase64
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
 from moderation.v1.moderation_service_pb2 import (
     Device,
     IpType,
@@ -55,6 +55,7 @@ _SUGGESTIONS = {
 }
 # Read once: an enum wrapper's attribute costs a Python call, and a dozen fields per answer need it.
 _UNSPECIFIED = Suggestion.SUGGESTION_UNSPECIFIED
+_RESPONSE = ModerateImageResponse.DESCRIPTOR
 # The code of every answer the gateway cannot read (the README's "unreadable responses").
 MALFORMED = "MalformedResponse"
 # IMS results nest five levels deep (Response, LabelResults, Details, ...); far more is hostile.
@@ -166,7 +167,7 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
     secrets removed (an upstream may echo the request's headers, key id and signature among them).
     """
     try:
-        envelope = json.loads(body)
+        envelope = _loads(body)
         payload = envelope["Response"]
         if not isinstance(payload, dict):
             raise TypeError("Response is not an object")
@@ -183,9 +184,12 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
     error = named.get("error")
     if error is not None:
         raise _error_from(error, request_id, scrubber)
-    response = ModerateImageResponse()
     try:
-        _read(response, payload, scrubber if _may_hold_secret(body, scrubber) else _NO_SECRETS, 0)
+        # One constructor call for the whole answer: 11 µs for the emulator's, where setting each field
+        # and adding each repeated message cost 42.
+        response = ModerateImageResponse(
+            **_values(_RESPONSE, payload, scrubber if _may_hold_secret(body, scrubber) else _NO_SECRETS, 0)
+        )
     except (ValueError, TypeError, OverflowError):
         # Neither the exception's text (it quotes the upstream's values) nor its name (internals).
         raise BackendError(
@@ -207,6 +211,16 @@ def parse_response(body: bytes, scrubber: Scrubber = _NO_SECRETS) -> ModerateIma
     response.label = scrubber.token(response.label, LABEL)
     response.sub_label = scrubber.token(response.sub_label, LABEL)
     return response
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON document: orjson's (6 µs for the emulator's 2 KB answer, the standard library's 16).
+    What orjson refuses the standard library reads, or refuses in its own terms, as it always did:
+    NaN and Infinity, nesting past orjson's 1,024 levels, invalid UTF-8, UTF-16."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _error_from(error: Any, request_id: str, scrubber: Scrubber) -> BackendError:
@@ -243,7 +257,7 @@ def _snake_key(key: str) -> str:
     return _WORD_BOUNDARY.sub("_", key).lower()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Field:
     name: str
     repeated: bool
@@ -252,6 +266,9 @@ class _Field:
     convert: Callable[[Any, Scrubber], Any]
     # Neither repeated nor a message (most fields): tested first.
     scalar: bool
+    # The JSON type a scalar's value is taken in as it is, when no secret needs scrubbing (the
+    # constructor checks its range): int, str or bool; None if it is always converted.
+    plain: type | None
 
 
 @functools.cache
@@ -264,6 +281,7 @@ def _fields(descriptor: Descriptor) -> dict[str, _Field]:
             field.message_type if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE else None,
             _conversion(field),
             not field.is_repeated and field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE,
+            None if field.enum_type is not None else _PLAIN_TYPES.get(field.cpp_type),
         )
         for field in descriptor.fields
     }
@@ -295,15 +313,19 @@ def _learn(descriptor: Hashable, known: dict[str, _Field], key: str) -> _Field |
     return field
 
 
-def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth: int) -> None:
-    """Sets `message` from IMS JSON, by the proto's descriptors: keys to field names, suggestions to
-    the enum, strings scrubbed. TypeError or ValueError for a value the field cannot hold.
+def _values(
+    descriptor: Descriptor, document: dict[str, Any], scrubber: Scrubber, depth: int
+) -> dict[str, Any]:
+    """A message's constructor arguments from IMS JSON, by the proto's descriptors: keys to field names,
+    suggestions to the enum, strings scrubbed, messages as dicts of their own. TypeError or ValueError
+    for a value the field cannot hold (the constructor checks types and ranges).
 
     Unknown fields are skipped but held to `MAX_NESTING` levels, as everything the gateway reads:
     IMS answers nest five deep, a hostile one could nest thousands deep.
     """
-    descriptor = message.DESCRIPTOR
     known = _fields_by_key(descriptor)
+    values: dict[str, Any] = {}
+    clean = scrubber is _NO_SECRETS
     for key, value in document.items():
         if value is None:
             continue
@@ -311,20 +333,25 @@ def _read(message: Message, document: dict[str, Any], scrubber: Scrubber, depth:
         if field is None:
             _check_nesting(value, depth + 1)
         elif field.scalar:
-            setattr(message, field.name, field.convert(value, scrubber))
+            # Most values are integers and strings as they come: no conversion's call for them.
+            plain = clean and type(value) is field.plain
+            values[field.name] = value if plain else field.convert(value, scrubber)
         elif field.repeated:
             if not isinstance(value, list):
                 raise TypeError(f"{field.name} is not a list")
-            container = getattr(message, field.name)
+            if not value:
+                # The same as absent, and one list fewer for the constructor to read.
+                continue
             if field.message is None:
-                container.extend([field.convert(item, scrubber) for item in value])
+                values[field.name] = [field.convert(item, scrubber) for item in value]
             else:
-                for item in value:
-                    _read(container.add(), _object(item), scrubber, depth + 2)
+                values[field.name] = [
+                    _values(field.message, _object(item), scrubber, depth + 2) for item in value
+                ]
         else:
-            child = getattr(message, field.name)
-            child.SetInParent()
-            _read(child, _object(value), scrubber, depth + 1)
+            assert field.message is not None
+            values[field.name] = _values(field.message, _object(value), scrubber, depth + 1)
+    return values
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -403,6 +430,19 @@ _CONVERSIONS: dict[int, Callable[[Any, Scrubber], Any]] = {
     FieldDescriptor.CPPTYPE_FLOAT: _float,
     FieldDescriptor.CPPTYPE_DOUBLE: _double,
     FieldDescriptor.CPPTYPE_BOOL: _boolean,
+}
+_PLAIN_TYPES: dict[int, type] = {
+    FieldDescriptor.CPPTYPE_STRING: str,
+    **dict.fromkeys(
+        (
+            FieldDescriptor.CPPTYPE_INT32,
+            FieldDescriptor.CPPTYPE_INT64,
+            FieldDescriptor.CPPTYPE_UINT32,
+            FieldDescriptor.CPPTYPE_UINT64,
+        ),
+        int,
+    ),
+    FieldDescriptor.CPPTYPE_BOOL: bool,
 }
 # The enums IMS sends, by the enum's full name; a field of any other enum is never read from IMS.
 _ENUM_CONVERSIONS: dict[str, Callable[[Any, Scrubber], Any]] = {Suggestion.DESCRIPTOR.full_name: _suggestion}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from backends.image_limits import ImageLimits
+from service.fitting.jpeg_markers import plain_jpeg_frame
 from service.fitting.plan import FitRefused, Plan, Tile
 
 __all__ = ["Header", "Piece", "as_given", "decode_memory", "read_header", "render"]
@@ -46,6 +47,9 @@ class Piece:
 
 def read_header(content: bytes) -> Header:
     """The image's format and size from its header alone; FitRefused if it is no image."""
+    frame = plain_jpeg_frame(content)
+    if frame is not None and not _over_pillow_cap(frame.width, frame.height):
+        return Header("JPEG", frame.width, frame.height, 1, frame.mode)
     try:
         with _quiet(), Image.open(io.BytesIO(content)) as image:
             frames = getattr(image, "n_frames", 1)
@@ -64,6 +68,12 @@ def read_header(content: bytes) -> Header:
     except Exception:
         # Pillow's plugins signal corrupt headers with many exception types.
         raise FitRefused("IMAGE_UNDECODABLE", "the image header is corrupt or truncated") from None
+
+
+def _over_pillow_cap(width: int, height: int) -> bool:
+    """Past the pixels Pillow warns about, or refuses: its own reading says which."""
+    cap = Image.MAX_IMAGE_PIXELS
+    return cap is not None and width * height > cap
 
 
 def decode_memory(header: Header, plan: Plan) -> int:
