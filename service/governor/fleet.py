@@ -38,7 +38,7 @@ from service.governor.fallback import (
     ShareDropped,
 )
 from service.governor.membership import Membership, Unreachable
-from service.governor.pacing import DECREASE_FACTOR, INCREASE_STEP, interactive_first
+from service.governor.pacing import CLOCK_TICK, DECREASE_FACTOR, INCREASE_STEP, interactive_first
 from service.governor.schedule import Schedule, ScheduleParameters
 from service.telemetry import Metrics
 
@@ -330,7 +330,7 @@ class FleetGovernor:
             now = self._membership.now()
             margin_time = self._membership.margin * self._membership.schedule.parameters.window
             stale_after = max(STALE_SLOT_LEAST, STALE_SHARE_OF_MARGIN * margin_time)
-            while self._slots and self._slots[0] <= now:
+            while self._slots and self._slots[0] <= now + CLOCK_TICK:
                 if now - self._slots.pop(0) <= stale_after:
                     self._grant(now)
             wanted = self._wanted()

@@ -21,11 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from backends.errors import BackendError
 from service.deadlines import Deadline
 from service.governor.base import Priority, ahead_of, throttled
-from service.governor.pacing import DECREASE_FACTOR, START, LearnedMargin, interactive_first, recovered
+from service.governor.pacing import (
+    CLOCK_TICK,
+    DECREASE_FACTOR,
+    START,
+    LearnedMargin,
+    interactive_first,
+    recovered,
+)
 from service.telemetry import Metrics
 
 __all__ = ["RateGovernor"]
@@ -40,11 +48,13 @@ class RateGovernor:
         window: float = 1.0,
         margin: float = START,
         metrics: Metrics | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if qps < 1:
             raise ValueError("qps must be at least 1")
         self.qps = qps
         self._metrics = metrics
+        self._sleep = sleep
         self.interactive_share = interactive_share
         self._window = window
         self._margin = LearnedMargin(qps, margin)
@@ -151,8 +161,8 @@ class RateGovernor:
             ready_at = self._next_grant
             if len(self._granted) >= self.qps:
                 ready_at = max(ready_at, self._granted[0][0] + self.period)
-            if ready_at > now:
-                await asyncio.sleep(ready_at - now)
+            if ready_at > now + CLOCK_TICK:
+                await self._sleep(ready_at - now)
                 continue
             picked = self._pick()
             if picked is None:

@@ -29,6 +29,7 @@ import math
 from collections import deque
 
 __all__ = [
+    "CLOCK_TICK",
     "DECREASE_FACTOR",
     "FLOOR_ABOVE",
     "FORGET",
@@ -62,6 +63,10 @@ INCREASE_STEP = 0.01
 PRECISION = 1e-6
 # What `taught` is before any RequestLimitExceeded: above any margin, so the first one is the margin's.
 NOT_TAUGHT = 1.0
+# A slot due within this long is granted now. uvloop's clock moves in whole milliseconds, so a shorter
+# sleep wakes in the same tick and sleeps again: at a fast pace a dispatcher spun ~260 times a grant
+# (0.13 ms of CPU a call at 100,000/s). Never more than this early: well within the least margin (5 ms).
+CLOCK_TICK = 0.001
 # How long the margins in force are remembered: longer than any attempt takes to be answered.
 HISTORY = 60.0
 

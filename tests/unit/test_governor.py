@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
 from backends.errors import BackendError, Kind
 from service.deadlines import Deadline
@@ -148,3 +149,26 @@ def test_the_learned_margin_shrinks_while_quiet_down_to_a_floor_that_a_rate_limi
     # Refused again under what that one taught: the margin cannot explain it, the pace must drop too.
     assert all(margin.rate_limited(clock, clock) for _ in range(20))
     assert margin.value == MOST
+
+
+def test_a_fast_pace_grants_each_due_slot_without_spinning_on_uvloops_millisecond_clock() -> None:
+    # uvloop's clock moves in whole milliseconds: a sleep shorter than that wakes in the same tick.
+    async def grants_and_sleeps() -> tuple[int, int]:
+        sleeps = 0
+
+        async def counted(seconds: float) -> None:
+            nonlocal sleeps
+            sleeps += 1
+            await asyncio.sleep(seconds)
+
+        governor = RateGovernor(100_000, sleep=counted)
+        await asyncio.gather(
+            *(governor.acquire(Priority.BATCH, Deadline.for_call(None)) for _ in range(2000))
+        )
+        await governor.aclose()
+        return governor.grants, sleeps
+
+    grants, sleeps = uvloop.run(grants_and_sleeps())
+    assert grants == 2000
+    # A sleep per clock tick at most (2,000 slots 10 µs apart span 20 ms), never one per grant or more.
+    assert sleeps <= 100
