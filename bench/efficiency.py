@@ -3,7 +3,9 @@ process alone (neither the emulator's nor the client's CPU counts), the peak RSS
 images, and a stream item against a unary call.
 
 All targets run for the whole measurement and take turns, window by window, so a noisy machine's drift
-falls on all alike: a bare grpc.aio echo server receiving the same messages, and three gateways on the
+falls on all alike: a bare grpc.aio echo server receiving the same messages, the same server making one
+IMS-shaped HTTP exchange per call (what no IMS gateway on grpc.aio and aiohttp can do without), and three
+gateways on the
 tencent backend against one emulator with no latency and no rate limit (IMS_QPS high enough never to
 wait): tracing off, every call traced (OTLP/gRPC to a loopback receiver), and 1 trace in 10.
 """
@@ -31,6 +33,8 @@ from testbed.processes import Credentials, Running
 from testbed.stream import run_stream
 
 ECHO, OFF, ON, SAMPLED = "echo", "off", "on", "sampled"
+# The echo server plus one IMS-shaped HTTP exchange per call (`bench.echo_server --forward`).
+EXCHANGE = "exchange"
 # The untraced gateway's StreamModerateImages, per item.
 STREAM = "stream"
 SAMPLED_RATIO = 0.1
@@ -75,8 +79,8 @@ class EfficiencyResult:
         samples = self.cpu.get((target, size), [])
         return statistics.median(samples) if samples else math.nan
 
-    def over_echo(self, size: str) -> float:
-        return self.cpu_per_call(OFF, size) / self.cpu_per_call(ECHO, size)
+    def over_echo(self, size: str, target: str = OFF) -> float:
+        return self.cpu_per_call(target, size) / self.cpu_per_call(ECHO, size)
 
     def traced_share(self, mode: str) -> float:
         """What a CPU-bound gateway serves traced, as a share of what it serves untraced."""
@@ -95,9 +99,11 @@ def jpeg_of(size: int, seed: int) -> bytes:
 
 
 @contextmanager
-def echo_server() -> Iterator[Running]:
+def echo_server(forward: str | None = None) -> Iterator[Running]:
+    """The bare echo server; with `forward`, one exchange with that URL per call."""
     port = processes.free_port()
-    with processes.worker(["bench.echo_server", str(port)], "serving") as echo:
+    command = ["bench.echo_server", str(port), *(["--forward", forward] if forward else [])]
+    with processes.worker(command, "serving") as echo:
         yield Running(echo.process, f"127.0.0.1:{port}", echo.log)
 
 
@@ -120,6 +126,7 @@ async def measure_efficiency(sizes: EfficiencySizes, number: int, progress: Prog
         unlimited = {"IMS_QPS": UNLIMITED_QPS}
         targets = {
             ECHO: stack.enter_context(echo_server()),
+            EXCHANGE: stack.enter_context(echo_server(forward=emulator.address)),
             OFF: stack.enter_context(
                 processes.gateway(credentials, emulator.address, **unlimited, OTEL_TRACES_EXPORTER="none")
             ),
@@ -143,7 +150,10 @@ async def measure_efficiency(sizes: EfficiencySizes, number: int, progress: Prog
                 await closed_loop(stubs[name], images[SMALL], sizes.concurrency[SMALL], sizes.warm_up)
             for round_number in range(1, sizes.rounds + 1):
                 progress(f"efficiency: round {round_number} of {sizes.rounds}")
-                plan = [(t, s) for s in IMAGE_SIZES for t in (ECHO, OFF)] + [(ON, SMALL), (SAMPLED, SMALL)]
+                plan = [(t, s) for s in IMAGE_SIZES for t in (ECHO, EXCHANGE, OFF)] + [
+                    (ON, SMALL),
+                    (SAMPLED, SMALL),
+                ]
                 for target, size in plan if round_number % 2 else reversed(plan):
                     load = unary_load(stubs[target], images[size], sizes.concurrency[size], sizes.window)
                     await measure_window(result, target, size, targets[target], load)
