@@ -14,7 +14,6 @@ from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import (
     Device,
     ModerateImageRequest,
-    ModerateImageResponse,
     StreamModerateImagesRequest,
     Suggestion,
     User,
@@ -28,8 +27,8 @@ from service.server import Gateway
 from service.telemetry import setup_telemetry
 from testbed.fileserver import serve_files
 from tests.support.eventually import eventually
-from tests.support.gateway import GatewayFactory, open_channel
-from tests.test_routing import routes_file, start_emulator, start_gateway
+from tests.support.gateway import GatewayFactory, moderate, open_channel
+from tests.support.routed_gateway import routes_file, start_emulator, start_gateway
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS = make_png(64, 64)
@@ -52,12 +51,6 @@ def counters(reader: InMemoryMetricReader) -> dict[str, float]:
 @pytest.fixture
 async def cached(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway(cache="memory")
-
-
-async def moderate(gateway: Gateway, request: ModerateImageRequest) -> ModerateImageResponse:
-    async with open_channel(gateway) as channel:
-        answer: ModerateImageResponse = await Stub(channel).ModerateImage(request, timeout=10)
-        return answer
 
 
 async def test_a_repeated_image_is_answered_from_the_cache_with_its_own_data_id(
@@ -194,7 +187,7 @@ async def test_a_stream_is_answered_from_the_cache(cached: Gateway, emulator: Im
 
 @pytest.fixture
 def backends() -> Iterator[tuple[ImsEmulator, ImsEmulator]]:
-    """Two emulators: `cloud` and `onprem` of `tests.test_routing.routes_file`."""
+    """Two emulators: `cloud` and `onprem` of `tests.support.routed_gateway.routes_file`."""
     first, second = start_emulator(), start_emulator()
     yield first, second
     first.stop()

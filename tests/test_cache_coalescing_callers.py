@@ -20,7 +20,7 @@ from testbed.processes import free_port
 from tests.support.eventually import eventually
 from tests.support.richstatus import rich_error
 from tests.support.service_process import start_service, stop_gateway, wait_serving
-from tests.test_cache_fingerprint import tencent_routes
+from tests.support.tencent_routes import tencent_routes
 
 IMAGE = make_png(256, 256, "IMSEMU:Review:Terror:Knife:93")
 LATENCY = 0.5

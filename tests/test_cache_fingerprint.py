@@ -3,73 +3,20 @@ answer afresh when the backend behind a name changes (its type, its library file
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from moderation.v1.moderation_service_pb2 import Suggestion
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
-from testbed.client import open_channel, stub
 from testbed.local_images import encode, photo
-from testbed.processes import free_port, spawn_service
 from testbed.redis_server import RedisServer
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.support.service_process import stop_gateway, wait_serving
+from tests.support.redis_cache_gateway import VERDICT_KEYS, gateway, moderate
+from tests.support.tencent_routes import tencent_routes
 
 PASS, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_BLOCK
-VERDICT_KEYS = "moderation:cache:verdict:*"
-
-
-@contextlib.asynccontextmanager
-async def gateway(redis_url: str, **settings: str) -> AsyncIterator[str]:
-    """A gateway process with the Redis cache; yields its address, stops it on exit."""
-    async with gateway_process(redis_url, **settings) as (address, _):
-        yield address
-
-
-@contextlib.asynccontextmanager
-async def gateway_process(
-    redis_url: str, **settings: str
-) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
-    """A gateway process with the Redis cache and text logs; yields its address and process."""
-    port = free_port()
-    process = spawn_service(
-        port,
-        MODERATION_CACHE="redis",
-        MODERATION_REDIS_URL=redis_url,
-        MODERATION_METRICS_LISTEN="off",
-        MODERATION_LOG_FORMAT="text",
-        **settings,
-    )
-    try:
-        async with open_channel(f"127.0.0.1:{port}") as channel:
-            await wait_serving(channel)
-        yield f"127.0.0.1:{port}", process
-    finally:
-        await stop_gateway(process)
-
-
-async def moderate(address: str, image: bytes) -> ModerateImageResponse:
-    async with open_channel(address) as channel:
-        answer: ModerateImageResponse = await stub(channel).ModerateImage(
-            ModerateImageRequest(content=image), timeout=30
-        )
-        return answer
-
-
-def tencent_routes(name: str, url: str, *default: str) -> str:
-    """A routing file with one tencent backend, `name`, keyed by the TENCENTCLOUD_* variables; `default`:
-    more lines of its [default] route."""
-    table = (
-        'type = "tencent"\nsecret_id_env = "TENCENTCLOUD_SECRET_ID"\n'
-        'secret_key_env = "TENCENTCLOUD_SECRET_KEY"'
-    )
-    route = "\n".join((f'chain = ["{name}"]', *default))
-    return f'[backends.{name}]\n{table}\nendpoint = "{url}"\n\n[default]\n{route}\n'
 
 
 def verdict_keys(server: RedisServer) -> list[str]:

@@ -19,7 +19,7 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from testbed.redis_server import RedisServer
 from tests.support.gateway import SECRET_ID, SECRET_KEY
-from tests.test_cache_fingerprint import VERDICT_KEYS, gateway, gateway_process, moderate
+from tests.support.redis_cache_gateway import VERDICT_KEYS, gateway, gateway_process, moderate
 
 # Bytes for one command (its words), or None to hang up without answering.
 Answer = Callable[[list[bytes]], bytes | None]

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import socket
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from moderation_client import cli
@@ -19,43 +14,12 @@ from emulator import ImsEmulator
 from emulator.images import make_jpeg, make_png
 from service.server import Gateway
 from testbed.fileserver import serve_files
+from tests.support.cli_runs import PASS_IMAGE, moderate, write
 from tests.support.gateway import GatewayFactory
 
-ROOT = Path(__file__).resolve().parent.parent
-PASS_IMAGE = make_png(256, 256)
 REVIEW_IMAGE = make_png(256, 256, marker="IMSEMU:Review:Terror:Knife:93")
 BLOCK_IMAGE = make_png(256, 256, marker="IMSEMU:Block:Porn:SexBehavior:97")
 NOT_AN_IMAGE = b"plain text that only pretends to be an image by its name\n"
-
-
-@dataclass(frozen=True)
-class Run:
-    status: int
-    stdout: str
-    stderr: str
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines()]
-
-
-async def moderate(server: str, *args: str) -> Run:
-    # The gateway serves on this test's event loop: the CLI must run beside it, never block it.
-    # `moderate health` takes its own options after the word `health`.
-    command = (
-        [*args[:1], "--server", server, *args[1:]] if args[:1] == ("health",) else ["--server", server, *args]
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "moderation_client",
-        *command,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode())
 
 
 @pytest.fixture
@@ -68,12 +32,6 @@ def image_server() -> Iterator[str]:
     """A loopback HTTP server holding one image, for URL targets."""
     with serve_files({"/block.png": BLOCK_IMAGE}) as url:
         yield url
-
-
-def write(path: Path, content: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return path
 
 
 async def test_a_passing_file_is_a_table_row_and_exit_0(server: str, tmp_path: Path) -> None:

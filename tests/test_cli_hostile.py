@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from moderation_client import cli
 
+from tests.support.cli_runs import PASS_IMAGE, moderate, write
 from tests.support.hostile_moderation import ESCAPES, HostileServer, Misbehaviour, hostile_server
-from tests.test_cli import PASS_IMAGE, moderate, write
 
 
 @pytest.fixture

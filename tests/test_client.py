@@ -14,23 +14,12 @@ from moderation_client import ModerationClient, ModerationError, StreamItem, Str
 from emulator import Faults, ImsEmulator
 from emulator.images import make_png
 from service.server import Gateway
+from tests.support.client_gateways import PASS, address, draining_pair
 from tests.support.gateway import GatewayFactory
 
-PASS = make_png(256, 256)
 BLOCK = make_png(256, 256, marker="IMSEMU:Block:Porn:SexBehavior:97")
 TINY = b"far too small"
 TOKEN = "client-test-0123456789abcdef"
-
-
-def address(*gateways: Gateway) -> str:
-    """One gateway's address, or several for pick_first: the next one takes over when one goes away."""
-    return "ipv4:" + ",".join(f"127.0.0.1:{gateway.port}" for gateway in gateways)
-
-
-async def draining_pair(make_gateway: GatewayFactory, emulator: ImsEmulator) -> tuple[Gateway, Gateway]:
-    """Two gateways on one emulator, slow enough that a stream is still running when the first stops."""
-    emulator.config.latency = 0.3
-    return await make_gateway(stream_max_in_flight=16), await make_gateway(stream_max_in_flight=16)
 
 
 def request(content: bytes = PASS) -> ModerateImageRequest:

@@ -20,8 +20,8 @@ from moderation_client import (
 from emulator import Faults, ImsEmulator
 from service.server import Gateway
 from testbed.processes import free_port
+from tests.support.client_gateways import PASS, address, draining_pair
 from tests.support.gateway import GatewayFactory
-from tests.test_client import PASS, address, draining_pair
 
 
 async def test_a_unary_call_and_its_retry_of_rate_budget_exhausted(make_gateway: GatewayFactory) -> None:

@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
+from moderation.v1.moderation_service_pb2 import Suggestion
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from backends.base import Backend
 from backends.errors import BackendError, Kind
 from backends.plugin import BuildContext
 from backends.registry import default_type
@@ -35,51 +33,22 @@ from backends.tencent.credentials import (
 )
 from backends.tencent.plugin import TENCENT, TencentOptions
 from common.scrub import Scrubber
-from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
-from emulator.images import make_png
+from emulator import ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from service.routing_file import load_routes
+from tests.support.credentials import (
+    NEW_ID,
+    NEW_KEY,
+    OLD_ID,
+    OLD_KEY,
+    REQUEST,
+    file_options,
+    ims,
+    make,
+    write_secret_dir,
+)
 from tests.support.eventually import eventually
 
-OLD_ID, OLD_KEY = "AKIDold" + "a1" * 8, "old-key-" + "b2" * 8
-NEW_ID, NEW_KEY = "AKIDnew" + "c3" * 8, "new-key-" + "d4" * 8
-PNG = make_png(256, 256)
-REQUEST = ModerateImageRequest(content=PNG)
-
-
-@pytest.fixture
-def ims() -> Iterator[ImsEmulator]:
-    config = EmulatorConfig(secret_id=OLD_ID, secret_key=OLD_KEY, keys={NEW_ID: NEW_KEY})
-    with ImsEmulator(config) as emulator:
-        yield emulator
-
-
-def write_secret_dir(root: Path, secret_id: str, secret_key: str) -> None:
-    """As the kubelet updates a mounted Secret: a new timestamped directory, then one symlink swap."""
-    version = root / f"..{time.monotonic_ns()}"
-    version.mkdir()
-    (version / "secret_id").write_text(secret_id + "\n")
-    (version / "secret_key").write_text(secret_key + "\n")
-    link = root / "..data"
-    staging = root / "..data_tmp"
-    staging.symlink_to(version.name)
-    os.replace(staging, link)
-    for name in ("secret_id", "secret_key"):
-        if not (root / name).is_symlink():
-            (root / name).symlink_to(f"..data/{name}")
-
-
-def file_options(ims: ImsEmulator, root: Path) -> TencentOptions:
-    return TencentOptions.from_environment(
-        {
-            "TENCENTCLOUD_SECRET_ID_FILE": str(root / "secret_id"),
-            "TENCENTCLOUD_SECRET_KEY_FILE": str(root / "secret_key"),
-            "IMS_ENDPOINT": ims.url,
-        }
-    )
-
-
-def make(options: TencentOptions) -> Backend:
-    return TENCENT.make("cloud", options, BuildContext())
+__all__ = ["ims"]  # the fixture, shared with the other credential tests
 
 
 # --- the emulator: several keys, revocation, tokens and their expiry ----------------------------

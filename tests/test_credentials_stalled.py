@@ -21,10 +21,7 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from backends.tencent.credentials.refresh import BACKOFF_FLOOR_SECONDS, LOAD_DEADLINE_SECONDS
 from emulator import EmulatorConfig, ImsEmulator, KeyIssuer, MetadataEmulator, StsEmulator
 from emulator.loopback import LoopbackServer
-from tests.support.eventually import eventually
-from tests.test_credentials import OLD_ID, OLD_KEY
-from tests.test_credentials_process import (
-    PNG,
+from tests.support.credential_gateway import (
     ROLE_ARN,
     GatewayProcess,
     Stub,
@@ -32,6 +29,8 @@ from tests.test_credentials_process import (
     gateway,
     metric,
 )
+from tests.support.credentials import OLD_ID, OLD_KEY, PNG
+from tests.support.eventually import eventually
 
 Endpoint = tuple[LoopbackServer, dict[str, str]]
 Source = Callable[[ImsEmulator, Path], AbstractContextManager[Endpoint]]

@@ -4,54 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from service.deadlines import Deadline
-from service.governor import FleetGovernor, Priority
-from service.governor.connect import redis_client
-from service.governor.fleet import fleet_parameters
 from service.governor.pacing import DECREASE_FACTOR
-from service.governor.schedule import Schedule
 from testbed.redis_server import RedisServer
 from tests.support.eventually import eventually
+from tests.support.fleet_governors import QPS, Factory, grant_times, replicas
 
-QPS = 20
-Factory = Callable[..., FleetGovernor]
-
-
-@pytest.fixture
-async def replicas(redis: RedisServer) -> AsyncIterator[Factory]:
-    made: list[FleetGovernor] = []
-
-    def make(*, clock_offset: float = 0.0, key: str = "budget") -> FleetGovernor:
-        client = redis_client(redis.url)
-        loop = asyncio.get_running_loop()
-        governor = FleetGovernor(
-            Schedule(client, key, fleet_parameters(QPS, 0.5)),
-            name="tencent",
-            clock=(lambda: loop.time() + clock_offset) if clock_offset else None,
-            on_close=client.aclose,
-        )
-        made.append(governor)
-        return governor
-
-    yield make
-    for governor in made:
-        await governor.aclose()
-
-
-async def grant_times(governors: list[FleetGovernor], count: int) -> list[tuple[float, int]]:
-    loop = asyncio.get_running_loop()
-    times: list[tuple[float, int]] = []
-
-    async def one(index: int) -> None:
-        await governors[index % len(governors)].acquire(Priority.BATCH, Deadline.for_call(None))
-        times.append((loop.time(), index % len(governors)))
-
-    await asyncio.gather(*(one(i) for i in range(count)))
-    return sorted(times)
+__all__ = ["replicas"]  # the fixture, shared with the other fleet governor tests
 
 
 def most_in_any_second(times: list[float]) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from service.deadlines import Deadline
 from service.governor import Priority
 from testbed.redis_server import RedisServer
-from tests.test_fleet_governor import Factory, grant_times, replicas
+from tests.support.fleet_governors import Factory, grant_times, replicas
 
 __all__ = ["replicas"]  # the fixture, shared with the fleet governor's tests
 

@@ -25,7 +25,7 @@ from backends.tencent.wire import parse_response, request_body
 from service.server import Gateway
 from service.validation import ValidationError, image_size, validate
 from tests.support.gateway import open_channel
-from tests.test_undecodable import EVERY_METHOD, UNDECODABLE, call_raw
+from tests.support.raw_calls import EVERY_METHOD, UNDECODABLE, call_raw
 
 # Each run draws new examples: 500 a run keeps the suite quick and still covers the parsers over time.
 MANY = settings(max_examples=500, deadline=None)

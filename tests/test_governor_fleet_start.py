@@ -21,7 +21,7 @@ from service.governor.schedule import Schedule
 from testbed.processes import free_port
 from testbed.redis_server import RedisServer
 from tests.support.budget import within_the_learning_allowance
-from tests.test_load_budget import BUDGET, Tally, limited, replica, stream, tokens_file
+from tests.support.limited_replicas import BUDGET, Tally, limited, replica, stream, tokens_file
 
 __all__ = ["limited", "tokens_file"]
 

@@ -19,9 +19,9 @@ from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from emulator import EmulatorConfig, ImsEmulator
 from testbed.processes import free_port, spawn_service
+from tests.support.credential_gateway import gateway, metric
+from tests.support.credentials import OLD_ID, OLD_KEY, PNG, write_secret_dir
 from tests.support.eventually import eventually
-from tests.test_credentials import OLD_ID, OLD_KEY, write_secret_dir
-from tests.test_credentials_process import PNG, gateway, metric
 
 # A start-up that reads a FIFO waits forever: this bounds the test, not the gateway's start.
 START_UP_SECONDS = 30

@@ -16,7 +16,6 @@ from moderation.v1.moderation_service_pb2 import (
     BatchModerateImagesRequest,
     DecisionSource,
     ModerateImageRequest,
-    ModerateImageResponse,
     StreamModerateImagesRequest,
     Suggestion,
 )
@@ -27,21 +26,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from emulator import ImsEmulator
 from emulator.images import make_png
 from service.policy.loading import load_policy
-from service.server import Gateway
 from service.telemetry import setup_telemetry
-from tests.support.gateway import GatewayFactory, open_channel
+from tests.support.gateway import GatewayFactory, moderate, open_channel
 from tests.support.policy_files import policy_settings, write_policy
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 PASS, REVIEW, BLOCK = Suggestion.SUGGESTION_PASS, Suggestion.SUGGESTION_REVIEW, Suggestion.SUGGESTION_BLOCK
 PORN_90 = make_png(64, 64, "IMSEMU:Block:Porn:SexBehavior:90")
 CLEAN = make_png(64, 64)
-
-
-async def moderate(gateway: Gateway, request: ModerateImageRequest) -> ModerateImageResponse:
-    async with open_channel(gateway) as channel:
-        answer: ModerateImageResponse = await Stub(channel).ModerateImage(request, timeout=10)
-        return answer
 
 
 def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[str, ...], float]:

@@ -14,9 +14,8 @@ from PIL import Image, PngImagePlugin
 from emulator import ImsEmulator
 from service.policy.pdq import pdq_hash
 from testbed.local_images import encode, photo
-from tests.support.gateway import GatewayFactory
+from tests.support.gateway import GatewayFactory, moderate
 from tests.support.policy_files import policy_settings, write_policy
-from tests.test_policy import moderate
 
 
 def with_marker(image: Image.Image, marker: str) -> bytes:

@@ -20,8 +20,8 @@ from testbed.client import open_channel, stub
 from testbed.processes import free_port
 from testbed.stream import run_stream
 from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.quota_replicas import bearer, moderate, replicas, write_config
 from tests.support.richstatus import rich_error
-from tests.test_quotas_fleet import bearer, moderate, replicas, write_config
 
 # A small budget, so that slots spent on refused calls would show in the stream's pace too.
 BUDGET = 10

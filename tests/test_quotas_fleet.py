@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,26 +15,20 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 import redis as redis_sync
-from moderation.v1.moderation_service_pb2 import GetUsageRequest, ModerateImageRequest, QuotaUsage
+from moderation.v1.moderation_service_pb2 import GetUsageRequest, QuotaUsage
 
 from emulator import EmulatorConfig, ImsEmulator
 from emulator.images import make_png
 from testbed.client import open_channel, stub
-from testbed.processes import free_port, spawn_module
 from testbed.redis_server import RedisServer
 from testbed.stream import StreamResult, run_stream
 from tests.support.eventually import eventually
 from tests.support.gateway import SECRET_ID, SECRET_KEY
+from tests.support.quota_replicas import TOKENS, bearer, moderate, replicas, set_clock, write_config
 from tests.support.richstatus import rich_error
-from tests.support.service_process import stop_gateway, wait_serving
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-TOKENS = {"uploads": secrets.token_hex(16), "others": secrets.token_hex(16)}
 QUOTA_REFUSED = "RESOURCE_EXHAUSTED/CALLER_QUOTA_EXHAUSTED"
-
-
-def bearer(caller: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {TOKENS[caller]}"),)
 
 
 @pytest.fixture
@@ -48,75 +39,9 @@ def fast_emulator() -> Iterator[ImsEmulator]:
         yield emulator
 
 
-def write_config(folder: Path, emulator: ImsEmulator, quotas: str, *, qps: int = 5000) -> dict[str, str]:
-    routes = folder / "routes.toml"
-    routes.write_text(
-        '[backends.cloud]\ntype = "tencent"\nsecret_id_env = "TENCENTCLOUD_SECRET_ID"\n'
-        f'secret_key_env = "TENCENTCLOUD_SECRET_KEY"\nendpoint = "{emulator.url}"\nqps = {qps}\n\n'
-        f'[default]\nchain = ["cloud"]\n\n{quotas}',
-        encoding="utf-8",
-    )
-    tokens = folder / "tokens"
-    tokens.write_text("".join(f"{caller} {token}\n" for caller, token in TOKENS.items()), encoding="utf-8")
-    return {"MODERATION_ROUTES": str(routes), "MODERATION_AUTH_TOKENS_FILE": str(tokens)}
-
-
-def set_clock(folder: Path, shanghai: datetime) -> None:
-    """The replicas' quota clock shows `shanghai` now (and runs on from it)."""
-    (folder / "clock").write_text(str(shanghai.timestamp() - time.time()), encoding="utf-8")
-
-
-def spawn(folder: Path, index: int, port: int, settings: dict[str, str]) -> subprocess.Popen[str]:
-    with (folder / f"replica{index}.log").open("w", encoding="utf-8") as log:
-        return spawn_module(
-            "tests.support.quota_clock_service",
-            port,
-            {
-                "MODERATION_METRICS_LISTEN": "off",
-                "MODERATION_LOG_FORMAT": "text",
-                "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-                "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-                "QUOTA_TEST_CLOCK_FILE": str(folder / "clock"),
-                **settings,
-            },
-            log,
-        )
-
-
-@contextlib.asynccontextmanager
-async def replicas(folder: Path, count: int, **settings: str) -> AsyncIterator[list[str]]:
-    """`count` gateways through the test launcher (its clock file in `folder`), each logging to a file."""
-    if not (folder / "clock").exists():
-        (folder / "clock").write_text("0", encoding="utf-8")
-    ports = [free_port() for _ in range(count)]
-    processes = [spawn(folder, index, port, settings) for index, port in enumerate(ports)]
-    try:
-        addresses = [f"127.0.0.1:{port}" for port in ports]
-        for address in addresses:
-            async with open_channel(address) as channel:
-                await wait_serving(channel)
-        yield addresses
-    finally:
-        await stop_gateway(*processes)
-
-
 async def stream(address: str, caller: str, images: list[bytes]) -> StreamResult:
     async with open_channel(address) as channel:
         return await run_stream(stub(channel), images, len(images), metadata=bearer(caller))
-
-
-async def moderate(address: str, caller: str) -> grpc.aio.AioRpcError | None:
-    """None when answered, else the error."""
-    async with open_channel(address) as channel:
-        try:
-            await stub(channel).ModerateImage(
-                ModerateImageRequest(content=make_png(64, 64, secrets.token_hex(4))),
-                timeout=10,
-                metadata=bearer(caller),
-            )
-        except grpc.aio.AioRpcError as error:
-            return error
-    return None
 
 
 async def usage(address: str, caller: str) -> list[QuotaUsage]:

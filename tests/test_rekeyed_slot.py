@@ -14,7 +14,7 @@ from emulator import ImsEmulator
 from service.deadlines import Deadline
 from service.governor import RateGovernor
 from service.retry import Retrier, RetryPolicy
-from tests.test_credentials import (
+from tests.support.credentials import (
     NEW_ID,
     NEW_KEY,
     OLD_ID,

@@ -12,25 +12,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moderation.v1 import moderation_service_pb2_grpc
 from moderation.v1.moderation_service_pb2 import ModerateImageRequest, Suggestion
 
-from emulator import EmulatorConfig, ImsEmulator
+from emulator import ImsEmulator
 from emulator.images import make_png
-from service.factory import build_backends
-from service.server import Gateway, backend_health_name, build_server
-from service.settings import load_settings
+from service.server import Gateway, backend_health_name
 from tests.support.eventually import eventually
-from tests.support.gateway import SECRET_ID, SECRET_KEY, open_channel
+from tests.support.gateway import open_channel
 from tests.support.richstatus import rich_error
+from tests.support.routed_gateway import routes_file, start_emulator, start_gateway
 
 Stub = moderation_service_pb2_grpc.ModerationServiceStub
 IMAGE = make_png(256, 256)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def start_emulator(port: int = 0) -> ImsEmulator:
-    return ImsEmulator(
-        EmulatorConfig(secret_id=SECRET_ID, secret_key=SECRET_KEY), host="127.0.0.1", port=port
-    ).start()
 
 
 @pytest.fixture
@@ -45,48 +38,6 @@ def secondary() -> Iterator[ImsEmulator]:
     emulator = start_emulator()
     yield emulator
     emulator.stop()
-
-
-def routes_file(tmp_path: Path, primary: ImsEmulator, secondary: ImsEmulator, routes: str) -> Path:
-    path = tmp_path / "routes.toml"
-    path.write_text(
-        f"""
-[backends.cloud]
-type = "tencent"
-endpoint = "{primary.url}"
-secret_id_env = "GW_SECRET_ID"
-secret_key_env = "GW_SECRET_KEY"
-
-[backends.onprem]
-type = "private"
-url = "{secondary.url}"
-auth = "tc3"
-region = "ap-shanghai"
-secret_id_env = "GW_SECRET_ID"
-secret_key_env = "GW_SECRET_KEY"
-{routes}
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-async def start_gateway(path: Path, **env: str) -> Gateway:
-    settings = load_settings(
-        {
-            "MODERATION_LISTEN": "127.0.0.1:0",
-            "MODERATION_METRICS_LISTEN": "off",
-            "MODERATION_ROUTES": str(path),
-            # These tests send one image many times and watch which backend answers: no verdict cache.
-            "MODERATION_CACHE": "off",
-            "GW_SECRET_ID": SECRET_ID,
-            "GW_SECRET_KEY": SECRET_KEY,
-            **env,
-        }
-    )
-    gateway = build_server(settings, build_backends(settings))
-    await gateway.start()
-    return gateway
 
 
 @pytest.fixture

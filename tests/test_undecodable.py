@@ -18,38 +18,8 @@ from emulator import ImsEmulator
 from emulator.images import make_png
 from service.logs import RateLimitedLog
 from service.server import Gateway
+from tests.support.raw_calls import EVERY_METHOD, SERVICE, UNDECODABLE, as_is, call_raw
 from tests.support.richstatus import rich_error
-
-# Field 1 as a length-delimited record claiming more bytes than follow: no message type parses it.
-UNDECODABLE = b"\x0a\xff\xff\xff\xff\x0f"
-SERVICE = "/moderation.v1.ModerationService"
-UNARY_METHODS = [f"{SERVICE}/ModerateImage", "/grpc.health.v1.Health/Check"]
-SERVER_STREAM_METHODS = [f"{SERVICE}/BatchModerateImages", "/grpc.health.v1.Health/Watch"]
-BIDI_METHODS = [
-    f"{SERVICE}/StreamModerateImages",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-]
-EVERY_METHOD = [*UNARY_METHODS, *SERVER_STREAM_METHODS, *BIDI_METHODS]
-
-
-def _raw(data: bytes) -> bytes:
-    return data
-
-
-async def call_raw(
-    channel: grpc.aio.Channel, method: str, messages: list[bytes], timeout: float = 10
-) -> list[bytes]:
-    """Sends `messages` as they are to `method` and returns the raw answers; raises the call's error."""
-    codec = {"request_serializer": _raw, "response_deserializer": _raw}
-    if method in UNARY_METHODS:
-        return [await channel.unary_unary(method, **codec)(messages[0], timeout=timeout)]
-    if method in SERVER_STREAM_METHODS:
-        return [
-            answer async for answer in channel.unary_stream(method, **codec)(messages[0], timeout=timeout)
-        ]
-    return [
-        answer async for answer in channel.stream_stream(method, **codec)(iter(messages), timeout=timeout)
-    ]
 
 
 def assert_undecodable(error: grpc.aio.AioRpcError) -> None:
@@ -75,7 +45,7 @@ async def test_the_same_methods_still_answer_valid_bytes(channel: grpc.aio.Chann
     [answer] = await call_raw(channel, "/grpc.health.v1.Health/Check", [health])
     assert health_pb2.HealthCheckResponse.FromString(answer).status == health_pb2.HealthCheckResponse.SERVING
     # Watch writes with context.write (not a generator): its answers still arrive through the wrapper.
-    watch = channel.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=_raw)
+    watch = channel.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=as_is)
     call = watch(health, timeout=5)
     first = await anext(aiter(call))
     call.cancel()
@@ -94,7 +64,10 @@ async def test_a_bad_message_mid_stream_ends_it_after_the_items_read_are_answere
     answers: list[StreamModerateImagesResponse] = []
 
     async def read() -> None:
-        codec = {"request_serializer": _raw, "response_deserializer": StreamModerateImagesResponse.FromString}
+        codec = {
+            "request_serializer": as_is,
+            "response_deserializer": StreamModerateImagesResponse.FromString,
+        }
         call = channel.stream_stream(f"{SERVICE}/StreamModerateImages", **codec)
         stream: AsyncIterator[StreamModerateImagesResponse] = call(
             iter([*good, UNDECODABLE, *good]), timeout=10

@@ -1,4 +1,5 @@
-"""The in-process gateway as the tests build it: fresh credentials, settings on loopback, channels."""
+"""The in-process gateway as the tests build it: fresh credentials, settings on loopback, channels, and
+one ModerateImage call to it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 import grpc
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse
+from moderation.v1.moderation_service_pb2_grpc import ModerationServiceStub
 
 from backends.options import BackendOptions
 from backends.tencent.plugin import TencentOptions
@@ -47,3 +50,10 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 def open_channel(gateway: Gateway) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", options=CHANNEL_OPTIONS)
+
+
+async def moderate(gateway: Gateway, request: ModerateImageRequest) -> ModerateImageResponse:
+    async with open_channel(gateway) as channel:
+        stub = ModerationServiceStub(channel)
+        answer: ModerateImageResponse = await stub.ModerateImage(request, timeout=10)
+        return answer

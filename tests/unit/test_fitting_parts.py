@@ -26,7 +26,8 @@ from service.routing import Router, Upstream
 from service.routing_file import RouteConfig, RoutesError, load_routes
 from service.settings import Settings, load_settings
 from service.validation import ValidationError, validate
-from tests.unit.test_route_decision import NamedBackend, router, upstream
+from tests.support.backends import NamedBackend
+from tests.support.routers import router, upstream
 
 ENV = {"CLOUD_ID": "AKIDcloud", "CLOUD_KEY": "cloud-key"}
 

@@ -5,51 +5,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from backends.base import Fingerprint
 from backends.errors import BackendError, Kind
-from backends.image_limits import IMS_IMAGE_LIMITS
 from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.governor import Priority, RateGovernor
 from service.retry import Retrier, RetryPolicy
 from service.telemetry import Metrics, Telemetry
+from tests.support.backends import ScriptedBackend
 from tests.support.metrics import points
 
 REQUEST = ModerateImageRequest(url="https://a.example/x.png")
-
-
-class ScriptedBackend:
-    """Answers each attempt from a script: an error to raise, or a delay before passing."""
-
-    name = "scripted"
-    fingerprint = Fingerprint.of("scripted")
-    image_limits = IMS_IMAGE_LIMITS
-    concurrency = None
-
-    def __init__(self, *script: BackendError | float) -> None:
-        self.script = list(script)
-        self.calls = 0
-        self.timeouts: list[float] = []
-
-    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
-        self.calls += 1
-        self.timeouts.append(timeout)
-        step = self.script.pop(0) if self.script else 0.0
-        if isinstance(step, BackendError):
-            raise step
-        await asyncio.sleep(step)
-        return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS)
-
-    async def start(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 class RecordingSleep:

@@ -13,7 +13,7 @@ from service.deadlines import Deadline
 from service.errors import CallFailure
 from service.governor import RateGovernor
 from service.retry import Retrier, RetryPolicy
-from tests.unit.test_retry import ScriptedBackend
+from tests.support.backends import ScriptedBackend
 
 REQUEST = ModerateImageRequest(content=b"image")
 

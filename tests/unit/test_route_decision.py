@@ -3,40 +3,16 @@ first backend's latency and the route's options down to fitting, the verdict cac
 
 from __future__ import annotations
 
-from moderation.v1.moderation_service_pb2 import ModerateImageRequest, ModerateImageResponse, Suggestion
+from moderation.v1.moderation_service_pb2 import ModerateImageRequest
 
 from backends.base import Fingerprint
-from backends.image_limits import IMS_IMAGE_LIMITS, ImageLimits
+from backends.image_limits import ImageLimits
 from service.deadlines import Deadline
-from service.governor import Priority, RateGovernor
-from service.retry import Retrier, RetryPolicy
-from service.routing import UNKNOWN_LATENCY, Router, Upstream
+from service.governor import Priority
+from service.routing import UNKNOWN_LATENCY, Router
 from service.routing_file import RouteConfig
-from tests.support.backends import SlowBackend
-
-
-class NamedBackend(SlowBackend):
-    """SlowBackend under a name of its own, with a fingerprint a test may change (a reload)."""
-
-    def __init__(self, name: str, limits: ImageLimits = IMS_IMAGE_LIMITS) -> None:
-        super().__init__(0.0)
-        self.name = name
-        self.fingerprint = Fingerprint.of("named", name)
-        self.image_limits = limits
-
-    async def moderate(self, request: ModerateImageRequest, *, timeout: float) -> ModerateImageResponse:
-        return ModerateImageResponse(suggestion=Suggestion.SUGGESTION_PASS, backend=self.name)
-
-
-def upstream(name: str, limits: ImageLimits = IMS_IMAGE_LIMITS) -> Upstream:
-    backend = NamedBackend(name, limits)
-    governor = RateGovernor(1000)
-    return Upstream(backend, governor, Retrier(backend, RetryPolicy(), governor=governor))
-
-
-def router(*routes: RouteConfig, default: tuple[str, ...] = ("cloud",)) -> Router:
-    names = {name for route in (*routes, RouteConfig(chain=default)) for name in route.chain}
-    return Router([upstream(name) for name in sorted(names)], list(routes), RouteConfig(chain=default))
+from tests.support.backends import NamedBackend
+from tests.support.routers import router, upstream
 
 
 def test_exact_names_come_before_patterns_and_the_first_route_naming_a_biz_type_wins() -> None:
