@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
+from service.governor import FleetGovernor
+from service.governor.connect import redis_client
+from service.governor.fleet import fleet_parameters
 from service.governor.pacing import DECREASE_FACTOR
+from service.governor.schedule import Heartbeat, Schedule
 from testbed.redis_server import RedisServer
 from tests.support.eventually import eventually
 from tests.support.fleet_governors import QPS, Factory, grant_times, replicas
@@ -83,3 +88,37 @@ async def test_a_caller_share_is_one_budget_across_replicas(replicas: Factory) -
     finally:
         for share in shares:
             await share.aclose()
+
+
+class CancellationSwallowingSchedule(Schedule):
+    """A heartbeat that swallows a cancellation once, as redis-py can when one lands mid-command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.beating = asyncio.Event()
+        self.swallowed = False
+
+    async def heartbeat(
+        self, replica: str, *, sent_under: float | None = None, not_before: float = 0.0
+    ) -> Heartbeat:
+        if not self.swallowed:
+            self.beating.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.swallowed = True
+        return await super().heartbeat(replica, sent_under=sent_under, not_before=not_before)
+
+
+async def test_closing_ends_the_heartbeats_even_when_a_redis_call_swallows_their_cancellation(
+    redis: RedisServer,
+) -> None:
+    client = redis_client(redis.url)
+    schedule = CancellationSwallowingSchedule(client, "budget", fleet_parameters(QPS, 0.5))
+    governor = FleetGovernor(schedule, name="tencent", on_close=client.aclose)
+    governor.start()
+    await schedule.beating.wait()
+    closing = asyncio.create_task(governor.aclose())
+    await asyncio.wait({closing}, timeout=5)
+    assert closing.done(), "the heartbeats went on after their cancellation was swallowed"
+    assert schedule.swallowed

@@ -110,6 +110,10 @@ class FleetGovernor:
         # replicas that budget last heard of size its fallback share, not a first-contact hold.
         self._replicas_known_to = replicas_known_to
         self._last_acquire = 0.0
+        # Set by aclose: the heartbeats stop at their next turn even if a cancellation never reaches them
+        # (redis-py can swallow one that lands mid-command, and `asyncio.timeout` one that lands as it
+        # expires).
+        self._closed = False
         self._expected_replicas = expected_replicas
         self._metrics = metrics
         # Each waiter with its deadline and its caller (hashed: the name is never written to Redis).
@@ -245,12 +249,13 @@ class FleetGovernor:
         report.add_done_callback(self._reports.discard)
 
     async def aclose(self) -> None:
+        self._closed = True
         tasks = [t for t in (self._dispatcher, self._reserving, self._heartbeats, *self._reports) if t]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Gathered, not awaited one by one under a suppressed CancelledError: that would swallow a
+        # cancellation of the caller's own, too.
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._fallback.aclose()
         if self._on_close is not None:
             await self._on_close()
@@ -269,7 +274,9 @@ class FleetGovernor:
     async def _heartbeat_while_used(self) -> None:
         # A steady beat, however long each takes, so a live replica never looks silent to the others.
         loop = asyncio.get_running_loop()
-        while self._idle_after is None or self._membership.now() - self._last_acquire < self._idle_after:
+        while not self._closed and (
+            self._idle_after is None or self._membership.now() - self._last_acquire < self._idle_after
+        ):
             started = loop.time()
             try:
                 await self._heartbeat()
