@@ -37,7 +37,6 @@ __all__ = [
     "LEAST",
     "MOST",
     "NOT_TAUGHT",
-    "PRECISION",
     "SHRINK",
     "SHRINK_AFTER",
     "START",
@@ -59,8 +58,6 @@ FLOOR_ABOVE = 0.0075
 FORGET = SHRINK * SHRINK_AFTER / 60
 DECREASE_FACTOR = 0.97
 INCREASE_STEP = 0.01
-# The margins Redis reports are read in millionths: equal to within this.
-PRECISION = 1e-6
 # What `taught` is before any RequestLimitExceeded: above any margin, so the first one is the margin's.
 NOT_TAUGHT = 1.0
 # A slot due within this long is granted now. uvloop's clock moves in whole milliseconds, so a shorter
@@ -125,9 +122,11 @@ class LearnedMargin:
 
 
 def unexplained(sent_under: float, taught: float) -> bool:
-    """Whether a request refused under the margin `sent_under` was sent under at least the one the last
-    refusal `taught`: then the margin is not what fell short (the Redis scripts apply the same test)."""
-    return sent_under >= taught - PRECISION
+    """Whether a request refused under the margin `sent_under` was sent under the one the last refusal
+    `taught` (within a shrink of it: the floor sinks by FORGET a shrink, and a minute of shrinks is one
+    SHRINK), not under one from before that lesson (at least FLOOR_ABOVE below it): then the margin is
+    not what fell short. The Redis scripts apply the same test."""
+    return sent_under > taught - SHRINK
 
 
 def recovered(rate: float, qps: int, changed: float, now: float, period: float) -> tuple[float, float]:

@@ -220,7 +220,7 @@ if factor > 0 and now - changed >= period then
   changed = now
   local sent_under = math.max(0, tonumber(ARGV[11]) / 1000000)
   -- `pacing.unexplained`: only a refusal the learned margin cannot explain lowers the pace too.
-  if sent_under >= taught - {pacing.PRECISION!r} then
+  if sent_under > taught - {pacing.SHRINK!r} then
     rate = math.max(1, rate * factor)
   end
   taught = math.min({pacing.MOST!r}, sent_under + {pacing.FLOOR_ABOVE!r})

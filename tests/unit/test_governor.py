@@ -172,3 +172,17 @@ def test_a_fast_pace_grants_each_due_slot_without_spinning_on_uvloops_millisecon
     assert grants == 2000
     # A sleep per clock tick at most (2,000 slots 10 µs apart span 20 ms), never one per grant or more.
     assert sleeps <= 100
+
+
+def test_a_refusal_under_the_taught_margin_is_unexplained_though_the_floor_sank_a_little_since() -> None:
+    qps = 100
+    margin = LearnedMargin(qps=qps)
+    clock = 0.0
+    assert not margin.rate_limited(clock, clock)  # the first lesson: the margin's to answer
+    for _ in range(20 * round(SHRINK_AFTER * qps)):  # 15 s of full budget: the floor sinks 20 FORGETs
+        clock += 1 / qps
+        margin.granted(clock)
+    assert margin.value < margin.taught
+    # Sent under the margin that lesson taught, give or take its slow sinking: someone else spends the
+    # account, and the pace must come down too.
+    assert margin.rate_limited(clock, clock)
