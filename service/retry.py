@@ -186,7 +186,7 @@ class Retrier:
         started = loop.time()
         retry_after: float | None = None
         try:
-            await self._take_slot(priority, deadline.less(needed), shares)
+            await self._take_slot(priority, deadline.less(needed), shares, retry=not first)
         except BackendError as throttled:
             retry_after = throttled.retry_after
         waited = loop.time() - started
@@ -209,8 +209,12 @@ class Retrier:
             waited, left, self.time_to_finish, retry_after if retry_after is not None else max(waited, 0.1)
         )
 
-    async def _take_slot(self, priority: Priority, deadline: Deadline, shares: Sequence[Governor]) -> None:
-        """Waits for a slot of every governor; a sampled call's span gets the wait as an event."""
+    async def _take_slot(
+        self, priority: Priority, deadline: Deadline, shares: Sequence[Governor], *, retry: bool
+    ) -> None:
+        """Waits for a slot of every governor, a retry before its priority's first attempts (else it
+        would queue as long again, and a retry of an item that waited once seldom has that long left);
+        a sampled call's span gets the wait as an event."""
         governors = [*shares, *([self._governor] if self._governor is not None else [])]
         if not governors:
             return
@@ -218,7 +222,7 @@ class Retrier:
         started = asyncio.get_running_loop().time() if span.is_recording() else 0.0
         try:
             for governor in governors:
-                await governor.acquire(priority, deadline)
+                await governor.acquire(priority, deadline, retry=retry)
         finally:
             if span.is_recording():
                 waited = asyncio.get_running_loop().time() - started

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.governor import FleetGovernor
+from service.deadlines import Deadline
+from service.governor import FleetGovernor, Priority
 from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
 from service.governor.pacing import DECREASE_FACTOR
@@ -88,6 +89,24 @@ async def test_a_caller_share_is_one_budget_across_replicas(replicas: Factory) -
     finally:
         for share in shares:
             await share.aclose()
+
+
+async def test_a_retry_takes_the_next_slot_of_the_fleet_before_the_items_queued_on_this_replica(
+    replicas: Factory,
+) -> None:
+    governor = replicas()
+    await grant_times([governor], 1)
+    queued = [
+        asyncio.create_task(governor.acquire(Priority.BATCH, Deadline.for_call(None))) for _ in range(QPS)
+    ]
+    await asyncio.sleep(0)
+    try:
+        # A second of slots is queued; the retry has a quarter of it, and is served first.
+        await governor.acquire(Priority.BATCH, Deadline.for_call(0.25), retry=True)
+        assert sum(task.done() for task in queued) <= 1
+    finally:
+        for task in queued:
+            task.cancel()
 
 
 class CancellationSwallowingSchedule(Schedule):

@@ -19,10 +19,12 @@ class Priority(enum.Enum):
     BACKGROUND = "background"
 
 
-def ahead_of(priority: Priority) -> tuple[Priority, ...]:
-    """The priorities whose waiters are served before a new waiter of `priority` (its own included)."""
+def ahead_of(priority: Priority, *, retry: bool = False) -> tuple[Priority, ...]:
+    """The priorities whose waiters are served before a new waiter of `priority`: its own included,
+    unless the waiter is a retry, which goes before its priority's first attempts (it has waited its turn
+    once; the few retries that may be ahead of it are not counted)."""
     order = tuple(Priority)
-    return order[: order.index(priority) + 1]
+    return order[: order.index(priority) + (0 if retry else 1)]
 
 
 class Governor(Protocol):
@@ -52,8 +54,9 @@ class Governor(Protocol):
         """Begin contact with the schedule it shares, if any, before the first call needs a slot."""
         ...
 
-    async def acquire(self, priority: Priority, deadline: Deadline) -> None:
-        """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
+    async def acquire(self, priority: Priority, deadline: Deadline, *, retry: bool = False) -> None:
+        """Wait for a slot, or raise THROTTLED when none can come before the deadline. A `retry` is served
+        before the first attempts of its priority: it waited its turn once, and has only what is left."""
         ...
 
     def upstream_rate_limited(self, sent_at: float) -> None:

@@ -190,7 +190,7 @@ class FleetGovernor:
 
     # --- the callers' side ------------------------------------------------------------------------
 
-    async def acquire(self, priority: Priority, deadline: Deadline) -> None:
+    async def acquire(self, priority: Priority, deadline: Deadline, *, retry: bool = False) -> None:
         if deadline.remaining() <= 0:
             raise self._throttled(self.spacing, priority)
         self._start()
@@ -202,13 +202,13 @@ class FleetGovernor:
             local = self._fallback.share(self._membership.now())
             if local is not None:
                 try:
-                    await local.acquire(priority, deadline)
+                    await local.acquire(priority, deadline, retry=retry)
                 except ShareDropped:
                     continue  # Redis answered before the share granted: the schedule's slot instead
                 if self.fallback:
                     break
             try:
-                await self._fleet_slot(priority, deadline)
+                await self._fleet_slot(priority, deadline, retry=retry)
                 break
             except _Refused:
                 continue  # Redis was lost meanwhile: the slot comes from the fallback share instead
@@ -218,13 +218,18 @@ class FleetGovernor:
                 self._membership.now() - started, {"moderation.priority": priority.value}
             )
 
-    async def _fleet_slot(self, priority: Priority, deadline: Deadline) -> None:
-        ahead = sum(self.waiting(p) for p in ahead_of(priority))
+    async def _fleet_slot(self, priority: Priority, deadline: Deadline, *, retry: bool) -> None:
+        ahead = sum(self.waiting(p) for p in ahead_of(priority, retry=retry))
         expected = ahead * self.spacing
         if expected >= deadline.remaining():
             raise self._throttled(expected, priority)
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[priority].append((slot, deadline, _hashed(CALLER.get())))
+        waiter = (slot, deadline, _hashed(CALLER.get()))
+        queue = self._waiting[priority]
+        if retry:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = _supervised(self._dispatch(), f"fleet budget {self.name}: dispatching")
         self._wake.set()

@@ -11,7 +11,7 @@ are `pacing.py`'s, the fleet's too; this module is their in-process slot store:
   (BATCH) while they hold less than `interactive_share` of the period's grants; batch items get the
   rest, and everything when no unary call waits. A stream therefore never starves unary callers, and
   unary callers never starve a stream. Asynchronous tasks (BACKGROUND) get only the slots nobody else
-  waits for.
+  waits for. A retry goes before the first attempts of its priority.
 - **Deadline-aware.** Waiting counts against the caller's deadline: a call that cannot get a slot in
   time fails at once with THROTTLED (RESOURCE_EXHAUSTED and RetryInfo), without spending quota.
 """
@@ -98,17 +98,20 @@ class RateGovernor:
     def waiting(self, priority: Priority) -> int:
         return sum(not f.done() for f in self._waiting[priority])
 
-    async def acquire(self, priority: Priority, deadline: Deadline) -> None:
-        """Wait for a slot, or raise THROTTLED when none can come before the deadline."""
+    async def acquire(self, priority: Priority, deadline: Deadline, *, retry: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        ahead = sum(self.waiting(p) for p in ahead_of(priority))
+        ahead = sum(self.waiting(p) for p in ahead_of(priority, retry=retry))
         expected_wait = max(0.0, self._next_grant - loop.time()) + ahead * self.spacing
         remaining = deadline.remaining()
         if expected_wait >= remaining:
             raise self._throttled(expected_wait, priority)
         started = loop.time()
         slot: asyncio.Future[None] = loop.create_future()
-        self._waiting[priority].append(slot)
+        queue = self._waiting[priority]
+        if retry:
+            queue.appendleft(slot)
+        else:
+            queue.append(slot)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = loop.create_task(self._dispatch())
         try:

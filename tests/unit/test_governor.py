@@ -83,6 +83,40 @@ async def test_a_call_that_cannot_get_a_slot_in_time_fails_fast() -> None:
     assert governor.rejections == 1
 
 
+async def test_a_retry_is_served_before_its_prioritys_first_attempts_with_a_short_deadline() -> None:
+    # 20 batch items queue for 2 s of slots; a retry of one that was refused (by the backend's limit,
+    # say) comes after them with 0.5 s left. It must not queue behind them again: it would never make it.
+    governor = RateGovernor(10, window=WINDOW)
+    await governor.acquire(Priority.BATCH, Deadline.for_call(None))
+    order: list[str] = []
+
+    async def one(name: str, deadline: Deadline, *, retry: bool = False) -> None:
+        await governor.acquire(Priority.BATCH, deadline, retry=retry)
+        order.append(name)
+
+    queued = [asyncio.create_task(one(f"first-{n}", Deadline.for_call(None))) for n in range(20)]
+    await asyncio.sleep(0)
+    await one("retry", Deadline.for_call(2 * governor.spacing), retry=True)
+    await asyncio.gather(*queued)
+    assert order.index("retry") == 0
+    assert order[1:] == [f"first-{n}" for n in range(20)]
+    await governor.aclose()
+
+
+async def test_a_retry_still_waits_for_interactive_calls_ahead_of_it() -> None:
+    governor = RateGovernor(10, window=WINDOW)
+    await governor.acquire(Priority.BATCH, Deadline.for_call(None))
+    interactive = [
+        asyncio.create_task(governor.acquire(Priority.INTERACTIVE, Deadline.for_call(None))) for _ in range(4)
+    ]
+    await asyncio.sleep(0)
+    with pytest.raises(BackendError) as caught:
+        await governor.acquire(Priority.BATCH, Deadline.for_call(2 * governor.spacing), retry=True)
+    assert caught.value.kind is Kind.THROTTLED
+    await asyncio.gather(*interactive)
+    await governor.aclose()
+
+
 async def test_a_cancelled_waiter_spends_no_slot() -> None:
     governor = RateGovernor(5, window=WINDOW)
     await governor.acquire(Priority.BATCH, Deadline.for_call(None))

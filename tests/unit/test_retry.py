@@ -112,6 +112,33 @@ async def test_a_retry_that_gets_no_rate_slot_reports_the_failure_that_made_it_r
     assert (caught.value.attempts, backend.calls) == (1, 1)
 
 
+async def test_a_retry_goes_before_the_items_that_queued_for_slots_while_its_first_attempt_was_out() -> None:
+    governor = RateGovernor(10, window=1.0)  # a slot every 0.1 s
+    queued: list[asyncio.Task[None]] = []
+
+    async def others_queue_meanwhile(delay: float) -> None:
+        # Between the refusal and the retry, 20 items queue: 2 s of slots, where the call has 0.5 s.
+        queued.extend(
+            asyncio.create_task(governor.acquire(Priority.BATCH, Deadline.for_call(None))) for _ in range(20)
+        )
+        await asyncio.sleep(0)
+
+    backend = ScriptedBackend(
+        BackendError(Kind.RATE_LIMITED, "the backend's limit", upstream_code="RequestLimitExceeded")
+    )
+    subject = Retrier(
+        backend, RetryPolicy(), governor=governor, jitter=lambda: 0.0, sleep=others_queue_meanwhile
+    )
+    try:
+        result = await subject.moderate(REQUEST, Deadline.for_call(0.5), Priority.BATCH)
+        assert (result.attempts, backend.calls) == (2, 2)
+        assert not any(task.done() for task in queued)
+    finally:
+        for task in queued:
+            task.cancel()
+        await governor.aclose()
+
+
 async def test_a_call_that_gets_no_first_rate_slot_made_no_attempt() -> None:
     governor = RateGovernor(1, window=1.0)
     await governor.acquire(Priority.INTERACTIVE, Deadline.for_call(None))
