@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from service.deadlines import Deadline
 from service.governor import FleetGovernor, Priority
 from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
-from service.governor.pacing import DECREASE_FACTOR
+from service.governor.pacing import DECREASE_FACTOR, FLOOR_ABOVE, SHRINK, SHRINK_AFTER, START
 from service.governor.schedule import Heartbeat, Schedule
 from testbed.redis_server import RedisServer
 from tests.support.eventually import eventually
@@ -79,6 +80,20 @@ async def test_a_rate_limit_the_margin_cannot_explain_slows_the_whole_fleet_once
     await eventually(lambda: max(first.rate, second.rate) < QPS)  # the second learns at its next heartbeat
     assert first.rate == pytest.approx(QPS * DECREASE_FACTOR, abs=0.01)
     assert second.rate == pytest.approx(QPS * DECREASE_FACTOR, abs=0.01)
+
+
+async def test_a_rate_limit_reports_the_margin_its_slot_was_spaced_under_not_the_one_shrunk_since(
+    replicas: Factory,
+) -> None:
+    governor = replicas()
+    # SHRINK_AFTER's worth of slots: the reservation of the last of them shrinks the margin as it places
+    # them, spaced under the margin before.
+    granted = await grant_times([governor], math.ceil(SHRINK_AFTER * QPS))
+    assert governor.period == pytest.approx(1 + START - SHRINK)
+    governor.upstream_rate_limited(granted[-1][0])
+    # Taught FLOOR_ABOVE over START, the margin the refused request was sent under.
+    await eventually(lambda: governor.period > 1 + START - SHRINK)
+    assert governor.period == pytest.approx(1 + START + FLOOR_ABOVE)
 
 
 async def test_a_caller_share_is_one_budget_across_replicas(replicas: Factory) -> None:

@@ -120,7 +120,8 @@ class FleetGovernor:
         self._waiting: dict[Priority, deque[tuple[asyncio.Future[None], Deadline, str]]] = {
             p: deque() for p in Priority
         }
-        self._slots: list[float] = []
+        # The slots reserved and not yet granted: (this replica's time, the margin they were spaced under).
+        self._slots: list[tuple[float, float]] = []
         # (time, priority) of this replica's grants in the last period: the local fairness ledger.
         self._granted: deque[tuple[float, Priority]] = deque()
         self._ask_again_at = 0.0
@@ -342,13 +343,17 @@ class FleetGovernor:
             now = self._membership.now()
             margin_time = self._membership.margin * self._membership.schedule.parameters.window
             stale_after = max(STALE_SLOT_LEAST, STALE_SHARE_OF_MARGIN * margin_time)
-            while self._slots and self._slots[0] <= now + CLOCK_TICK:
-                if now - self._slots.pop(0) <= stale_after:
-                    self._grant(now)
+            while self._slots and self._slots[0][0] <= now + CLOCK_TICK:
+                due, spaced_under = self._slots.pop(0)
+                if now - due <= stale_after:
+                    self._grant(now, spaced_under)
             wanted = self._wanted()
             if wanted and now >= self._ask_again_at and (self._reserving is None or self._reserving.done()):
                 self._reserving = _supervised(self._reserve(*wanted), f"fleet budget {self.name}: reserving")
-            wake_at = min([*self._slots[:1], *([self._ask_again_at] if wanted else [])], default=None)
+            wake_at = min(
+                [*(due for due, _ in self._slots[:1]), *([self._ask_again_at] if wanted else [])],
+                default=None,
+            )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if wake_at is None else max(0.0, wake_at - now)):
@@ -387,7 +392,8 @@ class FleetGovernor:
         if reservation.count == 0:
             self._ask_again_at = reservation.first - offset
         for index in range(reservation.count):
-            bisect.insort(self._slots, reservation.first + index * reservation.spacing - offset)
+            due = reservation.first + index * reservation.spacing - offset
+            bisect.insort(self._slots, (due, reservation.spaced_under))
         self._wake.set()
 
     def _has_waiters(self) -> bool:
@@ -396,7 +402,7 @@ class FleetGovernor:
                 queue.popleft()
         return any(self._waiting.values())
 
-    def _grant(self, now: float) -> None:
+    def _grant(self, now: float, spaced_under: float) -> None:
         while self._granted and self._granted[0][0] <= now - self.period:
             self._granted.popleft()
         if not self._has_waiters():
@@ -411,6 +417,9 @@ class FleetGovernor:
         future, _, _ = self._waiting[priority].popleft()
         future.set_result(None)
         self._granted.append((now, priority))
+        # What a RequestLimitExceeded to this request is reported as sent under: the margin its slot was
+        # spaced under, not the one in force by now (a shrink in the same reservation would understate it).
+        self._membership.margins.record(now, spaced_under)
         if self._metrics is not None:
             self._metrics.governor_grants.add(1, {"moderation.priority": priority.value})
 

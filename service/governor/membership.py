@@ -98,7 +98,8 @@ class Membership:
         self.spread: dict[str, int] = {}
         self.rate = float(schedule.parameters.qps)
         self.margin = START
-        # The margins Redis said were in force, by this replica's time.
+        # The margin each request granted here was sent under (its slot's spacing), by this replica's
+        # time of the grant: what a RequestLimitExceeded to it reports.
         self.margins = MarginHistory(START)
         self.offsets = ClockOffset()
         # Set by the first heartbeat: connected, scripts loaded, so reservations time clean round trips.
@@ -184,7 +185,6 @@ class Membership:
         self.replicas = max(1, replicas)
         self.rate = max(1.0, rate)
         self.margin = margin
-        self.margins.record(self.now(), margin)
 
     async def _call(self, call: Awaitable[T]) -> T:
         """One Redis call, never waiting longer than REDIS_TIMEOUT; its round trip is a metric. Raises

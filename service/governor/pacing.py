@@ -69,7 +69,8 @@ HISTORY = 60.0
 
 
 class MarginHistory:
-    """The margins in force over the last HISTORY seconds: which one a refused request was sent under."""
+    """The margins requests were sent under over the last HISTORY seconds, by when they were sent: which
+    one a refused request was sent under."""
 
     def __init__(self, value: float) -> None:
         self._changes: deque[tuple[float, float]] = deque([(-math.inf, value)])

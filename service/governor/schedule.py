@@ -89,9 +89,10 @@ end
 # class (0 batch, 1 interactive, 2 background), max_wait_us, interactive_share, then the callers with
 # batch items waiting here.
 # Returns {slots reserved, the first slot's time (none reserved: when one would fit), spacing, replicas,
-# rate, now, this replica's part of the pace for batch items, margin, then over how many replicas each
-# caller's batch items wait}: Redis's times in microseconds, the rate in thousandths a second, the part
-# and the margin in millionths.
+# rate, now, this replica's part of the pace for batch items, margin, the margin the slots were spaced
+# under (before this reservation's shrink, if any), then over how many replicas each caller's batch items
+# wait}: Redis's times in microseconds, the rate in thousandths a second, the part and the margins in
+# millionths.
 _RESERVE = (
     _PACE
     + f"""
@@ -99,6 +100,7 @@ local replicas, silent = alive(ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 local count, interactive, background = tonumber(ARGV[10]), ARGV[11] == '1', ARGV[11] == '2'
 local max_wait, share = tonumber(ARGV[12]), tonumber(ARGV[13])
 local spacing = period / (rate * (replicas - silent) / replicas)
+local spaced_under = margin
 -- This replica's part of the pace for batch items, and over how many replicas each of its callers'
 -- batch items wait (the batch branch below counts them).
 local part, spread = nil, {{}}
@@ -107,7 +109,7 @@ local function answer(reserved, at)
     part = 1 / math.max(1, redis.call('ZCOUNT', KEYS[3], now - period, '+inf'))
   end
   local reply = {{reserved, math.ceil(at), math.floor(spacing), replicas, math.floor(rate * 1000), now,
-    math.floor(part * 1000000), math.floor(margin * 1000000)}}
+    math.floor(part * 1000000), math.floor(margin * 1000000), math.floor(spaced_under * 1000000)}}
   for i = 14, #ARGV do
     reply[#reply + 1] = spread[ARGV[i]] or 1
   end
@@ -280,6 +282,8 @@ class Reservation:
     part: float
     # The fleet's learned margin.
     margin: float
+    # The margin these slots were spaced under: `margin` before this reservation shrank it, if it did.
+    spaced_under: float
     # Over how many replicas each caller asked about has batch items waiting.
     spread: dict[str, int]
 
@@ -343,9 +347,18 @@ class Schedule:
             p.interactive_share,
         ]
         keys = [*self._keys, f"{self._base}:held:{replica}", f"{self._base}:callers"]
-        reserved, first, spacing, replicas, rate, now, part, margin, *spread = await self._reserve(
-            keys=keys, args=[*args, *callers]
-        )
+        (
+            reserved,
+            first,
+            spacing,
+            replicas,
+            rate,
+            now,
+            part,
+            margin,
+            spaced_under,
+            *spread,
+        ) = await self._reserve(keys=keys, args=[*args, *callers])
         return Reservation(
             int(reserved),
             int(first) / MICROS,
@@ -355,6 +368,7 @@ class Schedule:
             int(now) / MICROS,
             int(part) / MICROS,
             int(margin) / MICROS,
+            int(spaced_under) / MICROS,
             dict(zip(callers, (int(replicas_of) for replicas_of in spread), strict=True)),
         )
 
