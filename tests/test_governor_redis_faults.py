@@ -16,10 +16,11 @@ from service.governor.connect import redis_client
 from service.governor.fleet import fleet_parameters
 from service.governor.schedule import KEY_PREFIX, Schedule
 from testbed.redis_server import RedisServer
+from tests.support.fleet_governors import QPS, Factory, replicas
 
-QPS = 20
 KEY = "budget"
-Factory = Callable[[], FleetGovernor]
+
+__all__ = ["replicas"]  # the fixture `shifted` builds on
 
 
 @pytest.fixture
@@ -29,24 +30,10 @@ async def shift() -> list[float]:
 
 
 @pytest.fixture
-async def replicas(redis: RedisServer, shift: list[float]) -> AsyncIterator[Factory]:
-    made: list[FleetGovernor] = []
+async def shifted(replicas: Factory, shift: list[float]) -> Callable[[], FleetGovernor]:
+    """Replicas whose clocks move by `shift`."""
     loop = asyncio.get_running_loop()
-
-    def make() -> FleetGovernor:
-        client = redis_client(redis.url)
-        governor = FleetGovernor(
-            Schedule(client, KEY, fleet_parameters(QPS, 0.5)),
-            name="tencent",
-            clock=lambda: loop.time() + shift[0],
-            on_close=client.aclose,
-        )
-        made.append(governor)
-        return governor
-
-    yield make
-    for governor in made:
-        await governor.aclose()
+    return lambda: replicas(clock=lambda: loop.time() + shift[0])
 
 
 async def grant_times(governors: list[FleetGovernor], count: int, within: float = 5.0) -> list[float]:
@@ -79,13 +66,13 @@ async def leave_schedule_ahead(redis: RedisServer, seconds: float) -> None:
 
 @pytest.mark.parametrize("step", [-30.0, 30.0])
 async def test_a_step_of_redis_clock_costs_under_two_seconds_and_no_call(
-    replicas: Factory,
+    shifted: Callable[[], FleetGovernor],
     redis: RedisServer,
     shift: list[float],
     step: float,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    governors = [replicas(), replicas()]
+    governors = [shifted(), shifted()]
     await grant_times(governors, QPS)
     loop = asyncio.get_running_loop()
     with caplog.at_level(logging.WARNING, logger="service.governor.fleet"):

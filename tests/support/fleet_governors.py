@@ -4,6 +4,7 @@ times their grants came."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -23,13 +24,18 @@ Factory = Callable[..., FleetGovernor]
 async def replicas(redis: RedisServer) -> AsyncIterator[Factory]:
     made: list[FleetGovernor] = []
 
-    def make(*, clock_offset: float = 0.0, key: str = "budget") -> FleetGovernor:
+    def make(
+        *, clock_offset: float = 0.0, clock: Callable[[], float] | None = None, key: str = "budget"
+    ) -> FleetGovernor:
+        """A replica whose clock is `clock_offset` ahead of the loop's, or is `clock`."""
         client = redis_client(redis.url)
         loop = asyncio.get_running_loop()
+        if clock is None and clock_offset:
+            clock = functools.partial(_ahead, loop, clock_offset)
         governor = FleetGovernor(
             Schedule(client, key, fleet_parameters(QPS, 0.5)),
             name="tencent",
-            clock=(lambda: loop.time() + clock_offset) if clock_offset else None,
+            clock=clock,
             on_close=client.aclose,
         )
         made.append(governor)
@@ -50,3 +56,7 @@ async def grant_times(governors: list[FleetGovernor], count: int) -> list[tuple[
 
     await asyncio.gather(*(one(i) for i in range(count)))
     return sorted(times)
+
+
+def _ahead(loop: asyncio.AbstractEventLoop, seconds: float) -> float:
+    return loop.time() + seconds
