@@ -4,7 +4,9 @@ One gateway process on a real redis-server (fleet mode) against the emulator, th
 with a hard quota governing the caller (too large to refuse anything) and without one. Every call is
 billed (distinct images, the cache off). Redis's INFO commandstats, before and after each phase, gives
 the calls a client sent (scripts, MGET; the commands a script runs are counted apart, under their own
-names): the difference per billed call is the quotas' own round trips (one script each).
+names), and MONITOR, over the phase with a quota, the calls that name a quota key: the quotas' own round
+trips (one script a call). The difference of the two phases' totals is no measure of them: the rate
+budget's heartbeats and reservations vary from phase to phase by a few hundredths a call.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import grpc
 import redis
@@ -24,6 +29,7 @@ import redis
 from bench.latency import LatencySample
 from bench.sections import Progress
 from emulator.images import make_png
+from service.quotas.guard import KEY_PREFIX as QUOTA_KEY_PREFIX
 from testbed.client import open_channel, request, stub
 from testbed.processes import Credentials, emulator, serve
 from testbed.redis_server import redis_server
@@ -44,6 +50,8 @@ class Phase:
     # Calls clients sent (each its own round trip, nothing here pipelines them), and every command run.
     round_trips: int
     redis_commands: int
+    # Calls clients sent that name a quota key.
+    quota_round_trips: int
     latency: LatencySample
 
     @property
@@ -58,7 +66,9 @@ class QuotaResult:
 
     @property
     def added_round_trips_per_billed_call(self) -> float:
-        return self.governed.round_trips_per_call - self.ungoverned.round_trips_per_call
+        return (
+            self.governed.quota_round_trips / self.governed.billed if self.governed.billed else float("nan")
+        )
 
 
 # What a client sends itself; GET, INCR, EXPIRE ... are also what scripts run.
@@ -76,6 +86,47 @@ def _counts(url: str) -> tuple[int, int]:
         if k.removeprefix("cmdstat_").split("|")[0] in _CLIENT_COMMANDS
     )
     return sent, total
+
+
+# Sent once a phase ends: the MONITOR watching it has seen everything before it once it shows this.
+_END_OF_PHASE = "quota-bench-end-of-phase"
+
+
+@contextlib.contextmanager
+def _quota_round_trips(url: str) -> Iterator[list[int]]:
+    """The calls clients send that name a quota key, counted once the block ends from what `redis-cli
+    monitor` (its own process: parsing every command here would slow the calls measured) printed; a
+    script's own commands (`[0 lua]`) are no round trips, and are left out."""
+    counted = [0]
+    executable = shutil.which("redis-cli")
+    if executable is None:
+        raise RuntimeError("redis-cli is not installed: run `make system-deps` (Debian's redis-server)")
+    with tempfile.TemporaryFile() as printed:
+        monitor = subprocess.Popen([executable, "-u", url, "monitor"], stdout=printed)
+        try:
+            _printed_since(printed, 0, "OK")
+            start = printed.tell()
+            yield counted
+            with redis.Redis.from_url(url) as client:
+                client.echo(_END_OF_PHASE)
+            lines = _printed_since(printed, start, _END_OF_PHASE).splitlines()
+        finally:
+            monitor.terminate()
+            monitor.wait(10)
+    counted[0] = sum(QUOTA_KEY_PREFIX in line and "[0 lua]" not in line for line in lines)
+
+
+def _printed_since(printed: IO[bytes], offset: int, marker: str, within: float = 30.0) -> str:
+    """What was printed from `offset` once it holds `marker`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        printed.seek(offset)
+        text = printed.read().decode(errors="replace")
+        if marker in text:
+            printed.seek(0, 2)
+            return text
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-cli monitor did not print {marker!r} within {within:.0f} s")
 
 
 @contextlib.contextmanager
@@ -129,9 +180,12 @@ async def _phase(
         # Warm: connections and scripts loaded, so the phase counts the steady state.
         await _calls(gateway.address, token, CONCURRENCY)
         before = _counts(redis_url)
-        sample, billed = await _calls(gateway.address, token, calls)
+        with _quota_round_trips(redis_url) as quota_round_trips:
+            sample, billed = await _calls(gateway.address, token, calls)
         after = _counts(redis_url)
-    return Phase(billed, sample.failures, after[0] - before[0], after[1] - before[1], sample)
+    return Phase(
+        billed, sample.failures, after[0] - before[0], after[1] - before[1], quota_round_trips[0], sample
+    )
 
 
 async def measure(calls: int, progress: Progress) -> QuotaResult:

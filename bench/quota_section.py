@@ -1,4 +1,5 @@
-"""The quota section (run with `--only fleet`): Redis commands and latency a quota adds per billed call."""
+"""The quota section (run with `--only fleet`, or alone with `--only quota`): Redis commands and latency a
+quota adds per billed call."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def section(quick: bool) -> Section[QuotaResult]:
             f"IMS emulator: {quota.EMULATOR_LATENCY * 1000:.0f} ms latency, no rate limit; a real "
             f"redis-server; one gateway (fleet mode), {calls} unary calls of distinct images, "
             f"{quota.CONCURRENCY} in flight, with a hard quota governing the caller and without; Redis "
-            "INFO commandstats before and after each phase (round trips: what clients sent)"
+            "INFO commandstats before and after each phase (round trips: what clients sent), and MONITOR "
+            "for the round trips that name a quota key"
         ),
         measure=functools.partial(_measure, calls),
         details=run_details,
@@ -60,6 +62,7 @@ def run_details(number: int, result: QuotaResult) -> str:
     governed, ungoverned = result.governed, result.ungoverned
     return (
         f"run {number}: with a quota {governed.billed} billed, {governed.round_trips} round trips to "
-        f"Redis ({governed.redis_commands} commands run); without {ungoverned.billed} billed, "
+        f"Redis ({governed.quota_round_trips} naming a quota key; {governed.redis_commands} commands run); "
+        f"without {ungoverned.billed} billed, "
         f"{ungoverned.round_trips} ({ungoverned.redis_commands})"
     )
