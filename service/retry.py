@@ -212,9 +212,9 @@ class Retrier:
     async def _take_slot(
         self, priority: Priority, deadline: Deadline, shares: Sequence[Governor], *, retry: bool
     ) -> None:
-        """Waits for a slot of every governor, a retry before its priority's first attempts (else it
-        would queue as long again, and a retry of an item that waited once seldom has that long left);
-        a sampled call's span gets the wait as an event."""
+        """Waits for a slot of every governor, a retry before its priority's first attempts when
+        queuing behind them would miss its deadline (it waited once; the items read since could take
+        all it has left); a sampled call's span gets the wait as an event."""
         governors = [*shares, *([self._governor] if self._governor is not None else [])]
         if not governors:
             return

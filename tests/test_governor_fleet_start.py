@@ -84,7 +84,8 @@ async def test_two_replicas_started_while_redis_is_unreachable_keep_to_the_budge
         )
     for tally in tallies:
         assert tally.answered_once(1, BUDGET)
-    assert within_the_learning_allowance(limited.stats.rate_limited, limited.stats.requests)
+    # Each replica learns its margin on its own fallback share.
+    assert within_the_learning_allowance(limited.stats.rate_limited, limited.stats.requests, budgets=2)
     assert limited.stats.max_in_one_second <= BUDGET
 
 

@@ -55,8 +55,9 @@ class Governor(Protocol):
         ...
 
     async def acquire(self, priority: Priority, deadline: Deadline, *, retry: bool = False) -> None:
-        """Wait for a slot, or raise THROTTLED when none can come before the deadline. A `retry` is served
-        before the first attempts of its priority: it waited its turn once, and has only what is left."""
+        """Wait for a slot, or raise THROTTLED when none can come before the deadline. A `retry` that
+        would miss its deadline behind the first attempts of its priority is served before them: it
+        waited its turn once, and has only what is left."""
         ...
 
     def upstream_rate_limited(self, sent_at: float) -> None:

@@ -220,14 +220,17 @@ class FleetGovernor:
             )
 
     async def _fleet_slot(self, priority: Priority, deadline: Deadline, *, retry: bool) -> None:
-        ahead = sum(self.waiting(p) for p in ahead_of(priority, retry=retry))
-        expected = ahead * self.spacing
+        expected = sum(self.waiting(p) for p in ahead_of(priority)) * self.spacing
+        # As in the in-process store: a retry goes first only when queuing would miss its deadline.
+        first_in_line = retry and expected >= deadline.remaining()
+        if first_in_line:
+            expected = sum(self.waiting(p) for p in ahead_of(priority, retry=True)) * self.spacing
         if expected >= deadline.remaining():
             raise self._throttled(expected, priority)
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiter = (slot, deadline, _hashed(CALLER.get()))
         queue = self._waiting[priority]
-        if retry:
+        if first_in_line:
             queue.appendleft(waiter)
         else:
             queue.append(waiter)

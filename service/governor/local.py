@@ -11,7 +11,8 @@ are `pacing.py`'s, the fleet's too; this module is their in-process slot store:
   (BATCH) while they hold less than `interactive_share` of the period's grants; batch items get the
   rest, and everything when no unary call waits. A stream therefore never starves unary callers, and
   unary callers never starve a stream. Asynchronous tasks (BACKGROUND) get only the slots nobody else
-  waits for. A retry goes before the first attempts of its priority.
+  waits for. A retry that would miss its deadline behind the first attempts of its priority goes
+  before them.
 - **Deadline-aware.** Waiting counts against the caller's deadline: a call that cannot get a slot in
   time fails at once with THROTTLED (RESOURCE_EXHAUSTED and RetryInfo), without spending quota.
 """
@@ -100,15 +101,19 @@ class RateGovernor:
 
     async def acquire(self, priority: Priority, deadline: Deadline, *, retry: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        ahead = sum(self.waiting(p) for p in ahead_of(priority, retry=retry))
-        expected_wait = max(0.0, self._next_grant - loop.time()) + ahead * self.spacing
         remaining = deadline.remaining()
+        expected_wait = self._expected_wait(priority, first_in_line=False)
+        # A retry queues as any waiter when it has the time: spread out, a crowded account's retries do
+        # not all meet the same full second again. Only one that would miss its deadline goes first.
+        first_in_line = retry and expected_wait >= remaining
+        if first_in_line:
+            expected_wait = self._expected_wait(priority, first_in_line=True)
         if expected_wait >= remaining:
             raise self._throttled(expected_wait, priority)
         started = loop.time()
         slot: asyncio.Future[None] = loop.create_future()
         queue = self._waiting[priority]
-        if retry:
+        if first_in_line:
             queue.appendleft(slot)
         else:
             queue.append(slot)
@@ -127,6 +132,10 @@ class RateGovernor:
         finally:
             # Cancelled or timed out: the dispatcher skips a done future, so no slot is spent on it.
             slot.cancel()
+
+    def _expected_wait(self, priority: Priority, *, first_in_line: bool) -> float:
+        ahead = sum(self.waiting(p) for p in ahead_of(priority, retry=first_in_line))
+        return max(0.0, self._next_grant - asyncio.get_running_loop().time()) + ahead * self.spacing
 
     def drop_waiters(self, error: Exception) -> None:
         """Every call waiting for a slot gets `error` instead: this budget is dropped before they had one."""

@@ -103,6 +103,23 @@ async def test_a_retry_is_served_before_its_prioritys_first_attempts_with_a_shor
     await governor.aclose()
 
 
+async def test_a_retry_with_the_time_to_queue_queues_behind_its_prioritys_first_attempts() -> None:
+    # Spread out, a crowded account's retries do not all meet the same full second again.
+    governor = RateGovernor(10, window=WINDOW)
+    await governor.acquire(Priority.BATCH, Deadline.for_call(None))
+    order: list[str] = []
+
+    async def one(name: str, *, retry: bool = False) -> None:
+        await governor.acquire(Priority.BATCH, Deadline.for_call(None), retry=retry)
+        order.append(name)
+
+    queued = [asyncio.create_task(one(f"first-{n}")) for n in range(3)]
+    await asyncio.sleep(0)
+    await asyncio.gather(one("retry", retry=True), *queued)
+    assert order == ["first-0", "first-1", "first-2", "retry"]
+    await governor.aclose()
+
+
 async def test_a_retry_still_waits_for_interactive_calls_ahead_of_it() -> None:
     governor = RateGovernor(10, window=WINDOW)
     await governor.acquire(Priority.BATCH, Deadline.for_call(None))
