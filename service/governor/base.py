@@ -19,12 +19,12 @@ class Priority(enum.Enum):
     BACKGROUND = "background"
 
 
-def ahead_of(priority: Priority, *, retry: bool = False) -> tuple[Priority, ...]:
+def ahead_of(priority: Priority, *, first_in_line: bool = False) -> tuple[Priority, ...]:
     """The priorities whose waiters are served before a new waiter of `priority`: its own included,
-    unless the waiter is a retry, which goes before its priority's first attempts (it has waited its turn
-    once; the few retries that may be ahead of it are not counted)."""
+    unless the waiter goes first in line (a retry that would otherwise miss its deadline; the few such
+    retries that may be ahead of it are not counted)."""
     order = tuple(Priority)
-    return order[: order.index(priority) + (0 if retry else 1)]
+    return order[: order.index(priority) + (0 if first_in_line else 1)]
 
 
 class Governor(Protocol):

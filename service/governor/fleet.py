@@ -224,7 +224,7 @@ class FleetGovernor:
         # As in the in-process store: a retry goes first only when queuing would miss its deadline.
         first_in_line = retry and expected >= deadline.remaining()
         if first_in_line:
-            expected = sum(self.waiting(p) for p in ahead_of(priority, retry=True)) * self.spacing
+            expected = sum(self.waiting(p) for p in ahead_of(priority, first_in_line=True)) * self.spacing
         if expected >= deadline.remaining():
             raise self._throttled(expected, priority)
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()

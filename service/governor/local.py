@@ -134,7 +134,7 @@ class RateGovernor:
             slot.cancel()
 
     def _expected_wait(self, priority: Priority, *, first_in_line: bool) -> float:
-        ahead = sum(self.waiting(p) for p in ahead_of(priority, retry=first_in_line))
+        ahead = sum(self.waiting(p) for p in ahead_of(priority, first_in_line=first_in_line))
         return max(0.0, self._next_grant - asyncio.get_running_loop().time()) + ahead * self.spacing
 
     def drop_waiters(self, error: Exception) -> None:
